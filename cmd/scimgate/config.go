@@ -1,0 +1,420 @@
+package main
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"os"
+	"reflect"
+	"regexp"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"gopkg.in/yaml.v3"
+
+	"github.com/scimgate/scimgate/gateway"
+	"github.com/scimgate/scimgate/mapping"
+	"github.com/scimgate/scimgate/outbox"
+)
+
+// Config is the whole configuration file. Each section is owned by the
+// package it configures; this file only assembles them.
+type Config struct {
+	// DataDir holds the bbolt file and generated secrets (SCIMGATE_DATA_DIR).
+	DataDir string              `yaml:"data_dir"`
+	SCIM    gateway.Config      `yaml:"scim"`
+	Admin   gateway.AdminConfig `yaml:"admin"`
+	Outbox  outbox.Config       `yaml:"outbox"`
+	Mapping mapping.Rules       `yaml:"mapping"`
+	Log     LogConfig           `yaml:"log"`
+}
+
+// LogConfig selects the log handler.
+type LogConfig struct {
+	Level  string `yaml:"level"`  // debug, info, warn, error
+	Format string `yaml:"format"` // json or text
+}
+
+// Default values of the environment contract (DESIGN.md, Operations).
+const (
+	defaultListen      = ":8080"
+	defaultAdminListen = "127.0.0.1:8081"
+	defaultDataDir     = "./data"
+	defaultWebhookURL  = "http://127.0.0.1:9000/hooks"
+)
+
+// DefaultConfig is what `scimgate serve` runs without --config: the same
+// as config.example.yaml under the same environment (a test keeps the two
+// equal).
+func DefaultConfig(getenv func(string) string) Config {
+	env := func(name, def string) string {
+		if v := getenv(name); v != "" {
+			return v
+		}
+		return def
+	}
+	cfg := Config{
+		DataDir: env("SCIMGATE_DATA_DIR", defaultDataDir),
+		SCIM:    gateway.DefaultConfig(),
+		Admin:   gateway.DefaultAdminConfig(),
+		Outbox:  outbox.DefaultConfig(),
+		Mapping: mapping.DefaultRules(),
+		Log:     LogConfig{Level: "info", Format: "json"},
+	}
+	cfg.SCIM.Listen = env("SCIMGATE_LISTEN", defaultListen)
+	cfg.SCIM.Auth.BearerTokens = nonEmpty(getenv("SCIMGATE_SCIM_TOKEN"))
+	cfg.Admin.Listen = env("SCIMGATE_ADMIN_LISTEN", defaultAdminListen)
+	cfg.Admin.Tokens = nonEmpty(getenv("SCIMGATE_ADMIN_TOKEN"))
+	cfg.Outbox.Targets = []outbox.TargetConfig{{
+		Name:    "default",
+		URL:     env("SCIMGATE_WEBHOOK_URL", defaultWebhookURL),
+		Events:  []string{"*"},
+		Secrets: nonEmpty(getenv("SCIMGATE_WEBHOOK_SECRET")),
+		Timeout: 15 * time.Second,
+	}}
+	return cfg
+}
+
+func nonEmpty(vals ...string) []string {
+	var out []string
+	for _, v := range vals {
+		if strings.TrimSpace(v) != "" {
+			out = append(out, v)
+		}
+	}
+	return out
+}
+
+// ConfigError is a problem in a configuration file, located by line.
+type ConfigError struct {
+	File  string
+	Line  int    // 0 when unknown
+	Field string // YAML path, e.g. "outbox.targets[0].url"
+	Err   error
+}
+
+func (e *ConfigError) Error() string {
+	loc := e.File
+	if e.Line > 0 {
+		loc += ":" + strconv.Itoa(e.Line)
+	}
+	if e.Field != "" {
+		return fmt.Sprintf("%s: %s: %v", loc, e.Field, e.Err)
+	}
+	return fmt.Sprintf("%s: %v", loc, e.Err)
+}
+
+func (e *ConfigError) Unwrap() error { return e.Err }
+
+// ErrUnknownKey marks a key no section defines (a typo, usually).
+var ErrUnknownKey = errors.New("unknown key")
+
+// LoadConfig reads a config file on top of DefaultConfig. ${NAME} and
+// ${NAME:-default} in values are expanded from getenv (and only those: a
+// secret such as "$2a$10$…" is left alone). Unknown keys are errors. The
+// result is not yet validated: generated secrets are filled in first.
+func LoadConfig(path string, getenv func(string) string) (Config, *yaml.Node, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return Config{}, nil, err
+	}
+	return ParseConfig(path, data, getenv)
+}
+
+// ParseConfig is LoadConfig on bytes; name labels errors.
+func ParseConfig(name string, data []byte, getenv func(string) string) (Config, *yaml.Node, error) {
+	cfg := DefaultConfig(getenv)
+	var root yaml.Node
+	if err := yaml.Unmarshal(data, &root); err != nil {
+		return cfg, nil, &ConfigError{File: name, Err: err}
+	}
+	if len(root.Content) == 0 { // empty file: defaults
+		return cfg, &root, nil
+	}
+	doc := root.Content[0]
+	if err := expandNode(doc, getenv); err != nil {
+		return cfg, nil, &ConfigError{File: name, Line: err.line, Err: err}
+	}
+	if err := checkKnown(doc, reflect.TypeOf(cfg), ""); err != nil {
+		err.File = name
+		return cfg, nil, err
+	}
+	// Sections present in the file replace the defaults' lists rather than
+	// appending to them.
+	if err := doc.Decode(&cfg); err != nil {
+		return cfg, nil, &ConfigError{File: name, Err: err}
+	}
+	cfg.SCIM.Auth.BearerTokens = nonEmpty(cfg.SCIM.Auth.BearerTokens...)
+	cfg.Admin.Tokens = nonEmpty(cfg.Admin.Tokens...)
+	for i := range cfg.Outbox.Targets {
+		cfg.Outbox.Targets[i].Secrets = nonEmpty(cfg.Outbox.Targets[i].Secrets...)
+	}
+	return cfg, doc, nil
+}
+
+var envRef = regexp.MustCompile(`\$\{([A-Za-z_][A-Za-z0-9_]*)(:-([^}]*))?\}`)
+
+type expandError struct {
+	line int
+	name string
+}
+
+func (e *expandError) Error() string {
+	return fmt.Sprintf("${%s} is not set in the environment (write ${%s:-default} for a default)", e.name, e.name)
+}
+
+// expandNode expands environment references in every scalar value. A
+// ${NAME} without default that is unset is an error, so a missing secret
+// is noticed at start, not at the first request. Exception: a value that is
+// only ${NAME} becomes empty (the gateway then generates that secret).
+func expandNode(n *yaml.Node, getenv func(string) string) *expandError {
+	switch n.Kind {
+	case yaml.ScalarNode:
+		if !strings.Contains(n.Value, "${") {
+			return nil
+		}
+		var err *expandError
+		n.Value = envRef.ReplaceAllStringFunc(n.Value, func(m string) string {
+			sub := envRef.FindStringSubmatch(m)
+			if v := getenv(sub[1]); v != "" {
+				return v
+			}
+			if sub[2] != "" {
+				return sub[3]
+			}
+			if err == nil {
+				err = &expandError{line: n.Line, name: sub[1]}
+			}
+			return ""
+		})
+		// Let the expanded text resolve to its natural type (an int, a
+		// duration) unless the author quoted it.
+		if n.Style == 0 {
+			n.Tag = ""
+		}
+		return err
+	default:
+		for _, c := range n.Content {
+			if err := expandNode(c, getenv); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// checkKnown rejects mapping keys that the target struct type has no yaml
+// field for, naming the key, its line and the keys that are allowed.
+// (yaml.v3's KnownFields works only through a Decoder, which would lose the
+// expanded node tree.)
+func checkKnown(n *yaml.Node, t reflect.Type, path string) *ConfigError {
+	for t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	if reflect.PointerTo(t).Implements(unmarshalerType) {
+		return nil // the type checks its own keys
+	}
+	switch {
+	case n.Kind == yaml.MappingNode && t.Kind() == reflect.Struct:
+		fields := yamlFields(t)
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			key, val := n.Content[i], n.Content[i+1]
+			ft, ok := fields[key.Value]
+			if !ok {
+				names := make([]string, 0, len(fields))
+				for k := range fields {
+					names = append(names, k)
+				}
+				sort.Strings(names)
+				return &ConfigError{Line: key.Line, Field: join(path, key.Value),
+					Err: fmt.Errorf("%w (allowed here: %s)", ErrUnknownKey, strings.Join(names, ", "))}
+			}
+			if err := checkKnown(val, ft, join(path, key.Value)); err != nil {
+				return err
+			}
+		}
+	case n.Kind == yaml.MappingNode && t.Kind() == reflect.Map:
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			if err := checkKnown(n.Content[i+1], t.Elem(), join(path, n.Content[i].Value)); err != nil {
+				return err
+			}
+		}
+	case n.Kind == yaml.SequenceNode && (t.Kind() == reflect.Slice || t.Kind() == reflect.Array):
+		for i, c := range n.Content {
+			if err := checkKnown(c, t.Elem(), fmt.Sprintf("%s[%d]", path, i)); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+var unmarshalerType = reflect.TypeOf((*yaml.Unmarshaler)(nil)).Elem()
+
+func join(path, key string) string {
+	if path == "" {
+		return key
+	}
+	return path + "." + key
+}
+
+// yamlFields maps a struct's yaml keys to field types (inline fields flattened).
+func yamlFields(t reflect.Type) map[string]reflect.Type {
+	out := map[string]reflect.Type{}
+	for i := 0; i < t.NumField(); i++ {
+		f := t.Field(i)
+		if !f.IsExported() {
+			continue
+		}
+		tag := f.Tag.Get("yaml")
+		name, opts, _ := strings.Cut(tag, ",")
+		if name == "-" {
+			continue
+		}
+		if strings.Contains(opts, "inline") {
+			for k, v := range yamlFields(f.Type) {
+				out[k] = v
+			}
+			continue
+		}
+		if name == "" {
+			name = strings.ToLower(f.Name)
+		}
+		out[name] = f.Type
+	}
+	return out
+}
+
+// lineOf finds the line of a YAML path such as "outbox.targets[1].url" (or
+// of its nearest existing ancestor) in doc.
+func lineOf(doc *yaml.Node, field string) int {
+	if doc == nil {
+		return 0
+	}
+	n, line := doc, doc.Line
+	for _, part := range splitPath(field) {
+		if n == nil {
+			break
+		}
+		if idx, err := strconv.Atoi(part); err == nil {
+			if n.Kind != yaml.SequenceNode || idx >= len(n.Content) {
+				break
+			}
+			n = n.Content[idx]
+			line = n.Line
+			continue
+		}
+		var next *yaml.Node
+		if n.Kind == yaml.MappingNode {
+			for i := 0; i+1 < len(n.Content); i += 2 {
+				if n.Content[i].Value == part {
+					line, next = n.Content[i].Line, n.Content[i+1]
+					break
+				}
+			}
+		}
+		if next == nil {
+			break
+		}
+		n = next
+	}
+	return line
+}
+
+// splitPath turns "a.b[2].c" into ["a", "b", "2", "c"].
+func splitPath(p string) []string {
+	p = strings.NewReplacer("[", ".", "]", "").Replace(p)
+	return strings.FieldsFunc(p, func(r rune) bool { return r == '.' })
+}
+
+// Validate checks every section and locates each problem in the file.
+func (c *Config) Validate(file string, doc *yaml.Node) error {
+	var errs []error
+	add := func(section string, err error) {
+		if err == nil {
+			return
+		}
+		for _, e := range flatten(err) {
+			field := section
+			if f := fieldOf(e); f != "" {
+				field = section + "." + f
+			}
+			errs = append(errs, &ConfigError{File: file, Line: lineOf(doc, field), Field: field, Err: unwrapField(e)})
+		}
+	}
+	add("scim", c.SCIM.Validate())
+	add("admin", c.Admin.Validate())
+	add("outbox", c.Outbox.Validate())
+	if _, err := mapping.Compile(c.Mapping); err != nil {
+		add("mapping", err)
+	}
+	switch c.Log.Level {
+	case "debug", "info", "warn", "error":
+	default:
+		errs = append(errs, &ConfigError{File: file, Line: lineOf(doc, "log.level"), Field: "log.level", Err: fmt.Errorf("%q: use debug, info, warn or error", c.Log.Level)})
+	}
+	switch c.Log.Format {
+	case "json", "text":
+	default:
+		errs = append(errs, &ConfigError{File: file, Line: lineOf(doc, "log.format"), Field: "log.format", Err: fmt.Errorf("%q: use json or text", c.Log.Format)})
+	}
+	if c.DataDir == "" {
+		errs = append(errs, &ConfigError{File: file, Line: lineOf(doc, "data_dir"), Field: "data_dir", Err: errors.New("required")})
+	}
+	return errors.Join(errs...)
+}
+
+// flatten splits errors.Join trees into their leaves.
+func flatten(err error) []error {
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		var out []error
+		for _, e := range j.Unwrap() {
+			out = append(out, flatten(e)...)
+		}
+		return out
+	}
+	return []error{err}
+}
+
+// fieldOf reads the Field of the packages' FieldError types.
+func fieldOf(err error) string {
+	var ge *gateway.FieldError
+	var oe *outbox.FieldError
+	var me *mapping.FieldError
+	switch {
+	case errors.As(err, &ge):
+		return ge.Field
+	case errors.As(err, &oe):
+		return strings.TrimPrefix(oe.Field, "outbox.")
+	case errors.As(err, &me):
+		return me.Field
+	}
+	return ""
+}
+
+func unwrapField(err error) error {
+	var ge *gateway.FieldError
+	var oe *outbox.FieldError
+	var me *mapping.FieldError
+	switch {
+	case errors.As(err, &ge):
+		return ge.Err
+	case errors.As(err, &oe):
+		return oe.Err
+	case errors.As(err, &me):
+		return me.Err
+	}
+	return err
+}
+
+// formatErrors prints one config problem per line.
+func formatErrors(err error) string {
+	var b bytes.Buffer
+	for _, e := range flatten(err) {
+		b.WriteString(e.Error())
+		b.WriteByte('\n')
+	}
+	return strings.TrimSuffix(b.String(), "\n")
+}

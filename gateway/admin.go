@@ -1,0 +1,312 @@
+package gateway
+
+import (
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	bolt "go.etcd.io/bbolt"
+
+	"github.com/scimgate/scimgate/gateway/store"
+	"github.com/scimgate/scimgate/outbox"
+)
+
+// AdminConfig is the `admin:` section: the operator's listener.
+type AdminConfig struct {
+	// Listen is the admin address (SCIMGATE_ADMIN_LISTEN, "127.0.0.1:8081").
+	Listen string `yaml:"listen"`
+	// Tokens are accepted for /admin/ (same forms as SCIM tokens).
+	Tokens []string `yaml:"tokens"`
+}
+
+// DefaultAdminConfig returns the admin defaults.
+func DefaultAdminConfig() AdminConfig { return AdminConfig{Listen: "127.0.0.1:8081"} }
+
+// Validate checks the section; field names are relative to "admin".
+func (c *AdminConfig) Validate() error {
+	var errs []error
+	if _, _, err := net.SplitHostPort(c.Listen); err != nil {
+		errs = append(errs, fieldErr("listen", ErrInvalid, "%q is not host:port", c.Listen))
+	}
+	for i, t := range c.Tokens {
+		if err := checkSecret(t); err != nil {
+			errs = append(errs, fieldErr(fmt.Sprintf("tokens[%d]", i), ErrInvalid, "%v", err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// Admin serves /healthz, /readyz and /metrics without a token, and the
+// operator API under /admin/ behind the admin token.
+type Admin struct {
+	db         *bolt.DB
+	store      *store.Store
+	scim       *Server
+	dispatcher *outbox.Dispatcher
+	gatherer   prometheus.Gatherer
+	tokens     [][sha256.Size]byte
+	logger     *slog.Logger
+	started    time.Time
+	version    string
+	mux        *http.ServeMux
+}
+
+// AdminDeps are what the admin API reports on.
+type AdminDeps struct {
+	DB         *bolt.DB
+	Store      *store.Store
+	SCIM       *Server
+	Dispatcher *outbox.Dispatcher
+	Gatherer   prometheus.Gatherer
+	Logger     *slog.Logger
+	Version    string
+}
+
+// NewAdmin builds the admin handler.
+func NewAdmin(cfg AdminConfig, d AdminDeps) *Admin {
+	a := &Admin{db: d.DB, store: d.Store, scim: d.SCIM, dispatcher: d.Dispatcher, gatherer: d.Gatherer,
+		logger: d.Logger.With("component", "admin"), started: time.Now(), version: d.Version, mux: http.NewServeMux()}
+	for _, t := range cfg.Tokens {
+		a.tokens = append(a.tokens, hashSecret(t))
+	}
+	a.mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+	})
+	a.mux.HandleFunc("GET /readyz", a.readyz)
+	a.mux.Handle("GET /metrics", promhttp.HandlerFor(d.Gatherer, promhttp.HandlerOpts{}))
+	a.mux.HandleFunc("GET /admin/status", a.auth(a.status))
+	a.mux.HandleFunc("GET /admin/targets/{target}/dead-letters", a.auth(a.deadLetters))
+	a.mux.HandleFunc("GET /admin/targets/{target}/dead-letters/{id}", a.auth(a.deadLetter))
+	a.mux.HandleFunc("DELETE /admin/targets/{target}/dead-letters/{id}", a.auth(a.discardOne))
+	a.mux.HandleFunc("POST /admin/targets/{target}/dead-letters/{id}/replay", a.auth(a.replayOne))
+	a.mux.HandleFunc("POST /admin/targets/{target}/replay", a.auth(a.replay))
+	a.mux.HandleFunc("POST /admin/targets/{target}/discard", a.auth(a.discard))
+	a.mux.HandleFunc("POST /admin/targets/{target}/pause", a.auth(a.pause))
+	a.mux.HandleFunc("POST /admin/targets/{target}/resume", a.auth(a.resume))
+	a.mux.HandleFunc("GET /admin/backup", a.auth(a.backup))
+	return a
+}
+
+// ServeHTTP implements http.Handler.
+func (a *Admin) ServeHTTP(w http.ResponseWriter, r *http.Request) { a.mux.ServeHTTP(w, r) }
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	_ = enc.Encode(v)
+}
+
+func writeError(w http.ResponseWriter, status int, format string, args ...any) {
+	writeJSON(w, status, map[string]string{"error": fmt.Sprintf(format, args...)})
+}
+
+func (a *Admin) auth(next http.HandlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		scheme, tok, _ := strings.Cut(r.Header.Get("Authorization"), " ")
+		sum := sha256.Sum256([]byte(strings.TrimSpace(tok)))
+		ok := 0
+		for i := range a.tokens {
+			ok |= subtle.ConstantTimeCompare(sum[:], a.tokens[i][:])
+		}
+		if !strings.EqualFold(scheme, "bearer") || ok != 1 {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="scimgate-admin"`)
+			writeError(w, http.StatusUnauthorized, "admin token required: send \"Authorization: Bearer <admin token>\" (SCIMGATE_ADMIN_TOKEN)")
+			return
+		}
+		next(w, r)
+	}
+}
+
+func (a *Admin) readyz(w http.ResponseWriter, r *http.Request) {
+	var problems []string
+	if err := a.db.View(func(*bolt.Tx) error { return nil }); err != nil {
+		problems = append(problems, "database: "+err.Error())
+	}
+	if !a.dispatcher.Ready() {
+		problems = append(problems, "dispatcher not running")
+	}
+	if len(problems) > 0 {
+		writeJSON(w, http.StatusServiceUnavailable, map[string]any{"status": "unavailable", "problems": problems})
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
+}
+
+// Status is what /admin/status returns.
+type Status struct {
+	Version         string                `json:"version"`
+	StartedAt       time.Time             `json:"started_at"`
+	LastSCIMRequest time.Time             `json:"last_scim_request,omitzero"`
+	LastSCIMChange  time.Time             `json:"last_scim_change,omitzero"`
+	Users           int                   `json:"users"`
+	ActiveUsers     int                   `json:"active_users"`
+	Groups          int                   `json:"groups"`
+	Targets         []outbox.TargetStatus `json:"targets"`
+}
+
+func (a *Admin) status(w http.ResponseWriter, r *http.Request) {
+	st, err := a.store.Stats()
+	if err != nil {
+		a.internal(w, "status", err)
+		return
+	}
+	targets, err := a.dispatcher.Status()
+	if err != nil {
+		a.internal(w, "status", err)
+		return
+	}
+	writeJSON(w, http.StatusOK, Status{
+		Version: a.version, StartedAt: a.started.UTC(), LastSCIMRequest: a.scim.LastRequest(), LastSCIMChange: st.LastChange,
+		Users: st.Users, ActiveUsers: st.ActiveUsers, Groups: st.Groups, Targets: targets,
+	})
+}
+
+func (a *Admin) internal(w http.ResponseWriter, what string, err error) {
+	a.logger.Error("admin request failed", "op", what, "err", err)
+	writeError(w, http.StatusInternalServerError, "internal error")
+}
+
+// outboxErr maps dispatcher errors to statuses.
+func (a *Admin) outboxErr(w http.ResponseWriter, what string, err error) {
+	switch {
+	case errors.Is(err, outbox.ErrUnknownTarget):
+		writeError(w, http.StatusNotFound, "%v", err)
+	case errors.Is(err, outbox.ErrNotFound):
+		writeError(w, http.StatusNotFound, "%v", err)
+	default:
+		a.internal(w, what, err)
+	}
+}
+
+func (a *Admin) deadLetters(w http.ResponseWriter, r *http.Request) {
+	after, _ := strconv.ParseUint(r.URL.Query().Get("after"), 10, 64)
+	limit, err := strconv.Atoi(r.URL.Query().Get("limit"))
+	if err != nil || limit <= 0 || limit > 1000 {
+		limit = 100
+	}
+	list, err := a.dispatcher.DeadLetters(r.PathValue("target"), after, limit)
+	if err != nil {
+		a.outboxErr(w, "dead letters", err)
+		return
+	}
+	if list == nil {
+		list = []outbox.DeadLetter{}
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"dead_letters": list})
+}
+
+func (a *Admin) deadLetter(w http.ResponseWriter, r *http.Request) {
+	dl, err := a.dispatcher.DeadLetter(r.PathValue("target"), r.PathValue("id"))
+	if err != nil {
+		a.outboxErr(w, "dead letter", err)
+		return
+	}
+	writeJSON(w, http.StatusOK, dl)
+}
+
+// idsBody reads {"ids": [...]}; an empty body means all.
+func idsBody(r *http.Request) ([]string, error) {
+	var body struct {
+		IDs []string `json:"ids"`
+	}
+	if r.ContentLength == 0 {
+		return nil, nil
+	}
+	if err := json.NewDecoder(http.MaxBytesReader(nil, r.Body, 1<<20)).Decode(&body); err != nil {
+		return nil, err
+	}
+	return body.IDs, nil
+}
+
+func (a *Admin) replay(w http.ResponseWriter, r *http.Request) {
+	ids, err := idsBody(r)
+	if err != nil {
+		writeError(w, http.StatusBadRequest, "body must be {\"ids\": [...]} or empty for all: %v", err)
+		return
+	}
+	a.replayIDs(w, r.PathValue("target"), ids)
+}
+
+func (a *Admin) replayOne(w http.ResponseWriter, r *http.Request) {
+	a.replayIDs(w, r.PathValue("target"), []string{r.PathValue("id")})
+}
+
+func (a *Admin) replayIDs(w http.ResponseWriter, target string, ids []string) {
+	n, err := a.dispatcher.Replay(target, ids)
+	if err != nil {
+		a.outboxErr(w, "replay", err)
+		return
+	}
+	a.logger.Info("dead letters replayed", "target", target, "count", n)
+	writeJSON(w, http.StatusOK, map[string]int{"replayed": n})
+}
+
+func (a *Admin) discard(w http.ResponseWriter, r *http.Request) {
+	ids, err := idsBody(r)
+	if err != nil {
+		writeError(w, http.StatusBadRequest, "body must be {\"ids\": [...]} or empty for all: %v", err)
+		return
+	}
+	a.discardIDs(w, r.PathValue("target"), ids)
+}
+
+func (a *Admin) discardOne(w http.ResponseWriter, r *http.Request) {
+	a.discardIDs(w, r.PathValue("target"), []string{r.PathValue("id")})
+}
+
+func (a *Admin) discardIDs(w http.ResponseWriter, target string, ids []string) {
+	n, err := a.dispatcher.Discard(target, ids)
+	if err != nil {
+		a.outboxErr(w, "discard", err)
+		return
+	}
+	a.logger.Warn("dead letters discarded", "target", target, "count", n)
+	writeJSON(w, http.StatusOK, map[string]int{"discarded": n})
+}
+
+func (a *Admin) pause(w http.ResponseWriter, r *http.Request) {
+	reason := r.URL.Query().Get("reason")
+	if reason == "" {
+		reason = "paused by operator"
+	}
+	if err := a.dispatcher.Pause(r.PathValue("target"), reason); err != nil {
+		a.outboxErr(w, "pause", err)
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"target": r.PathValue("target"), "paused": true})
+}
+
+func (a *Admin) resume(w http.ResponseWriter, r *http.Request) {
+	if err := a.dispatcher.Resume(r.PathValue("target")); err != nil {
+		a.outboxErr(w, "resume", err)
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"target": r.PathValue("target"), "paused": false})
+}
+
+// backup streams a consistent copy of the database from one read
+// transaction; writes continue meanwhile (bbolt MVCC).
+func (a *Admin) backup(w http.ResponseWriter, r *http.Request) {
+	err := a.db.View(func(tx *bolt.Tx) error {
+		w.Header().Set("Content-Type", "application/octet-stream")
+		w.Header().Set("Content-Disposition", `attachment; filename="scimgate.db"`)
+		w.Header().Set("Content-Length", strconv.FormatInt(tx.Size(), 10))
+		_, err := tx.WriteTo(w)
+		return err
+	})
+	if err != nil {
+		a.logger.Error("backup failed", "err", err)
+	}
+}

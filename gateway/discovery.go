@@ -1,0 +1,134 @@
+package gateway
+
+import (
+	"net/http"
+	"strings"
+
+	"github.com/labstack/echo/v4"
+
+	"github.com/scimgate/scimgate/gateway/scim"
+)
+
+// Discovery endpoints (RFC 7644 §4). They describe what this gateway
+// actually does: PATCH yes, ETags yes, filters yes (with the page cap),
+// bulk, sort and password change no.
+
+func (s *Server) serviceProviderConfig(c echo.Context) error {
+	if c.QueryParam("filter") != "" {
+		return scim.Errorf(http.StatusForbidden, "", "filtering is not allowed on /ServiceProviderConfig (RFC 7644 §4)")
+	}
+	var schemes []any
+	if len(s.auth.bearer) > 0 {
+		schemes = append(schemes, map[string]any{
+			"type": "oauthbearertoken", "name": "Bearer token", "primary": true,
+			"description": "Authentication with a bearer token in the Authorization header (Okta: HTTP Header; Entra: Secret Token)",
+			"specUri":     "https://www.rfc-editor.org/info/rfc6750",
+		})
+	}
+	if len(s.auth.basic) > 0 {
+		schemes = append(schemes, map[string]any{
+			"type": "httpbasic", "name": "HTTP Basic", "primary": len(s.auth.bearer) == 0,
+			"description": "Authentication with a key and secret using HTTP Basic",
+			"specUri":     "https://www.rfc-editor.org/info/rfc7617",
+		})
+	}
+	base := s.baseURL(c)
+	return render(c, http.StatusOK, map[string]any{
+		"schemas":               []string{scim.SchemaServiceProviderConfig},
+		"documentationUri":      "https://github.com/scimgate/scimgate/blob/main/docs/okta.md",
+		"patch":                 map[string]any{"supported": true},
+		"bulk":                  map[string]any{"supported": false, "maxOperations": 0, "maxPayloadSize": 0},
+		"filter":                map[string]any{"supported": true, "maxResults": s.cfg.Limits.MaxPageSize},
+		"changePassword":        map[string]any{"supported": false},
+		"sort":                  map[string]any{"supported": false},
+		"etag":                  map[string]any{"supported": true},
+		"authenticationSchemes": schemes,
+		"meta": map[string]any{
+			"resourceType": "ServiceProviderConfig",
+			"location":     base + "/ServiceProviderConfig",
+		},
+	})
+}
+
+func (s *Server) resourceTypeDoc(c echo.Context, rt *scim.ResourceType) map[string]any {
+	exts := make([]any, 0, len(rt.Extensions))
+	for _, e := range rt.Extensions {
+		exts = append(exts, map[string]any{"schema": e.ID, "required": false})
+	}
+	return map[string]any{
+		"schemas":          []string{scim.SchemaResourceType},
+		"id":               rt.ID,
+		"name":             rt.Name,
+		"endpoint":         rt.Endpoint,
+		"description":      rt.Description,
+		"schema":           rt.Schema.ID,
+		"schemaExtensions": exts,
+		"meta": map[string]any{
+			"resourceType": "ResourceType",
+			"location":     s.baseURL(c) + "/ResourceTypes/" + rt.ID,
+		},
+	}
+}
+
+func (s *Server) resourceTypes(c echo.Context) error {
+	var out []any
+	for _, rt := range []*scim.ResourceType{s.store.UserType(), s.store.GroupType()} {
+		out = append(out, s.resourceTypeDoc(c, rt))
+	}
+	return render(c, http.StatusOK, scim.NewListResponse(len(out), 1, out))
+}
+
+func (s *Server) resourceType(c echo.Context) error {
+	for _, rt := range []*scim.ResourceType{s.store.UserType(), s.store.GroupType()} {
+		if strings.EqualFold(rt.ID, c.Param("id")) {
+			return render(c, http.StatusOK, s.resourceTypeDoc(c, rt))
+		}
+	}
+	return scim.Errorf(http.StatusNotFound, "", "no resource type %q: scimgate serves User and Group", c.Param("id"))
+}
+
+// allSchemas lists the core schemas and every extension the gateway accepts.
+func (s *Server) allSchemas() []*scim.Schema {
+	out := []*scim.Schema{s.store.UserType().Schema, s.store.GroupType().Schema}
+	seen := map[string]bool{}
+	for _, rt := range []*scim.ResourceType{s.store.UserType(), s.store.GroupType()} {
+		for _, e := range rt.Extensions {
+			if !seen[strings.ToLower(e.ID)] {
+				seen[strings.ToLower(e.ID)] = true
+				out = append(out, e)
+			}
+		}
+	}
+	return out
+}
+
+func (s *Server) schemaDoc(c echo.Context, sc *scim.Schema) map[string]any {
+	return map[string]any{
+		"schemas":     []string{scim.SchemaSchema},
+		"id":          sc.ID,
+		"name":        sc.Name,
+		"description": sc.Description,
+		"attributes":  sc.Attributes,
+		"meta": map[string]any{
+			"resourceType": "Schema",
+			"location":     s.baseURL(c) + "/Schemas/" + sc.ID,
+		},
+	}
+}
+
+func (s *Server) schemas(c echo.Context) error {
+	var out []any
+	for _, sc := range s.allSchemas() {
+		out = append(out, s.schemaDoc(c, sc))
+	}
+	return render(c, http.StatusOK, scim.NewListResponse(len(out), 1, out))
+}
+
+func (s *Server) schema(c echo.Context) error {
+	for _, sc := range s.allSchemas() {
+		if strings.EqualFold(sc.ID, c.Param("id")) {
+			return render(c, http.StatusOK, s.schemaDoc(c, sc))
+		}
+	}
+	return scim.Errorf(http.StatusNotFound, "", "no schema %q: GET /Schemas lists the schemas scimgate accepts", c.Param("id"))
+}

@@ -1,0 +1,247 @@
+package gateway
+
+import (
+	"net/http"
+	"strconv"
+	"strings"
+
+	"github.com/labstack/echo/v4"
+
+	"github.com/scimgate/scimgate/gateway/scim"
+	"github.com/scimgate/scimgate/gateway/store"
+)
+
+// defaultPageSize applies when a list request has no count (Okta uses 100).
+const defaultPageSize = 100
+
+// resourceAPI serves one resource type's endpoints. Users and groups
+// differ only in the store functions behind them.
+type resourceAPI struct {
+	s       *Server
+	typ     *scim.ResourceType
+	create  func(map[string]any) (*store.Resource, error)
+	get     func(id string, withMembers bool) (*store.Resource, error)
+	replace func(id, ifMatch string, doc map[string]any) (*store.Resource, error)
+	patch   func(id, ifMatch string, ops []scim.Operation) (*store.Resource, error)
+	delete  func(id, ifMatch string) error
+	list    func(store.Query) (int, []*store.Resource, error)
+}
+
+// projection is the attributes / excludedAttributes pair of a request.
+type projection struct {
+	attributes, excluded []string
+}
+
+func parseProjection(c echo.Context) projection {
+	return projection{attributes: splitList(c.QueryParam("attributes")), excluded: splitList(c.QueryParam("excludedAttributes"))}
+}
+
+// splitList splits a comma-separated attribute list; a value filter
+// (emails[type eq "work"]) selects its attribute.
+func splitList(s string) []string {
+	if s == "" {
+		return nil
+	}
+	var out []string
+	for _, p := range strings.Split(s, ",") {
+		p = strings.TrimSpace(p)
+		if i := strings.IndexByte(p, '['); i >= 0 {
+			rest := ""
+			if j := strings.LastIndexByte(p, ']'); j > i {
+				rest = p[j+1:]
+			}
+			p = p[:i] + rest
+		}
+		if p != "" {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// wantsMembers reports whether a group response needs its members, so
+// excludedAttributes=members (Entra) costs no member scan.
+func (p projection) wantsMembers() bool {
+	for _, a := range p.excluded {
+		if strings.EqualFold(a, "members") {
+			return false
+		}
+	}
+	if len(p.attributes) == 0 {
+		return true
+	}
+	for _, a := range p.attributes {
+		if strings.EqualFold(a, "members") || strings.HasPrefix(strings.ToLower(a), "members.") {
+			return true
+		}
+	}
+	return false
+}
+
+// out renders a stored resource for the client: meta.location, then the
+// projection.
+func (r *resourceAPI) out(c echo.Context, res *store.Resource, p projection) map[string]any {
+	loc := r.location(c, res.ID)
+	if meta, ok := res.Doc["meta"].(map[string]any); ok {
+		meta["location"] = loc
+	}
+	return scim.Project(res.Doc, r.typ, p.attributes, p.excluded)
+}
+
+func (r *resourceAPI) location(c echo.Context, id string) string {
+	return r.s.baseURL(c) + r.typ.Endpoint + "/" + id
+}
+
+func (r *resourceAPI) listHandler(c echo.Context) error {
+	q, err := r.query(c)
+	if err != nil {
+		return err
+	}
+	p := parseProjection(c)
+	q.Members = p.wantsMembers()
+	total, page, err := r.list(q)
+	if err != nil {
+		return err
+	}
+	resources := make([]any, 0, len(page))
+	for _, res := range page {
+		resources = append(resources, r.out(c, res, p))
+	}
+	return render(c, http.StatusOK, scim.NewListResponse(total, q.StartIndex, resources))
+}
+
+// query reads filter, startIndex and count (RFC 7644 §3.4.2). Unknown
+// parameters (Entra's aadOptscim062020) are ignored.
+func (r *resourceAPI) query(c echo.Context) (store.Query, error) {
+	q := store.Query{StartIndex: 1, Count: defaultPageSize}
+	if v := c.QueryParam("startIndex"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil {
+			return q, scim.Errorf(http.StatusBadRequest, scim.InvalidValue, "startIndex %q is not an integer", v)
+		}
+		q.StartIndex = max(n, 1)
+	}
+	if v := c.QueryParam("count"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil {
+			return q, scim.Errorf(http.StatusBadRequest, scim.InvalidValue, "count %q is not an integer", v)
+		}
+		q.Count = min(max(n, 0), r.s.cfg.Limits.MaxPageSize)
+	}
+	if f := c.QueryParam("filter"); f != "" {
+		if len(f) > r.s.cfg.Limits.MaxFilterBytes {
+			return q, scim.Errorf(http.StatusBadRequest, scim.InvalidFilter, "filter is %d bytes; the limit is %d", len(f), r.s.cfg.Limits.MaxFilterBytes)
+		}
+		filter, err := scim.ParseFilter(f)
+		if err != nil {
+			return q, err
+		}
+		if err := filter.Validate(r.typ); err != nil {
+			return q, err
+		}
+		q.Filter = filter
+	}
+	return q, nil
+}
+
+func (r *resourceAPI) getHandler(c echo.Context) error {
+	p := parseProjection(c)
+	res, err := r.get(c.Param("id"), p.wantsMembers())
+	if err != nil {
+		return err
+	}
+	if inm := c.Request().Header.Get("If-None-Match"); inm != "" && (inm == res.ETag() || inm == "*") {
+		c.Response().Header().Set("ETag", res.ETag())
+		return c.NoContent(http.StatusNotModified)
+	}
+	return r.respond(c, http.StatusOK, res, p)
+}
+
+func (r *resourceAPI) respond(c echo.Context, status int, res *store.Resource, p projection) error {
+	c.Response().Header().Set("ETag", res.ETag())
+	if status == http.StatusCreated {
+		c.Response().Header().Set(echo.HeaderLocation, r.location(c, res.ID))
+	}
+	return render(c, status, r.out(c, res, p))
+}
+
+func (r *resourceAPI) createHandler(c echo.Context) error {
+	doc, err := decode(c)
+	if err != nil {
+		return err
+	}
+	if err := r.checkMembers(doc); err != nil {
+		return err
+	}
+	res, err := r.create(doc)
+	if err != nil {
+		return err
+	}
+	return r.respond(c, http.StatusCreated, res, parseProjection(c))
+}
+
+func (r *resourceAPI) replaceHandler(c echo.Context) error {
+	doc, err := decode(c)
+	if err != nil {
+		return err
+	}
+	if err := r.checkMembers(doc); err != nil {
+		return err
+	}
+	res, err := r.replace(c.Param("id"), c.Request().Header.Get("If-Match"), doc)
+	if err != nil {
+		return err
+	}
+	return r.respond(c, http.StatusOK, res, parseProjection(c))
+}
+
+func (r *resourceAPI) patchHandler(c echo.Context) error {
+	body, err := readBody(c)
+	if err != nil {
+		return err
+	}
+	ops, err := scim.ParsePatch(body)
+	if err != nil {
+		return err
+	}
+	limits := r.s.cfg.Limits
+	if len(ops) > limits.MaxOperations {
+		return scim.Errorf(http.StatusBadRequest, scim.TooMany, "PATCH has %d operations; the limit is %d: split it", len(ops), limits.MaxOperations)
+	}
+	members := 0
+	for _, op := range ops {
+		if list, ok := op.Value.([]any); ok {
+			members += len(list)
+		}
+	}
+	if members > limits.MaxMembers {
+		return scim.Errorf(http.StatusBadRequest, scim.TooMany, "PATCH carries %d values; the limit is %d: split it", members, limits.MaxMembers)
+	}
+	res, err := r.patch(c.Param("id"), c.Request().Header.Get("If-Match"), ops)
+	if err != nil {
+		return err
+	}
+	p := parseProjection(c)
+	if r.s.cfg.PatchResponse == "no_content" && len(p.attributes) == 0 && len(p.excluded) == 0 {
+		c.Response().Header().Set("ETag", res.ETag())
+		return c.NoContent(http.StatusNoContent)
+	}
+	return r.respond(c, http.StatusOK, res, p)
+}
+
+func (r *resourceAPI) deleteHandler(c echo.Context) error {
+	if err := r.delete(c.Param("id"), c.Request().Header.Get("If-Match")); err != nil {
+		return err
+	}
+	return c.NoContent(http.StatusNoContent)
+}
+
+// checkMembers enforces the members-per-request limit on POST and PUT.
+func (r *resourceAPI) checkMembers(doc map[string]any) error {
+	v, _ := scim.Get(doc, "members")
+	if list, ok := v.([]any); ok && len(list) > r.s.cfg.Limits.MaxMembers {
+		return scim.Errorf(http.StatusBadRequest, scim.TooMany, "request has %d members; the limit is %d (scim.limits.max_members)",
+			len(list), r.s.cfg.Limits.MaxMembers)
+	}
+	return nil
+}

@@ -1,0 +1,316 @@
+package gateway
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"mime"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/labstack/echo/v4"
+	"github.com/labstack/echo/v4/middleware"
+
+	"github.com/scimgate/scimgate/gateway/scim"
+	"github.com/scimgate/scimgate/gateway/store"
+)
+
+// Log keys (no personal data: ids and routes, never bodies or filters).
+const (
+	logKeyMethod = "method"
+	logKeyRoute  = "route"
+	logKeyStatus = "status"
+	logKeyErr    = "err"
+)
+
+// Server is the SCIM HTTP API. It is an http.Handler.
+type Server struct {
+	cfg     Config
+	store   *store.Store
+	logger  *slog.Logger
+	metrics *Metrics
+	auth    *authenticator
+	limiter *limiter
+	echo    *echo.Echo
+
+	lastRequest atomic.Int64 // unix nanos of the last authenticated SCIM request
+}
+
+// NewServer builds the SCIM API over st. m may be nil.
+func NewServer(cfg Config, st *store.Store, logger *slog.Logger, m *Metrics) *Server {
+	if m == nil {
+		m = NewMetrics()
+	}
+	s := &Server{cfg: cfg, store: st, logger: logger.With("component", "scim"), metrics: m, auth: newAuthenticator(cfg.Auth)}
+	if cfg.Limits.RatePerSecond > 0 {
+		s.limiter = newLimiter(cfg.Limits.RatePerSecond, cfg.Limits.Burst)
+	}
+	e := echo.New()
+	e.HideBanner, e.HidePort = true, true
+	e.HTTPErrorHandler = s.errorHandler
+	e.Use(s.observe)
+	e.Use(middleware.RecoverWithConfig(middleware.RecoverConfig{DisableStackAll: true, LogErrorFunc: func(c echo.Context, err error, stack []byte) error {
+		s.logger.Error("panic in handler", logKeyRoute, c.Path(), logKeyErr, err, "stack", string(stack))
+		return err
+	}}))
+	e.Use(middleware.BodyLimit(strconv.FormatInt(cfg.Limits.MaxBodyBytes, 10) + "B"))
+	base := strings.TrimSuffix(cfg.BasePath, "/")
+	e.Pre(middleware.RemoveTrailingSlash(), canonicalEndpoints(base))
+	g := e.Group(base, s.requireAuth, s.rateLimit)
+	s.routes(g)
+	e.Any(base+"/*", func(c echo.Context) error {
+		return scim.Errorf(http.StatusNotFound, "", "no SCIM endpoint at %s: scimgate serves %s/Users, %s/Groups and the discovery endpoints",
+			c.Request().URL.Path, base, base)
+	}, s.requireAuth)
+	s.echo = e
+	return s
+}
+
+// endpointNames are the SCIM endpoints, keyed case-folded.
+var endpointNames = map[string]string{
+	"users": "Users", "groups": "Groups", "serviceproviderconfig": "ServiceProviderConfig",
+	"resourcetypes": "ResourceTypes", "schemas": "Schemas", "bulk": "Bulk",
+}
+
+// canonicalEndpoints accepts endpoint names in any case (/users as well as
+// /Users: Microsoft's test collection and some clients send lower case).
+func canonicalEndpoints(base string) echo.MiddlewareFunc {
+	prefix := base + "/"
+	return func(next echo.HandlerFunc) echo.HandlerFunc {
+		return func(c echo.Context) error {
+			r := c.Request()
+			if rest, ok := strings.CutPrefix(r.URL.Path, prefix); ok {
+				seg, tail, _ := strings.Cut(rest, "/")
+				if name, ok := endpointNames[strings.ToLower(seg)]; ok && name != seg {
+					r.URL.Path = prefix + name
+					if tail != "" {
+						r.URL.Path += "/" + tail
+					}
+					r.URL.RawPath = ""
+				}
+			}
+			return next(c)
+		}
+	}
+}
+
+// routes is the SCIM API surface.
+func (s *Server) routes(g *echo.Group) {
+	users := &resourceAPI{s: s, typ: s.store.UserType(),
+		create: s.store.CreateUser, get: func(id string, _ bool) (*store.Resource, error) { return s.store.GetUser(id) },
+		replace: s.store.ReplaceUser, patch: s.store.PatchUser, delete: s.store.DeleteUser, list: s.store.ListUsers}
+	groups := &resourceAPI{s: s, typ: s.store.GroupType(),
+		create: s.store.CreateGroup, get: s.store.GetGroup,
+		replace: s.store.ReplaceGroup, patch: s.store.PatchGroup, delete: s.store.DeleteGroup, list: s.store.ListGroups}
+	for _, r := range []*resourceAPI{users, groups} {
+		p := r.typ.Endpoint
+		g.GET(p, r.listHandler)
+		g.POST(p, r.createHandler)
+		g.GET(p+"/:id", r.getHandler)
+		g.PUT(p+"/:id", r.replaceHandler)
+		g.PATCH(p+"/:id", r.patchHandler)
+		g.DELETE(p+"/:id", r.deleteHandler)
+		g.POST(p+"/.search", notImplemented("POST "+p+"/.search"))
+	}
+	for _, p := range []string{"/ServiceProviderConfig", "/ResourceTypes", "/ResourceTypes/:id", "/Schemas", "/Schemas/:id"} {
+		g.Match([]string{http.MethodPost, http.MethodPut, http.MethodPatch, http.MethodDelete}, p, readOnly)
+	}
+	g.GET("/ServiceProviderConfig", s.serviceProviderConfig)
+	g.GET("/ResourceTypes", s.resourceTypes)
+	g.GET("/ResourceTypes/:id", s.resourceType)
+	g.GET("/Schemas", s.schemas)
+	g.GET("/Schemas/:id", s.schema)
+	g.POST("/Bulk", notImplemented("Bulk"))
+}
+
+func readOnly(c echo.Context) error {
+	c.Response().Header().Set(echo.HeaderAllow, http.MethodGet)
+	return scim.Errorf(http.StatusMethodNotAllowed, "", "%s is read-only: only GET is allowed", c.Request().URL.Path)
+}
+
+func notImplemented(what string) echo.HandlerFunc {
+	return func(echo.Context) error {
+		return scim.Errorf(http.StatusNotImplemented, "", "%s is not supported by scimgate (see /ServiceProviderConfig)", what)
+	}
+}
+
+// ServeHTTP implements http.Handler.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.echo.ServeHTTP(w, r) }
+
+// LastRequest returns when the last authenticated SCIM request arrived.
+func (s *Server) LastRequest() time.Time {
+	if n := s.lastRequest.Load(); n != 0 {
+		return time.Unix(0, n).UTC()
+	}
+	return time.Time{}
+}
+
+// observe records metrics and logs one line per request: method, route
+// pattern and status, never the URL query (filters carry emails).
+func (s *Server) observe(next echo.HandlerFunc) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		start := time.Now()
+		err := next(c)
+		if err != nil {
+			c.Error(err) // render now so the status is known
+		}
+		status := c.Response().Status
+		route := c.Path()
+		if route == "" {
+			route = "unmatched"
+		}
+		method := c.Request().Method
+		s.metrics.observe(method, route, status, time.Since(start))
+		if status != http.StatusUnauthorized && status < 500 && c.Get(ctxClientKey) != nil {
+			s.lastRequest.Store(time.Now().UnixNano())
+		}
+		level := slog.LevelDebug
+		if status >= 500 {
+			level = slog.LevelWarn
+		}
+		s.logger.Log(c.Request().Context(), level, "request", logKeyMethod, method, logKeyRoute, route, logKeyStatus, status,
+			"duration_ms", float64(time.Since(start).Microseconds())/1000)
+		return nil
+	}
+}
+
+// errorHandler renders every error as a SCIM Error message (RFC 7644
+// §3.12). Internal errors are logged here and only here; clients see
+// "internal error".
+func (s *Server) errorHandler(err error, c echo.Context) {
+	if c.Response().Committed {
+		return
+	}
+	se := s.toSCIM(err, c)
+	c.Response().Header().Set(echo.HeaderContentType, scim.MediaType)
+	if err := c.JSON(se.Status, se); err != nil {
+		s.logger.Error("write error response", logKeyErr, err)
+	}
+}
+
+// toSCIM is the one place an error becomes a status.
+func (s *Server) toSCIM(err error, c echo.Context) *scim.Error {
+	var se *scim.Error
+	var he *echo.HTTPError
+	switch {
+	case errors.As(err, &se):
+		return se
+	case errors.As(err, &he):
+		switch he.Code {
+		case http.StatusRequestEntityTooLarge:
+			return scim.Errorf(he.Code, "", "request body is larger than the %d-byte limit (scim.limits.max_body_bytes)", s.cfg.Limits.MaxBodyBytes)
+		case http.StatusNotFound:
+			return scim.Errorf(he.Code, "", "no endpoint at %s: scimgate serves SCIM under %s", c.Request().URL.Path, s.cfg.BasePath)
+		case http.StatusMethodNotAllowed:
+			return scim.Errorf(he.Code, "", "%s is not allowed on %s", c.Request().Method, c.Request().URL.Path)
+		}
+		return scim.Errorf(he.Code, "", "%v", he.Message)
+	case errors.Is(err, store.ErrNotFound):
+		return scim.Errorf(http.StatusNotFound, "", "%s %q not found: it does not exist in scimgate (deleted, or never provisioned)",
+			strings.TrimSuffix(strings.TrimPrefix(routeResource(c), "/"), "s"), c.Param("id"))
+	case errors.Is(err, store.ErrVersionMismatch):
+		return scim.Errorf(http.StatusPreconditionFailed, "", "If-Match %s does not match the current version; GET the resource and retry",
+			c.Request().Header.Get("If-Match"))
+	}
+	s.logger.ErrorContext(c.Request().Context(), "request failed", logKeyMethod, c.Request().Method, logKeyRoute, c.Path(), logKeyErr, err)
+	return scim.Errorf(http.StatusInternalServerError, "", "internal error")
+}
+
+func routeResource(c echo.Context) string {
+	p := c.Path()
+	for _, ep := range []string{"/Users", "/Groups"} {
+		if strings.Contains(p, ep) {
+			return ep
+		}
+	}
+	return "resource"
+}
+
+// decode reads a JSON object body. application/scim+json and
+// application/json are accepted with any charset (Okta sends both), as is
+// a missing Content-Type; anything else is 415.
+func decode(c echo.Context) (map[string]any, error) {
+	body, err := readBody(c)
+	if err != nil {
+		return nil, err
+	}
+	dec := json.NewDecoder(bytes.NewReader(body))
+	dec.UseNumber()
+	var doc map[string]any
+	if err := dec.Decode(&doc); err != nil {
+		return nil, syntaxError(err)
+	}
+	if dec.More() {
+		return nil, scim.Errorf(http.StatusBadRequest, scim.InvalidSyntax, "request body has data after the JSON object")
+	}
+	if doc == nil {
+		return nil, scim.Errorf(http.StatusBadRequest, scim.InvalidSyntax, "request body must be a JSON object, not null")
+	}
+	return doc, nil
+}
+
+// readBody checks the content type and reads the whole body.
+func readBody(c echo.Context) ([]byte, error) {
+	if ct := c.Request().Header.Get(echo.HeaderContentType); ct != "" {
+		mt, _, err := mime.ParseMediaType(ct)
+		if err != nil || !(mt == scim.MediaType || mt == echo.MIMEApplicationJSON || strings.HasSuffix(mt, "+json") || mt == "text/json") {
+			return nil, scim.Errorf(http.StatusUnsupportedMediaType, "",
+				"unsupported Content-Type %q: send application/scim+json or application/json", ct)
+		}
+	}
+	body, err := io.ReadAll(c.Request().Body)
+	if err != nil {
+		var he *echo.HTTPError
+		if errors.As(err, &he) {
+			return nil, he
+		}
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			return nil, echo.NewHTTPError(http.StatusRequestEntityTooLarge)
+		}
+		return nil, scim.Errorf(http.StatusBadRequest, scim.InvalidSyntax, "could not read request body: %v", err)
+	}
+	if len(bytes.TrimSpace(body)) == 0 {
+		return nil, scim.Errorf(http.StatusBadRequest, scim.InvalidSyntax, "request body is empty: send a JSON object")
+	}
+	return body, nil
+}
+
+func syntaxError(err error) *scim.Error {
+	var se *json.SyntaxError
+	var te *json.UnmarshalTypeError
+	switch {
+	case errors.As(err, &se):
+		return scim.Errorf(http.StatusBadRequest, scim.InvalidSyntax, "request body is not valid JSON: %v (at byte %d)", se, se.Offset)
+	case errors.As(err, &te):
+		return scim.Errorf(http.StatusBadRequest, scim.InvalidSyntax, "request body must be a JSON object, got a JSON %s", te.Value)
+	case errors.Is(err, io.ErrUnexpectedEOF):
+		return scim.Errorf(http.StatusBadRequest, scim.InvalidSyntax, "request body is truncated JSON")
+	}
+	return scim.Errorf(http.StatusBadRequest, scim.InvalidSyntax, "request body is not valid JSON: %v", err)
+}
+
+// render writes v as application/scim+json (exactly: strict clients
+// reject a charset parameter).
+func render(c echo.Context, status int, v any) error {
+	c.Response().Header().Set(echo.HeaderContentType, scim.MediaType)
+	b, err := json.Marshal(v)
+	if err != nil {
+		return fmt.Errorf("encode response: %w", err)
+	}
+	return c.Blob(status, scim.MediaType, b)
+}
+
+// baseURL is the absolute URL of the SCIM base path as the client sees it.
+func (s *Server) baseURL(c echo.Context) string {
+	if s.cfg.PublicURL != "" {
+		return strings.TrimSuffix(s.cfg.PublicURL, "/")
+	}
+	return c.Scheme() + "://" + c.Request().Host + strings.TrimSuffix(s.cfg.BasePath, "/")
+}

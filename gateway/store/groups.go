@@ -1,0 +1,597 @@
+package store
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"strings"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+
+	"github.com/scimgate/scimgate/gateway/scim"
+	"github.com/scimgate/scimgate/mapping"
+)
+
+// member is the value of a members key.
+type member struct {
+	Type    string `json:"type"` // "User" or "Group"
+	Display string `json:"display,omitempty"`
+}
+
+// delta is a membership change: ids to add and to remove, in order.
+type delta struct {
+	add, remove []string
+}
+
+func (d delta) empty() bool { return len(d.add) == 0 && len(d.remove) == 0 }
+
+// CreateGroup stores a new group from a POST body, with its members, and
+// enqueues group.created followed by one group.member_added per member.
+func (s *Store) CreateGroup(doc map[string]any) (*Resource, error) {
+	doc, members, hasMembers, err := s.splitMembers(doc)
+	if err != nil {
+		return nil, err
+	}
+	id, now := newID(), s.now()
+	var out *Resource
+	err = s.w.update(func(tx *bolt.Tx) error {
+		k := s.groups
+		if err := k.checkName(tx, doc, ""); err != nil {
+			return err
+		}
+		var d delta
+		if hasMembers {
+			d.add = dedupe(members)
+		}
+		if err := s.checkMembers(tx, id, d.add); err != nil {
+			return err
+		}
+		res, err := s.mapper.MapGroup(doc)
+		if err != nil {
+			return err
+		}
+		r := &record{ID: id, Created: now, Modified: now, Version: 1, Doc: doc, Record: res.Record}
+		if err := k.insert(tx, r); err != nil {
+			return err
+		}
+		if err := s.enqueue(tx, "group.created", []string{resKey("Group", id)}, map[string]any{"group": eventData(r)}, nil); err != nil {
+			return err
+		}
+		if err := s.applyDelta(tx, r, d); err != nil {
+			return err
+		}
+		out = s.groupResource(tx, r, true)
+		return s.touched(tx, now)
+	})
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// GetGroup returns the group with the given id, with its members unless
+// withMembers is false (excludedAttributes=members: no member scan at all).
+func (s *Store) GetGroup(id string, withMembers bool) (*Resource, error) {
+	var out *Resource
+	err := s.db.View(func(tx *bolt.Tx) error {
+		r, err := s.groups.get(tx, id)
+		if err != nil {
+			return err
+		}
+		out = s.groupResource(tx, r, withMembers)
+		return nil
+	})
+	return out, err
+}
+
+func (s *Store) groupResource(tx *bolt.Tx, r *record, withMembers bool) *Resource {
+	res := s.groups.resource(r)
+	if !withMembers {
+		return res
+	}
+	prefix := []byte(r.ID + "\x00")
+	members := []any{}
+	c := tx.Bucket(bucketMembers).Cursor()
+	for k, v := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, v = c.Next() {
+		var m member
+		_ = json.Unmarshal(v, &m)
+		e := map[string]any{"value": string(k[len(prefix):]), "type": m.Type}
+		if m.Display != "" {
+			e["display"] = m.Display
+		}
+		members = append(members, e)
+	}
+	res.Doc["members"] = members
+	return res
+}
+
+// ReplaceGroup replaces the group's attributes with a PUT body. When the
+// body has "members", membership becomes exactly that list (the adds and
+// removes of the difference are emitted); when it has none, membership is
+// left alone, so a PUT that only renames cannot empty a group by accident.
+func (s *Store) ReplaceGroup(id, ifMatch string, doc map[string]any) (*Resource, error) {
+	doc, members, hasMembers, err := s.splitMembers(doc)
+	if err != nil {
+		return nil, err
+	}
+	return s.updateGroup(id, ifMatch, func(tx *bolt.Tx, cur *record) (map[string]any, delta, error) {
+		if !hasMembers {
+			return doc, delta{}, nil
+		}
+		return doc, replaceDelta(s.memberIDs(tx, id), members), nil
+	})
+}
+
+// PatchGroup applies PATCH operations to the group atomically. Operations
+// on members change the membership index directly (O(change), not
+// O(group size)); the others go through scim.ApplyPatch.
+func (s *Store) PatchGroup(id, ifMatch string, ops []scim.Operation) (*Resource, error) {
+	var docOps, memberOps []scim.Operation
+	for _, op := range ops {
+		switch {
+		case op.Path != nil && isMembersPath(op.Path):
+			memberOps = append(memberOps, op)
+		case op.Path == nil:
+			obj, ok := op.Value.(map[string]any)
+			if !ok {
+				docOps = append(docOps, op)
+				continue
+			}
+			rest := make(map[string]any, len(obj))
+			for key, v := range obj {
+				if strings.EqualFold(key, "members") {
+					memberOps = append(memberOps, scim.Operation{Op: op.Op, Path: &scim.Path{Attr: "members"}, Value: v})
+				} else {
+					rest[key] = v
+				}
+			}
+			if len(rest) > 0 {
+				docOps = append(docOps, scim.Operation{Op: op.Op, Value: rest})
+			}
+		default:
+			docOps = append(docOps, op)
+		}
+	}
+	return s.updateGroup(id, ifMatch, func(tx *bolt.Tx, cur *record) (map[string]any, delta, error) {
+		doc := cur.Doc
+		if len(docOps) > 0 {
+			next, err := scim.ApplyPatch(cur.Doc, docOps, s.groups.rt)
+			if err != nil {
+				return nil, delta{}, err
+			}
+			if doc, err = scim.Normalize(next, s.groups.rt); err != nil {
+				return nil, delta{}, err
+			}
+		}
+		d, err := s.memberDelta(tx, id, memberOps)
+		return doc, d, err
+	})
+}
+
+// updateGroup is the one write path of a changed group.
+func (s *Store) updateGroup(id, ifMatch string, next func(tx *bolt.Tx, cur *record) (map[string]any, delta, error)) (*Resource, error) {
+	var out *Resource
+	err := s.w.update(func(tx *bolt.Tx) error {
+		k := s.groups
+		cur, err := k.get(tx, id)
+		if err != nil {
+			return err
+		}
+		if err := checkIfMatch(ifMatch, cur.Version); err != nil {
+			return err
+		}
+		doc, d, err := next(tx, cur)
+		if err != nil {
+			return err
+		}
+		docChanged := !jsonEqual(doc, cur.Doc)
+		if !docChanged && d.empty() {
+			out = s.groupResource(tx, cur, true)
+			return nil
+		}
+		if err := k.checkName(tx, doc, id); err != nil {
+			return err
+		}
+		if err := s.checkMembers(tx, id, d.add); err != nil {
+			return err
+		}
+		res, err := s.mapper.MapGroup(doc)
+		if err != nil {
+			return err
+		}
+		now := s.now()
+		r := &record{ID: id, Seq: cur.Seq, Created: cur.Created, Modified: now, Version: cur.Version + 1, Doc: doc, Record: res.Record}
+		if err := k.index(tx, cur, r); err != nil {
+			return err
+		}
+		if err := k.put(tx, r); err != nil {
+			return err
+		}
+		if changes := mapping.Diff(cur.Record, r.Record); len(changes) > 0 {
+			if err := s.enqueue(tx, "group.updated", []string{resKey("Group", id)}, map[string]any{"group": eventData(r)}, changes); err != nil {
+				return err
+			}
+		}
+		if err := s.applyDelta(tx, r, d); err != nil {
+			return err
+		}
+		out = s.groupResource(tx, r, true)
+		return s.touched(tx, now)
+	})
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// DeleteGroup removes the group: first its members (group.member_removed
+// each), its own memberships in other groups, then group.deleted.
+func (s *Store) DeleteGroup(id, ifMatch string) error {
+	return s.w.update(func(tx *bolt.Tx) error {
+		k := s.groups
+		r, err := k.get(tx, id)
+		if err != nil {
+			return err
+		}
+		if err := checkIfMatch(ifMatch, r.Version); err != nil {
+			return err
+		}
+		now := s.now()
+		r.Version++
+		if err := s.applyDelta(tx, r, delta{remove: s.memberIDs(tx, id)}); err != nil {
+			return err
+		}
+		if err := s.dropMemberships(tx, id, eventData(r), now); err != nil {
+			return err
+		}
+		if err := k.unindex(tx, r); err != nil {
+			return err
+		}
+		if err := tx.Bucket(k.data).Delete([]byte(id)); err != nil {
+			return err
+		}
+		if err := s.enqueue(tx, "group.deleted", []string{resKey("Group", id)}, map[string]any{"group": eventData(r)}, nil); err != nil {
+			return err
+		}
+		return s.touched(tx, now)
+	})
+}
+
+// splitMembers takes "members" out of a POST or PUT body and normalises the
+// rest. hasMembers reports whether the body had the attribute at all.
+func (s *Store) splitMembers(doc map[string]any) (rest map[string]any, ids []string, hasMembers bool, err error) {
+	rest = make(map[string]any, len(doc))
+	for key, v := range doc {
+		if strings.EqualFold(key, "members") {
+			hasMembers = true
+			if ids, err = memberValues(v); err != nil {
+				return nil, nil, false, err
+			}
+			continue
+		}
+		rest[key] = v
+	}
+	rest, err = scim.Normalize(rest, s.groups.rt)
+	return rest, ids, hasMembers, err
+}
+
+// memberValues reads member ids from a members value: a list of
+// {"value": id, …} objects, bare id strings (seen from Microsoft's test
+// collection), or one of either. null means none.
+func memberValues(v any) ([]string, error) {
+	var list []any
+	switch v := v.(type) {
+	case nil:
+		return nil, nil
+	case []any:
+		list = v
+	default:
+		list = []any{v}
+	}
+	ids := make([]string, 0, len(list))
+	for i, e := range list {
+		var id string
+		switch e := e.(type) {
+		case string:
+			id = e
+		case map[string]any:
+			val, _ := scim.Get(e, "value")
+			id, _ = val.(string)
+		}
+		if id == "" {
+			return nil, scim.Errorf(http.StatusBadRequest, scim.InvalidValue,
+				"members[%d] has no \"value\": each member must be {\"value\": \"<id of a user or group in scimgate>\"}", i)
+		}
+		ids = append(ids, id)
+	}
+	return ids, nil
+}
+
+// checkMembers refuses ids that name no user or group of this gateway, so
+// a membership always points at something a webhook consumer knows.
+func (s *Store) checkMembers(tx *bolt.Tx, groupID string, ids []string) error {
+	var unknown []string
+	for _, id := range ids {
+		if id == groupID {
+			return scim.Errorf(http.StatusBadRequest, scim.InvalidValue, "a group cannot be a member of itself (%s)", id)
+		}
+		if tx.Bucket(bucketUsers).Get([]byte(id)) == nil && tx.Bucket(bucketGroups).Get([]byte(id)) == nil {
+			unknown = append(unknown, id)
+		}
+	}
+	if len(unknown) > 0 {
+		if len(unknown) > 5 {
+			unknown = append(unknown[:5], fmt.Sprintf("and %d more", len(unknown)-5))
+		}
+		return scim.Errorf(http.StatusBadRequest, scim.InvalidValue,
+			"members must be ids of users or groups provisioned to scimgate; unknown: %s (push the user to the app before adding it to a group)",
+			strings.Join(unknown, ", "))
+	}
+	return nil
+}
+
+func isMembersPath(p *scim.Path) bool {
+	return strings.EqualFold(p.Attr, "members") && (p.URN == "" || strings.EqualFold(p.URN, scim.SchemaGroup))
+}
+
+// memberDelta works out what member operations do to the membership, in
+// order, reading only the members they touch (all of them only for a full
+// replace or a remove-all).
+func (s *Store) memberDelta(tx *bolt.Tx, groupID string, ops []scim.Operation) (delta, error) {
+	state := map[string]bool{} // overlay on the index: id → member after the ops so far
+	var order []string
+	set := func(id string, in bool) {
+		if _, seen := state[id]; !seen {
+			order = append(order, id)
+		}
+		state[id] = in
+	}
+	isMember := func(id string) bool {
+		if in, ok := state[id]; ok {
+			return in
+		}
+		return tx.Bucket(bucketMembers).Get(joinKey(groupID, id)) != nil
+	}
+	current := func() []string {
+		var ids []string
+		for _, id := range s.memberIDs(tx, groupID) {
+			if isMember(id) {
+				ids = append(ids, id)
+			}
+		}
+		for _, id := range order {
+			if state[id] && tx.Bucket(bucketMembers).Get(joinKey(groupID, id)) == nil {
+				ids = append(ids, id)
+			}
+		}
+		return ids
+	}
+	for i, op := range ops {
+		p := op.Path
+		if p.Sub != "" {
+			// members[…].display and the like: display is computed by
+			// the server, so there is nothing to change.
+			continue
+		}
+		switch {
+		case p.Filter != nil && op.Op == "add":
+			return delta{}, scim.Errorf(http.StatusBadRequest, scim.InvalidPath,
+				"operation %d: add takes path \"members\" without a filter", i)
+		case p.Filter != nil: // remove or replace the members the filter selects
+			for _, id := range current() {
+				if p.Filter.Match(map[string]any{"value": id}, nil) {
+					set(id, false)
+				}
+			}
+			if op.Op == "replace" {
+				ids, err := memberValues(op.Value)
+				if err != nil {
+					return delta{}, err
+				}
+				for _, id := range ids {
+					set(id, true)
+				}
+			}
+		case op.Op == "add":
+			ids, err := memberValues(op.Value)
+			if err != nil {
+				return delta{}, err
+			}
+			for _, id := range ids {
+				set(id, true)
+			}
+		case op.Op == "remove" && op.Value != nil:
+			// Entra's default shape: remove path "members" with a value
+			// list means "remove these", not "remove all".
+			ids, err := memberValues(op.Value)
+			if err != nil {
+				return delta{}, err
+			}
+			for _, id := range ids {
+				set(id, false)
+			}
+		case op.Op == "remove":
+			for _, id := range current() {
+				set(id, false)
+			}
+		case op.Op == "replace":
+			ids, err := memberValues(op.Value)
+			if err != nil {
+				return delta{}, err
+			}
+			want := map[string]bool{}
+			for _, id := range ids {
+				want[id] = true
+			}
+			for _, id := range current() {
+				if !want[id] {
+					set(id, false)
+				}
+			}
+			for _, id := range ids {
+				set(id, true)
+			}
+		}
+	}
+	var d delta
+	for _, id := range order {
+		was := tx.Bucket(bucketMembers).Get(joinKey(groupID, id)) != nil
+		switch {
+		case state[id] && !was:
+			d.add = append(d.add, id)
+		case !state[id] && was:
+			d.remove = append(d.remove, id)
+		}
+	}
+	return d, nil
+}
+
+// replaceDelta is the difference between the current members and want.
+func replaceDelta(cur, want []string) delta {
+	want = dedupe(want)
+	in := make(map[string]bool, len(cur))
+	for _, id := range cur {
+		in[id] = true
+	}
+	keep := make(map[string]bool, len(want))
+	var d delta
+	for _, id := range want {
+		keep[id] = true
+		if !in[id] {
+			d.add = append(d.add, id)
+		}
+	}
+	for _, id := range cur {
+		if !keep[id] {
+			d.remove = append(d.remove, id)
+		}
+	}
+	return d
+}
+
+func dedupe(ids []string) []string {
+	seen := make(map[string]bool, len(ids))
+	out := ids[:0:0]
+	for _, id := range ids {
+		if !seen[id] {
+			seen[id] = true
+			out = append(out, id)
+		}
+	}
+	return out
+}
+
+// memberIDs lists the group's member ids.
+func (s *Store) memberIDs(tx *bolt.Tx, groupID string) []string {
+	prefix := []byte(groupID + "\x00")
+	var ids []string
+	c := tx.Bucket(bucketMembers).Cursor()
+	for k, _ := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, _ = c.Next() {
+		ids = append(ids, string(k[len(prefix):]))
+	}
+	return ids
+}
+
+// memberData loads a member's record for events: ("user", data) for a
+// user, ("member_group", data) for a nested group.
+func (s *Store) memberData(tx *bolt.Tx, id string) (typ, key string, data map[string]any, display string, err error) {
+	if r, err := s.users.get(tx, id); err == nil {
+		display = s.users.nameOf(r.Doc)
+		if dn, _ := scim.Get(r.Doc, "displayName"); dn != nil {
+			if d, ok := dn.(string); ok && d != "" {
+				display = d
+			}
+		}
+		return "User", "user", eventData(r), display, nil
+	} else if err != ErrNotFound {
+		return "", "", nil, "", err
+	}
+	r, err := s.groups.get(tx, id)
+	if err != nil {
+		return "", "", nil, "", err
+	}
+	return "Group", "member_group", eventData(r), s.groups.nameOf(r.Doc), nil
+}
+
+// applyDelta writes membership keys in both directions and emits one
+// member event per change. g is the group as it is after this change.
+func (s *Store) applyDelta(tx *bolt.Tx, g *record, d delta) error {
+	members, memberOf := tx.Bucket(bucketMembers), tx.Bucket(bucketMemberOf)
+	gdata := eventData(g)
+	for _, id := range d.remove {
+		typ, key, data, _, err := s.memberData(tx, id)
+		if err != nil {
+			return fmt.Errorf("member %s of group %s: %w", id, g.ID, err)
+		}
+		if err := members.Delete(joinKey(g.ID, id)); err != nil {
+			return err
+		}
+		if err := memberOf.Delete(joinKey(id, g.ID)); err != nil {
+			return err
+		}
+		if err := s.enqueue(tx, "group.member_removed", []string{resKey("Group", g.ID), resKey(typ, id)},
+			map[string]any{"group": gdata, key: data}, nil); err != nil {
+			return err
+		}
+	}
+	for _, id := range d.add {
+		typ, key, data, display, err := s.memberData(tx, id)
+		if err != nil {
+			return fmt.Errorf("member %s of group %s: %w", id, g.ID, err)
+		}
+		v, err := json.Marshal(member{Type: typ, Display: display})
+		if err != nil {
+			return err
+		}
+		if err := members.Put(joinKey(g.ID, id), v); err != nil {
+			return err
+		}
+		if err := memberOf.Put(joinKey(id, g.ID), nil); err != nil {
+			return err
+		}
+		if err := s.enqueue(tx, "group.member_added", []string{resKey("Group", g.ID), resKey(typ, id)},
+			map[string]any{"group": gdata, key: data}, nil); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// dropMemberships removes memberID from every group it belongs to, before
+// memberID itself is deleted; each group's version grows.
+func (s *Store) dropMemberships(tx *bolt.Tx, memberID string, memberData map[string]any, now time.Time) error {
+	prefix := []byte(memberID + "\x00")
+	var groups []string
+	c := tx.Bucket(bucketMemberOf).Cursor()
+	for k, _ := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, _ = c.Next() {
+		groups = append(groups, string(k[len(prefix):]))
+	}
+	typ, key := "User", "user"
+	if tx.Bucket(bucketGroups).Get([]byte(memberID)) != nil {
+		typ, key = "Group", "member_group"
+	}
+	for _, gid := range groups {
+		g, err := s.groups.get(tx, gid)
+		if err != nil {
+			return fmt.Errorf("group %s of member %s: %w", gid, memberID, err)
+		}
+		g.Version++
+		g.Modified = now
+		if err := s.groups.put(tx, g); err != nil {
+			return err
+		}
+		if err := tx.Bucket(bucketMembers).Delete(joinKey(gid, memberID)); err != nil {
+			return err
+		}
+		if err := tx.Bucket(bucketMemberOf).Delete(joinKey(memberID, gid)); err != nil {
+			return err
+		}
+		if err := s.enqueue(tx, "group.member_removed", []string{resKey("Group", gid), resKey(typ, memberID)},
+			map[string]any{"group": eventData(g), key: memberData}, nil); err != nil {
+			return err
+		}
+	}
+	return nil
+}

@@ -1,0 +1,475 @@
+package store
+
+import (
+	"bytes"
+	"crypto/rand"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+
+	"github.com/scimgate/scimgate/gateway/scim"
+	"github.com/scimgate/scimgate/mapping"
+	"github.com/scimgate/scimgate/outbox"
+)
+
+// SchemaVersion is the layout version kept under meta/schema.
+const SchemaVersion = "1"
+
+var (
+	bucketMeta          = []byte("meta")
+	bucketUsers         = []byte("users")
+	bucketUsersByName   = []byte("users_by_name")
+	bucketUsersByExtID  = []byte("users_by_extid")
+	bucketUsersByEmail  = []byte("users_by_email")
+	bucketUsersOrder    = []byte("users_order")
+	bucketUsersBlocks   = []byte("users_blocks")
+	bucketGroups        = []byte("groups")
+	bucketGroupsByName  = []byte("groups_by_name")
+	bucketGroupsByExtID = []byte("groups_by_extid")
+	bucketGroupsOrder   = []byte("groups_order")
+	bucketGroupsBlocks  = []byte("groups_blocks")
+	bucketMembers       = []byte("members")
+	bucketMemberOf      = []byte("member_of")
+	bucketRefsPending   = []byte("refs_pending")
+	bucketRefsDependent = []byte("refs_dependent")
+
+	allBuckets = [][]byte{
+		bucketMeta, bucketUsers, bucketUsersByName, bucketUsersByExtID, bucketUsersByEmail,
+		bucketUsersOrder, bucketUsersBlocks, bucketGroups, bucketGroupsByName, bucketGroupsByExtID,
+		bucketGroupsOrder, bucketGroupsBlocks, bucketMembers, bucketMemberOf, bucketRefsPending,
+		bucketRefsDependent,
+	}
+
+	keySchema     = []byte("schema")
+	keyLastChange = []byte("last_change")
+	keyActive     = []byte("users_active")
+)
+
+// blockBits sets the size of a paging block: 1<<blockBits creation
+// sequence numbers share one live-count entry.
+const blockBits = 10
+
+// Errors the gateway translates into SCIM errors.
+var (
+	ErrNotFound        = errors.New("resource not found")
+	ErrVersionMismatch = errors.New("version mismatch")
+	ErrSchemaVersion   = errors.New("unsupported database schema version")
+)
+
+// Options configures a Store.
+type Options struct {
+	// UserExtensions are extension schemas advertised for users beyond
+	// the enterprise one (normally the mapping's UserExtensions).
+	UserExtensions []*scim.Schema
+	// Now stamps meta and events; time.Now when nil.
+	Now func() time.Time
+	// OnCommit is called after each transaction that enqueued events (the
+	// dispatcher's Notify). It must not block.
+	OnCommit func()
+}
+
+// Store is the bbolt-backed resource store. It is safe for concurrent use.
+type Store struct {
+	db     *bolt.DB
+	mapper *mapping.Mapper
+	now    func() time.Time
+	wake   func()
+	w      *writer
+
+	users  *kind
+	groups *kind
+
+	lastChange atomic.Int64 // unix nanos of the last committed change
+}
+
+// kind holds what users and groups have in common: their buckets, their
+// unique naming attribute and their resource type.
+type kind struct {
+	name     string // "User" or "Group"
+	event    string // event type prefix: "user" or "group"
+	rt       *scim.ResourceType
+	nameAttr string // userName or displayName: required, unique case-insensitively
+	data     []byte
+	byName   []byte
+	byExtID  []byte
+	order    []byte
+	blocks   []byte
+	count    []byte // meta key of the live count
+}
+
+// InitBuckets creates the store's buckets and checks the schema version.
+// It runs inside the application's start-up write transaction.
+func InitBuckets(tx *bolt.Tx) error {
+	for _, name := range allBuckets {
+		if _, err := tx.CreateBucketIfNotExists(name); err != nil {
+			return fmt.Errorf("create bucket %s: %w", name, err)
+		}
+	}
+	meta := tx.Bucket(bucketMeta)
+	switch v := meta.Get(keySchema); {
+	case v == nil:
+		return meta.Put(keySchema, []byte(SchemaVersion))
+	case string(v) != SchemaVersion:
+		return fmt.Errorf("%w: file has %q, this binary reads %q", ErrSchemaVersion, v, SchemaVersion)
+	}
+	return nil
+}
+
+// New returns a Store over db, whose buckets InitBuckets must have created,
+// and starts its writer. Close stops it.
+func New(db *bolt.DB, mapper *mapping.Mapper, opts Options) *Store {
+	s := &Store{db: db, mapper: mapper, now: opts.Now, wake: opts.OnCommit}
+	if s.now == nil {
+		s.now = time.Now
+	}
+	if s.wake == nil {
+		s.wake = func() {}
+	}
+	s.users = &kind{
+		name: "User", event: "user", rt: scim.NewUserResourceType(opts.UserExtensions...), nameAttr: "userName",
+		data: bucketUsers, byName: bucketUsersByName, byExtID: bucketUsersByExtID,
+		order: bucketUsersOrder, blocks: bucketUsersBlocks, count: []byte("users_count"),
+	}
+	s.groups = &kind{
+		name: "Group", event: "group", rt: scim.NewGroupResourceType(), nameAttr: "displayName",
+		data: bucketGroups, byName: bucketGroupsByName, byExtID: bucketGroupsByExtID,
+		order: bucketGroupsOrder, blocks: bucketGroupsBlocks, count: []byte("groups_count"),
+	}
+	_ = db.View(func(tx *bolt.Tx) error {
+		if t, err := time.Parse(time.RFC3339Nano, string(tx.Bucket(bucketMeta).Get(keyLastChange))); err == nil {
+			s.lastChange.Store(t.UnixNano())
+		}
+		return nil
+	})
+	s.w = newWriter(db, isClean)
+	s.w.start()
+	return s
+}
+
+// Close waits for queued writes to commit and stops the writer. It does not
+// close the database.
+func (s *Store) Close() { s.w.close() }
+
+// UserType and GroupType return the resource types the store validates
+// against, for discovery endpoints and filter validation.
+func (s *Store) UserType() *scim.ResourceType  { return s.users.rt }
+func (s *Store) GroupType() *scim.ResourceType { return s.groups.rt }
+
+// isClean reports whether err is a refusal decided before anything was
+// written, so the rest of a group-committed batch may still commit.
+func isClean(err error) bool {
+	var se *scim.Error
+	return errors.As(err, &se) || errors.Is(err, ErrNotFound) || errors.Is(err, ErrVersionMismatch)
+}
+
+// Resource is a stored resource as the gateway renders it.
+type Resource struct {
+	ID       string
+	Version  uint64
+	Created  time.Time
+	Modified time.Time
+	// Doc is the SCIM representation: the attributes the client sent,
+	// with id, meta (without location) and groups or members filled in.
+	Doc map[string]any
+}
+
+// ETag returns the resource's weak entity tag, also its meta.version.
+func (r *Resource) ETag() string { return etag(r.Version) }
+
+func etag(v uint64) string { return `W/"` + strconv.FormatUint(v, 10) + `"` }
+
+// record is what the users and groups buckets hold.
+type record struct {
+	ID       string         `json:"id"`
+	Seq      uint64         `json:"seq"`
+	Created  time.Time      `json:"created"`
+	Modified time.Time      `json:"modified"`
+	Version  uint64         `json:"version"`
+	Doc      map[string]any `json:"doc"`    // client attributes, normalised; no id, meta, groups, members, password
+	Record   map[string]any `json:"record"` // the canonical record the mapping produced
+}
+
+// Stats are the store's counts for status and metrics.
+type Stats struct {
+	Users       int       `json:"users"`
+	ActiveUsers int       `json:"active_users"`
+	Groups      int       `json:"groups"`
+	LastChange  time.Time `json:"last_change,omitzero"`
+}
+
+// Stats returns the current counts.
+func (s *Store) Stats() (Stats, error) {
+	var st Stats
+	err := s.db.View(func(tx *bolt.Tx) error {
+		meta := tx.Bucket(bucketMeta)
+		st.Users = int(getCounter(meta, s.users.count))
+		st.ActiveUsers = int(getCounter(meta, keyActive))
+		st.Groups = int(getCounter(meta, s.groups.count))
+		return nil
+	})
+	if n := s.lastChange.Load(); n != 0 {
+		st.LastChange = time.Unix(0, n).UTC()
+	}
+	return st, err
+}
+
+// LastChange returns when the last SCIM change committed (zero if never).
+func (s *Store) LastChange() time.Time {
+	if n := s.lastChange.Load(); n != 0 {
+		return time.Unix(0, n).UTC()
+	}
+	return time.Time{}
+}
+
+// ---- helpers shared by users and groups ----
+
+func newID() string {
+	var b [16]byte
+	_, _ = rand.Read(b[:])
+	b[6] = b[6]&0x0f | 0x40
+	b[8] = b[8]&0x3f | 0x80
+	return fmt.Sprintf("%x-%x-%x-%x-%x", b[0:4], b[4:6], b[6:8], b[8:10], b[10:])
+}
+
+func be64(v uint64) []byte {
+	var b [8]byte
+	binary.BigEndian.PutUint64(b[:], v)
+	return b[:]
+}
+
+func getCounter(b *bolt.Bucket, key []byte) uint64 {
+	if v := b.Get(key); len(v) == 8 {
+		return binary.BigEndian.Uint64(v)
+	}
+	return 0
+}
+
+func addCounter(b *bolt.Bucket, key []byte, delta int) error {
+	return b.Put(key, be64(uint64(int64(getCounter(b, key))+int64(delta))))
+}
+
+func joinKey(parts ...string) []byte {
+	return []byte(strings.Join(parts, "\x00"))
+}
+
+// decodeJSON decodes with UseNumber so integers survive exactly.
+func decodeJSON(data []byte, v any) error {
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.UseNumber()
+	return dec.Decode(v)
+}
+
+func (k *kind) get(tx *bolt.Tx, id string) (*record, error) {
+	v := tx.Bucket(k.data).Get([]byte(id))
+	if v == nil {
+		return nil, ErrNotFound
+	}
+	var r record
+	if err := decodeJSON(v, &r); err != nil {
+		return nil, fmt.Errorf("decode %s %s: %w", k.event, id, err)
+	}
+	return &r, nil
+}
+
+func (k *kind) put(tx *bolt.Tx, r *record) error {
+	b, err := json.Marshal(r)
+	if err != nil {
+		return fmt.Errorf("encode %s %s: %w", k.event, r.ID, err)
+	}
+	return tx.Bucket(k.data).Put([]byte(r.ID), b)
+}
+
+// nameOf returns the unique naming attribute of a doc ("" when absent).
+func (k *kind) nameOf(doc map[string]any) string {
+	v, _ := scim.Get(doc, k.nameAttr)
+	s, _ := v.(string)
+	return s
+}
+
+func externalIDOf(doc map[string]any) string {
+	v, _ := scim.Get(doc, "externalId")
+	s, _ := v.(string)
+	return s
+}
+
+// checkName enforces the required, case-insensitively unique name. id is
+// the resource being written ("" on create).
+func (k *kind) checkName(tx *bolt.Tx, doc map[string]any, id string) error {
+	name := k.nameOf(doc)
+	if strings.TrimSpace(name) == "" {
+		return scim.Errorf(http.StatusBadRequest, scim.InvalidValue,
+			"%s is required: send a non-empty %q string in the %s", k.nameAttr, k.nameAttr, k.name)
+	}
+	if other := tx.Bucket(k.byName).Get([]byte(strings.ToLower(name))); other != nil && string(other) != id {
+		return scim.Errorf(http.StatusConflict, scim.Uniqueness,
+			"a %s with %s %q already exists (compared case-insensitively, id %s); link to it instead of creating a new one",
+			k.name, k.nameAttr, name, other)
+	}
+	return nil
+}
+
+// index adds (old == nil) or moves the secondary index entries of r.
+func (k *kind) index(tx *bolt.Tx, old, r *record) error {
+	var oldName, oldExt string
+	if old != nil {
+		oldName, oldExt = strings.ToLower(k.nameOf(old.Doc)), externalIDOf(old.Doc)
+	}
+	name, ext := strings.ToLower(k.nameOf(r.Doc)), externalIDOf(r.Doc)
+	if old == nil || oldName != name {
+		if old != nil {
+			if err := tx.Bucket(k.byName).Delete([]byte(oldName)); err != nil {
+				return err
+			}
+		}
+		if err := tx.Bucket(k.byName).Put([]byte(name), []byte(r.ID)); err != nil {
+			return err
+		}
+	}
+	if old == nil || oldExt != ext {
+		if old != nil && oldExt != "" {
+			if err := tx.Bucket(k.byExtID).Delete(joinKey(oldExt, r.ID)); err != nil {
+				return err
+			}
+		}
+		if ext != "" {
+			if err := tx.Bucket(k.byExtID).Put(joinKey(ext, r.ID), nil); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// unindex removes every index entry of r, including its paging position.
+func (k *kind) unindex(tx *bolt.Tx, r *record) error {
+	if err := tx.Bucket(k.byName).Delete([]byte(strings.ToLower(k.nameOf(r.Doc)))); err != nil {
+		return err
+	}
+	if ext := externalIDOf(r.Doc); ext != "" {
+		if err := tx.Bucket(k.byExtID).Delete(joinKey(ext, r.ID)); err != nil {
+			return err
+		}
+	}
+	if err := tx.Bucket(k.order).Delete(be64(r.Seq)); err != nil {
+		return err
+	}
+	if err := addCounter(tx.Bucket(k.blocks), be64(r.Seq>>blockBits), -1); err != nil {
+		return err
+	}
+	return addCounter(tx.Bucket(bucketMeta), k.count, -1)
+}
+
+// insert writes a new record with its creation-order position.
+func (k *kind) insert(tx *bolt.Tx, r *record) error {
+	seq, err := tx.Bucket(k.order).NextSequence()
+	if err != nil {
+		return err
+	}
+	r.Seq = seq
+	if err := tx.Bucket(k.order).Put(be64(seq), []byte(r.ID)); err != nil {
+		return err
+	}
+	if err := addCounter(tx.Bucket(k.blocks), be64(seq>>blockBits), 1); err != nil {
+		return err
+	}
+	if err := addCounter(tx.Bucket(bucketMeta), k.count, 1); err != nil {
+		return err
+	}
+	if err := k.index(tx, nil, r); err != nil {
+		return err
+	}
+	return k.put(tx, r)
+}
+
+// checkIfMatch compares an If-Match header with the current version.
+func checkIfMatch(ifMatch string, version uint64) error {
+	if ifMatch == "" || ifMatch == "*" {
+		return nil
+	}
+	cur := etag(version)
+	for _, tag := range strings.Split(ifMatch, ",") {
+		tag = strings.TrimSpace(tag)
+		if tag == cur || "W/"+tag == cur {
+			return nil
+		}
+	}
+	return ErrVersionMismatch
+}
+
+// meta builds the SCIM meta attribute (without location).
+func (k *kind) meta(r *record) map[string]any {
+	return map[string]any{
+		"resourceType": k.name,
+		"created":      r.Created.UTC().Format(time.RFC3339Nano),
+		"lastModified": r.Modified.UTC().Format(time.RFC3339Nano),
+		"version":      etag(r.Version),
+	}
+}
+
+// resource renders r as the client sees it, without members or groups.
+func (k *kind) resource(r *record) *Resource {
+	doc := make(map[string]any, len(r.Doc)+3)
+	for key, v := range r.Doc {
+		doc[key] = v
+	}
+	if _, ok := scim.Get(doc, "schemas"); !ok {
+		doc["schemas"] = []any{k.rt.Schema.ID}
+	}
+	doc["id"] = r.ID
+	doc["meta"] = k.meta(r)
+	return &Resource{ID: r.ID, Version: r.Version, Created: r.Created, Modified: r.Modified, Doc: doc}
+}
+
+// eventData is the canonical record as events carry it: the mapped
+// fields plus the SCIM id and the version that only grows.
+func eventData(r *record) map[string]any {
+	d := make(map[string]any, len(r.Record)+2)
+	for k, v := range r.Record {
+		d[k] = v
+	}
+	d["id"] = r.ID
+	d["version"] = r.Version
+	return d
+}
+
+// enqueue appends one event to the outbox in tx and arranges the wake-up.
+func (s *Store) enqueue(tx *bolt.Tx, typ string, resources []string, data map[string]any, changes map[string]mapping.Change) error {
+	ev := outbox.Event{Type: typ, Resources: resources}
+	var err error
+	if ev.Data, err = json.Marshal(data); err != nil {
+		return fmt.Errorf("encode event data: %w", err)
+	}
+	if changes != nil {
+		if ev.Changes, err = json.Marshal(changes); err != nil {
+			return fmt.Errorf("encode event changes: %w", err)
+		}
+	}
+	if _, err := outbox.Enqueue(tx, ev, s.now()); err != nil {
+		return err
+	}
+	tx.OnCommit(s.wake)
+	return nil
+}
+
+// touched records the time of a committed change (meta and memory).
+func (s *Store) touched(tx *bolt.Tx, now time.Time) error {
+	tx.OnCommit(func() { s.lastChange.Store(now.UnixNano()) })
+	return tx.Bucket(bucketMeta).Put(keyLastChange, []byte(now.UTC().Format(time.RFC3339Nano)))
+}
+
+func resKey(kind, id string) string { return kind + "/" + id }
+
+// jsonEqual reports whether two JSON documents are the same.
+func jsonEqual(a, b any) bool {
+	x, err1 := json.Marshal(a)
+	y, err2 := json.Marshal(b)
+	return err1 == nil && err2 == nil && bytes.Equal(x, y)
+}

@@ -1,0 +1,442 @@
+package store
+
+import (
+	"bytes"
+	"strings"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+
+	"github.com/scimgate/scimgate/gateway/scim"
+	"github.com/scimgate/scimgate/mapping"
+)
+
+// CreateUser stores a new user from a POST body and enqueues user.created.
+// Returns a *scim.Error for invalid input, a missing or duplicate userName
+// (409 uniqueness, compared case-insensitively) or a mapping rejection.
+func (s *Store) CreateUser(doc map[string]any) (*Resource, error) {
+	doc, err := scim.Normalize(doc, s.users.rt)
+	if err != nil {
+		return nil, err
+	}
+	id, now := newID(), s.now()
+	var out *Resource
+	err = s.w.update(func(tx *bolt.Tx) error {
+		k := s.users
+		if err := k.checkName(tx, doc, ""); err != nil {
+			return err
+		}
+		res, err := s.mapper.MapUser(doc, txResolver{tx: tx, s: s})
+		if err != nil {
+			return err
+		}
+		r := &record{ID: id, Created: now, Modified: now, Version: 1, Doc: doc, Record: res.Record}
+		if err := k.insert(tx, r); err != nil {
+			return err
+		}
+		if err := indexEmails(tx, nil, r); err != nil {
+			return err
+		}
+		if isActive(doc) {
+			if err := addCounter(tx.Bucket(bucketMeta), keyActive, 1); err != nil {
+				return err
+			}
+		}
+		if err := setPending(tx, id, res.Refs); err != nil {
+			return err
+		}
+		if err := s.enqueue(tx, "user.created", []string{resKey("User", id)}, map[string]any{"user": eventData(r)}, nil); err != nil {
+			return err
+		}
+		if err := s.resolveDependants(tx, r, nil, now); err != nil {
+			return err
+		}
+		out = k.resource(r)
+		return s.touched(tx, now)
+	})
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// GetUser returns the user with the given id, or ErrNotFound.
+func (s *Store) GetUser(id string) (*Resource, error) {
+	var out *Resource
+	err := s.db.View(func(tx *bolt.Tx) error {
+		r, err := s.users.get(tx, id)
+		if err != nil {
+			return err
+		}
+		out = s.userResource(tx, r)
+		return nil
+	})
+	return out, err
+}
+
+// userResource renders a user with its (read-only, derived) groups.
+func (s *Store) userResource(tx *bolt.Tx, r *record) *Resource {
+	res := s.users.resource(r)
+	prefix := []byte(r.ID + "\x00")
+	var groups []any
+	c := tx.Bucket(bucketMemberOf).Cursor()
+	for k, _ := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, _ = c.Next() {
+		gid := string(k[len(prefix):])
+		g := map[string]any{"value": gid, "type": "direct"}
+		if gr, err := s.groups.get(tx, gid); err == nil {
+			g["display"] = s.groups.nameOf(gr.Doc)
+		}
+		groups = append(groups, g)
+	}
+	if len(groups) > 0 {
+		res.Doc["groups"] = groups
+	}
+	return res
+}
+
+// ReplaceUser replaces the user's attributes with a PUT body. Read-only
+// attributes in the body are ignored; an omitted "active" keeps the current
+// value rather than deactivating (IDP-PROTOCOL.md §1.3(f)).
+func (s *Store) ReplaceUser(id, ifMatch string, doc map[string]any) (*Resource, error) {
+	doc, err := scim.Normalize(doc, s.users.rt)
+	if err != nil {
+		return nil, err
+	}
+	return s.updateUser(id, ifMatch, func(cur *record) (map[string]any, error) {
+		if _, ok := scim.Get(doc, "active"); !ok {
+			if v, ok := scim.Get(cur.Doc, "active"); ok {
+				doc["active"] = v
+			}
+		}
+		return doc, nil
+	})
+}
+
+// PatchUser applies PATCH operations to the user atomically.
+func (s *Store) PatchUser(id, ifMatch string, ops []scim.Operation) (*Resource, error) {
+	return s.updateUser(id, ifMatch, func(cur *record) (map[string]any, error) {
+		next, err := scim.ApplyPatch(cur.Doc, ops, s.users.rt)
+		if err != nil {
+			return nil, err
+		}
+		return scim.Normalize(next, s.users.rt)
+	})
+}
+
+// updateUser is the one write path of a changed user: next computes the new
+// attributes from the current record. An unchanged document writes nothing
+// and emits nothing (Okta's repeated full PUTs); a changed document whose
+// canonical record is unchanged is stored without an event.
+func (s *Store) updateUser(id, ifMatch string, next func(cur *record) (map[string]any, error)) (*Resource, error) {
+	var out *Resource
+	err := s.w.update(func(tx *bolt.Tx) error {
+		k := s.users
+		cur, err := k.get(tx, id)
+		if err != nil {
+			return err
+		}
+		if err := checkIfMatch(ifMatch, cur.Version); err != nil {
+			return err
+		}
+		doc, err := next(cur)
+		if err != nil {
+			return err
+		}
+		if jsonEqual(doc, cur.Doc) {
+			out = s.userResource(tx, cur)
+			return nil
+		}
+		if err := k.checkName(tx, doc, id); err != nil {
+			return err
+		}
+		res, err := s.mapper.MapUser(doc, txResolver{tx: tx, s: s})
+		if err != nil {
+			return err
+		}
+		now := s.now()
+		r := &record{ID: id, Seq: cur.Seq, Created: cur.Created, Modified: now, Version: cur.Version + 1, Doc: doc, Record: res.Record}
+		if err := s.writeUser(tx, cur, r, res.Refs, now); err != nil {
+			return err
+		}
+		out = s.userResource(tx, r)
+		return s.touched(tx, now)
+	})
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// writeUser stores r over cur, moves its indexes and enqueues the event the
+// change amounts to, if any.
+func (s *Store) writeUser(tx *bolt.Tx, cur, r *record, refs []mapping.Ref, now time.Time) error {
+	k := s.users
+	if err := k.index(tx, cur, r); err != nil {
+		return err
+	}
+	if err := indexEmails(tx, cur, r); err != nil {
+		return err
+	}
+	if err := k.put(tx, r); err != nil {
+		return err
+	}
+	wasActive, active := isActive(cur.Doc), isActive(r.Doc)
+	if wasActive != active {
+		delta := 1
+		if !active {
+			delta = -1
+		}
+		if err := addCounter(tx.Bucket(bucketMeta), keyActive, delta); err != nil {
+			return err
+		}
+	}
+	if err := setPending(tx, r.ID, refs); err != nil {
+		return err
+	}
+	changes := mapping.Diff(cur.Record, r.Record)
+	typ := "user.updated"
+	switch {
+	case wasActive && !active:
+		typ = "user.deactivated"
+	case !wasActive && active:
+		typ = "user.reactivated"
+	case len(changes) == 0:
+		typ = ""
+	}
+	if typ != "" {
+		if err := s.enqueue(tx, typ, []string{resKey("User", r.ID)}, map[string]any{"user": eventData(r)}, changes); err != nil {
+			return err
+		}
+	}
+	return s.resolveDependants(tx, r, cur, now)
+}
+
+// DeleteUser removes the user (Entra's hard delete). Its memberships go
+// too, each with a group.member_removed event, then user.deleted.
+func (s *Store) DeleteUser(id, ifMatch string) error {
+	return s.w.update(func(tx *bolt.Tx) error {
+		k := s.users
+		r, err := k.get(tx, id)
+		if err != nil {
+			return err
+		}
+		if err := checkIfMatch(ifMatch, r.Version); err != nil {
+			return err
+		}
+		now := s.now()
+		if err := s.dropMemberships(tx, id, eventData(r), now); err != nil {
+			return err
+		}
+		if err := k.unindex(tx, r); err != nil {
+			return err
+		}
+		if err := indexEmails(tx, r, nil); err != nil {
+			return err
+		}
+		if isActive(r.Doc) {
+			if err := addCounter(tx.Bucket(bucketMeta), keyActive, -1); err != nil {
+				return err
+			}
+		}
+		if err := setPending(tx, id, nil); err != nil {
+			return err
+		}
+		if err := tx.Bucket(k.data).Delete([]byte(id)); err != nil {
+			return err
+		}
+		if err := s.enqueue(tx, "user.deleted", []string{resKey("User", id)}, map[string]any{"user": eventData(r)}, nil); err != nil {
+			return err
+		}
+		return s.touched(tx, now)
+	})
+}
+
+// isActive reads SCIM active; a user without it is active (RFC 7643 leaves
+// the default to the provider, and Okta creates users with active:true).
+func isActive(doc map[string]any) bool {
+	v, ok := scim.Get(doc, "active")
+	if !ok {
+		return true
+	}
+	b, ok := scim.ParseBool(v)
+	return !ok || b
+}
+
+// emailsOf returns the case-folded email values of a user.
+func emailsOf(doc map[string]any) []string {
+	var out []string
+	v, _ := scim.Get(doc, "emails")
+	list, _ := v.([]any)
+	for _, e := range list {
+		m, _ := e.(map[string]any)
+		v, _ := scim.Get(m, "value")
+		if s, _ := v.(string); s != "" {
+			out = append(out, strings.ToLower(s))
+		}
+	}
+	return out
+}
+
+// indexEmails moves the email index entries from old to r (either may be nil).
+func indexEmails(tx *bolt.Tx, old, r *record) error {
+	b := tx.Bucket(bucketUsersByEmail)
+	if old != nil {
+		for _, e := range emailsOf(old.Doc) {
+			if err := b.Delete(joinKey(e, old.ID)); err != nil {
+				return err
+			}
+		}
+	}
+	if r != nil {
+		for _, e := range emailsOf(r.Doc) {
+			if err := b.Put(joinKey(e, r.ID), nil); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// firstByPrefix returns the id of the first "value 0x00 id" key of b.
+func firstByPrefix(b *bolt.Bucket, value string) (string, bool) {
+	prefix := []byte(value + "\x00")
+	k, _ := b.Cursor().Seek(prefix)
+	if k == nil || !bytes.HasPrefix(k, prefix) {
+		return "", false
+	}
+	return string(k[len(prefix):]), true
+}
+
+// txResolver resolves mapping references against the store inside the
+// current transaction.
+type txResolver struct {
+	tx *bolt.Tx
+	s  *Store
+}
+
+// ResolveUser implements mapping.Resolver.
+func (r txResolver) ResolveUser(by, value string) (string, bool) {
+	if value == "" {
+		return "", false
+	}
+	switch strings.ToLower(by) {
+	case "id":
+		if r.tx.Bucket(bucketUsers).Get([]byte(value)) != nil {
+			return value, true
+		}
+	case "externalid":
+		return firstByPrefix(r.tx.Bucket(bucketUsersByExtID), value)
+	case "username":
+		if id := r.tx.Bucket(bucketUsersByName).Get([]byte(strings.ToLower(value))); id != nil {
+			return string(id), true
+		}
+	case "email", "emails":
+		return firstByPrefix(r.tx.Bucket(bucketUsersByEmail), strings.ToLower(value))
+	}
+	return "", false
+}
+
+// setPending replaces the unresolved references of dependant id.
+func setPending(tx *bolt.Tx, id string, refs []mapping.Ref) error {
+	pending, dep := tx.Bucket(bucketRefsPending), tx.Bucket(bucketRefsDependent)
+	prefix := []byte(id + "\x00")
+	var old [][]byte
+	c := dep.Cursor()
+	for k, _ := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, _ = c.Next() {
+		old = append(old, bytes.Clone(k))
+	}
+	for _, k := range old {
+		value := string(k[len(prefix):])
+		if err := dep.Delete(k); err != nil {
+			return err
+		}
+		if err := pending.Delete(joinKey(value, id)); err != nil {
+			return err
+		}
+	}
+	for _, ref := range refs {
+		if ref.Resolved || ref.Value == "" {
+			continue
+		}
+		value := strings.ToLower(ref.Value)
+		if err := pending.Put(joinKey(value, id), []byte(ref.Field)); err != nil {
+			return err
+		}
+		if err := dep.Put(joinKey(id, value), nil); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// resolveDependants re-maps every user whose reference waits for one of
+// r's identifiers (id, externalId, userName, emails) that cur did not
+// already have, emitting user.updated for each whose record changes. This
+// is how a manager pushed after their reports is linked without a resync.
+func (s *Store) resolveDependants(tx *bolt.Tx, r, cur *record, now time.Time) error {
+	keys := s.identifiers(r)
+	if cur != nil {
+		had := map[string]bool{}
+		for _, k := range s.identifiers(cur) {
+			had[k] = true
+		}
+		keys = keys[:0:0]
+		for _, k := range s.identifiers(r) {
+			if !had[k] {
+				keys = append(keys, k)
+			}
+		}
+	}
+	pending := tx.Bucket(bucketRefsPending)
+	var dependants []string
+	for _, value := range keys {
+		prefix := []byte(value + "\x00")
+		c := pending.Cursor()
+		for k, _ := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, _ = c.Next() {
+			if dep := string(k[len(prefix):]); dep != r.ID {
+				dependants = append(dependants, dep)
+			}
+		}
+	}
+	for _, id := range dependants {
+		d, err := s.users.get(tx, id)
+		if err != nil {
+			continue // deleted in the meantime: setPending cleaned it, nothing to do
+		}
+		res, err := s.mapper.MapUser(d.Doc, txResolver{tx: tx, s: s})
+		if err != nil {
+			// The dependant mapped before; a reference turning up cannot
+			// make it invalid. Keep the link pending rather than fail
+			// the write of an unrelated user.
+			continue
+		}
+		if err := setPending(tx, id, res.Refs); err != nil {
+			return err
+		}
+		changes := mapping.Diff(d.Record, res.Record)
+		if len(changes) == 0 {
+			continue
+		}
+		next := *d
+		next.Record, next.Version, next.Modified = res.Record, d.Version+1, now
+		if err := s.users.put(tx, &next); err != nil {
+			return err
+		}
+		if err := s.enqueue(tx, "user.updated", []string{resKey("User", id)}, map[string]any{"user": eventData(&next)}, changes); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// identifiers are the case-folded values a reference can name a user by.
+func (s *Store) identifiers(r *record) []string {
+	ids := []string{strings.ToLower(r.ID)}
+	if ext := externalIDOf(r.Doc); ext != "" {
+		ids = append(ids, strings.ToLower(ext))
+	}
+	if name := s.users.nameOf(r.Doc); name != "" {
+		ids = append(ids, strings.ToLower(name))
+	}
+	return append(ids, emailsOf(r.Doc)...)
+}

@@ -1,0 +1,137 @@
+package store
+
+import (
+	"errors"
+	"sync"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+// maxBatch bounds how many queued writes one transaction commits, so a
+// burst cannot make a single fsync arbitrarily late for the first writer.
+const maxBatch = 512
+
+// writeFunc is one store mutation run inside a shared write transaction.
+//
+// Contract: a writeFunc that returns a "clean" error (see isClean) has not
+// modified the transaction, so the batch it belongs to can still commit.
+// Any other error rolls the whole batch back; the other writes are then
+// retried in a new transaction without it.
+type writeFunc func(tx *bolt.Tx) error
+
+type writeReq struct {
+	fn   writeFunc
+	done chan error
+}
+
+// writer commits whatever writes are queued in one bbolt transaction: group
+// commit. Under concurrency many SCIM writes share one fsync; alone, a write
+// costs one fsync as with db.Update. Measured (DESIGN.md): a single writer
+// goroutine reaches ~12,500 writes/s at 16 producers where one Update per
+// write caps at ~2,200/s and bolt's Batch with its 10 ms delay at ~1,400/s.
+type writer struct {
+	db      *bolt.DB
+	isClean func(error) bool
+	queue   chan writeReq
+	stop    chan struct{}
+	wg      sync.WaitGroup
+	once    sync.Once
+}
+
+var errClosed = errors.New("store closed")
+
+func newWriter(db *bolt.DB, isClean func(error) bool) *writer {
+	return &writer{db: db, isClean: isClean, queue: make(chan writeReq, maxBatch), stop: make(chan struct{})}
+}
+
+func (w *writer) start() {
+	w.wg.Add(1)
+	go func() {
+		defer w.wg.Done()
+		w.loop()
+	}()
+}
+
+// close stops the writer after the writes already queued have committed.
+func (w *writer) close() {
+	w.once.Do(func() { close(w.stop) })
+	w.wg.Wait()
+}
+
+// update runs fn in a write transaction that may be shared with other
+// writes and returns once that transaction has committed (fsync) or failed.
+func (w *writer) update(fn writeFunc) error {
+	req := writeReq{fn: fn, done: make(chan error, 1)}
+	select {
+	case w.queue <- req:
+	case <-w.stop:
+		return errClosed
+	}
+	return <-req.done
+}
+
+func (w *writer) loop() {
+	batch := make([]writeReq, 0, maxBatch)
+	for {
+		batch = batch[:0]
+		select {
+		case req := <-w.queue:
+			batch = append(batch, req)
+		case <-w.stop:
+			// Drain what was queued before stop so no caller hangs.
+			for {
+				select {
+				case req := <-w.queue:
+					w.commit([]writeReq{req})
+				default:
+					return
+				}
+			}
+		}
+	fill:
+		for len(batch) < maxBatch {
+			select {
+			case req := <-w.queue:
+				batch = append(batch, req)
+			default:
+				break fill
+			}
+		}
+		w.commit(batch)
+	}
+}
+
+// commit runs the batch in one transaction. A write failing with a dirty
+// error is answered with that error and the rest of the batch is run again
+// in a fresh transaction, as bolt's own Batch does.
+func (w *writer) commit(batch []writeReq) {
+	for len(batch) > 0 {
+		results := make([]error, len(batch))
+		failed := -1
+		err := w.db.Update(func(tx *bolt.Tx) error {
+			for i, req := range batch {
+				err := req.fn(tx)
+				results[i] = err
+				if err != nil && !w.isClean(err) {
+					failed = i
+					return err
+				}
+			}
+			return nil
+		})
+		if failed >= 0 {
+			batch[failed].done <- results[failed]
+			batch = append(batch[:failed:failed], batch[failed+1:]...)
+			continue
+		}
+		for i, req := range batch {
+			if err != nil {
+				// Commit itself failed (disk error): nobody's write landed.
+				req.done <- err
+			} else {
+				req.done <- results[i]
+			}
+		}
+		return
+	}
+}
