@@ -218,7 +218,11 @@ func newStoreCollector(s *store.Store) *storeCollector {
 	}
 }
 
-func (c *storeCollector) Describe(ch chan<- *prometheus.Desc) { ch <- c.users; ch <- c.active; ch <- c.groups }
+func (c *storeCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- c.users
+	ch <- c.active
+	ch <- c.groups
+}
 
 func (c *storeCollector) Collect(ch chan<- prometheus.Metric) {
 	st, err := c.s.Stats()
