@@ -158,6 +158,14 @@ func (r *resourceAPI) getHandler(c echo.Context) error {
 }
 
 func (r *resourceAPI) respond(c echo.Context, status int, res *store.Resource, p projection) error {
+	if _, has := res.Doc["members"]; !has && r.typ.ID == "Group" && p.wantsMembers() {
+		// Writes return groups without members; read them for the body.
+		full, err := r.get(res.ID, true)
+		if err != nil {
+			return err
+		}
+		res = full
+	}
 	c.Response().Header().Set("ETag", res.ETag())
 	if status == http.StatusCreated {
 		c.Response().Header().Set(echo.HeaderLocation, r.location(c, res.ID))

@@ -1,7 +1,6 @@
 package gateway_test
 
 import (
-	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -731,4 +730,13 @@ func TestRateLimit(t *testing.T) {
 	}
 }
 
-var _ = bytes.NewReader
+
+
+func discardLogger() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
+
+// newHTTPServer serves h on loopback until the test or benchmark ends.
+func newHTTPServer(tb testing.TB, h http.Handler) string {
+	srv := httptest.NewServer(h)
+	tb.Cleanup(srv.Close)
+	return srv.URL
+}

@@ -166,9 +166,9 @@ func (e *expandError) Error() string {
 }
 
 // expandNode expands environment references in every scalar value. A
-// ${NAME} without default that is unset is an error, so a missing secret
-// is noticed at start, not at the first request. Exception: a value that is
-// only ${NAME} becomes empty (the gateway then generates that secret).
+// ${NAME} without default that is unset (or empty) is an error, so a
+// missing secret is noticed at start, not at the first request; write
+// ${NAME:-} where empty is fine (a generated secret, for instance).
 func expandNode(n *yaml.Node, getenv func(string) string) *expandError {
 	switch n.Kind {
 	case yaml.ScalarNode:

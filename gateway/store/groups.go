@@ -107,6 +107,8 @@ func (s *Store) groupResource(tx *bolt.Tx, r *record, withMembers bool) *Resourc
 	return res
 }
 
+// ReplaceGroup and PatchGroup return the group without its members.
+//
 // ReplaceGroup replaces the group's attributes with a PUT body. When the
 // body has "members", membership becomes exactly that list (the adds and
 // removes of the difference are emitted); when it has none, membership is
@@ -188,7 +190,7 @@ func (s *Store) updateGroup(id, ifMatch string, next func(tx *bolt.Tx, cur *reco
 		}
 		docChanged := !jsonEqual(doc, cur.Doc)
 		if !docChanged && d.empty() {
-			out = s.groupResource(tx, cur, true)
+			out = s.groupResource(tx, cur, false)
 			return nil
 		}
 		if err := k.checkName(tx, doc, id); err != nil {
@@ -217,7 +219,9 @@ func (s *Store) updateGroup(id, ifMatch string, next func(tx *bolt.Tx, cur *reco
 		if err := s.applyDelta(tx, r, d); err != nil {
 			return err
 		}
-		out = s.groupResource(tx, r, true)
+		// Without members: rendering them is O(group size), and a PATCH
+		// answered 204 needs none (GetGroup reads them when needed).
+		out = s.groupResource(tx, r, false)
 		return s.touched(tx, now)
 	})
 	if err != nil {
