@@ -1,0 +1,476 @@
+package mapping
+
+import (
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+
+	"github.com/scimgate/scimgate/gateway/scim"
+)
+
+// Sentinel errors a FieldError unwraps to.
+var (
+	ErrMissing  = errors.New("missing")  // a needed option is absent
+	ErrUnknown  = errors.New("unknown")  // an unknown type, transform, field or option value
+	ErrInvalid  = errors.New("invalid")  // a path, pattern, format or default that does not parse or validate
+	ErrConflict = errors.New("conflict") // a duplicate field, or options that exclude each other
+	ErrCycle    = errors.New("template cycle")
+)
+
+// FieldError is a problem with one option of the rules. Field is its path
+// relative to the mapping section ("user[3].type"), so the caller can
+// prefix "mapping." and point at the YAML line.
+type FieldError struct {
+	Field string
+	Err   error
+}
+
+func (e *FieldError) Error() string { return e.Field + ": " + e.Err.Error() }
+
+// Unwrap returns the underlying error (wrapping one of the sentinels).
+func (e *FieldError) Unwrap() error { return e.Err }
+
+// ruleError is a compile error of one kind (a sentinel), with its own
+// message and possibly a cause (such as the path parser's *scim.Error).
+type ruleError struct {
+	kind  error
+	msg   string
+	cause error
+}
+
+func (e *ruleError) Error() string { return e.msg }
+
+func (e *ruleError) Unwrap() []error {
+	if e.cause == nil {
+		return []error{e.kind}
+	}
+	return []error{e.kind, e.cause}
+}
+
+// errf returns a ruleError of the given kind; a %w in format names its cause.
+func errf(kind error, format string, args ...any) error {
+	err := fmt.Errorf(format, args...)
+	return &ruleError{kind: kind, msg: err.Error(), cause: errors.Unwrap(err)}
+}
+
+// Mapper maps SCIM resources to canonical records with compiled rules. It
+// is safe for concurrent use.
+type Mapper struct {
+	user, group []*field // in evaluation order: a template after what it reads
+	match       string
+	extensions  []*scim.Schema
+	zones       zones
+}
+
+// field is one compiled rule.
+type field struct {
+	to        string
+	keys      []string // to, split at dots
+	sources   []source
+	constant  []any // the rule's value, when it has one
+	hasConst  bool
+	steps     []step
+	deps      []int
+	conv      converter
+	def       any // the default, already converted
+	hasDef    bool
+	required  bool
+	onInvalid invalidAction
+	refBy     []string
+	srcText   string // "(from …)" for a missing value
+}
+
+// source is one compiled `from` path.
+type source struct {
+	path *scim.Path
+	// bare reads the attribute itself when a path ends in ".value" and the
+	// IdP sent a plain string ("manager": "123" instead of {"value": "123"}).
+	bare *scim.Path
+	text string
+}
+
+type invalidAction int
+
+const (
+	reject invalidAction = iota
+	drop
+	useDefault
+)
+
+// Match attributes and reference keys, in their canonical spelling.
+var (
+	matchNames = []string{"userName", "emails", "externalId"}
+	byNames    = []string{"id", "externalId", "userName", "email"}
+)
+
+// Compile checks r and compiles it: paths, regular expressions, templates,
+// date layouts and lookup tables are prepared once. Errors are *FieldError,
+// joined with errors.Join when there are several.
+func Compile(r Rules) (*Mapper, error) {
+	m := &Mapper{match: "userName"}
+	var errs []error
+	add := func(field string, err error) { errs = append(errs, &FieldError{Field: field, Err: err}) }
+	if r.Match != "" {
+		i := slices.IndexFunc(matchNames, func(n string) bool { return strings.EqualFold(n, r.Match) })
+		if i < 0 {
+			add("match", errf(ErrUnknown, "unknown match attribute %q (want one of %s)", r.Match, strings.Join(matchNames, ", ")))
+		} else {
+			m.match = matchNames[i]
+		}
+	}
+	m.user = m.compileResource("user", r.User, add)
+	m.group = m.compileResource("group", r.Group, add)
+	m.extensions = extensionSchemas(r, add)
+	if len(errs) > 0 {
+		return nil, errors.Join(errs...)
+	}
+	return m, nil
+}
+
+// compileResource compiles the rules of one resource and orders them so
+// that a template comes after the fields it reads.
+func (m *Mapper) compileResource(kind string, rules []Rule, add func(string, error)) []*field {
+	names := make(map[string]int, len(rules))
+	for i, r := range rules {
+		at := fmt.Sprintf("%s[%d].to", kind, i)
+		if err := checkName(r.To); err != nil {
+			add(at, err)
+			continue
+		}
+		if j, ok := names[r.To]; ok {
+			add(at, errf(ErrConflict, "field %q is already set by %s[%d]", r.To, kind, j))
+			continue
+		}
+		names[r.To] = i
+	}
+	// A field cannot be both a value and the object holding another.
+	for i, r := range rules {
+		if names[r.To] != i {
+			continue
+		}
+		for p := r.To; ; {
+			dot := strings.LastIndexByte(p, '.')
+			if dot < 0 {
+				break
+			}
+			p = p[:dot]
+			if j, ok := names[p]; ok {
+				add(fmt.Sprintf("%s[%d].to", kind, i), errf(ErrConflict, "field %q is inside %q, which %s[%d] sets to a value", r.To, p, kind, j))
+			}
+		}
+	}
+	fields := make([]*field, len(rules))
+	for i, r := range rules {
+		fields[i] = m.compileRule(fmt.Sprintf("%s[%d]", kind, i), r, names, add)
+	}
+	return order(kind, fields, rules, add)
+}
+
+// checkName checks a `to`: non-empty dot-separated names.
+func checkName(to string) error {
+	if to == "" {
+		return errf(ErrMissing, "every rule needs a field name (to:)")
+	}
+	for part := range strings.SplitSeq(to, ".") {
+		if part == "" || strings.TrimSpace(part) != part {
+			return errf(ErrInvalid, "invalid field name %q: want names separated by single dots, without spaces around them", to)
+		}
+	}
+	return nil
+}
+
+func (m *Mapper) compileRule(at string, r Rule, names map[string]int, add func(string, error)) *field {
+	f := &field{to: r.To, keys: strings.Split(r.To, "."), required: r.Required}
+	ok := true
+	fail := func(sub string, err error) {
+		add(at+sub, err)
+		ok = false
+	}
+
+	// Sources.
+	for j, p := range r.From {
+		sub := ".from"
+		if len(r.From) > 1 {
+			sub = fmt.Sprintf(".from[%d]", j)
+		}
+		s, err := compileSource(p)
+		if err != nil {
+			fail(sub, err)
+			continue
+		}
+		f.sources = append(f.sources, s)
+	}
+	if r.Value != nil {
+		if len(r.From) > 0 {
+			fail(".value", errf(ErrConflict, "a rule has either from or value, not both"))
+		}
+		f.hasConst = true
+		f.constant = asList(normalize(r.Value))
+	}
+	f.srcText = strings.Join(r.From, " or ")
+	if r.Value != nil {
+		f.srcText = "value"
+	}
+
+	// Transforms.
+	hasTemplate := false
+	for j, t := range r.Transforms {
+		// A template is a source even when it does not compile.
+		hasTemplate = hasTemplate || strings.EqualFold(t.Op, "template")
+		s, tp, err := compileStep(t, names)
+		if err != nil {
+			fail(fmt.Sprintf(".transforms[%d]", j), err)
+			continue
+		}
+		f.steps = append(f.steps, s)
+		if tp != nil {
+			f.deps = append(f.deps, tp.deps...)
+			if f.srcText == "" {
+				f.srcText = "template"
+			}
+		}
+	}
+	if len(r.From) == 0 && r.Value == nil && !hasTemplate {
+		msg := "a rule needs from, value or a template transform"
+		if r.Default != nil {
+			msg += " (for a constant, use value instead of default)"
+		}
+		fail("", errf(ErrMissing, "%s", msg))
+	}
+
+	// Type.
+	conv, err := m.compileType(r)
+	if err != nil {
+		var fe *FieldError
+		if errors.As(err, &fe) {
+			fail("."+fe.Field, fe.Err)
+		} else {
+			fail(".type", err)
+		}
+	}
+	f.conv = conv
+
+	// What to do with an invalid value.
+	switch strings.ToLower(r.OnInvalid) {
+	case "":
+		f.onInvalid = drop
+		if r.Required {
+			f.onInvalid = reject
+		}
+	case "reject":
+		f.onInvalid = reject
+	case "drop":
+		f.onInvalid = drop
+		if r.Required {
+			fail(".on_invalid", errf(ErrConflict, "a required field cannot be dropped (use reject or default)"))
+		}
+	case "default":
+		f.onInvalid = useDefault
+		if r.Default == nil {
+			fail(".on_invalid", errf(ErrMissing, "on_invalid: default needs a default"))
+		}
+	default:
+		fail(".on_invalid", errf(ErrUnknown, "unknown on_invalid %q (want reject, drop or default)", r.OnInvalid))
+	}
+
+	// Reference.
+	if r.Reference != nil {
+		if strings.HasPrefix(at, "group") {
+			fail(".reference", errf(ErrConflict, "group rules cannot hold references"))
+		}
+		switch strings.ToLower(r.Type) {
+		case "", "string", "email":
+		default:
+			fail(".reference", errf(ErrConflict, "a reference is a string or an email, not %s", r.Type))
+		}
+		by := r.Reference.By
+		if len(by) == 0 {
+			by = byNames
+		}
+		for j, b := range by {
+			i := slices.IndexFunc(byNames, func(n string) bool { return strings.EqualFold(n, b) })
+			if i < 0 {
+				fail(fmt.Sprintf(".reference.by[%d]", j), errf(ErrUnknown, "unknown reference key %q (want one of %s)", b, strings.Join(byNames, ", ")))
+				continue
+			}
+			f.refBy = append(f.refBy, byNames[i])
+		}
+	}
+
+	// The default must be valid for the type: checked here, not per request.
+	if r.Default != nil && conv != nil {
+		vals := compact(asList(normalize(r.Default)))
+		if len(vals) > 0 {
+			v, verr := conv(vals)
+			if verr != nil {
+				fail(".default", errf(ErrInvalid, "invalid default: %s", verr.text(true)))
+			}
+			f.def, f.hasDef = v, true
+		}
+	}
+	if !ok {
+		return nil
+	}
+	return f
+}
+
+// compileSource parses one `from` path.
+func compileSource(text string) (source, error) {
+	p, err := scim.ParsePath(text)
+	if err != nil {
+		detail := err.Error()
+		if se := (*scim.Error)(nil); errors.As(err, &se) {
+			detail = se.Detail
+		}
+		msg := fmt.Sprintf("invalid path %q: %s", text, detail)
+		if strings.HasPrefix(detail, "path ") { // the parser names the path itself
+			msg = "invalid " + detail
+		}
+		return source{}, &ruleError{kind: ErrInvalid, msg: msg, cause: err}
+	}
+	s := source{path: p, text: text}
+	if strings.EqualFold(p.Sub, "value") && len(text) > len(".value") && strings.EqualFold(text[len(text)-len(".value"):], ".value") {
+		if bare, err := scim.ParsePath(text[:len(text)-len(".value")]); err == nil {
+			s.bare = bare
+		}
+	}
+	return s, nil
+}
+
+// compileType returns the converter of r's type and checks the options
+// that belong to one type only. Errors about another option than type come
+// back as *FieldError with the option name.
+func (m *Mapper) compileType(r Rule) (converter, error) {
+	typ := strings.ToLower(r.Type)
+	if typ == "" {
+		typ = "string"
+	}
+	only := func(opt, owner string, set bool) error {
+		if set && typ != owner {
+			return &FieldError{Field: opt, Err: errf(ErrConflict, "%s applies to type %s only", opt, owner)}
+		}
+		return nil
+	}
+	if err := errors.Join(
+		only("format", "date", r.Format != ""),
+		only("output_format", "date", r.OutputFormat != ""),
+		only("values", "enum", len(r.Values) > 0),
+		only("pattern", "regex", r.Pattern != ""),
+	); err != nil {
+		// Report the first: one misplaced option per rule is enough to fix.
+		var fe *FieldError
+		errors.As(err, &fe)
+		return nil, fe
+	}
+	switch typ {
+	case "string":
+		return scalar(convertString), nil
+	case "bool", "boolean":
+		return scalar(convertBool), nil
+	case "int", "integer":
+		return scalar(convertInt), nil
+	case "email":
+		return textual("is not an email address such as name@example.com", isEmail), nil
+	case "date":
+		return dateConverter(r.Format, r.OutputFormat)
+	case "datetime":
+		return textual("is not a date-time in RFC 3339 form such as 2024-01-02T15:04:05Z", isDateTime), nil
+	case "timezone":
+		return textual("is not an IANA time zone such as Europe/London", m.zones.valid), nil
+	case "language":
+		return textual("is not a BCP 47 language tag such as en-GB", isLanguage), nil
+	case "country":
+		return textual("is not an ISO 3166-1 alpha-2 country code such as GB", isCountry), nil
+	case "enum":
+		c, err := enumConverter(r.Values)
+		if err != nil {
+			return nil, &FieldError{Field: "values", Err: err}
+		}
+		return c, nil
+	case "regex":
+		c, err := regexConverter(r.Pattern)
+		if err != nil {
+			return nil, &FieldError{Field: "pattern", Err: err}
+		}
+		return c, nil
+	case "list":
+		return convertList, nil
+	case "object":
+		return convertObject, nil
+	}
+	return nil, errf(ErrUnknown, "unknown type %q (want one of %s)", r.Type, strings.Join(typeNames, ", "))
+}
+
+// order sorts fields so that each comes after the fields its templates
+// read, keeping the rules' order otherwise, and reports cycles.
+func order(kind string, fields []*field, rules []Rule, add func(string, error)) []*field {
+	done := make([]bool, len(fields))
+	out := make([]*field, 0, len(fields))
+	for progress := true; progress; {
+		progress = false
+		for i, f := range fields {
+			if done[i] || f != nil && slices.ContainsFunc(f.deps, func(d int) bool { return !done[d] }) {
+				continue
+			}
+			done[i], progress = true, true
+			if f != nil {
+				out = append(out, f)
+			}
+		}
+	}
+	if i := slices.Index(done, false); i >= 0 {
+		add(fmt.Sprintf("%s[%d].transforms", kind, i), errf(ErrCycle, "template cycle: %s", cycle(i, fields, done, rules)))
+		return nil
+	}
+	return out
+}
+
+// cycle describes a template cycle reachable from field start: "a → b → a".
+// Every field not done reads another field not done, so following those
+// reads must come back to a field already visited.
+func cycle(start int, fields []*field, done []bool, rules []Rule) string {
+	path := []int{start}
+	seen := map[int]int{start: 0}
+	for i := start; ; {
+		next := fields[i].deps[slices.IndexFunc(fields[i].deps, func(d int) bool { return !done[d] })]
+		if at, ok := seen[next]; ok {
+			path = append(path[at:], next)
+			break
+		}
+		seen[next] = len(path)
+		path = append(path, next)
+		i = next
+	}
+	names := make([]string, len(path))
+	for k, i := range path {
+		names[k] = rules[i].To
+	}
+	return strings.Join(names, " → ")
+}
+
+// asList turns a value into the list form values take through a rule.
+func asList(v any) []any {
+	if l, ok := v.([]any); ok {
+		return l
+	}
+	return []any{v}
+}
+
+// compact returns vals without empty values, reusing vals only when
+// nothing is removed.
+func compact(vals []any) []any {
+	for i, v := range vals {
+		if isEmpty(v) {
+			out := make([]any, 0, len(vals)-1)
+			out = append(out, vals[:i]...)
+			for _, w := range vals[i+1:] {
+				if !isEmpty(w) {
+					out = append(out, w)
+				}
+			}
+			return out
+		}
+	}
+	return vals
+}

@@ -1,0 +1,194 @@
+package mapping
+
+import (
+	"net/http"
+	"strings"
+
+	"github.com/scimgate/scimgate/gateway/scim"
+)
+
+// Result is the outcome of mapping one resource.
+type Result struct {
+	// Record is the canonical record: field → string, bool, int64,
+	// float64, []any or map[string]any. It marshals to JSON.
+	Record map[string]any
+	// Refs lists the reference fields, resolved or not.
+	Refs []Ref
+	// Warnings name optional fields dropped (or defaulted) because their
+	// value was invalid. They carry no values: they may be logged.
+	Warnings []string
+}
+
+// Ref is a reference field and what it points at.
+type Ref struct {
+	// Field is the record field (the rule's `to`).
+	Field string `json:"field"`
+	// By is the key that matched ("id", "externalId", "userName" or
+	// "email"); empty when the reference is not resolved.
+	By string `json:"by,omitempty"`
+	// Value is the value read from the SCIM resource.
+	Value string `json:"value"`
+	// ID is the referenced user's SCIM id when resolved.
+	ID string `json:"id,omitempty"`
+	// Resolved reports whether a user was found. An unresolved reference
+	// leaves the field out of the record; the store keeps it pending and
+	// maps the user again when a user with that Value arrives.
+	Resolved bool `json:"resolved"`
+}
+
+// Resolver finds the user a reference points at. The store implements it
+// inside its transaction. by is "id", "externalId", "userName" or "email".
+type Resolver interface {
+	ResolveUser(by, value string) (id string, ok bool)
+}
+
+// MapUser maps a SCIM User document (decoded by encoding/json with
+// UseNumber; attribute names in any case) to its canonical record. res may
+// be nil: references then stay unresolved.
+//
+// A required field that is missing, or a field whose invalid value is to
+// be rejected, makes MapUser return a *scim.Error with status 400 and
+// scimType invalidValue whose detail names each such field, its source
+// path, the value's problem and the expected form, separated by "; ".
+func (m *Mapper) MapUser(doc map[string]any, res Resolver) (Result, error) {
+	return m.run(m.user, doc, res)
+}
+
+// MapGroup maps a SCIM Group document to its canonical record, with the
+// same errors as MapUser. Group rules cannot hold references.
+func (m *Mapper) MapGroup(doc map[string]any) (Result, error) {
+	return m.run(m.group, doc, nil)
+}
+
+// MatchAttribute returns the SCIM attribute that identifies an existing
+// user: "userName", "emails" or "externalId".
+func (m *Mapper) MatchAttribute() string { return m.match }
+
+func (m *Mapper) run(fields []*field, doc map[string]any, res Resolver) (Result, error) {
+	r := Result{Record: make(map[string]any, len(fields))}
+	var problems []string
+	for _, f := range fields {
+		f.eval(&r, &problems, doc, res)
+	}
+	if len(problems) > 0 {
+		return Result{}, scim.Errorf(http.StatusBadRequest, scim.InvalidValue, "%s", strings.Join(problems, "; "))
+	}
+	return r, nil
+}
+
+// eval maps one field into r.Record, or adds to r.Warnings or problems.
+func (f *field) eval(r *Result, problems *[]string, doc map[string]any, res Resolver) {
+	vals, from := f.read(doc)
+	for _, s := range f.steps {
+		var verr *valueError
+		if vals, verr = s(vals, r.Record); verr != nil {
+			if !f.invalid(r, problems, verr, from) {
+				return
+			}
+			vals = nil // on_invalid: default
+			break
+		}
+	}
+	var v any
+	switch {
+	case len(vals) > 0:
+		var verr *valueError
+		if v, verr = f.conv(vals); verr != nil {
+			if !f.invalid(r, problems, verr, from) {
+				return
+			}
+			v = clone(f.def)
+		}
+	case f.hasDef:
+		v = clone(f.def)
+	case f.required:
+		*problems = append(*problems, f.to+": a value is required (from "+f.srcText+")")
+		return
+	default:
+		return
+	}
+	if f.refBy != nil {
+		ref := Ref{Field: f.to}
+		ref.Value, _ = v.(string)
+		for _, by := range f.refBy {
+			if res == nil {
+				break
+			}
+			if id, ok := res.ResolveUser(by, ref.Value); ok {
+				ref.By, ref.ID, ref.Resolved = by, id, true
+				break
+			}
+		}
+		r.Refs = append(r.Refs, ref)
+		if !ref.Resolved {
+			return
+		}
+		v = ref.ID
+	}
+	set(r.Record, f.keys, v)
+}
+
+// invalid handles a value the rule rejects. It reports whether the rule
+// goes on with its default.
+func (f *field) invalid(r *Result, problems *[]string, verr *valueError, from string) bool {
+	switch f.onInvalid {
+	case drop:
+		r.Warnings = append(r.Warnings, f.to+": dropped: "+verr.text(false)+" (from "+from+")")
+		return false
+	case useDefault:
+		r.Warnings = append(r.Warnings, f.to+": default used: "+verr.text(false)+" (from "+from+")")
+		return true
+	}
+	*problems = append(*problems, f.to+": "+verr.text(true)+" (from "+from+")")
+	return false
+}
+
+// read returns the non-empty values of the first source that has any, and
+// that source's text.
+func (f *field) read(doc map[string]any) ([]any, string) {
+	if f.hasConst {
+		return compact(f.constant), "value"
+	}
+	for _, s := range f.sources {
+		if vals := compact(s.path.Values(doc)); len(vals) > 0 {
+			return vals, s.text
+		}
+		if s.bare == nil {
+			continue
+		}
+		// A plain string where {"value": …} was expected.
+		var vals []any
+		for _, v := range s.bare.Values(doc) {
+			if _, ok := toText(v); ok && !isEmpty(v) {
+				vals = append(vals, v)
+			}
+		}
+		if len(vals) > 0 {
+			return vals, s.text
+		}
+	}
+	return nil, f.srcText
+}
+
+// set stores v at the dotted field keys, creating nested objects.
+func set(rec map[string]any, keys []string, v any) {
+	for _, k := range keys[:len(keys)-1] {
+		next, ok := rec[k].(map[string]any)
+		if !ok {
+			next = make(map[string]any)
+			rec[k] = next
+		}
+		rec = next
+	}
+	rec[keys[len(keys)-1]] = v
+}
+
+// clone copies the lists and objects of a compiled default so that no two
+// records share them.
+func clone(v any) any {
+	switch v.(type) {
+	case []any, map[string]any:
+		return normalize(v)
+	}
+	return v
+}
