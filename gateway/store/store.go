@@ -473,3 +473,23 @@ func jsonEqual(a, b any) bool {
 	y, err2 := json.Marshal(b)
 	return err1 == nil && err2 == nil && bytes.Equal(x, y)
 }
+
+// UserRecord returns the canonical record the mapping produced for a user
+// (what events carry as data.user, without id and version), or ErrNotFound.
+func (s *Store) UserRecord(id string) (map[string]any, error) { return s.record(s.users, id) }
+
+// GroupRecord is UserRecord for groups.
+func (s *Store) GroupRecord(id string) (map[string]any, error) { return s.record(s.groups, id) }
+
+func (s *Store) record(k *kind, id string) (map[string]any, error) {
+	var out map[string]any
+	err := s.db.View(func(tx *bolt.Tx) error {
+		r, err := k.get(tx, id)
+		if err != nil {
+			return err
+		}
+		out = r.Record
+		return nil
+	})
+	return out, err
+}
