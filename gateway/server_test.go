@@ -69,8 +69,13 @@ type testServer struct {
 
 func newTestServer(t *testing.T, mutate ...func(*gateway.Config)) *testServer {
 	t.Helper()
+	return newTestServerRules(t, mapping.DefaultRules(), mutate...)
+}
+
+func newTestServerRules(t *testing.T, rules mapping.Rules, mutate ...func(*gateway.Config)) *testServer {
+	t.Helper()
 	db := mustOpenDB(t)
-	mapper, err := mapping.Compile(mapping.DefaultRules())
+	mapper, err := mapping.Compile(rules)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -739,4 +744,26 @@ func newHTTPServer(tb testing.TB, h http.Handler) string {
 	srv := httptest.NewServer(h)
 	tb.Cleanup(srv.Close)
 	return srv.URL
+}
+
+func TestMatchAttribute(t *testing.T) {
+	for _, c := range []struct{ match, first, second string }{
+		{"emails", `{"userName":"a1","emails":[{"value":"Same@Example.com","type":"work"}]}`, `{"userName":"a2","emails":[{"value":"same@example.com","type":"work"}]}`},
+		{"externalId", `{"userName":"b1","externalId":"00u1"}`, `{"userName":"b2","externalId":"00u1"}`},
+	} {
+		t.Run(c.match, func(t *testing.T) {
+			rules := mapping.DefaultRules()
+			rules.Match = c.match
+			ts := newTestServerRules(t, rules)
+			ts.do("POST", "/Users", c.first).must(t, 201)
+			ts.do("POST", "/Users", c.second).scimError(t, 409, "uniqueness")
+			if n := ts.count("/Users"); n != 1 {
+				t.Errorf("users = %d, want 1", n)
+			}
+		})
+	}
+	// With the default (userName), two users may share an email.
+	ts := newTestServer(t)
+	ts.do("POST", "/Users", `{"userName":"c1","emails":[{"value":"x@example.com"}]}`).must(t, 201)
+	ts.do("POST", "/Users", `{"userName":"c2","emails":[{"value":"x@example.com"}]}`).must(t, 201)
 }

@@ -336,11 +336,16 @@ func (a *applier) set(doc map[string]any, op string, p *Path, value any, explici
 	_, curArr := cur.([]any)
 	_, valArr := value.([]any)
 	if (def != nil && def.MultiValued) || (def == nil && (curArr || valArr)) {
-		items, err := coerceAttr(def, value, name, true)
-		if err != nil {
-			return a.wrap(err)
+		var list []any
+		if def == nil {
+			list = toList(dropNulls(value))
+		} else {
+			items, err := coerceAttr(def, value, name, true)
+			if err != nil {
+				return a.wrap(err)
+			}
+			list = items.([]any)
 		}
-		list := items.([]any)
 		if op == "replace" {
 			c[key] = list
 			return nil

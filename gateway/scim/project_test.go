@@ -9,12 +9,12 @@ func TestProject(t *testing.T) {
   "meta":{"resourceType":"User"},"custom":"c",
   "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User":{"department":"D","manager":{"value":"m"}}}`
 	tests := []struct {
-		name      string
-		rt        *ResourceType
-		doc       string
-		attrs     []string
-		excl      []string
-		want      string
+		name  string
+		rt    *ResourceType
+		doc   string
+		attrs []string
+		excl  []string
+		want  string
 	}{
 		{"none drops password", users, user, nil, nil,
 			`{"schemas":["urn:ietf:params:scim:schemas:core:2.0:User"],"id":"1","userName":"u","name":{"givenName":"G","familyName":"F"},"emails":[{"value":"w@x","type":"work"},{"value":"h@x","type":"home"}],"meta":{"resourceType":"User"},"custom":"c","urn:ietf:params:scim:schemas:extension:enterprise:2.0:User":{"department":"D","manager":{"value":"m"}}}`},

@@ -28,8 +28,8 @@ func TestNewListResponse(t *testing.T) {
 
 func TestParseBool(t *testing.T) {
 	tests := []struct {
-		in     any
-		b, ok  bool
+		in    any
+		b, ok bool
 	}{
 		{true, true, true}, {false, false, true}, {"True", true, true}, {"FALSE", false, true},
 		{"true", true, true}, {"yes", false, false}, {1, false, false}, {nil, false, false}, {"", false, false},

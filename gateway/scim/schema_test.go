@@ -24,7 +24,9 @@ func TestSchemaDefinitions(t *testing.T) {
 		{UserSchema, "active", func(a *Attribute) bool { return a.Type == TypeBoolean }, "boolean"},
 		{UserSchema, "groups", func(a *Attribute) bool { return a.Mutability == ReadOnly && a.MultiValued && a.Sub("$ref") != nil }, "readOnly multi-valued with $ref"},
 		{UserSchema, "meta", func(a *Attribute) bool { return a.Mutability == ReadOnly && a.Sub("lastModified").Type == TypeDateTime }, "readOnly, lastModified dateTime"},
-		{UserSchema, "addresses", func(a *Attribute) bool { return a.MultiValued && a.Sub("postalCode") != nil && a.Sub("PRIMARY").Type == TypeBoolean }, "postalCode, primary"},
+		{UserSchema, "addresses", func(a *Attribute) bool {
+			return a.MultiValued && a.Sub("postalCode") != nil && a.Sub("PRIMARY").Type == TypeBoolean
+		}, "postalCode, primary"},
 		{UserSchema, "x509Certificates", func(a *Attribute) bool { return a.Sub("value").Type == TypeBinary }, "binary value"},
 		{UserSchema, "name", func(a *Attribute) bool { return len(a.SubAttributes) == 6 && a.Sub("honorificSuffix") != nil }, "6 sub-attributes"},
 		{GroupSchema, "displayName", func(a *Attribute) bool { return a.Required && !a.CaseExact }, "required"},

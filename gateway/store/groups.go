@@ -523,7 +523,14 @@ func (s *Store) memberData(tx *bolt.Tx, id string) (typ, key string, data map[st
 // member event per change. g is the group as it is after this change.
 func (s *Store) applyDelta(tx *bolt.Tx, g *record, d delta) error {
 	members, memberOf := tx.Bucket(bucketMembers), tx.Bucket(bucketMemberOf)
-	gdata := eventData(g)
+	if d.empty() {
+		return nil
+	}
+	// Encoded once: every member event of this change carries the same group.
+	gdata, err := json.Marshal(eventData(g))
+	if err != nil {
+		return err
+	}
 	for _, id := range d.remove {
 		typ, key, data, _, err := s.memberData(tx, id)
 		if err != nil {
@@ -536,7 +543,7 @@ func (s *Store) applyDelta(tx *bolt.Tx, g *record, d delta) error {
 			return err
 		}
 		if err := s.enqueue(tx, "group.member_removed", []string{resKey("Group", g.ID), resKey(typ, id)},
-			map[string]any{"group": gdata, key: data}, nil); err != nil {
+			map[string]any{"group": json.RawMessage(gdata), key: data}, nil); err != nil {
 			return err
 		}
 	}
@@ -556,7 +563,7 @@ func (s *Store) applyDelta(tx *bolt.Tx, g *record, d delta) error {
 			return err
 		}
 		if err := s.enqueue(tx, "group.member_added", []string{resKey("Group", g.ID), resKey(typ, id)},
-			map[string]any{"group": gdata, key: data}, nil); err != nil {
+			map[string]any{"group": json.RawMessage(gdata), key: data}, nil); err != nil {
 			return err
 		}
 	}

@@ -2,6 +2,7 @@ package store
 
 import (
 	"bytes"
+	"net/http"
 	"strings"
 	"time"
 
@@ -24,6 +25,9 @@ func (s *Store) CreateUser(doc map[string]any) (*Resource, error) {
 	err = s.w.update(func(tx *bolt.Tx) error {
 		k := s.users
 		if err := k.checkName(tx, doc, ""); err != nil {
+			return err
+		}
+		if err := s.checkMatch(tx, doc, ""); err != nil {
 			return err
 		}
 		res, err := s.mapper.MapUser(doc, txResolver{tx: tx, s: s})
@@ -149,6 +153,9 @@ func (s *Store) updateUser(id, ifMatch string, next func(cur *record) (map[strin
 		if err := k.checkName(tx, doc, id); err != nil {
 			return err
 		}
+		if err := s.checkMatch(tx, doc, id); err != nil {
+			return err
+		}
 		res, err := s.mapper.MapUser(doc, txResolver{tx: tx, s: s})
 		if err != nil {
 			return err
@@ -249,6 +256,39 @@ func (s *Store) DeleteUser(id, ifMatch string) error {
 		}
 		return s.touched(tx, now)
 	})
+}
+
+// checkMatch enforces the mapping's matching attribute beyond userName:
+// with "emails" or "externalId", a second user with the same value would be
+// the same person twice, so it is a conflict (IdPs then link instead).
+func (s *Store) checkMatch(tx *bolt.Tx, doc map[string]any, id string) error {
+	switch s.mapper.MatchAttribute() {
+	case "emails":
+		for _, e := range emailsOf(doc) {
+			if other, ok := firstOtherByPrefix(tx.Bucket(bucketUsersByEmail), e, id); ok {
+				return scim.Errorf(http.StatusConflict, scim.Uniqueness,
+					"a user with email %q already exists (id %s); users are matched by email in this gateway", e, other)
+			}
+		}
+	case "externalId":
+		if ext := externalIDOf(doc); ext != "" {
+			if other, ok := firstOtherByPrefix(tx.Bucket(bucketUsersByExtID), ext, id); ok {
+				return scim.Errorf(http.StatusConflict, scim.Uniqueness,
+					"a user with externalId %q already exists (id %s); users are matched by externalId in this gateway", ext, other)
+			}
+		}
+	}
+	return nil
+}
+
+// firstOtherByPrefix returns an id other than self under "value 0x00 id".
+func firstOtherByPrefix(b *bolt.Bucket, value, self string) (string, bool) {
+	for _, id := range idsByPrefix(b, value) {
+		if id != self {
+			return id, true
+		}
+	}
+	return "", false
 }
 
 // isActive reads SCIM active; a user without it is active (RFC 7643 leaves
