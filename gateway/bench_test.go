@@ -196,7 +196,7 @@ func preload(b *testing.B, st *store.Store, n int) []string {
 				}
 				name := fmt.Sprintf("pre%06d@example.com", i)
 				res, err := st.CreateUser(map[string]any{"userName": name, "active": true,
-					"name": map[string]any{"givenName": "Pre", "familyName": "Load"},
+					"name":   map[string]any{"givenName": "Pre", "familyName": "Load"},
 					"emails": []any{map[string]any{"value": name, "type": "work", "primary": true}}})
 				if err != nil {
 					b.Error(err)

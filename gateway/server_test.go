@@ -735,8 +735,6 @@ func TestRateLimit(t *testing.T) {
 	}
 }
 
-
-
 func discardLogger() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
 
 // newHTTPServer serves h on loopback until the test or benchmark ends.
