@@ -765,3 +765,41 @@ func TestMatchAttribute(t *testing.T) {
 	ts.do("POST", "/Users", `{"userName":"c1","emails":[{"value":"x@example.com"}]}`).must(t, 201)
 	ts.do("POST", "/Users", `{"userName":"c2","emails":[{"value":"x@example.com"}]}`).must(t, 201)
 }
+
+func TestPendingManagerResolvedWhenManagerArrives(t *testing.T) {
+	ts := newTestServer(t)
+	ent := "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"
+	// Reports first, naming their manager by email (Okta maps whatever the admin chose).
+	var reports []string
+	for i := range 3 {
+		r := ts.do("POST", "/Users", fmt.Sprintf(`{"schemas":["urn:ietf:params:scim:schemas:core:2.0:User",%q],
+			"userName":"report%d@example.com",%q:{"manager":{"value":"Boss@Example.com"}}}`, ent, i, ent)).must(t, 201)
+		reports = append(reports, r.body["id"].(string))
+	}
+	for _, id := range reports {
+		rec, err := ts.store.UserRecord(id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, ok := rec["manager_id"]; ok {
+			t.Fatalf("manager resolved before the manager exists: %v", rec)
+		}
+	}
+	boss := ts.do("POST", "/Users", `{"userName":"the.boss","emails":[{"value":"boss@example.com","type":"work"}]}`).must(t, 201).body["id"].(string)
+	for _, id := range reports {
+		rec, _ := ts.store.UserRecord(id)
+		if rec["manager_id"] != boss {
+			t.Errorf("report %s: manager_id = %v, want %s", id, rec["manager_id"], boss)
+		}
+	}
+	// The stored SCIM document still says what Okta sent.
+	r := ts.do("GET", "/Users/"+reports[0], "").must(t, 200)
+	if get(r.body[ent], "manager.value") != "Boss@Example.com" {
+		t.Errorf("SCIM manager changed: %s", r.raw)
+	}
+	// A manager given by SCIM id resolves at once.
+	r = ts.do("POST", "/Users", fmt.Sprintf(`{"userName":"direct","%s":{"manager":%q}}`, ent, boss)).must(t, 201)
+	if rec, _ := ts.store.UserRecord(r.body["id"].(string)); rec["manager_id"] != boss {
+		t.Errorf("manager by id: %v", rec)
+	}
+}
