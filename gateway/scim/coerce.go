@@ -1,7 +1,6 @@
 package scim
 
 import (
-	"encoding/json"
 	"fmt"
 	"math"
 	"sort"
@@ -222,19 +221,4 @@ func sortedKeys(m map[string]any) []string {
 	}
 	sort.Strings(keys)
 	return keys
-}
-
-// numberOf is a helper for tests and callers that need an int from a JSON
-// number; ok is false when v is not an integral number.
-func numberOf(v any) (int, bool) {
-	switch x := v.(type) {
-	case json.Number:
-		n, err := x.Int64()
-		return int(n), err == nil
-	}
-	n, ok := number(v)
-	if !ok || n != math.Trunc(n) {
-		return 0, false
-	}
-	return int(n), true
 }

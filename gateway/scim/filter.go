@@ -97,7 +97,8 @@ type Filter struct {
 // one of the literals (in any case) or a JSON number. The input may be at
 // most 4096 bytes and nest at most 64 levels. The error is an *Error with
 // status 400 and scimType invalidFilter whose detail names the problem and
-// its byte position.
+// its 0-based byte position, e.g. `filter "userName eq" is incomplete:
+// expected a value after "eq" at position 11`.
 func ParseFilter(s string) (*Filter, error) {
 	p := parser{src: s, what: "filter", scimType: InvalidFilter}
 	if len(s) > maxFilterLen {

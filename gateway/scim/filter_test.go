@@ -27,6 +27,7 @@ func TestParseFilter(t *testing.T) {
 		{"rightGrouped", `a pr and (b pr and c pr)`, `a pr and (b pr and c pr)`},
 		{"redundantParens", `((userName eq "x"))`, `userName eq "x"`},
 		{"not", `not (title pr)`, `not (title pr)`},
+		{"NOT", `NOT (title pr) And Not(a pr)`, `not (title pr) and not (a pr)`},
 		{"notNoSpace", `not(title pr)`, `not (title pr)`},
 		{"notBindsTighter", `not (a pr) and b pr`, `not (a pr) and b pr`},
 		{"attrCalledNot", `not pr`, `not pr`},
@@ -407,6 +408,29 @@ func TestEquality(t *testing.T) {
 	p, _, _ := f.Equality()
 	if p.Attr != "emails" || p.Sub != "value" || p.Filter == nil || p.Filter.String() != `type eq "work"` {
 		t.Errorf("Equality path = %#v, want Path{Attr: emails, Filter: type eq \"work\", Sub: value}", p)
+	}
+}
+
+func TestMatchConcurrent(t *testing.T) {
+	f, err := ParseFilter(`emails[type eq "work"].value eq "bjensen@example.com" and meta.created lt "2011-01-01T00:00:00Z"`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	user, rt := mustDoc(t, sampleUser), NewUserResourceType()
+	done := make(chan bool)
+	for range 4 {
+		go func() {
+			ok := true
+			for range 200 {
+				ok = ok && f.Match(user, rt) && f.String() != ""
+			}
+			done <- ok
+		}()
+	}
+	for range 4 {
+		if !<-done {
+			t.Errorf("concurrent Match = false, want true")
+		}
 	}
 }
 

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"io"
 	"slices"
+	"strconv"
 	"strings"
 )
 
@@ -167,19 +168,8 @@ type applier struct {
 
 func (a *applier) errorf(scimType, format string, args ...any) *Error {
 	e := badRequest(scimType, format, args...)
-	e.Detail = "Operations[" + itoa(a.index) + "]: " + e.Detail
+	e.Detail = "Operations[" + strconv.Itoa(a.index) + "]: " + e.Detail
 	return e
-}
-
-func itoa(i int) string {
-	if i >= 0 && i < 10 {
-		return string(rune('0' + i))
-	}
-	var b []byte
-	for ; i > 0; i /= 10 {
-		b = append([]byte{byte('0' + i%10)}, b...)
-	}
-	return string(b)
 }
 
 func (a *applier) apply(doc map[string]any, op Operation) *Error {
@@ -350,7 +340,14 @@ func (a *applier) set(doc map[string]any, op string, p *Path, value any, explici
 			c[key] = list
 			return nil
 		}
-		c[key] = addElements(toList(cur), list, def)
+		if cur == nil && len(list) == 0 {
+			return nil // adding nothing to an absent attribute
+		}
+		merged := addElements(toList(cur), list, def)
+		if merged == nil {
+			merged = []any{}
+		}
+		c[key] = merged
 		return nil
 	}
 	_, curObj := cur.(map[string]any)
@@ -390,7 +387,7 @@ func (a *applier) set(doc map[string]any, op string, p *Path, value any, explici
 // wrap prefixes an error from coerce with the operation index.
 func (a *applier) wrap(err *Error) *Error {
 	e := *err
-	e.Detail = "Operations[" + itoa(a.index) + "]: " + e.Detail
+	e.Detail = "Operations[" + strconv.Itoa(a.index) + "]: " + e.Detail
 	return &e
 }
 

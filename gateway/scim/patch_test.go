@@ -158,6 +158,12 @@ func TestApplyPatch(t *testing.T) {
 		{"replace members with empty list", groups, `{"displayName":"g","members":[{"value":"u1"}]}`,
 			`{"Operations":[{"op":"replace","path":"members","value":[]}]}`,
 			`{"displayName":"g","members":[]}`},
+		{"add empty list to absent is no-op", groups, `{"displayName":"g"}`,
+			`{"Operations":[{"op":"add","path":"members","value":[]}]}`,
+			`{"displayName":"g"}`},
+		{"add empty list keeps empty", groups, `{"displayName":"g","members":[]}`,
+			`{"Operations":[{"op":"add","path":"members","value":[]}]}`,
+			`{"displayName":"g","members":[]}`},
 		// Entra §3.1
 		{"entra disable default", users, `{"userName":"u","active":true}`,
 			`{"schemas":["urn:ietf:params:scim:api:messages:2.0:PatchOp"],"Operations":[{"op":"Replace","path":"active","value":"False"}]}`,
