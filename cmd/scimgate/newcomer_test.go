@@ -151,6 +151,7 @@ func TestNewcomerPath(t *testing.T) {
 		t.Errorf("replay: %s", out)
 	}
 	waitOutput(t, heard, "grace@example.com", 15*time.Second)
+	t.Logf("listen printed:\n%s", heard.String())
 	sc := bufio.NewScanner(strings.NewReader(cli("dead-letters", "list")))
 	for sc.Scan() {
 		if strings.Contains(sc.Text(), "user.created") {
