@@ -174,8 +174,8 @@ func TestRunsAsNonRootWithOnlyDataWritable(t *testing.T) {
 	cmd.Dir = root
 	cmd.Env = []string{"SCIMGATE_DATA_DIR=" + dataDir, "SCIMGATE_LISTEN=" + scimAddr, "SCIMGATE_ADMIN_LISTEN=" + adminAddr}
 	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
-	var out strings.Builder
-	cmd.Stdout, cmd.Stderr = &out, &out
+	out := &syncBuffer{}
+	cmd.Stdout, cmd.Stderr = out, out
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}

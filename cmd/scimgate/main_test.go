@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -258,14 +257,14 @@ type binaryGateway struct {
 	cmd   *exec.Cmd
 	scim  string
 	admin string
-	out   *bytes.Buffer
+	out   *syncBuffer
 }
 
 func startBinary(t *testing.T, bin string, env []string, scimAddr, adminAddr string) *binaryGateway {
 	t.Helper()
 	cmd := exec.Command(bin, "serve")
 	cmd.Env = append(env, "SCIMGATE_LISTEN="+scimAddr, "SCIMGATE_ADMIN_LISTEN="+adminAddr)
-	out := &bytes.Buffer{}
+	out := &syncBuffer{}
 	cmd.Stdout, cmd.Stderr = out, out
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
