@@ -56,7 +56,7 @@ func (s *Store) CreateGroup(doc map[string]any) (*Resource, error) {
 		if err := k.insert(tx, r); err != nil {
 			return err
 		}
-		if err := s.enqueue(tx, "group.created", []string{resKey("Group", id)}, map[string]any{"group": eventData(r)}, nil); err != nil {
+		if err := s.enqueue(tx, "group.created", []string{resKey("Group", id)}, dataOf("group", eventData(r)), nil); err != nil {
 			return err
 		}
 		if err := s.applyDelta(tx, r, d); err != nil {
@@ -212,7 +212,7 @@ func (s *Store) updateGroup(id, ifMatch string, next func(tx *bolt.Tx, cur *reco
 			return err
 		}
 		if changes := mapping.Diff(cur.Record, r.Record); len(changes) > 0 {
-			if err := s.enqueue(tx, "group.updated", []string{resKey("Group", id)}, map[string]any{"group": eventData(r)}, changes); err != nil {
+			if err := s.enqueue(tx, "group.updated", []string{resKey("Group", id)}, dataOf("group", eventData(r)), changes); err != nil {
 				return err
 			}
 		}
@@ -244,6 +244,9 @@ func (s *Store) DeleteGroup(id, ifMatch string) error {
 		}
 		now := s.now()
 		r.Version++
+		if err := r.encodeData(); err != nil {
+			return err
+		}
 		if err := s.applyDelta(tx, r, delta{remove: s.memberIDs(tx, id)}); err != nil {
 			return err
 		}
@@ -256,7 +259,7 @@ func (s *Store) DeleteGroup(id, ifMatch string) error {
 		if err := tx.Bucket(k.data).Delete([]byte(id)); err != nil {
 			return err
 		}
-		if err := s.enqueue(tx, "group.deleted", []string{resKey("Group", id)}, map[string]any{"group": eventData(r)}, nil); err != nil {
+		if err := s.enqueue(tx, "group.deleted", []string{resKey("Group", id)}, dataOf("group", eventData(r)), nil); err != nil {
 			return err
 		}
 		return s.touched(tx, now)
@@ -498,25 +501,24 @@ func (s *Store) memberIDs(tx *bolt.Tx, groupID string) []string {
 	return ids
 }
 
-// memberData loads a member's record for events: ("user", data) for a
-// user, ("member_group", data) for a nested group.
-func (s *Store) memberData(tx *bolt.Tx, id string) (typ, key string, data map[string]any, display string, err error) {
-	if r, err := s.users.get(tx, id); err == nil {
-		display = s.users.nameOf(r.Doc)
-		if dn, _ := scim.Get(r.Doc, "displayName"); dn != nil {
-			if d, ok := dn.(string); ok && d != "" {
-				display = d
-			}
-		}
-		return "User", "user", eventData(r), display, nil
-	} else if err != ErrNotFound {
-		return "", "", nil, "", err
+// memberData loads what a member event needs of a member, without
+// decoding its SCIM document: ("User", "user", data) for a user,
+// ("Group", "member_group", data) for a nested group.
+func (s *Store) memberData(tx *bolt.Tx, id string) (typ, key string, data json.RawMessage, display string, err error) {
+	var head struct {
+		Data    json.RawMessage `json:"data"`
+		Display string          `json:"display"`
 	}
-	r, err := s.groups.get(tx, id)
-	if err != nil {
-		return "", "", nil, "", err
+	if v := tx.Bucket(bucketUsers).Get([]byte(id)); v != nil {
+		typ, key = "User", "user"
+		err = json.Unmarshal(v, &head)
+	} else if v := tx.Bucket(bucketGroups).Get([]byte(id)); v != nil {
+		typ, key = "Group", "member_group"
+		err = json.Unmarshal(v, &head)
+	} else {
+		return "", "", nil, "", ErrNotFound
 	}
-	return "Group", "member_group", eventData(r), s.groups.nameOf(r.Doc), nil
+	return typ, key, head.Data, head.Display, err // Unmarshal copied it out of the tx
 }
 
 // applyDelta writes membership keys in both directions and emits one
@@ -527,10 +529,10 @@ func (s *Store) applyDelta(tx *bolt.Tx, g *record, d delta) error {
 		return nil
 	}
 	// Encoded once: every member event of this change carries the same group.
-	gdata, err := json.Marshal(eventData(g))
-	if err != nil {
+	if err := g.encodeData(); err != nil {
 		return err
 	}
+	gdata := g.Data
 	for _, id := range d.remove {
 		typ, key, data, _, err := s.memberData(tx, id)
 		if err != nil {
@@ -543,7 +545,7 @@ func (s *Store) applyDelta(tx *bolt.Tx, g *record, d delta) error {
 			return err
 		}
 		if err := s.enqueue(tx, "group.member_removed", []string{resKey("Group", g.ID), resKey(typ, id)},
-			map[string]any{"group": json.RawMessage(gdata), key: data}, nil); err != nil {
+			dataOf("group", gdata, key, data), nil); err != nil {
 			return err
 		}
 	}
@@ -563,7 +565,7 @@ func (s *Store) applyDelta(tx *bolt.Tx, g *record, d delta) error {
 			return err
 		}
 		if err := s.enqueue(tx, "group.member_added", []string{resKey("Group", g.ID), resKey(typ, id)},
-			map[string]any{"group": json.RawMessage(gdata), key: data}, nil); err != nil {
+			dataOf("group", gdata, key, data), nil); err != nil {
 			return err
 		}
 	}
@@ -572,7 +574,7 @@ func (s *Store) applyDelta(tx *bolt.Tx, g *record, d delta) error {
 
 // dropMemberships removes memberID from every group it belongs to, before
 // memberID itself is deleted; each group's version grows.
-func (s *Store) dropMemberships(tx *bolt.Tx, memberID string, memberData map[string]any, now time.Time) error {
+func (s *Store) dropMemberships(tx *bolt.Tx, memberID string, memberData json.RawMessage, now time.Time) error {
 	prefix := []byte(memberID + "\x00")
 	var groups []string
 	c := tx.Bucket(bucketMemberOf).Cursor()
@@ -600,7 +602,7 @@ func (s *Store) dropMemberships(tx *bolt.Tx, memberID string, memberData map[str
 			return err
 		}
 		if err := s.enqueue(tx, "group.member_removed", []string{resKey("Group", gid), resKey(typ, memberID)},
-			map[string]any{"group": eventData(g), key: memberData}, nil); err != nil {
+			dataOf("group", eventData(g), key, memberData), nil); err != nil {
 			return err
 		}
 	}

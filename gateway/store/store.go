@@ -193,8 +193,12 @@ type record struct {
 	Created  time.Time      `json:"created"`
 	Modified time.Time      `json:"modified"`
 	Version  uint64         `json:"version"`
-	Doc      map[string]any `json:"doc"`    // client attributes, normalised; no id, meta, groups, members, password
-	Record   map[string]any `json:"record"` // the canonical record the mapping produced
+	// Data is the record as events carry it (see eventData), encoded at
+	// each write so member events are composed without decoding.
+	Data    json.RawMessage `json:"data"`
+	Display string          `json:"display,omitempty"` // members' display value
+	Doc     map[string]any  `json:"doc"`               // client attributes, normalised; no id, meta, groups, members, password
+	Record  map[string]any  `json:"record"`            // the canonical record the mapping produced
 }
 
 // Stats are the store's counts for status and metrics.
@@ -280,6 +284,15 @@ func (k *kind) get(tx *bolt.Tx, id string) (*record, error) {
 }
 
 func (k *kind) put(tx *bolt.Tx, r *record) error {
+	if err := r.encodeData(); err != nil {
+		return err
+	}
+	r.Display = k.nameOf(r.Doc)
+	if dn, _ := scim.Get(r.Doc, "displayName"); k.nameAttr != "displayName" {
+		if d, ok := dn.(string); ok && d != "" {
+			r.Display = d
+		}
+	}
 	b, err := json.Marshal(r)
 	if err != nil {
 		return fmt.Errorf("encode %s %s: %w", k.event, r.ID, err)
@@ -428,25 +441,51 @@ func (k *kind) resource(r *record) *Resource {
 	return &Resource{ID: r.ID, Version: r.Version, Created: r.Created, Modified: r.Modified, Doc: doc}
 }
 
-// eventData is the canonical record as events carry it: the mapped
-// fields plus the SCIM id and the version that only grows.
-func eventData(r *record) map[string]any {
+// encodeData sets r.Data: the canonical record as events carry it, the
+// mapped fields plus the SCIM id and the version that only grows.
+func (r *record) encodeData() error {
 	d := make(map[string]any, len(r.Record)+2)
 	for k, v := range r.Record {
 		d[k] = v
 	}
 	d["id"] = r.ID
 	d["version"] = r.Version
-	return d
+	b, err := json.Marshal(d)
+	if err != nil {
+		return fmt.Errorf("encode event data of %s: %w", r.ID, err)
+	}
+	r.Data = b
+	return nil
+}
+
+// eventData returns r's event data, encoding it if r changed since.
+func eventData(r *record) json.RawMessage {
+	if r.Data == nil {
+		_ = r.encodeData() // a record that decoded from JSON encodes back
+	}
+	return r.Data
+}
+
+// dataOf composes an event's data object from (key, encoded record) pairs.
+func dataOf(pairs ...any) json.RawMessage {
+	b := make([]byte, 0, 256)
+	b = append(b, '{')
+	for i := 0; i+1 < len(pairs); i += 2 {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = append(b, '"')
+		b = append(b, pairs[i].(string)...)
+		b = append(b, `":`...)
+		b = append(b, pairs[i+1].(json.RawMessage)...)
+	}
+	return append(b, '}')
 }
 
 // enqueue appends one event to the outbox in tx and arranges the wake-up.
-func (s *Store) enqueue(tx *bolt.Tx, typ string, resources []string, data map[string]any, changes map[string]mapping.Change) error {
-	ev := outbox.Event{Type: typ, Resources: resources}
+func (s *Store) enqueue(tx *bolt.Tx, typ string, resources []string, data json.RawMessage, changes map[string]mapping.Change) error {
+	ev := outbox.Event{Type: typ, Resources: resources, Data: data}
 	var err error
-	if ev.Data, err = json.Marshal(data); err != nil {
-		return fmt.Errorf("encode event data: %w", err)
-	}
 	if changes != nil {
 		if ev.Changes, err = json.Marshal(changes); err != nil {
 			return fmt.Errorf("encode event changes: %w", err)

@@ -49,7 +49,7 @@ func (s *Store) CreateUser(doc map[string]any) (*Resource, error) {
 		if err := setPending(tx, id, res.Refs); err != nil {
 			return err
 		}
-		if err := s.enqueue(tx, "user.created", []string{resKey("User", id)}, map[string]any{"user": eventData(r)}, nil); err != nil {
+		if err := s.enqueue(tx, "user.created", []string{resKey("User", id)}, dataOf("user", eventData(r)), nil); err != nil {
 			return err
 		}
 		if err := s.resolveDependants(tx, r, nil, now); err != nil {
@@ -211,7 +211,7 @@ func (s *Store) writeUser(tx *bolt.Tx, cur, r *record, refs []mapping.Ref, now t
 		typ = ""
 	}
 	if typ != "" {
-		if err := s.enqueue(tx, typ, []string{resKey("User", r.ID)}, map[string]any{"user": eventData(r)}, changes); err != nil {
+		if err := s.enqueue(tx, typ, []string{resKey("User", r.ID)}, dataOf("user", eventData(r)), changes); err != nil {
 			return err
 		}
 	}
@@ -251,7 +251,7 @@ func (s *Store) DeleteUser(id, ifMatch string) error {
 		if err := tx.Bucket(k.data).Delete([]byte(id)); err != nil {
 			return err
 		}
-		if err := s.enqueue(tx, "user.deleted", []string{resKey("User", id)}, map[string]any{"user": eventData(r)}, nil); err != nil {
+		if err := s.enqueue(tx, "user.deleted", []string{resKey("User", id)}, dataOf("user", eventData(r)), nil); err != nil {
 			return err
 		}
 		return s.touched(tx, now)
@@ -462,7 +462,7 @@ func (s *Store) resolveDependants(tx *bolt.Tx, r, cur *record, now time.Time) er
 		if err := s.users.put(tx, &next); err != nil {
 			return err
 		}
-		if err := s.enqueue(tx, "user.updated", []string{resKey("User", id)}, map[string]any{"user": eventData(&next)}, changes); err != nil {
+		if err := s.enqueue(tx, "user.updated", []string{resKey("User", id)}, dataOf("user", eventData(&next)), changes); err != nil {
 			return err
 		}
 	}
