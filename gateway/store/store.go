@@ -188,11 +188,11 @@ func etag(v uint64) string { return `W/"` + strconv.FormatUint(v, 10) + `"` }
 
 // record is what the users and groups buckets hold.
 type record struct {
-	ID       string         `json:"id"`
-	Seq      uint64         `json:"seq"`
-	Created  time.Time      `json:"created"`
-	Modified time.Time      `json:"modified"`
-	Version  uint64         `json:"version"`
+	ID       string    `json:"id"`
+	Seq      uint64    `json:"seq"`
+	Created  time.Time `json:"created"`
+	Modified time.Time `json:"modified"`
+	Version  uint64    `json:"version"`
 	// Data is the record as events carry it (see eventData), encoded at
 	// each write so member events are composed without decoding.
 	Data    json.RawMessage `json:"data"`
