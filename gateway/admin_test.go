@@ -1,0 +1,229 @@
+package gateway_test
+
+import (
+	"context"
+	"encoding/json"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
+	bolt "go.etcd.io/bbolt"
+
+	"github.com/scimgate/scimgate/gateway"
+	"github.com/scimgate/scimgate/gateway/store"
+	"github.com/scimgate/scimgate/mapping"
+	"github.com/scimgate/scimgate/outbox"
+)
+
+const adminToken = "admin-token-0123456789abcdef"
+
+// adminEnv is a SCIM server, a dispatcher and the admin API over one
+// database, with a webhook receiver whose answer the test controls.
+type adminEnv struct {
+	scim   *testServer
+	admin  string
+	status atomic.Int32 // what the receiver answers
+	got    atomic.Int32 // deliveries answered 2xx
+}
+
+func newAdminEnv(t *testing.T) *adminEnv {
+	t.Helper()
+	env := &adminEnv{}
+	env.status.Store(204)
+	db := mustOpenDB(t)
+	rcv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.Copy(io.Discard, r.Body)
+		s := int(env.status.Load())
+		if s < 300 {
+			env.got.Add(1)
+		}
+		w.WriteHeader(s)
+		io.WriteString(w, `{"error":"no such department"}`)
+	}))
+	t.Cleanup(rcv.Close)
+	secret, _ := outbox.NewSecret()
+	ocfg := outbox.DefaultConfig()
+	ocfg.PollInterval = 20 * time.Millisecond
+	ocfg.Targets = []outbox.TargetConfig{{Name: "app", URL: rcv.URL + "/hooks?key=s3cret", Secrets: []string{secret}, Timeout: 2 * time.Second}}
+	om := outbox.NewMetrics()
+	d, err := outbox.NewDispatcher(db, ocfg, discardLogger(), om)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); d.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+	mapper, _ := mapping.Compile(mapping.DefaultRules())
+	st := store.New(db, mapper, store.Options{OnCommit: d.Notify})
+	t.Cleanup(st.Close)
+	gcfg := gateway.DefaultConfig()
+	gcfg.Auth.BearerTokens = []string{gateway.HashToken(testToken)}
+	gm := gateway.NewMetrics()
+	srv := gateway.NewServer(gcfg, st, discardLogger(), gm)
+	scimSrv := httptest.NewServer(srv)
+	t.Cleanup(scimSrv.Close)
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(gm.Collectors()...)
+	reg.MustRegister(om.Collectors()...)
+	admin := gateway.NewAdmin(gateway.AdminConfig{Listen: "127.0.0.1:0", Tokens: []string{gateway.HashToken(adminToken)}},
+		gateway.AdminDeps{DB: db, Store: st, SCIM: srv, Dispatcher: d, Gatherer: reg, Logger: discardLogger(), Version: "test"})
+	adminSrv := httptest.NewServer(admin)
+	t.Cleanup(adminSrv.Close)
+	env.scim = &testServer{t: t, url: scimSrv.URL + "/scim/v2", store: st, srv: scimSrv}
+	env.admin = adminSrv.URL
+	// Wait until the dispatcher runs.
+	deadline := time.Now().Add(5 * time.Second)
+	for !d.Ready() && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond)
+	}
+	return env
+}
+
+func (env *adminEnv) call(t *testing.T, method, path, token string, out any) (int, string) {
+	t.Helper()
+	req, _ := http.NewRequest(method, env.admin+path, nil)
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	if out != nil && resp.StatusCode == 200 {
+		if err := json.Unmarshal(body, out); err != nil {
+			t.Fatalf("%s %s: %v\n%s", method, path, err, body)
+		}
+	}
+	return resp.StatusCode, string(body)
+}
+
+func waitUntil(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func TestAdminAPI(t *testing.T) {
+	env := newAdminEnv(t)
+	if code, _ := env.call(t, "GET", "/healthz", "", nil); code != 200 {
+		t.Errorf("healthz = %d", code)
+	}
+	if code, body := env.call(t, "GET", "/readyz", "", nil); code != 200 {
+		t.Errorf("readyz = %d %s", code, body)
+	}
+	for _, tok := range []string{"", "wrong-token-0123456789"} {
+		if code, _ := env.call(t, "GET", "/admin/status", tok, nil); code != 401 {
+			t.Errorf("status with token %q = %d, want 401", tok, code)
+		}
+	}
+
+	createUser(t, env.scim, "ada@example.com")
+	waitUntil(t, "first delivery", func() bool { return env.got.Load() == 1 })
+	var st gateway.Status
+	env.call(t, "GET", "/admin/status", adminToken, &st)
+	if st.Users != 1 || st.ActiveUsers != 1 || st.LastSCIMChange.IsZero() || st.LastSCIMRequest.IsZero() || len(st.Targets) != 1 {
+		t.Fatalf("status = %+v", st)
+	}
+	if tg := st.Targets[0]; tg.Delivered != 1 || tg.LastSuccess.IsZero() || strings.Contains(tg.URL, "s3cret") {
+		t.Errorf("target status = %+v", tg)
+	}
+
+	// A permanent 400 makes a dead letter, listed, shown, replayable.
+	env.status.Store(400)
+	createUser(t, env.scim, "grace@example.com")
+	var list struct {
+		DeadLetters []outbox.DeadLetter `json:"dead_letters"`
+	}
+	waitUntil(t, "a dead letter", func() bool {
+		env.call(t, "GET", "/admin/targets/app/dead-letters", adminToken, &list)
+		return len(list.DeadLetters) == 1
+	})
+	dl := list.DeadLetters[0]
+	if dl.Event.Type != "user.created" || dl.LastStatus != 400 {
+		t.Errorf("dead letter = %+v", dl)
+	}
+	var one outbox.DeadLetter
+	if code, body := env.call(t, "GET", "/admin/targets/app/dead-letters/"+dl.Event.ID, adminToken, &one); code != 200 || !strings.Contains(one.ResponseBody, "no such department") {
+		t.Errorf("dead letter detail: %d %s", code, body)
+	}
+	env.call(t, "GET", "/admin/status", adminToken, &st)
+	if st.Targets[0].DeadLetters != 1 || st.Targets[0].LastStatus != 400 || st.Targets[0].LastError == "" {
+		t.Errorf("status after dead letter = %+v", st.Targets[0])
+	}
+	if code, _ := env.call(t, "GET", "/admin/targets/nope/dead-letters", adminToken, nil); code != 404 {
+		t.Errorf("unknown target = %d, want 404", code)
+	}
+	env.status.Store(204)
+	if code, body := env.call(t, "POST", "/admin/targets/app/replay", adminToken, nil); code != 200 || !strings.Contains(body, `"replayed": 1`) {
+		t.Fatalf("replay: %d %s", code, body)
+	}
+	waitUntil(t, "replayed delivery", func() bool { return env.got.Load() == 2 })
+
+	// Pause holds deliveries back; resume releases them.
+	env.call(t, "POST", "/admin/targets/app/pause", adminToken, nil)
+	createUser(t, env.scim, "linus@example.com")
+	time.Sleep(150 * time.Millisecond)
+	env.call(t, "GET", "/admin/status", adminToken, &st)
+	if !st.Targets[0].Paused || st.Targets[0].Backlog != 1 || env.got.Load() != 2 {
+		t.Errorf("paused: %+v, delivered %d", st.Targets[0], env.got.Load())
+	}
+	env.call(t, "POST", "/admin/targets/app/resume", adminToken, nil)
+	waitUntil(t, "delivery after resume", func() bool { return env.got.Load() == 3 })
+
+	// Metrics parse as Prometheus text and carry the figures.
+	resp, err := http.Get(env.admin + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	parser := expfmt.NewTextParser(model.LegacyValidation)
+	families, err := parser.TextToMetricFamilies(resp.Body)
+	if err != nil {
+		t.Fatalf("metrics do not parse: %v", err)
+	}
+	for _, name := range []string{"scimgate_scim_requests_total", "scimgate_scim_request_duration_seconds",
+		"scimgate_outbox_events_delivered_total", "scimgate_outbox_events_dead_lettered_total", "scimgate_outbox_backlog"} {
+		if families[name] == nil {
+			t.Errorf("metric %s missing", name)
+		}
+	}
+	if got := families["scimgate_outbox_events_delivered_total"].GetMetric()[0].GetCounter().GetValue(); got != 3 {
+		t.Errorf("delivered counter = %v, want 3", got)
+	}
+
+	// The backup is a consistent bbolt file holding the users.
+	code, body := env.call(t, "GET", "/admin/backup", adminToken, nil)
+	if code != 200 {
+		t.Fatalf("backup = %d", code)
+	}
+	file := filepath.Join(t.TempDir(), "backup.db")
+	os.WriteFile(file, []byte(body), 0o600)
+	bdb, err := bolt.Open(file, 0o600, &bolt.Options{Timeout: time.Second, ReadOnly: true})
+	if err != nil {
+		t.Fatalf("backup does not open: %v", err)
+	}
+	defer bdb.Close()
+	bdb.View(func(tx *bolt.Tx) error {
+		if n := tx.Bucket([]byte("users")).Stats().KeyN; n != 3 {
+			t.Errorf("backup has %d users, want 3", n)
+		}
+		return nil
+	})
+}
