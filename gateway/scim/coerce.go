@@ -1,6 +1,7 @@
 package scim
 
 import (
+	"encoding/json"
 	"fmt"
 	"math"
 	"sort"
@@ -109,6 +110,12 @@ func coerceSingle(def *Attribute, v any, name string) (any, *Error) {
 		}
 		return coerceObject(def.SubAttributes, m, name)
 	default: // string, reference, binary, dateTime
+		if n, ok := v.(json.Number); ok && def.Type == TypeString && def.Uniqueness != UniquenessServer {
+			// An Okta profile attribute of type number mapped to a string
+			// attribute (employeeNumber: 1001) is stored as its text;
+			// identifiers such as userName must be strings.
+			return n.String(), nil
+		}
 		if _, ok := v.(string); !ok {
 			return nil, bad()
 		}

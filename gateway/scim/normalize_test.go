@@ -85,9 +85,7 @@ func TestNormalizeErrors(t *testing.T) {
 		{"emails element string", `{"userName":"u","emails":["a@b.c"]}`, `"emails" must be an object`},
 		{"primary maybe", `{"userName":"u","emails":[{"value":"a","primary":"yes"}]}`, `"emails.primary" must be a boolean`},
 		{"name string", `{"userName":"u","name":"Bob"}`, `"name" must be an object`},
-		{"givenName number", `{"userName":"u","name":{"givenName":1}}`, `"name.givenName" must be a string`},
 		{"extension not object", `{"userName":"u","urn:ietf:params:scim:schemas:extension:enterprise:2.0:User":"x"}`, `must be an object`},
-		{"enterprise department number", `{"userName":"u","urn:ietf:params:scim:schemas:extension:enterprise:2.0:User":{"department":5}}`, `"urn:ietf:params:scim:schemas:extension:enterprise:2.0:User.department" must be a string`},
 		{"duplicate key", `{"userName":"u","USERNAME":"v"}`, `given twice`},
 		{"duplicate sub key", `{"userName":"u","name":{"givenName":"a","GivenName":"b"}}`, `given twice`},
 	}
@@ -122,5 +120,22 @@ func TestMissing(t *testing.T) {
 		if got := Missing(mustDoc(t, tt.in), tt.rt); got != tt.want {
 			t.Errorf("Missing(%s) = %q, want %q", tt.in, got, tt.want)
 		}
+	}
+}
+
+// Okta sends number-typed profile attributes as JSON numbers; a string
+// attribute stores their text, while server-unique identifiers refuse them.
+func TestNormalizeNumbersForStrings(t *testing.T) {
+	doc := mustDoc(t, `{"userName":"u","name":{"givenName":1},"urn:ietf:params:scim:schemas:extension:enterprise:2.0:User":{"employeeNumber":1001,"department":5}}`)
+	got, err := Normalize(doc, NewUserResourceType())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ent := got[SchemaEnterpriseUser].(map[string]any)
+	if got["name"].(map[string]any)["givenName"] != "1" || ent["employeeNumber"] != "1001" || ent["department"] != "5" {
+		t.Errorf("Normalize = %v", got)
+	}
+	if _, err := Normalize(mustDoc(t, `{"userName":123}`), NewUserResourceType()); err == nil {
+		t.Error("userName as a number accepted")
 	}
 }
