@@ -58,9 +58,12 @@ func errf(kind error, format string, args ...any) error {
 // is safe for concurrent use.
 type Mapper struct {
 	user, group []*field // in evaluation order: a template after what it reads
-	match       string
-	extensions  []*scim.Schema
-	zones       zones
+	// userSame and groupSame are the fields with a same_as check, in rule
+	// order: checked once every field is computed.
+	userSame, groupSame []*field
+	match               string
+	extensions          []*scim.Schema
+	zones               zones
 }
 
 // field is one compiled rule.
@@ -79,6 +82,8 @@ type field struct {
 	onInvalid invalidAction
 	refBy     []string
 	srcText   string // "(from …)" for a missing value
+	sameAs    *field // the field this one must equal (same_as), or nil
+	pos       int    // index in the evaluation order
 }
 
 // source is one compiled `from` path.
@@ -119,8 +124,8 @@ func Compile(r Rules) (*Mapper, error) {
 			m.match = matchNames[i]
 		}
 	}
-	m.user = m.compileResource("user", r.User, add)
-	m.group = m.compileResource("group", r.Group, add)
+	m.user, m.userSame = m.compileResource("user", r.User, add)
+	m.group, m.groupSame = m.compileResource("group", r.Group, add)
 	m.extensions = extensionSchemas(r, add)
 	if len(errs) > 0 {
 		return nil, errors.Join(errs...)
@@ -129,8 +134,9 @@ func Compile(r Rules) (*Mapper, error) {
 }
 
 // compileResource compiles the rules of one resource and orders them so
-// that a template comes after the fields it reads.
-func (m *Mapper) compileResource(kind string, rules []Rule, add func(string, error)) []*field {
+// that a template comes after the fields it reads. It also returns the
+// fields that carry a same_as check, in rule order.
+func (m *Mapper) compileResource(kind string, rules []Rule, add func(string, error)) ([]*field, []*field) {
 	names := make(map[string]int, len(rules))
 	for i, r := range rules {
 		at := fmt.Sprintf("%s[%d].to", kind, i)
@@ -164,7 +170,71 @@ func (m *Mapper) compileResource(kind string, rules []Rule, add func(string, err
 	for i, r := range rules {
 		fields[i] = m.compileRule(fmt.Sprintf("%s[%d]", kind, i), r, names, add)
 	}
-	return order(kind, fields, rules, add)
+	same := sameAs(kind, fields, rules, names, add)
+	out := order(kind, fields, rules, add)
+	for i, f := range out {
+		f.pos = i
+	}
+	return out, same
+}
+
+// sameAs links each same_as to the field it names and reports unknown
+// fields, a field named as its own same_as, and cycles. It returns the
+// fields with a check, in rule order.
+func sameAs(kind string, fields []*field, rules []Rule, names map[string]int, add func(string, error)) []*field {
+	next := make([]int, len(rules)) // the rule a same_as names, or -1
+	var same []*field
+	for i, r := range rules {
+		next[i] = -1
+		if r.SameAs == "" {
+			continue
+		}
+		at := fmt.Sprintf("%s[%d].same_as", kind, i)
+		j, ok := names[r.SameAs]
+		switch {
+		case !ok:
+			add(at, errf(ErrUnknown, "unknown field %q (same_as names another field of the same record, by its `to`)", r.SameAs))
+			continue
+		case j == i || r.SameAs == r.To:
+			add(at, errf(ErrInvalid, "a field cannot be the same as itself (%q): name another field", r.SameAs))
+			continue
+		}
+		next[i] = j
+		if fields[i] != nil && fields[j] != nil {
+			fields[i].sameAs = fields[j]
+			same = append(same, fields[i])
+		}
+	}
+	// Each rule names at most one other, so following same_as from a rule
+	// either ends or comes back to a rule on the way.
+	const (
+		unseen = iota
+		onPath
+		done
+	)
+	state := make([]int, len(rules))
+	for start := range rules {
+		var path []int
+		i := start
+		for i >= 0 && state[i] == unseen {
+			state[i] = onPath
+			path = append(path, i)
+			i = next[i]
+		}
+		if i >= 0 && state[i] == onPath {
+			at := slices.Index(path, i)
+			loop := make([]string, 0, len(path)-at+1)
+			for _, k := range path[at:] {
+				loop = append(loop, rules[k].To)
+			}
+			loop = append(loop, rules[i].To)
+			add(fmt.Sprintf("%s[%d].same_as", kind, i), errf(ErrCycle, "same_as cycle: %s (equality goes both ways: one same_as is enough)", strings.Join(loop, " → ")))
+		}
+		for _, k := range path {
+			state[k] = done
+		}
+	}
+	return same
 }
 
 // checkName checks a `to`: non-empty dot-separated names.

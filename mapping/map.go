@@ -11,12 +11,12 @@ import (
 type Result struct {
 	// Record is the canonical record: field → string, bool, int64,
 	// float64, []any or map[string]any. It marshals to JSON.
-	Record map[string]any
+	Record map[string]any `json:"record"`
 	// Refs lists the reference fields, resolved or not.
-	Refs []Ref
+	Refs []Ref `json:"refs,omitempty"`
 	// Warnings name optional fields dropped (or defaulted) because their
 	// value was invalid. They carry no values: they may be logged.
-	Warnings []string
+	Warnings []string `json:"warnings,omitempty"`
 }
 
 // Ref is a reference field and what it points at.
@@ -46,29 +46,42 @@ type Resolver interface {
 // UseNumber; attribute names in any case) to its canonical record. res may
 // be nil: references then stay unresolved.
 //
-// A required field that is missing, or a field whose invalid value is to
-// be rejected, makes MapUser return a *scim.Error with status 400 and
-// scimType invalidValue whose detail names each such field, its source
-// path, the value's problem and the expected form, separated by "; ".
+// A required field that is missing, a field whose invalid value is to be
+// rejected, or a field that differs from its same_as field makes MapUser
+// return a *scim.Error with status 400 and scimType invalidValue whose
+// detail names each such field, its source path, the value's problem and
+// the expected form, separated by "; ".
 func (m *Mapper) MapUser(doc map[string]any, res Resolver) (Result, error) {
-	return m.run(m.user, doc, res)
+	return m.run(m.user, m.userSame, doc, res)
 }
 
 // MapGroup maps a SCIM Group document to its canonical record, with the
 // same errors as MapUser. Group rules cannot hold references.
 func (m *Mapper) MapGroup(doc map[string]any) (Result, error) {
-	return m.run(m.group, doc, nil)
+	return m.run(m.group, m.groupSame, doc, nil)
 }
 
 // MatchAttribute returns the SCIM attribute that identifies an existing
 // user: "userName", "emails" or "externalId".
 func (m *Mapper) MatchAttribute() string { return m.match }
 
-func (m *Mapper) run(fields []*field, doc map[string]any, res Resolver) (Result, error) {
+func (m *Mapper) run(fields, same []*field, doc map[string]any, res Resolver) (Result, error) {
 	r := Result{Record: make(map[string]any, len(fields))}
 	var problems []string
-	for _, f := range fields {
-		f.eval(&r, &problems, doc, res)
+	var froms []string // where each field's value came from, for same_as
+	if len(same) > 0 {
+		froms = make([]string, len(fields))
+	}
+	for i, f := range fields {
+		from := f.eval(&r, &problems, doc, res)
+		if froms != nil {
+			froms[i] = from
+		}
+	}
+	for _, f := range same {
+		if p := f.checkSame(r.Record, froms); p != "" {
+			problems = append(problems, p)
+		}
 	}
 	if len(problems) > 0 {
 		return Result{}, scim.Errorf(http.StatusBadRequest, scim.InvalidValue, "%s", strings.Join(problems, "; "))
@@ -76,14 +89,40 @@ func (m *Mapper) run(fields []*field, doc map[string]any, res Resolver) (Result,
 	return r, nil
 }
 
-// eval maps one field into r.Record, or adds to r.Warnings or problems.
-func (f *field) eval(r *Result, problems *[]string, doc map[string]any, res Resolver) {
+// checkSame compares f's value with that of its same_as field and returns
+// the problem, or "" when they are equal or either is not in the record.
+func (f *field) checkSame(rec map[string]any, froms []string) string {
+	a, ok := lookup(rec, f.keys)
+	if !ok {
+		return ""
+	}
+	b, ok := lookup(rec, f.sameAs.keys)
+	if !ok {
+		return ""
+	}
+	// Text case-insensitively; a number or boolean also equals its text.
+	if x, ok := toText(a); ok {
+		if y, ok := toText(b); ok && strings.EqualFold(x, y) {
+			return ""
+		}
+	}
+	if equal(a, b) { // 3 and 3.0; lists and objects
+		return ""
+	}
+	return f.to + ": " + describe(a, true) + " must equal " + f.sameAs.to + " " + describe(b, true) +
+		" (from " + froms[f.pos] + " and " + froms[f.sameAs.pos] + ")"
+}
+
+// eval maps one field into r.Record, or adds to r.Warnings or problems. It
+// returns where the value set came from (a path, "value", "template" or
+// "default"), or "" when the field was left out.
+func (f *field) eval(r *Result, problems *[]string, doc map[string]any, res Resolver) string {
 	vals, from := f.read(doc)
 	for _, s := range f.steps {
 		var verr *valueError
 		if vals, verr = s(vals, r.Record); verr != nil {
 			if !f.invalid(r, problems, verr, from) {
-				return
+				return ""
 			}
 			vals = nil // on_invalid: default
 			break
@@ -95,17 +134,17 @@ func (f *field) eval(r *Result, problems *[]string, doc map[string]any, res Reso
 		var verr *valueError
 		if v, verr = f.conv(vals); verr != nil {
 			if !f.invalid(r, problems, verr, from) {
-				return
+				return ""
 			}
-			v = clone(f.def)
+			v, from = clone(f.def), "default"
 		}
 	case f.hasDef:
-		v = clone(f.def)
+		v, from = clone(f.def), "default"
 	case f.required:
 		*problems = append(*problems, f.to+": a value is required (from "+f.srcText+")")
-		return
+		return ""
 	default:
-		return
+		return ""
 	}
 	if f.refBy != nil {
 		ref := Ref{Field: f.to}
@@ -121,11 +160,12 @@ func (f *field) eval(r *Result, problems *[]string, doc map[string]any, res Reso
 		}
 		r.Refs = append(r.Refs, ref)
 		if !ref.Resolved {
-			return
+			return ""
 		}
 		v = ref.ID
 	}
 	set(r.Record, f.keys, v)
+	return from
 }
 
 // invalid handles a value the rule rejects. It reports whether the rule
@@ -168,6 +208,19 @@ func (f *field) read(doc map[string]any) ([]any, string) {
 		}
 	}
 	return nil, f.srcText
+}
+
+// lookup returns the value at the dotted field keys, if there is one.
+func lookup(rec map[string]any, keys []string) (any, bool) {
+	for _, k := range keys[:len(keys)-1] {
+		next, ok := rec[k].(map[string]any)
+		if !ok {
+			return nil, false
+		}
+		rec = next
+	}
+	v, ok := rec[keys[len(keys)-1]]
+	return v, ok && v != nil
 }
 
 // set stores v at the dotted field keys, creating nested objects.

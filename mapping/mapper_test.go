@@ -222,6 +222,9 @@ func TestCompileErrorsUnwrap(t *testing.T) {
 		{"path", Rules{User: []Rule{{To: "a", From: StringList{"emails[type eq"}}}}, "user[0].from", ErrInvalid},
 		{"source", Rules{User: []Rule{{To: "a", Default: "x"}}}, "user[0]", ErrMissing},
 		{"match", Rules{Match: "phone"}, "match", ErrUnknown},
+		{"same_as/unknown", Rules{User: []Rule{{To: "a", From: StringList{"userName"}, SameAs: "b"}}}, "user[0].same_as", ErrUnknown},
+		{"same_as/itself", Rules{User: []Rule{{To: "a", From: StringList{"userName"}, SameAs: "a"}}}, "user[0].same_as", ErrInvalid},
+		{"same_as/cycle", Rules{Group: []Rule{{To: "a", From: StringList{"displayName"}, SameAs: "b"}, {To: "b", From: StringList{"externalId"}, SameAs: "a"}}}, "group[0].same_as", ErrCycle},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -283,6 +286,8 @@ func TestYAMLForms(t *testing.T) {
 				{Op: "lookup", Lookup: &Lookup{Table: map[string]any{"a": "b"}, Strict: true}},
 				{Op: "replace", Replace: &Replace{Pattern: "-"}},
 			}}}}, ""},
+		{"same_as", "user: [{to: a, from: userName, same_as: b}, {to: b, from: emails.value}]",
+			Rules{User: []Rule{{To: "a", From: StringList{"userName"}, SameAs: "b"}, {To: "b", From: StringList{"emails.value"}}}}, ""},
 		{"unknown/rule", "user: [{to: a, form: x}]", Rules{}, "field form not found"},
 		{"unknown/lookup", "user: [{to: a, from: x, transforms: [{lookup: {tabel: {a: b}}}]}]", Rules{}, "field tabel not found in lookup"},
 		{"unknown/replace", "user: [{to: a, from: x, transforms: [{replace: {pattern: a, whith: b}}]}]", Rules{}, "field whith not found in replace"},

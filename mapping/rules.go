@@ -55,6 +55,11 @@ type Rule struct {
 	OnInvalid string `yaml:"on_invalid,omitempty"`
 	// Reference resolves the value to another user's SCIM id.
 	Reference *Reference `yaml:"reference,omitempty"`
+	// SameAs names another field of the same record (by its `to`) whose
+	// value this field's must equal, text compared case-insensitively, once
+	// both are computed. A difference rejects the SCIM request; when either
+	// field is left out of the record there is nothing to compare.
+	SameAs string `yaml:"same_as,omitempty"`
 }
 
 // Reference makes a rule resolve its value to a user's SCIM id.

@@ -43,6 +43,7 @@ func TestExampleConfigEqualsDefaults(t *testing.T) {
 			if got, want := asJSON(t, cfg), asJSON(t, DefaultConfig(getenv)); got != want {
 				t.Errorf("config.example.yaml differs from DefaultConfig:\nfile:     %s\ndefaults: %s", got, want)
 			}
+			cfg.DataDir = t.TempDir() // generated secrets go there, not into the source tree
 			if err := prepareSecrets(&cfg, &strings.Builder{}); err != nil {
 				t.Fatal(err)
 			}
