@@ -53,7 +53,7 @@ func newAdminEnv(t *testing.T) *adminEnv {
 	secret, _ := outbox.NewSecret()
 	ocfg := outbox.DefaultConfig()
 	ocfg.PollInterval = 20 * time.Millisecond
-	ocfg.Targets = []outbox.TargetConfig{{Name: "app", URL: rcv.URL + "/hooks?key=s3cret", Secrets: []string{secret}, Timeout: 2 * time.Second}}
+	ocfg.Targets = []outbox.Target{{Name: "app", URL: rcv.URL + "/hooks?key=s3cret", Secrets: []string{secret}, Timeout: 2 * time.Second}}
 	om := outbox.NewMetrics()
 	d, err := outbox.NewDispatcher(db, ocfg, discardLogger(), om)
 	if err != nil {
@@ -199,12 +199,12 @@ func TestAdminAPI(t *testing.T) {
 		t.Fatalf("metrics do not parse: %v", err)
 	}
 	for _, name := range []string{"scimgate_scim_requests_total", "scimgate_scim_request_duration_seconds",
-		"scimgate_outbox_events_delivered_total", "scimgate_outbox_events_dead_lettered_total", "scimgate_outbox_backlog"} {
+		"scimgate_outbox_delivered_total", "scimgate_outbox_dead_lettered_total", "scimgate_outbox_backlog"} {
 		if families[name] == nil {
 			t.Errorf("metric %s missing", name)
 		}
 	}
-	if got := families["scimgate_outbox_events_delivered_total"].GetMetric()[0].GetCounter().GetValue(); got != 3 {
+	if got := families["scimgate_outbox_delivered_total"].GetMetric()[0].GetCounter().GetValue(); got != 3 {
 		t.Errorf("delivered counter = %v, want 3", got)
 	}
 

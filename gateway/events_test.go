@@ -58,7 +58,7 @@ func newEventServer(t *testing.T) *eventServer {
 	t.Cleanup(rcv.Close)
 	cfg := outbox.DefaultConfig()
 	cfg.PollInterval = 20 * time.Millisecond
-	cfg.Targets = []outbox.TargetConfig{{Name: "app", URL: rcv.URL, Secrets: []string{secret}, Timeout: 5 * time.Second}}
+	cfg.Targets = []outbox.Target{{Name: "app", URL: rcv.URL, Secrets: []string{secret}, Timeout: 5 * time.Second}}
 	d, err := outbox.NewDispatcher(db, cfg, discardLogger(), nil)
 	if err != nil {
 		t.Fatal(err)

@@ -67,7 +67,7 @@ func DefaultConfig(getenv func(string) string) Config {
 	cfg.SCIM.Auth.BearerTokens = nonEmpty(getenv("SCIMGATE_SCIM_TOKEN"))
 	cfg.Admin.Listen = env("SCIMGATE_ADMIN_LISTEN", defaultAdminListen)
 	cfg.Admin.Tokens = nonEmpty(getenv("SCIMGATE_ADMIN_TOKEN"))
-	cfg.Outbox.Targets = []outbox.TargetConfig{{
+	cfg.Outbox.Targets = []outbox.Target{{
 		Name:    "default",
 		URL:     env("SCIMGATE_WEBHOOK_URL", defaultWebhookURL),
 		Events:  []string{"*"},
