@@ -3,47 +3,74 @@ package outbox
 import (
 	"errors"
 	"fmt"
+	"net/http"
 	"net/url"
 	"regexp"
 	"strings"
 	"time"
 )
 
-// Config is the `outbox:` section.
+// Config is the outbox section of the application's YAML configuration.
+// Durations take Go syntax ("30s", "72h"). Start from DefaultConfig.
 type Config struct {
-	Targets []TargetConfig `yaml:"targets"`
-	// MaxAttempts and MaxAge are the retry budget: whichever is reached
-	// first dead-letters an event.
-	MaxAttempts int           `yaml:"max_attempts"`
-	MaxAge      time.Duration `yaml:"max_age"`
-	// Backoff is the wait before each retry (±20% jitter); the last
-	// entry repeats.
+	// Targets are the downstream webhooks; each has its own queue state.
+	Targets []Target `yaml:"targets"`
+	// MaxAttempts is the retry budget per event and target; 0 means no limit
+	// on attempts (then MaxAge must be set). Whichever of MaxAttempts and
+	// MaxAge is reached first dead-letters the event.
+	MaxAttempts int `yaml:"max_attempts"`
+	// MaxAge bounds the time from an event's first attempt (or replay) to its
+	// last; 0 means no age limit (then MaxAttempts must be set).
+	MaxAge time.Duration `yaml:"max_age"`
+	// Backoff is the schedule: Backoff[0] is the wait before the first
+	// attempt, Backoff[n] the wait after the n-th failed attempt. The last
+	// entry repeats. Each wait gets ±20% jitter.
 	Backoff []time.Duration `yaml:"backoff"`
-	// RetryAfterMax clamps a target's Retry-After.
+	// RetryAfterMax clamps a receiver's Retry-After (429 and 503).
 	RetryAfterMax time.Duration `yaml:"retry_after_max"`
 	// Concurrency is the number of deliveries in flight per target.
 	Concurrency int `yaml:"concurrency"`
-	// Retention is how long delivered events stay in the log.
-	Retention    time.Duration `yaml:"retention"`
+	// Retention is how long delivered events stay in the log before pruning.
+	Retention time.Duration `yaml:"retention"`
+	// PollInterval is how often the dispatcher looks for new events when no
+	// Notify arrives.
 	PollInterval time.Duration `yaml:"poll_interval"`
 }
 
-// TargetConfig is one webhook.
-type TargetConfig struct {
-	Name    string            `yaml:"name"`
-	URL     string            `yaml:"url"`
-	Events  []string          `yaml:"events"`
+// Target is one downstream webhook.
+type Target struct {
+	// Name is unique and matches [a-z0-9_-]+. It keys the target's stored
+	// state, so renaming a target starts it afresh.
+	Name string `yaml:"name"`
+	// URL is the http or https endpoint events are POSTed to.
+	URL string `yaml:"url"`
+	// Events are the type patterns the target subscribes to: an exact type
+	// ("user.created"), a prefix ("user.*") or "*". Empty means ["*"].
+	Events []string `yaml:"events"`
+	// Headers are extra request headers (for example an API key). They
+	// cannot replace Content-Type, User-Agent or the webhook-* headers.
 	Headers map[string]string `yaml:"headers"`
-	Secrets []string          `yaml:"secrets"`
-	Timeout time.Duration     `yaml:"timeout"`
+	// Secrets are Standard Webhooks signing secrets ("whsec_" + base64). Every
+	// request is signed with all of them, which allows rotation.
+	Secrets []string `yaml:"secrets"`
+	// Timeout bounds each HTTP attempt; 0 means DefaultTimeout.
+	Timeout time.Duration `yaml:"timeout"`
 }
 
-// DefaultConfig returns the defaults (Svix-like schedule).
+// DefaultTimeout is the per-attempt timeout of a target that sets none.
+const DefaultTimeout = 15 * time.Second
+
+// DefaultConfig returns the defaults: no targets, 12 attempts or 72 hours,
+// a Svix-like backoff schedule, 32 deliveries in flight per target, and a
+// retention of 24 hours for delivered events.
 func DefaultConfig() Config {
 	return Config{
-		MaxAttempts:   12,
-		MaxAge:        72 * time.Hour,
-		Backoff:       []time.Duration{0, 5 * time.Second, 5 * time.Minute, 30 * time.Minute, 2 * time.Hour, 5 * time.Hour, 10 * time.Hour, 10 * time.Hour},
+		MaxAttempts: 12,
+		MaxAge:      72 * time.Hour,
+		Backoff: []time.Duration{
+			0, 5 * time.Second, 5 * time.Minute, 30 * time.Minute,
+			2 * time.Hour, 5 * time.Hour, 10 * time.Hour, 10 * time.Hour,
+		},
 		RetryAfterMax: time.Hour,
 		Concurrency:   32,
 		Retention:     24 * time.Hour,
@@ -51,127 +78,185 @@ func DefaultConfig() Config {
 	}
 }
 
-// FieldError is a configuration problem at a YAML path relative to the
-// outbox section, such as "targets[1].url".
+// Sentinel errors wrapped by FieldError.
+var (
+	ErrRequired = errors.New("required")
+	ErrInvalid  = errors.New("invalid")
+)
+
+// FieldError is a configuration error at a YAML path such as
+// "outbox.targets[1].url". It unwraps to ErrRequired or ErrInvalid.
 type FieldError struct {
 	Field string
 	Err   error
 }
 
 func (e *FieldError) Error() string { return e.Field + ": " + e.Err.Error() }
+
+// Unwrap returns the underlying error.
 func (e *FieldError) Unwrap() error { return e.Err }
 
-// Validation sentinels.
 var (
-	ErrRequired = errors.New("required")
-	ErrInvalid  = errors.New("invalid")
+	targetNameRe = regexp.MustCompile(`^[a-z0-9_-]+$`)
+	patternRe    = regexp.MustCompile(`^(\*|[a-z0-9_]+(\.[a-z0-9_]+)*(\.\*)?)$`)
+	headerNameRe = regexp.MustCompile("^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
 )
 
-var targetName = regexp.MustCompile(`^[a-z0-9_-]+$`)
+// reservedHeaders are set by the sender and cannot be configured per target.
+var reservedHeaders = map[string]bool{
+	"Content-Type": true, "Content-Length": true, "Host": true, "User-Agent": true,
+	"Webhook-Id": true, "Webhook-Timestamp": true, "Webhook-Signature": true,
+}
 
-// Validate checks the section.
+// Validate checks the configuration. Every problem is reported as a
+// *FieldError naming the YAML field (under "outbox."), joined with
+// errors.Join; use errors.As and errors.Is to inspect them.
 func (c *Config) Validate() error {
 	var errs []error
-	bad := func(field string, err error, format string, args ...any) {
-		errs = append(errs, &FieldError{Field: field, Err: fmt.Errorf("%w: "+format, append([]any{err}, args...)...)})
+	bad := func(field string, err error) { errs = append(errs, &FieldError{Field: "outbox." + field, Err: err}) }
+	invalid := func(field, format string, args ...any) {
+		bad(field, fmt.Errorf("%w: %s", ErrInvalid, fmt.Sprintf(format, args...)))
 	}
-	if len(c.Targets) == 0 {
-		bad("targets", ErrRequired, "at least one webhook target")
+
+	if c.MaxAttempts < 0 {
+		invalid("max_attempts", "must not be negative")
 	}
-	names := map[string]bool{}
-	for i, t := range c.Targets {
-		at := fmt.Sprintf("targets[%d]", i)
-		if !targetName.MatchString(t.Name) {
-			bad(at+".name", ErrInvalid, "%q: use lower-case letters, digits, - and _", t.Name)
-		} else if names[t.Name] {
-			bad(at+".name", ErrInvalid, "%q is used twice", t.Name)
+	if c.MaxAge < 0 {
+		invalid("max_age", "must not be negative")
+	}
+	if c.MaxAttempts == 0 && c.MaxAge == 0 {
+		invalid("max_attempts", "max_attempts and max_age cannot both be 0 (unlimited retries)")
+	}
+	if len(c.Backoff) == 0 {
+		bad("backoff", ErrRequired)
+	}
+	for i, b := range c.Backoff {
+		if b < 0 {
+			invalid(fmt.Sprintf("backoff[%d]", i), "must not be negative")
 		}
-		names[t.Name] = true
-		if u, err := url.Parse(t.URL); t.URL == "" {
-			bad(at+".url", ErrRequired, "the webhook URL")
-		} else if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-			bad(at+".url", ErrInvalid, "%s is not an absolute http(s) URL", redact(t.URL))
+	}
+	if len(c.Backoff) > 0 && c.Backoff[len(c.Backoff)-1] <= 0 {
+		invalid(fmt.Sprintf("backoff[%d]", len(c.Backoff)-1), "the last entry repeats and must be positive")
+	}
+	positive := func(field string, d time.Duration) {
+		if d <= 0 {
+			invalid(field, "must be positive")
+		}
+	}
+	positive("retry_after_max", c.RetryAfterMax)
+	positive("retention", c.Retention)
+	positive("poll_interval", c.PollInterval)
+	if c.Concurrency < 1 || c.Concurrency > 1024 {
+		invalid("concurrency", "must be between 1 and 1024")
+	}
+
+	names := map[string]int{}
+	for i, t := range c.Targets {
+		f := func(name string) string { return fmt.Sprintf("targets[%d].%s", i, name) }
+		switch {
+		case t.Name == "":
+			bad(f("name"), ErrRequired)
+		case len(t.Name) > 64 || !targetNameRe.MatchString(t.Name):
+			invalid(f("name"), "%q must match [a-z0-9_-]+ (at most 64 characters)", t.Name)
+		default:
+			if j, dup := names[t.Name]; dup {
+				invalid(f("name"), "%q is also the name of targets[%d]", t.Name, j)
+			}
+			names[t.Name] = i
+		}
+		if t.URL == "" {
+			bad(f("url"), ErrRequired)
+		} else if u, err := url.Parse(t.URL); err != nil {
+			invalid(f("url"), "does not parse") // the parse error would echo the URL, which may hold a token
+		} else if u.Scheme != "http" && u.Scheme != "https" {
+			invalid(f("url"), "scheme must be http or https")
+		} else if u.Host == "" {
+			invalid(f("url"), "host required")
 		}
 		for j, p := range t.Events {
-			if !validPattern(p) {
-				bad(fmt.Sprintf("%s.events[%d]", at, j), ErrInvalid, "%q: use an event type, a prefix such as user.*, or *", p)
+			if !patternRe.MatchString(p) {
+				invalid(fmt.Sprintf("targets[%d].events[%d]", i, j), "%q is not an event type, a prefix such as \"user.*\", or \"*\"", p)
+			}
+		}
+		for k, v := range t.Headers {
+			ck := http.CanonicalHeaderKey(k)
+			switch {
+			case !headerNameRe.MatchString(k):
+				invalid(f("headers"), "%q is not a valid header name", k)
+			case reservedHeaders[ck]:
+				invalid(f("headers"), "%s is set by the dispatcher", ck)
+			case strings.ContainsAny(v, "\r\n\x00"):
+				invalid(f("headers"), "value of %s contains a line break", ck)
 			}
 		}
 		if len(t.Secrets) == 0 {
-			bad(at+".secrets", ErrRequired, "at least one whsec_ signing secret")
+			bad(f("secrets"), ErrRequired)
 		}
 		for j, s := range t.Secrets {
-			if _, err := decodeSecret(s); err != nil {
-				bad(fmt.Sprintf("%s.secrets[%d]", at, j), ErrInvalid, "%v", err)
+			field := fmt.Sprintf("targets[%d].secrets[%d]", i, j)
+			if !strings.HasPrefix(s, secretPrefix) {
+				invalid(field, "must start with %q", secretPrefix) // never echo the secret
+			} else if _, err := decodeSecret(s); err != nil {
+				invalid(field, "is not whsec_ followed by base64")
 			}
 		}
-		if t.Timeout <= 0 {
-			bad(at+".timeout", ErrInvalid, "must be positive")
+		if t.Timeout < 0 {
+			invalid(f("timeout"), "must not be negative")
 		}
-	}
-	if c.MaxAttempts < 1 {
-		bad("max_attempts", ErrInvalid, "must be at least 1")
-	}
-	if c.MaxAge <= 0 {
-		bad("max_age", ErrInvalid, "must be positive")
-	}
-	if len(c.Backoff) == 0 {
-		bad("backoff", ErrRequired, "a retry schedule")
-	}
-	for i, d := range c.Backoff {
-		if d < 0 {
-			bad(fmt.Sprintf("backoff[%d]", i), ErrInvalid, "must not be negative")
-		}
-	}
-	if c.RetryAfterMax <= 0 {
-		bad("retry_after_max", ErrInvalid, "must be positive")
-	}
-	if c.Concurrency < 1 {
-		bad("concurrency", ErrInvalid, "must be at least 1")
-	}
-	if c.Retention <= 0 {
-		bad("retention", ErrInvalid, "must be positive")
-	}
-	if c.PollInterval <= 0 {
-		bad("poll_interval", ErrInvalid, "must be positive")
 	}
 	return errors.Join(errs...)
 }
 
-var knownTypes = []string{"user.created", "user.updated", "user.deactivated", "user.reactivated", "user.deleted",
-	"group.created", "group.updated", "group.deleted", "group.member_added", "group.member_removed"}
-
-func validPattern(p string) bool {
-	if p == "*" || p == "user.*" || p == "group.*" {
-		return true
-	}
-	for _, t := range knownTypes {
-		if p == t {
-			return true
-		}
-	}
-	return false
-}
-
-// subscribed reports whether the target wants events of this type.
-func (t TargetConfig) subscribed(typ string) bool {
+// withDefaults returns t with Events and Timeout defaulted.
+func (t Target) withDefaults() Target {
 	if len(t.Events) == 0 {
+		t.Events = []string{"*"}
+	}
+	if t.Timeout == 0 {
+		t.Timeout = DefaultTimeout
+	}
+	return t
+}
+
+// matcher reports whether an event type matches a target's patterns.
+type matcher struct {
+	all      bool
+	exact    map[string]bool
+	prefixes []string // "user." for "user.*"
+}
+
+func newMatcher(patterns []string) matcher {
+	m := matcher{exact: map[string]bool{}}
+	for _, p := range patterns {
+		switch {
+		case p == "*":
+			m.all = true
+		case strings.HasSuffix(p, ".*"):
+			m.prefixes = append(m.prefixes, strings.TrimSuffix(p, "*"))
+		default:
+			m.exact[p] = true
+		}
+	}
+	return m
+}
+
+func (m matcher) match(typ string) bool {
+	if m.all || m.exact[typ] {
 		return true
 	}
-	for _, p := range t.Events {
-		if matches(p, typ) {
+	for _, p := range m.prefixes {
+		if strings.HasPrefix(typ, p) {
 			return true
 		}
 	}
 	return false
 }
 
-// redact keeps scheme, host and path of a URL: no userinfo, no query
-// (tokens live there), so it can be shown and logged.
-func redact(raw string) string {
+// redactURL returns scheme://host/path of raw: no userinfo, query or fragment.
+func redactURL(raw string) string {
 	u, err := url.Parse(raw)
 	if err != nil {
-		return "(unparseable URL)"
+		return "<invalid url>"
 	}
-	return u.Scheme + "://" + u.Host + strings.TrimSuffix(u.Path, "/")
+	return (&url.URL{Scheme: u.Scheme, Host: u.Host, Path: u.Path}).String()
 }

@@ -3,153 +3,237 @@ package outbox
 import (
 	"bytes"
 	"crypto/rand"
-	"encoding/base32"
 	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
 )
 
+// Top-level buckets owned by the outbox. doc.go describes their contents.
 var (
-	bucketEvents  = []byte("outbox_events")
-	bucketTargets = []byte("outbox_targets")
-
-	keyCursor = []byte("cursor")
-	keyPaused = []byte("paused")
-	keyStats  = []byte("stats")
-	subDone   = []byte("done")
-	subRetry  = []byte("retry")
-	subDead   = []byte("dead")
-	subReplay = []byte("replay")
+	bucketMeta    = []byte("outbox_meta")    // "schema" → "1"
+	bucketEvents  = []byte("outbox_events")  // be64(seq) → JSON(storedEvent); the global FIFO log
+	bucketTargets = []byte("outbox_targets") // target name → nested bucket of delivery state
 )
 
-// Errors of the admin operations.
+// Keys and nested buckets inside each outbox_targets/<name> bucket.
 var (
-	ErrNotFound      = errors.New("dead letter not found")
-	ErrUnknownTarget = errors.New("unknown webhook target")
+	keyCursor     = []byte("cursor")   // be64: highest log seq examined for admission
+	keyPause      = []byte("pause")    // JSON(pauseState); absent when running
+	keyStats      = []byte("stats")    // JSON(targetStats)
+	keyDeadN      = []byte("dead_n")   // be64: number of keys in dead
+	keyReplayN    = []byte("replay_n") // be64: number of keys in replay
+	bucketPending = []byte("pending")  // be64(seq) → JSON(deliveryState)
+	bucketReplay  = []byte("replay")   // be64(seq) → JSON(DeadLetter) staged for redelivery
+	bucketDead    = []byte("dead")     // be64(seq) → JSON(DeadLetter)
+	bucketDeadIDs = []byte("dead_ids") // event ID → be64(seq), index into dead
 )
 
-// Event is one change to deliver. The gateway fills Type, Resources, Data
-// and Changes; Enqueue fills ID, Seq and OccurredAt.
-type Event struct {
-	ID         string          `json:"id"`
-	Seq        uint64          `json:"sequence"`
-	Type       string          `json:"type"`
-	OccurredAt time.Time       `json:"occurred_at"`
-	Resources  []string        `json:"resources,omitempty"` // ordering keys, e.g. "User/2819c223"
-	Data       json.RawMessage `json:"data,omitempty"`
-	Changes    json.RawMessage `json:"changes,omitempty"`
-}
+var keySchema = []byte("schema")
 
-// Envelope returns the JSON body sent to webhooks:
-// {"id","type","occurred_at","sequence","data","changes"}.
-func (e Event) Envelope() []byte {
-	var b bytes.Buffer
-	b.Grow(96 + len(e.Data) + len(e.Changes))
-	b.WriteString(`{"id":`)
-	writeJSONString(&b, e.ID)
-	b.WriteString(`,"type":`)
-	writeJSONString(&b, e.Type)
-	b.WriteString(`,"occurred_at":"`)
-	b.WriteString(e.OccurredAt.UTC().Format("2006-01-02T15:04:05.000Z07:00"))
-	fmt.Fprintf(&b, `","sequence":%d,"data":`, e.Seq)
-	if len(e.Data) == 0 {
-		b.WriteString("{}")
-	} else {
-		b.Write(e.Data)
-	}
-	if len(e.Changes) > 0 {
-		b.WriteString(`,"changes":`)
-		b.Write(e.Changes)
-	}
-	b.WriteByte('}')
-	return b.Bytes()
-}
+const schemaVersion = "1"
 
-func writeJSONString(b *bytes.Buffer, s string) {
-	q, _ := json.Marshal(s)
-	b.Write(q)
-}
+// errNoBuckets is returned when InitBuckets has not been run on the database.
+var errNoBuckets = errors.New("outbox: buckets missing (InitBuckets not run)")
 
-// record is an event as the log stores it.
-type record struct {
-	Event
-	Body []byte `json:"body"` // the envelope, built once at Enqueue
-}
-
-// InitBuckets creates the outbox's buckets; called inside the app's
-// start-up write transaction.
+// InitBuckets creates the outbox's buckets if they do not exist and checks the
+// schema version. Call it inside the application's start-up write transaction.
 func InitBuckets(tx *bolt.Tx) error {
+	meta, err := tx.CreateBucketIfNotExists(bucketMeta)
+	if err != nil {
+		return fmt.Errorf("outbox: create bucket %s: %w", bucketMeta, err)
+	}
+	switch v := meta.Get(keySchema); {
+	case v == nil:
+		if err := meta.Put(keySchema, []byte(schemaVersion)); err != nil {
+			return fmt.Errorf("outbox: write schema version: %w", err)
+		}
+	case string(v) != schemaVersion:
+		return fmt.Errorf("outbox: unsupported schema version %q (this build reads %q)", v, schemaVersion)
+	}
 	for _, name := range [][]byte{bucketEvents, bucketTargets} {
 		if _, err := tx.CreateBucketIfNotExists(name); err != nil {
-			return fmt.Errorf("create bucket %s: %w", name, err)
+			return fmt.Errorf("outbox: create bucket %s: %w", name, err)
 		}
 	}
 	return nil
 }
 
-var idEncoding = base32.NewEncoding("0123456789abcdefghjkmnpqrstvwxyz").WithPadding(base32.NoPadding)
-
-// newEventID returns "evt_" and 26 characters of crypto randomness.
-func newEventID() string {
-	var b [16]byte
-	_, _ = rand.Read(b[:])
-	return "evt_" + idEncoding.EncodeToString(b[:])
+// Event is one change to deliver. The gateway fills Type, Resources, Data and
+// Changes; Enqueue fills ID, Seq and OccurredAt.
+type Event struct {
+	// ID is random, unique and stable across retries. It is sent as the
+	// webhook-id header so that receivers can deduplicate.
+	ID string `json:"id"`
+	// Seq is global and strictly increasing (the log bucket's NextSequence).
+	Seq uint64 `json:"sequence"`
+	// Type is e.g. "user.created" or "group.member_added".
+	Type       string    `json:"type"`
+	OccurredAt time.Time `json:"occurred_at"`
+	// Resources are the ordering keys of the resources the event concerns,
+	// e.g. ["User/2819c223"] or ["Group/g1", "User/u1"]. Per target, an event
+	// is not sent before every earlier event sharing one of these keys has been
+	// delivered or dead-lettered.
+	Resources []string `json:"resources,omitempty"`
+	// Data is the envelope's "data" object. It must be valid JSON.
+	Data json.RawMessage `json:"data,omitempty"`
+	// Changes is the envelope's "changes" object, or nil.
+	Changes json.RawMessage `json:"changes,omitempty"`
 }
 
-// Enqueue appends ev to the durable log inside the caller's write
-// transaction — the same one as the state change, which is the point. It
-// assigns ID, Seq and OccurredAt and returns the stored event. It does no
-// I/O beyond the transaction and never blocks.
+// storedEvent is the log encoding of an Event; the seq is the key. ID and type
+// come first so that peekType can read the type without a full decode.
+type storedEvent struct {
+	ID        string          `json:"id"`
+	Type      string          `json:"type"`
+	At        int64           `json:"at"` // unix nanoseconds
+	Resources []string        `json:"res,omitempty"`
+	Data      json.RawMessage `json:"data,omitempty"`
+	Changes   json.RawMessage `json:"changes,omitempty"`
+}
+
+// Enqueue appends ev to the durable log inside tx, the caller's write
+// transaction that also carries the state change, so that the change and its
+// event commit or roll back together. It assigns ID, Seq and OccurredAt (now)
+// and returns the stored event. It does no I/O beyond tx and never blocks; wake
+// the dispatcher with tx.OnCommit(d.Notify).
+//
+// Enqueue returns an error if ev.Type is empty, if Data or Changes is not valid
+// JSON, or if InitBuckets has not been run.
 func Enqueue(tx *bolt.Tx, ev Event, now time.Time) (Event, error) {
+	if ev.Type == "" {
+		return Event{}, errors.New("outbox: enqueue: event type required")
+	}
 	b := tx.Bucket(bucketEvents)
 	if b == nil {
-		return ev, errors.New("outbox: buckets not initialised")
+		return Event{}, errNoBuckets
 	}
 	seq, err := b.NextSequence()
 	if err != nil {
-		return ev, err
+		return Event{}, fmt.Errorf("outbox: enqueue %s: %w", ev.Type, err)
 	}
-	ev.Seq, ev.ID, ev.OccurredAt = seq, newEventID(), now.UTC()
-	rec := record{Event: ev, Body: ev.Envelope()}
-	v, err := json.Marshal(rec)
+	ev.Seq = seq
+	ev.ID = newEventID()
+	ev.OccurredAt = time.Unix(0, now.UnixNano()).UTC()
+	v, err := encodeEvent(ev)
 	if err != nil {
-		return ev, fmt.Errorf("encode event: %w", err)
+		return Event{}, fmt.Errorf("outbox: enqueue %s: %w", ev.Type, err)
 	}
-	return ev, b.Put(be64(seq), v)
+	if err := b.Put(be64(seq), v); err != nil {
+		return Event{}, fmt.Errorf("outbox: enqueue %s: %w", ev.Type, err)
+	}
+	return ev, nil
 }
 
+// newEventID returns "evt_" and 26 lower-case base32 characters (128 bits)
+// from crypto/rand.
+func newEventID() string {
+	return "evt_" + strings.ToLower(rand.Text())
+}
+
+func encodeEvent(ev Event) ([]byte, error) {
+	// json.Marshal validates and compacts the raw messages.
+	return json.Marshal(storedEvent{
+		ID:        ev.ID,
+		Type:      ev.Type,
+		At:        ev.OccurredAt.UnixNano(),
+		Resources: ev.Resources,
+		Data:      ev.Data,
+		Changes:   ev.Changes,
+	})
+}
+
+// decodeEvent decodes a log value. The result shares no memory with v, so it
+// may leave the transaction.
+func decodeEvent(seq uint64, v []byte) (Event, error) {
+	var s storedEvent
+	if err := json.Unmarshal(v, &s); err != nil {
+		return Event{}, fmt.Errorf("outbox: decode event %d: %w", seq, err)
+	}
+	return Event{
+		ID:         s.ID,
+		Seq:        seq,
+		Type:       s.Type,
+		OccurredAt: time.Unix(0, s.At).UTC(),
+		Resources:  s.Resources,
+		Data:       s.Data,
+		Changes:    s.Changes,
+	}, nil
+}
+
+// peekType returns the type of an encoded event without decoding all of it.
+// It relies on the field order of storedEvent and falls back to a full decode.
+func peekType(v []byte) string {
+	idKey, typeKey := []byte(`{"id":"`), []byte(`","type":"`)
+	if rest, ok := bytes.CutPrefix(v, idKey); ok {
+		if i := bytes.IndexByte(rest, '"'); i >= 0 && bytes.HasPrefix(rest[i:], typeKey) {
+			rest = rest[i+len(typeKey):]
+			if j := bytes.IndexByte(rest, '"'); j >= 0 && bytes.IndexByte(rest[:j], '\\') < 0 {
+				return string(rest[:j])
+			}
+		}
+	}
+	var t struct {
+		Type string `json:"type"`
+	}
+	_ = json.Unmarshal(v, &t)
+	return t.Type
+}
+
+// envelopeTime is RFC 3339 in UTC with milliseconds.
+const envelopeTime = "2006-01-02T15:04:05.000Z07:00"
+
+// Envelope returns the JSON body sent to webhooks:
+//
+//	{"id":…,"type":…,"occurred_at":…,"sequence":…,"data":…,"changes":…}
+//
+// occurred_at is RFC 3339 in UTC with milliseconds; "changes" is omitted when
+// nil and "data" is null when nil. Data and Changes are copied as they are, so
+// they must be valid JSON (Enqueue checks this).
+func (e Event) Envelope() []byte {
+	b := make([]byte, 0, 128+len(e.ID)+len(e.Type)+len(e.Data)+len(e.Changes))
+	b = append(b, `{"id":`...)
+	b = appendJSONString(b, e.ID)
+	b = append(b, `,"type":`...)
+	b = appendJSONString(b, e.Type)
+	b = append(b, `,"occurred_at":"`...)
+	b = e.OccurredAt.UTC().AppendFormat(b, envelopeTime)
+	b = append(b, `","sequence":`...)
+	b = strconv.AppendUint(b, e.Seq, 10)
+	b = append(b, `,"data":`...)
+	if len(e.Data) == 0 {
+		b = append(b, "null"...)
+	} else {
+		b = append(b, e.Data...)
+	}
+	if len(e.Changes) > 0 {
+		b = append(b, `,"changes":`...)
+		b = append(b, e.Changes...)
+	}
+	return append(b, '}')
+}
+
+func appendJSONString(b []byte, s string) []byte {
+	q, _ := json.Marshal(s) // a string always marshals
+	return append(b, q...)
+}
+
+// be64 returns the 8-byte big-endian form of v, so keys sort by number.
 func be64(v uint64) []byte {
-	var b [8]byte
-	binary.BigEndian.PutUint64(b[:], v)
-	return b[:]
+	b := make([]byte, 8)
+	binary.BigEndian.PutUint64(b, v)
+	return b
 }
 
+// fromBE64 is the inverse of be64; it returns 0 for a key of the wrong length.
 func fromBE64(b []byte) uint64 {
 	if len(b) != 8 {
 		return 0
 	}
 	return binary.BigEndian.Uint64(b)
-}
-
-func decodeRecord(v []byte) (record, error) {
-	var r record
-	err := json.Unmarshal(v, &r)
-	return r, err
-}
-
-// matches reports whether an event type matches a subscription pattern:
-// an exact type, "user.*", or "*".
-func matches(pattern, typ string) bool {
-	if pattern == "*" || pattern == typ {
-		return true
-	}
-	if prefix, ok := strings.CutSuffix(pattern, ".*"); ok {
-		return strings.HasPrefix(typ, prefix+".")
-	}
-	return false
 }

@@ -1,51 +1,139 @@
 package outbox
 
-import "github.com/prometheus/client_golang/prometheus"
+import (
+	"time"
 
-// Metrics are the outbox's Prometheus collectors; cmd registers them.
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Metrics holds the outbox's Prometheus collectors. The dispatcher updates
+// them; cmd registers Collectors. A nil *Metrics disables metrics.
 type Metrics struct {
-	enqueued     *prometheus.CounterVec
-	delivered    *prometheus.CounterVec
-	retried      *prometheus.CounterVec
-	failed       *prometheus.CounterVec
-	deadLettered *prometheus.CounterVec
-	latency      *prometheus.HistogramVec
-	backlog      *prometheus.GaugeVec
-	oldest       *prometheus.GaugeVec
-	dead         *prometheus.GaugeVec
-	paused       *prometheus.GaugeVec
+	// EventsEnqueued counts events by type as the dispatcher first reads
+	// them from the log (events enqueued while no dispatcher ran are counted
+	// by none).
+	EventsEnqueued *prometheus.CounterVec
+	// Delivered counts events a target acknowledged with 2xx.
+	Delivered *prometheus.CounterVec
+	// Retries counts failed attempts that were rescheduled by the outbox.
+	Retries *prometheus.CounterVec
+	// HTTPRetries counts quick in-process HTTP retries inside one attempt.
+	HTTPRetries *prometheus.CounterVec
+	// DeadLettered counts events moved to a target's dead letters.
+	DeadLettered *prometheus.CounterVec
+	// FailedAttempts counts delivery attempts that did not end in 2xx.
+	FailedAttempts *prometheus.CounterVec
+	// DeliveryLatency is the time from OccurredAt to the 2xx, retries included.
+	DeliveryLatency *prometheus.HistogramVec
+	// AttemptDuration is the duration of one delivery attempt.
+	AttemptDuration *prometheus.HistogramVec
+	// Backlog is the number of events waiting for a target.
+	Backlog *prometheus.GaugeVec
+	// OldestPendingAge is the age in seconds of the oldest waiting event.
+	OldestPendingAge *prometheus.GaugeVec
+	// DeadLetters is the number of dead letters a target holds.
+	DeadLetters *prometheus.GaugeVec
+	// Paused is 1 while a target is paused.
+	Paused *prometheus.GaugeVec
 }
 
-// NewMetrics returns unregistered collectors.
+// NewMetrics builds unregistered collectors named scimgate_outbox_*.
 func NewMetrics() *Metrics {
-	target := []string{"target"}
+	const ns, sub = "scimgate", "outbox"
+	counter := func(name, help string, label string) *prometheus.CounterVec {
+		return prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: name, Help: help}, []string{label})
+	}
+	gauge := func(name, help string) *prometheus.GaugeVec {
+		return prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: ns, Subsystem: sub, Name: name, Help: help}, []string{"target"})
+	}
 	return &Metrics{
-		enqueued: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "scimgate_outbox_events_enqueued_total",
-			Help: "Events committed to the outbox, by type (counted when a dispatcher first reads them)."}, []string{"type"}),
-		delivered: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "scimgate_outbox_events_delivered_total",
-			Help: "Events delivered (2xx), by target."}, target),
-		retried: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "scimgate_outbox_http_retries_total",
-			Help: "In-process HTTP retries of a delivery attempt, by target."}, target),
-		failed: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "scimgate_outbox_attempts_failed_total",
-			Help: "Delivery attempts that failed and were rescheduled, by target."}, target),
-		deadLettered: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "scimgate_outbox_events_dead_lettered_total",
-			Help: "Events moved to dead letters, by target."}, target),
-		latency: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "scimgate_outbox_delivery_latency_seconds",
-			Help:    "Time from commit to successful delivery, by target.",
-			Buckets: []float64{.005, .01, .025, .05, .1, .25, .5, 1, 5, 30, 300, 3600}}, target),
-		backlog: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "scimgate_outbox_backlog",
-			Help: "Events waiting for delivery, by target."}, target),
-		oldest: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "scimgate_outbox_oldest_pending_age_seconds",
-			Help: "Age of the oldest event waiting for delivery, by target."}, target),
-		dead: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "scimgate_outbox_dead_letters",
-			Help: "Dead letters kept, by target."}, target),
-		paused: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "scimgate_outbox_target_paused",
-			Help: "1 when deliveries to the target are paused."}, target),
+		EventsEnqueued: counter("events_enqueued_total", "Events appended to the outbox log, by type.", "type"),
+		Delivered:      counter("delivered_total", "Events delivered (2xx), by target.", "target"),
+		Retries:        counter("retries_total", "Failed delivery attempts rescheduled by the outbox, by target.", "target"),
+		HTTPRetries:    counter("http_retries_total", "In-process HTTP retries within a delivery attempt, by target.", "target"),
+		DeadLettered:   counter("dead_lettered_total", "Events moved to dead letters, by target.", "target"),
+		FailedAttempts: counter("failed_attempts_total", "Delivery attempts that did not end in 2xx, by target.", "target"),
+		DeliveryLatency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Namespace: ns, Subsystem: sub, Name: "delivery_latency_seconds",
+			Help:    "Time from the event's commit to its successful delivery, by target.",
+			Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 5, 30, 300, 1800, 3 * 3600, 24 * 3600},
+		}, []string{"target"}),
+		AttemptDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Namespace: ns, Subsystem: sub, Name: "attempt_duration_seconds",
+			Help:    "Duration of one delivery attempt (including in-process HTTP retries), by target.",
+			Buckets: prometheus.ExponentialBuckets(0.0005, 4, 10),
+		}, []string{"target"}),
+		Backlog:          gauge("backlog", "Events waiting for delivery, by target."),
+		OldestPendingAge: gauge("oldest_pending_age_seconds", "Age of the oldest event waiting for delivery, by target."),
+		DeadLetters:      gauge("dead_letters", "Dead letters held, by target."),
+		Paused:           gauge("target_paused", "1 while the target is paused."),
 	}
 }
 
-// Collectors returns the collectors to register.
+// Collectors returns every collector, for registration by cmd.
 func (m *Metrics) Collectors() []prometheus.Collector {
-	return []prometheus.Collector{m.enqueued, m.delivered, m.retried, m.failed, m.deadLettered, m.latency,
-		m.backlog, m.oldest, m.dead, m.paused}
+	if m == nil {
+		return nil
+	}
+	return []prometheus.Collector{
+		m.EventsEnqueued, m.Delivered, m.Retries, m.HTTPRetries, m.DeadLettered, m.FailedAttempts,
+		m.DeliveryLatency, m.AttemptDuration, m.Backlog, m.OldestPendingAge, m.DeadLetters, m.Paused,
+	}
+}
+
+func (m *Metrics) incEnqueued(typ string, n int) {
+	if m != nil && n > 0 {
+		m.EventsEnqueued.WithLabelValues(typ).Add(float64(n))
+	}
+}
+
+func (m *Metrics) incHTTPRetry(target string) {
+	if m != nil {
+		m.HTTPRetries.WithLabelValues(target).Inc()
+	}
+}
+
+// attempt records the outcome of one attempt.
+func (m *Metrics) attempt(target string, took time.Duration, ok bool) {
+	if m == nil {
+		return
+	}
+	m.AttemptDuration.WithLabelValues(target).Observe(took.Seconds())
+	if !ok {
+		m.FailedAttempts.WithLabelValues(target).Inc()
+	}
+}
+
+func (m *Metrics) delivered(target string, latency time.Duration) {
+	if m != nil {
+		m.Delivered.WithLabelValues(target).Inc()
+		m.DeliveryLatency.WithLabelValues(target).Observe(max(latency, 0).Seconds())
+	}
+}
+
+func (m *Metrics) retried(target string) {
+	if m != nil {
+		m.Retries.WithLabelValues(target).Inc()
+	}
+}
+
+func (m *Metrics) deadLettered(target string) {
+	if m != nil {
+		m.DeadLettered.WithLabelValues(target).Inc()
+	}
+}
+
+// gauges sets the per-target gauges.
+func (m *Metrics) gauges(target string, backlog int, oldest time.Duration, dead int, paused bool) {
+	if m == nil {
+		return
+	}
+	m.Backlog.WithLabelValues(target).Set(float64(backlog))
+	m.OldestPendingAge.WithLabelValues(target).Set(oldest.Seconds())
+	m.DeadLetters.WithLabelValues(target).Set(float64(dead))
+	p := 0.0
+	if paused {
+		p = 1
+	}
+	m.Paused.WithLabelValues(target).Set(p)
 }

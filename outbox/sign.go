@@ -13,87 +13,125 @@ import (
 	"time"
 )
 
-// Standard Webhooks (https://www.standardwebhooks.com/) header names.
+// Standard Webhooks header names (https://www.standardwebhooks.com/).
 const (
 	HeaderID        = "webhook-id"
 	HeaderTimestamp = "webhook-timestamp"
 	HeaderSignature = "webhook-signature"
 )
 
-// verifyTolerance bounds the age of a delivery a receiver accepts.
-const verifyTolerance = 5 * time.Minute
+// Tolerance is how far webhook-timestamp may be from the verifier's clock.
+const Tolerance = 5 * time.Minute
 
-// NewSecret returns a new signing secret: "whsec_" and 24 random bytes.
+const secretPrefix = "whsec_"
+
+// Verification errors returned by Verify.
+var (
+	ErrMissingHeader   = errors.New("outbox: missing webhook header")
+	ErrTimestamp       = errors.New("outbox: webhook timestamp outside tolerance")
+	ErrNoMatch         = errors.New("outbox: no webhook signature matches")
+	ErrInvalidSecret   = errors.New("outbox: signing secret is not whsec_ followed by base64")
+	errNoSecrets       = errors.New("outbox: no signing secrets")
+	errBadTimestampFmt = errors.New("outbox: webhook timestamp is not unix seconds")
+)
+
+// NewSecret returns a fresh signing secret: "whsec_" and the base64 of 24
+// random bytes.
 func NewSecret() (string, error) {
 	b := make([]byte, 24)
 	if _, err := rand.Read(b); err != nil {
+		return "", fmt.Errorf("outbox: new secret: %w", err)
+	}
+	return secretPrefix + base64.StdEncoding.EncodeToString(b), nil
+}
+
+// decodeSecret returns the HMAC key of a secret: the base64-decoded part after
+// "whsec_" (the prefix is optional, as in the Standard Webhooks libraries).
+func decodeSecret(s string) ([]byte, error) {
+	k, err := base64.StdEncoding.DecodeString(strings.TrimPrefix(s, secretPrefix))
+	if err != nil || len(k) == 0 {
+		return nil, ErrInvalidSecret
+	}
+	return k, nil
+}
+
+func decodeSecrets(secrets []string) ([][]byte, error) {
+	if len(secrets) == 0 {
+		return nil, errNoSecrets
+	}
+	keys := make([][]byte, len(secrets))
+	for i, s := range secrets {
+		k, err := decodeSecret(s)
+		if err != nil {
+			return nil, fmt.Errorf("secret %d: %w", i, err)
+		}
+		keys[i] = k
+	}
+	return keys, nil
+}
+
+// Sign returns the webhook-signature header value for a message: for each
+// secret, "v1," and the base64 HMAC-SHA256 of id + "." + unix seconds of ts +
+// "." + body, separated by spaces.
+func Sign(secrets []string, id string, ts time.Time, body []byte) (string, error) {
+	keys, err := decodeSecrets(secrets)
+	if err != nil {
 		return "", err
 	}
-	return "whsec_" + base64.StdEncoding.EncodeToString(b), nil
+	return signKeys(keys, id, ts.Unix(), body), nil
 }
 
-func decodeSecret(s string) ([]byte, error) {
-	raw, ok := strings.CutPrefix(s, "whsec_")
-	if !ok {
-		return nil, errors.New("a signing secret starts with whsec_ (leave it empty to have one generated)")
-	}
-	key, err := base64.StdEncoding.DecodeString(raw)
-	if err != nil || len(key) < 16 {
-		return nil, errors.New("the part after whsec_ must be base64 of at least 16 bytes")
-	}
-	return key, nil
-}
-
-// Sign returns the webhook-signature header value for one delivery: one
-// "v1,<base64 HMAC-SHA256>" per secret, space-separated, over
-// "id.timestamp.body".
-func Sign(secrets []string, id string, ts time.Time, body []byte) (string, error) {
-	sigs := make([]string, 0, len(secrets))
-	for _, s := range secrets {
-		key, err := decodeSecret(s)
-		if err != nil {
-			return "", err
+func signKeys(keys [][]byte, id string, ts int64, body []byte) string {
+	var sb strings.Builder
+	for i, k := range keys {
+		if i > 0 {
+			sb.WriteByte(' ')
 		}
-		sigs = append(sigs, "v1,"+base64.StdEncoding.EncodeToString(mac(key, id, ts.Unix(), body)))
+		sb.WriteString("v1,")
+		sb.WriteString(base64.StdEncoding.EncodeToString(mac(k, id, ts, body)))
 	}
-	return strings.Join(sigs, " "), nil
+	return sb.String()
 }
 
 func mac(key []byte, id string, ts int64, body []byte) []byte {
 	h := hmac.New(sha256.New, key)
 	h.Write([]byte(id))
 	h.Write([]byte{'.'})
-	h.Write([]byte(strconv.FormatInt(ts, 10)))
+	h.Write(strconv.AppendInt(nil, ts, 10))
 	h.Write([]byte{'.'})
 	h.Write(body)
 	return h.Sum(nil)
 }
 
-// Verify checks a delivery's Standard Webhooks headers against any of
-// secrets: the timestamp must be within five minutes of now, and one v1
-// signature must match (compared in constant time).
+// Verify checks the webhook-id, webhook-timestamp and webhook-signature headers
+// of a received webhook against any of secrets. The timestamp must be within
+// Tolerance of now, and at least one "v1," signature must match one secret
+// (compared in constant time). It returns ErrMissingHeader, ErrTimestamp,
+// ErrNoMatch or ErrInvalidSecret.
 func Verify(secrets []string, h http.Header, body []byte, now time.Time) error {
-	id, tsText, sigs := h.Get(HeaderID), h.Get(HeaderTimestamp), h.Get(HeaderSignature)
-	if id == "" || tsText == "" || sigs == "" {
-		return errors.New("missing webhook-id, webhook-timestamp or webhook-signature header")
-	}
-	ts, err := strconv.ParseInt(tsText, 10, 64)
+	keys, err := decodeSecrets(secrets)
 	if err != nil {
-		return fmt.Errorf("webhook-timestamp %q is not unix seconds", tsText)
+		return err
 	}
-	if d := now.Sub(time.Unix(ts, 0)); d > verifyTolerance || d < -verifyTolerance {
-		return fmt.Errorf("webhook-timestamp is %s away from now (tolerance %s)", d.Round(time.Second), verifyTolerance)
-	}
-	for _, s := range secrets {
-		key, err := decodeSecret(s)
-		if err != nil {
-			return err
+	id, tsStr, sigs := h.Get(HeaderID), h.Get(HeaderTimestamp), h.Get(HeaderSignature)
+	for name, v := range map[string]string{HeaderID: id, HeaderTimestamp: tsStr, HeaderSignature: sigs} {
+		if v == "" {
+			return fmt.Errorf("%w: %s", ErrMissingHeader, name)
 		}
-		want := mac(key, id, ts, body)
-		for _, sig := range strings.Fields(sigs) {
-			v, b64, ok := strings.Cut(sig, ",")
-			if !ok || v != "v1" {
-				continue
+	}
+	ts, err := strconv.ParseInt(tsStr, 10, 64)
+	if err != nil {
+		return errBadTimestampFmt
+	}
+	if d := now.Sub(time.Unix(ts, 0)); d > Tolerance || d < -Tolerance {
+		return fmt.Errorf("%w: %s off", ErrTimestamp, d.Round(time.Second))
+	}
+	for _, k := range keys {
+		want := mac(k, id, ts, body)
+		for _, s := range strings.Fields(sigs) {
+			b64, ok := strings.CutPrefix(s, "v1,")
+			if !ok {
+				continue // other schemes (v1a, …) are not ours
 			}
 			got, err := base64.StdEncoding.DecodeString(b64)
 			if err == nil && hmac.Equal(got, want) {
@@ -101,5 +139,5 @@ func Verify(secrets []string, h http.Header, body []byte, now time.Time) error {
 			}
 		}
 	}
-	return errors.New("no webhook-signature matches")
+	return ErrNoMatch
 }

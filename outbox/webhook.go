@@ -7,182 +7,314 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/url"
 	"strconv"
 	"strings"
 	"time"
 
-	"github.com/hashicorp/go-retryablehttp"
+	retryablehttp "github.com/hashicorp/go-retryablehttp"
 )
 
-// maxResponseKept bounds the response body kept for a dead letter.
-const maxResponseKept = 4 << 10
-
-// In-process retries absorb blips; the outbox reschedules anything longer.
-const (
-	inProcessRetries = 2
-	inProcessWaitMin = 100 * time.Millisecond
-	inProcessWaitMax = time.Second
-)
-
-// outcome is the result of one delivery attempt (with its in-process
-// retries). err is nil on success.
-type outcome struct {
-	status     int
-	err        error
-	permanent  bool          // a 4xx other than 408/429, a redirect: dead-letter now
-	gone       bool          // 410: pause the target
-	retryAfter time.Duration // from the response, clamped
-	body       string        // at most maxResponseKept of the response
+// Sender delivers one event. Implementations must be safe for concurrent use.
+// A nil error means delivered. An error wrapped with Permanent dead-letters the
+// event at once; one wrapped with PauseTarget pauses the target and leaves the
+// event pending; any other error is retried on the backoff schedule. A
+// *StatusError in the chain supplies the status, response body and
+// Retry-After recorded by the dispatcher.
+type Sender interface {
+	Send(ctx context.Context, ev Event) error
 }
 
-// webhook sends events to one target.
-type webhook struct {
-	target        TargetConfig
-	client        *retryablehttp.Client
-	now           func() time.Time
-	retryAfterMax time.Duration
-}
+// SenderFunc adapts a function to a Sender.
+type SenderFunc func(ctx context.Context, ev Event) error
 
-func newWebhook(t TargetConfig, concurrency int, retryAfterMax time.Duration, now func() time.Time, m *Metrics) *webhook {
-	w := &webhook{target: t, now: now, retryAfterMax: retryAfterMax}
-	tr := &http.Transport{
-		Proxy:               http.ProxyFromEnvironment,
-		DialContext:         (&net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
-		MaxIdleConns:        concurrency * 2,
-		MaxIdleConnsPerHost: concurrency * 2,
-		IdleConnTimeout:     90 * time.Second,
-		TLSHandshakeTimeout: 10 * time.Second,
+// Send calls f(ctx, ev).
+func (f SenderFunc) Send(ctx context.Context, ev Event) error { return f(ctx, ev) }
+
+type permanentError struct{ err error }
+
+func (e *permanentError) Error() string { return e.err.Error() }
+func (e *permanentError) Unwrap() error { return e.err }
+
+// Permanent marks err as not worth retrying: the event is dead-lettered.
+func Permanent(err error) error {
+	if err == nil {
+		return nil
 	}
+	return &permanentError{err}
+}
+
+// IsPermanent reports whether err was marked with Permanent.
+func IsPermanent(err error) bool {
+	var p *permanentError
+	return errors.As(err, &p)
+}
+
+type pauseError struct{ err error }
+
+func (e *pauseError) Error() string { return e.err.Error() }
+func (e *pauseError) Unwrap() error { return e.err }
+
+// PauseTarget marks err as a reason to stop delivering to the whole target
+// (410 Gone): the target is paused until Resume, and the event stays pending.
+func PauseTarget(err error) error {
+	if err == nil {
+		return nil
+	}
+	return &pauseError{err}
+}
+
+// StatusError is a response that was not 2xx.
+type StatusError struct {
+	StatusCode int
+	// Body is the start of the response body, at most MaxResponseBody bytes.
+	Body string
+	// RetryAfter is the receiver's Retry-After on a 429 or 503, 0 if absent.
+	RetryAfter time.Duration
+	// Detail explains the classification, e.g. that redirects are not followed.
+	Detail string
+}
+
+func (e *StatusError) Error() string {
+	s := "webhook responded " + strconv.Itoa(e.StatusCode)
+	if t := http.StatusText(e.StatusCode); t != "" {
+		s += " " + t
+	}
+	if e.Detail != "" {
+		s += ": " + e.Detail
+	}
+	return s
+}
+
+// MaxResponseBody is how much of an error response is kept for the dead-letter
+// record.
+const MaxResponseBody = 4 << 10
+
+// userAgent is sent with every delivery.
+const userAgent = "scimgate"
+
+// In-process retry policy: small, for blips. The outbox owns long retries.
+const (
+	httpRetryMax     = 2
+	httpRetryWaitMin = 100 * time.Millisecond
+	httpRetryWaitMax = 1 * time.Second
+)
+
+// WebhookSender POSTs events to one target, signed per Standard Webhooks. It
+// retries short blips in process (go-retryablehttp) and classifies the final
+// outcome for the dispatcher.
+type WebhookSender struct {
+	client   *retryablehttp.Client
+	url      string
+	redacted string
+	header   http.Header
+	keys     [][]byte
+	now      func() time.Time
+}
+
+// NewWebhookSender returns a sender for t (defaults applied) with a keep-alive
+// connection pool sized for concurrency. m may be nil. The client follows no
+// redirects, reads no proxy settings from the environment, and never sleeps
+// longer than a second between in-process retries: a longer Retry-After is
+// left to the dispatcher's schedule.
+func NewWebhookSender(t Target, concurrency int, m *Metrics) (*WebhookSender, error) {
+	t = t.withDefaults()
+	keys, err := decodeSecrets(t.Secrets)
+	if err != nil {
+		return nil, fmt.Errorf("outbox: target %s: %w", t.Name, err)
+	}
+	if _, err := url.Parse(t.URL); err != nil {
+		return nil, fmt.Errorf("outbox: target %s: url does not parse", t.Name)
+	}
+	h := http.Header{}
+	for k, v := range t.Headers {
+		h.Set(k, v)
+	}
+	concurrency = max(concurrency, 1)
+	tr := &http.Transport{
+		Proxy:                 nil, // no environment lookups (DESIGN: config is the only input)
+		DialContext:           (&net.Dialer{Timeout: min(t.Timeout, 10*time.Second), KeepAlive: 30 * time.Second}).DialContext,
+		ForceAttemptHTTP2:     true,
+		MaxIdleConns:          2 * concurrency,
+		MaxIdleConnsPerHost:   concurrency,
+		IdleConnTimeout:       90 * time.Second,
+		TLSHandshakeTimeout:   10 * time.Second,
+		ExpectContinueTimeout: time.Second,
+	}
+	w := &WebhookSender{url: t.URL, redacted: redactURL(t.URL), header: h, keys: keys, now: time.Now}
 	c := retryablehttp.NewClient()
 	c.HTTPClient = &http.Client{
 		Transport: tr,
-		Timeout:   t.Timeout, // bounds each attempt
-		// Redirects are not followed: a webhook that moved is a
-		// configuration problem to surface, not to chase.
-		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+		Timeout:   t.Timeout, // bounds each HTTP attempt
+		CheckRedirect: func(*http.Request, []*http.Request) error {
+			return http.ErrUseLastResponse // we report 3xx; following could leak the signature elsewhere
+		},
 	}
-	c.Logger = nil // the dispatcher logs once, without URLs
-	c.RetryMax = inProcessRetries
-	c.RetryWaitMin, c.RetryWaitMax = inProcessWaitMin, inProcessWaitMax
-	c.ErrorHandler = retryablehttp.PassthroughErrorHandler // we classify the last response
+	c.Logger = nil // the dispatcher logs once, without URLs (STYLE H7, H14)
+	c.RetryMax = httpRetryMax
+	c.RetryWaitMin, c.RetryWaitMax = httpRetryWaitMin, httpRetryWaitMax
+	c.ErrorHandler = retryablehttp.PassthroughErrorHandler // we classify the final response
 	c.CheckRetry = func(ctx context.Context, resp *http.Response, err error) (bool, error) {
-		if ctx.Err() != nil {
-			return false, ctx.Err()
-		}
-		if err != nil {
-			return true, nil
-		}
-		switch code := resp.StatusCode; {
-		case code == http.StatusTooManyRequests || code == http.StatusServiceUnavailable:
-			// A long Retry-After becomes an outbox reschedule, not a
-			// sleep inside this attempt.
-			return retryAfter(resp, w.now()) <= inProcessWaitMax, nil
-		case code == http.StatusRequestTimeout, code >= 500 && code != http.StatusNotImplemented:
-			return true, nil
-		}
-		return false, nil
+		return checkRetry(ctx, resp, err, c.RetryWaitMax)
 	}
 	c.Backoff = func(lo, hi time.Duration, n int, resp *http.Response) time.Duration {
-		// DefaultBackoff returns Retry-After uncapped (checked): cap it.
+		// DefaultBackoff returns Retry-After uncapped; never sleep it inside an attempt.
 		return min(retryablehttp.DefaultBackoff(lo, hi, n, resp), hi)
 	}
-	// Each retry is re-signed: webhook-timestamp is the time of the attempt.
 	c.PrepareRetry = func(req *http.Request) error {
-		body, _ := req.Context().Value(bodyKey{}).([]byte)
-		return w.sign(req.Header, req.Header.Get(HeaderID), body)
+		// Every HTTP attempt carries its own webhook-timestamp and signature.
+		if s, ok := req.Context().Value(signKey{}).(*signer); ok {
+			s.sign(req.Header)
+		}
+		return nil
 	}
-	if m != nil {
-		c.RequestLogHook = func(_ retryablehttp.Logger, _ *http.Request, attempt int) {
-			if attempt > 0 {
-				m.retried.WithLabelValues(t.Name).Inc()
-			}
+	name := t.Name
+	c.RequestLogHook = func(_ retryablehttp.Logger, _ *http.Request, attempt int) {
+		if attempt > 0 {
+			m.incHTTPRetry(name)
 		}
 	}
 	w.client = c
-	return w
+	return w, nil
 }
 
-func (w *webhook) sign(h http.Header, id string, body []byte) error {
-	ts := w.now()
-	sig, err := Sign(w.target.Secrets, id, ts, body)
-	if err != nil {
-		return err
+// checkRetry is the in-process retry policy: network errors, 408, 429 and 5xx
+// (except 501) are retried, unless a Retry-After asks for longer than we are
+// willing to sleep inside one attempt (waitMax).
+func checkRetry(ctx context.Context, resp *http.Response, err error, waitMax time.Duration) (bool, error) {
+	if ctx.Err() != nil {
+		return false, ctx.Err()
 	}
-	h.Set(HeaderTimestamp, strconv.FormatInt(ts.Unix(), 10))
-	h.Set(HeaderSignature, sig)
-	return nil
+	if err != nil {
+		return retryablehttp.DefaultRetryPolicy(ctx, resp, err)
+	}
+	code := resp.StatusCode
+	if code == http.StatusTooManyRequests || code == http.StatusServiceUnavailable {
+		if ra, ok := parseRetryAfter(resp.Header.Get("Retry-After"), time.Now()); ok && ra > waitMax {
+			return false, nil
+		}
+	}
+	switch {
+	case code == http.StatusRequestTimeout, code == http.StatusTooManyRequests:
+		return true, nil
+	case code >= 500 && code != http.StatusNotImplemented:
+		return true, nil
+	}
+	return false, nil
 }
 
-// send delivers one event and classifies the result.
-func (w *webhook) send(ctx context.Context, id string, body []byte) outcome {
-	ctx = context.WithValue(ctx, bodyKey{}, body) // for re-signing in PrepareRetry
-	req, err := retryablehttp.NewRequestWithContext(ctx, http.MethodPost, w.target.URL, body)
+type signKey struct{}
+
+// signer re-signs a request; it travels in the request context so that
+// PrepareRetry can find the id and body.
+type signer struct {
+	id   string
+	body []byte
+	keys [][]byte
+	now  func() time.Time
+}
+
+func (s *signer) sign(h http.Header) {
+	ts := s.now().Unix()
+	h.Set(HeaderTimestamp, strconv.FormatInt(ts, 10))
+	h.Set(HeaderSignature, signKeys(s.keys, s.id, ts, s.body))
+}
+
+// Send delivers ev with a few quick in-process retries. It returns nil on 2xx;
+// a *StatusError for 408, 429 and 5xx (retry later); PauseTarget for 410;
+// Permanent for 3xx (redirects are not followed) and other 4xx; and a
+// retryable error with the URL redacted for network failures and timeouts.
+func (w *WebhookSender) Send(ctx context.Context, ev Event) error {
+	body := ev.Envelope()
+	s := &signer{id: ev.ID, body: body, keys: w.keys, now: w.now}
+	req, err := retryablehttp.NewRequestWithContext(context.WithValue(ctx, signKey{}, s), http.MethodPost, w.url, body)
 	if err != nil {
-		return outcome{err: errors.New("cannot build request: " + redactErr(err, w.target.URL)), permanent: true}
+		return Permanent(fmt.Errorf("build request for %s", w.redacted))
 	}
-	for k, v := range w.target.Headers {
-		req.Header.Set(k, v)
+	for k, v := range w.header {
+		req.Header[k] = v
 	}
 	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set("User-Agent", "scimgate")
-	req.Header.Set(HeaderID, id)
-	if err := w.sign(req.Header, id, body); err != nil {
-		return outcome{err: err, permanent: true}
-	}
+	req.Header.Set("User-Agent", userAgent)
+	req.Header.Set(HeaderID, ev.ID)
+	s.sign(req.Header)
+
 	resp, err := w.client.Do(req)
 	if err != nil {
-		return outcome{err: errors.New(redactErr(err, w.target.URL))}
+		if resp != nil {
+			drain(resp.Body)
+		}
+		return w.redact(err)
 	}
-	defer resp.Body.Close()
-	kept, _ := io.ReadAll(io.LimitReader(resp.Body, maxResponseKept))
-	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 1<<20)) // drain for keep-alive
-	o := outcome{status: resp.StatusCode}
+	return w.classify(resp)
+}
+
+func (w *WebhookSender) classify(resp *http.Response) error {
+	defer drain(resp.Body)
 	code := resp.StatusCode
+	if code >= 200 && code < 300 {
+		return nil
+	}
+	b, _ := io.ReadAll(io.LimitReader(resp.Body, MaxResponseBody))
+	se := &StatusError{StatusCode: code, Body: strings.ToValidUTF8(string(b), "\uFFFD")}
 	switch {
-	case code >= 200 && code < 300:
-		return o
-	case code == http.StatusGone:
-		o.gone = true
-	case code == http.StatusRequestTimeout, code == http.StatusTooManyRequests, code >= 500:
-		o.retryAfter = min(retryAfter(resp, w.now()), w.retryAfterMax)
 	case code >= 300 && code < 400:
-		o.permanent = true
-	default:
-		o.permanent = true
+		se.Detail = "redirects are not followed"
+		if loc := resp.Header.Get("Location"); loc != "" {
+			se.Detail += " (Location: " + redactURL(loc) + ")"
+		}
+		return Permanent(se)
+	case code == http.StatusGone:
+		se.Detail = "the receiver says this endpoint is gone"
+		return PauseTarget(se)
+	case code == http.StatusRequestTimeout, code == http.StatusTooManyRequests, code >= 500:
+		if code == http.StatusTooManyRequests || code == http.StatusServiceUnavailable {
+			se.RetryAfter, _ = parseRetryAfter(resp.Header.Get("Retry-After"), w.now())
+		}
+		return se
+	case code >= 400:
+		return Permanent(se)
 	}
-	o.body = string(kept)
-	if code >= 300 && code < 400 {
-		o.err = fmt.Errorf("status %d: redirects are not followed; point the target at the final URL", code)
-	} else {
-		o.err = fmt.Errorf("status %d", code)
-	}
-	return o
+	return se // 1xx and other oddities: retry
 }
 
-type bodyKey struct{}
+// redact replaces the URL in a transport error by scheme://host/path, because
+// a query string may carry a token.
+func (w *WebhookSender) redact(err error) error {
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		return fmt.Errorf("post %s: %w", w.redacted, ue.Err)
+	}
+	if msg := err.Error(); strings.Contains(msg, w.url) {
+		return errors.New(strings.ReplaceAll(msg, w.url, w.redacted))
+	}
+	return err
+}
 
-// retryAfter reads Retry-After as seconds or an HTTP date; 0 when absent.
-func retryAfter(resp *http.Response, now time.Time) time.Duration {
-	v := resp.Header.Get("Retry-After")
+// CloseIdleConnections closes the sender's idle keep-alive connections.
+func (w *WebhookSender) CloseIdleConnections() { w.client.HTTPClient.CloseIdleConnections() }
+
+// drain reads a little of the body so that the connection can be reused, then
+// closes it.
+func drain(body io.ReadCloser) {
+	_, _ = io.Copy(io.Discard, io.LimitReader(body, 64<<10))
+	_ = body.Close()
+}
+
+// parseRetryAfter parses a Retry-After value in seconds or as an HTTP date.
+func parseRetryAfter(v string, now time.Time) (time.Duration, bool) {
 	if v == "" {
-		return 0
+		return 0, false
 	}
-	if s, err := strconv.Atoi(strings.TrimSpace(v)); err == nil && s >= 0 {
-		return time.Duration(s) * time.Second
+	if n, err := strconv.ParseInt(strings.TrimSpace(v), 10, 64); err == nil {
+		if n < 0 {
+			return 0, false
+		}
+		return time.Duration(min(n, int64(1<<31))) * time.Second, true
 	}
-	if t, err := http.ParseTime(v); err == nil {
-		return max(t.Sub(now), 0)
+	t, err := http.ParseTime(v)
+	if err != nil {
+		return 0, false
 	}
-	return 0
-}
-
-// redactErr removes the target URL (it may carry a token in its query)
-// from a transport error.
-func redactErr(err error, rawURL string) string {
-	msg := err.Error()
-	if rawURL != "" {
-		msg = strings.ReplaceAll(msg, rawURL, redact(rawURL))
-		msg = strings.ReplaceAll(msg, strconv.Quote(rawURL), strconv.Quote(redact(rawURL)))
-	}
-	return msg
+	return max(t.Sub(now), 0), true
 }

@@ -1,0 +1,111 @@
+package outbox
+
+import (
+	"encoding/json"
+	"fmt"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+// deliveryState is the per-target state of a pending event (outbox_targets/
+// <name>/pending). A fresh admission stores "{}".
+type deliveryState struct {
+	Attempts       int       `json:"attempts,omitempty"`
+	NextAttemptAt  time.Time `json:"next,omitzero"`
+	FirstAttemptAt time.Time `json:"first,omitzero"` // start of the max_age budget; reset by Replay
+	LastAttemptAt  time.Time `json:"last,omitzero"`
+	LastStatus     int       `json:"status,omitempty"`
+	LastError      string    `json:"error,omitempty"`
+}
+
+var freshState = []byte("{}")
+
+// pauseState is stored under keyPause while a target is paused.
+type pauseState struct {
+	Reason string    `json:"reason"`
+	At     time.Time `json:"at"`
+}
+
+// targetStats is stored under keyStats and rewritten with each batch of
+// outcomes.
+type targetStats struct {
+	Delivered   uint64    `json:"delivered"`
+	LastSuccess time.Time `json:"last_success,omitzero"`
+	LastError   string    `json:"last_error,omitempty"`
+	LastErrorAt time.Time `json:"last_error_at,omitzero"`
+	LastStatus  int       `json:"last_status,omitempty"`
+}
+
+// targetBucket returns the state bucket of a target, or nil if the target has
+// never been set up.
+func targetBucket(tx *bolt.Tx, name string) *bolt.Bucket {
+	tb := tx.Bucket(bucketTargets)
+	if tb == nil {
+		return nil
+	}
+	return tb.Bucket([]byte(name))
+}
+
+// ensureTarget returns the state bucket of a target, creating it with its
+// cursor at initCursor if needed: a new target starts with the events that
+// follow initCursor.
+func ensureTarget(tx *bolt.Tx, name string, initCursor uint64) (*bolt.Bucket, error) {
+	root, err := tx.CreateBucketIfNotExists(bucketTargets)
+	if err != nil {
+		return nil, err
+	}
+	if b := root.Bucket([]byte(name)); b != nil {
+		return b, nil
+	}
+	b, err := root.CreateBucket([]byte(name))
+	if err != nil {
+		return nil, fmt.Errorf("create target bucket %s: %w", name, err)
+	}
+	for _, sub := range [][]byte{bucketPending, bucketReplay, bucketDead, bucketDeadIDs} {
+		if _, err := b.CreateBucket(sub); err != nil {
+			return nil, fmt.Errorf("create target bucket %s/%s: %w", name, sub, err)
+		}
+	}
+	if err := b.Put(keyCursor, be64(initCursor)); err != nil {
+		return nil, err
+	}
+	return b, nil
+}
+
+// logTail returns the highest seq in the log, 0 if it is empty.
+func logTail(tx *bolt.Tx) uint64 {
+	b := tx.Bucket(bucketEvents)
+	if b == nil {
+		return 0
+	}
+	k, _ := b.Cursor().Last()
+	return fromBE64(k)
+}
+
+func getU64(b *bolt.Bucket, key []byte) uint64 { return fromBE64(b.Get(key)) }
+
+// addU64 adds delta to a counter key, never going below zero.
+func addU64(b *bolt.Bucket, key []byte, delta int) error {
+	v := int64(getU64(b, key)) + int64(delta)
+	return b.Put(key, be64(uint64(max(v, 0))))
+}
+
+func getJSON(b *bolt.Bucket, key []byte, v any) (bool, error) {
+	raw := b.Get(key)
+	if raw == nil {
+		return false, nil
+	}
+	if err := json.Unmarshal(raw, v); err != nil {
+		return true, fmt.Errorf("decode %s: %w", key, err)
+	}
+	return true, nil
+}
+
+func putJSON(b *bolt.Bucket, key []byte, v any) error {
+	raw, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+	return b.Put(key, raw)
+}
