@@ -110,10 +110,12 @@ func (d *Dispatcher) Status() ([]TargetStatus, error) {
 					}
 				}
 			}
-			if running {
-				snap := snaps[t.cfg.Name]
+			if snap, ok := snaps[t.cfg.Name]; ok { // fresher than what was committed
 				st.Backlog, oldest = snap.backlog, snap.oldest
-			} else if events != nil {
+				st.Delivered, st.LastSuccess, st.LastError, st.LastErrorAt, st.LastStatus =
+					snap.stats.Delivered, snap.stats.LastSuccess, snap.stats.LastError, snap.stats.LastErrorAt, snap.stats.LastStatus
+			}
+			if !running && events != nil {
 				c := events.Cursor()
 				for k, v := c.Seek(be64(cursor + 1)); k != nil; k, v = c.Next() {
 					if !t.match.match(peekType(v)) {

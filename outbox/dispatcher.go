@@ -29,21 +29,23 @@ const (
 
 // Tuning that is not configuration.
 const (
-	defaultJitter  = 0.2         // ±20% on every backoff wait
-	minWindow      = 1024        // events held in memory per target, at least
-	pullChunk      = 4096        // log entries read per pass
-	maxCommitBatch = 4096        // ops committed per bolt transaction
-	pruneChunk     = 2000        // log keys deleted per transaction
-	statsEvery     = time.Second // gauge refresh
-	maxPruneEvery  = time.Minute // prune pass interval, at most
-	maxErrorText   = 1024        // bytes of an error kept in state
-	minPruneEvery  = 5 * time.Millisecond
+	defaultJitter   = 0.2                    // ±20% on every backoff wait
+	minWindow       = 1024                   // events held in memory per target, at least
+	pullChunk       = 4096                   // log entries read per pass
+	maxCommitBatch  = 4096                   // ops committed per bolt transaction
+	pruneChunk      = 2000                   // log keys deleted per transaction
+	statsEvery      = time.Second            // gauge refresh
+	statsFlushEvery = 100 * time.Millisecond // persistence of delivered counts
+	maxPruneEvery   = time.Minute            // prune pass interval, at most
+	maxErrorText    = 1024                   // bytes of an error kept in state
+	minPruneEvery   = 5 * time.Millisecond
 )
 
 // Dispatcher delivers the outbox log to the configured targets: at least once,
 // signed, ordered per resource, concurrently across unrelated resources, with
 // durable retries and dead letters. Build it with NewDispatcher, start it with
-// Run. Its admin methods are safe for concurrent use, with or without Run.
+// Run. Its admin methods are safe for concurrent use, with or without Run;
+// they write to the database, so never call them inside a bolt transaction.
 type Dispatcher struct {
 	db       *bolt.DB
 	cfg      Config
@@ -88,6 +90,7 @@ type target struct {
 type laneSnap struct {
 	backlog int
 	oldest  time.Time
+	stats   targetStats
 }
 
 // NewDispatcher builds (does not start) a dispatcher over db for cfg.Targets.
@@ -182,12 +185,12 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 		d.mu.Unlock()
 		return fmt.Errorf("outbox: load delivery state: %w", err)
 	}
-	ops := make(chan *op, maxCommitBatch)
-	d.ops, d.opsOpen = ops, true
-	d.mu.Unlock()
 	d.inboxMu.Lock()
 	d.inbox = nil // stale notices from an earlier Run; state was just reloaded
 	d.inboxMu.Unlock()
+	ops := make(chan *op, maxCommitBatch)
+	d.ops, d.opsOpen = ops, true
+	d.mu.Unlock()
 
 	commitErr := make(chan error, 1)
 	var committer sync.WaitGroup
@@ -206,7 +209,7 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 		s.handle(<-s.results)
 	}
 	s.wg.Wait()
-	s.flushStats()
+	s.flushStats(d.now(), true)
 	d.mu.Lock()
 	d.opsOpen = false
 	close(ops)

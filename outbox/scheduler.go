@@ -39,6 +39,7 @@ type scheduler struct {
 	nextPoll  time.Time
 	nextPrune time.Time
 	nextStats time.Time
+	nextFlush time.Time
 }
 
 // lane is one target's in-memory queue. It holds every pending event of the
@@ -61,6 +62,7 @@ type lane struct {
 	deadN         int
 	stats         targetStats
 	statsDirty    bool
+	failing       bool // the last attempt failed; logged on transitions only
 }
 
 type item struct {
@@ -215,7 +217,7 @@ func (s *scheduler) loop(ctx context.Context, commitErr <-chan error) error {
 		for _, l := range s.lanes {
 			s.dispatch(l, now)
 		}
-		s.flushStats()
+		s.flushStats(now, false)
 		s.publish(now)
 
 		timer.Reset(max(s.nextWake(now).Sub(now), 0))
@@ -226,14 +228,14 @@ func (s *scheduler) loop(ctx context.Context, commitErr <-chan error) error {
 			return err
 		case r := <-s.results:
 			s.handle(r)
-			for range 1024 { // take what else is there before scheduling again
+		more: // take what else is there before scheduling again
+			for range 1024 {
 				select {
 				case r := <-s.results:
 					s.handle(r)
-					continue
 				default:
+					break more
 				}
-				break
 			}
 		case <-d.wake:
 			s.needPull = true
@@ -255,6 +257,9 @@ func (s *scheduler) runInbox() {
 
 func (s *scheduler) nextWake(now time.Time) time.Time {
 	next := s.nextPoll
+	if s.nextFlush.Before(next) && s.anyDirty() {
+		next = s.nextFlush
+	}
 	if s.nextPrune.Before(next) {
 		next = s.nextPrune
 	}
@@ -274,6 +279,15 @@ func (s *scheduler) nextWake(now time.Time) time.Time {
 		}
 	}
 	return next
+}
+
+func (s *scheduler) anyDirty() bool {
+	for _, l := range s.lanes {
+		if l.statsDirty {
+			return true
+		}
+	}
+	return false
 }
 
 // submit queues a durable change. It blocks while the committer is behind,
@@ -547,6 +561,11 @@ func (s *scheduler) handle(r result) {
 		it.st.Attempts++
 		s.dead(l, it, body)
 	default:
+		if !l.failing { // log the transition; each retry is logged at debug level
+			l.failing = true
+			d.logger.Warn("Deliveries to target failing", logKeyTarget, name, logKeyEventID, it.ev.ID,
+				logKeyStatus, it.st.LastStatus, logKeyErr, it.st.LastError)
+		}
 		it.st.Attempts++
 		wait := d.backoff(it.st.Attempts)
 		if retryAfter > 0 {
@@ -564,7 +583,7 @@ func (s *scheduler) handle(r result) {
 		it.st.NextAttemptAt = next
 		l.endFlight(it)
 		d.metrics.retried(name)
-		d.logger.Info("Delivery failed, will retry", logKeyTarget, name, logKeyEventID, it.ev.ID,
+		d.logger.Debug("Delivery failed, will retry", logKeyTarget, name, logKeyEventID, it.ev.ID,
 			logKeyAttempt, it.st.Attempts, logKeyStatus, it.st.LastStatus, logKeyErr, it.st.LastError, logKeyRetryIn, wait.Round(time.Millisecond))
 		seq, st := it.ev.Seq, it.st
 		s.submit(func(tx *bolt.Tx) error {
@@ -580,6 +599,10 @@ func (s *scheduler) delivered(l *lane, it *item, now time.Time) {
 	l.stats.Delivered++
 	l.stats.LastSuccess = now
 	l.statsDirty = true
+	if l.failing {
+		l.failing = false
+		s.d.logger.Info("Deliveries to target recovered", logKeyTarget, name, logKeyEventID, it.ev.ID)
+	}
 	s.d.metrics.delivered(name, now.Sub(it.ev.OccurredAt))
 	if s.d.logger.Enabled(context.Background(), slog.LevelDebug) {
 		s.d.logger.Debug("Delivered", logKeyTarget, name, logKeyEventID, it.ev.ID, logKeyAttempt, it.st.Attempts+1)
@@ -641,8 +664,13 @@ func (s *scheduler) pause(l *lane, it *item, now time.Time) {
 	}, nil)
 }
 
-// flushStats persists each lane's counters once per loop iteration.
-func (s *scheduler) flushStats() {
+// flushStats persists each lane's counters, at most every statsFlushEvery
+// unless force (shutdown). Status reads them from memory while Run runs.
+func (s *scheduler) flushStats(now time.Time, force bool) {
+	if !force && now.Before(s.nextFlush) {
+		return
+	}
+	s.nextFlush = now.Add(statsFlushEvery)
 	for _, l := range s.lanes {
 		if !l.statsDirty {
 			continue
@@ -664,7 +692,7 @@ func (s *scheduler) publish(now time.Time) {
 	d.snapMu.Lock()
 	defer d.snapMu.Unlock()
 	for _, l := range s.lanes {
-		snap := laneSnap{backlog: len(l.items) + l.staged + l.unadmitted, oldest: l.oldest()}
+		snap := laneSnap{backlog: len(l.items) + l.staged + l.unadmitted, oldest: l.oldest(), stats: l.stats}
 		d.snap[l.t.cfg.Name] = snap
 		if gauges {
 			var age time.Duration
@@ -776,6 +804,10 @@ func (l *lane) add(it *item) {
 func (l *lane) remove(it *item) {
 	seq := it.ev.Seq
 	delete(l.items, seq)
+	if len(l.order) > 2*len(l.items)+1024 {
+		// A long-retrying first event keeps oldest() from trimming the front.
+		l.order = slices.DeleteFunc(l.order, func(s uint64) bool { _, ok := l.items[s]; return !ok })
+	}
 	if it.heapIdx >= 0 {
 		heap.Remove(&l.ready, it.heapIdx)
 	}

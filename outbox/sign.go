@@ -32,7 +32,7 @@ var (
 	ErrNoMatch         = errors.New("outbox: no webhook signature matches")
 	ErrInvalidSecret   = errors.New("outbox: signing secret is not whsec_ followed by base64")
 	errNoSecrets       = errors.New("outbox: no signing secrets")
-	errBadTimestampFmt = errors.New("outbox: webhook timestamp is not unix seconds")
+	errBadTimestampFmt = fmt.Errorf("%w: not unix seconds", ErrTimestamp)
 )
 
 // NewSecret returns a fresh signing secret: "whsec_" and the base64 of 24

@@ -25,7 +25,9 @@ type attemptLog struct {
 	at map[string][]time.Duration
 }
 
-func newAttemptLog() *attemptLog { return &attemptLog{t0: time.Now(), at: map[string][]time.Duration{}} }
+func newAttemptLog() *attemptLog {
+	return &attemptLog{t0: time.Now(), at: map[string][]time.Duration{}}
+}
 
 // reset makes now the origin.
 func (a *attemptLog) reset() {

@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	retryablehttp "github.com/hashicorp/go-retryablehttp"
 )
@@ -256,7 +257,14 @@ func (w *WebhookSender) classify(resp *http.Response) error {
 		return nil
 	}
 	b, _ := io.ReadAll(io.LimitReader(resp.Body, MaxResponseBody))
-	se := &StatusError{StatusCode: code, Body: strings.ToValidUTF8(string(b), "\uFFFD")}
+	body := strings.ToValidUTF8(string(b), "\uFFFD")
+	for len(body) > MaxResponseBody {
+		// A U+FFFD (3 bytes) can be longer than what it replaces, such as the
+		// half of a character cut by the limit: drop whole runes from the end.
+		_, n := utf8.DecodeLastRuneInString(body)
+		body = body[:len(body)-n]
+	}
+	se := &StatusError{StatusCode: code, Body: body}
 	switch {
 	case code >= 300 && code < 400:
 		se.Detail = "redirects are not followed"
