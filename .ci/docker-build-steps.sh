@@ -9,9 +9,11 @@ cmd=$(grep -o 'CGO_ENABLED=0 .*go build [^&]*' Dockerfile | head -1 | sed 's/\${
 echo "+ $cmd"
 mkdir -p bin
 eval "$cmd"
-if ldd bin/scimgate 2>&1 | grep -q 'not a dynamic executable'; then
+# ldd exits non-zero on a static binary, so read its words, not its status.
+out=$(ldd bin/scimgate 2>&1 || true)
+if printf '%s\n' "$out" | grep -q 'not a dynamic executable'; then
   echo "bin/scimgate is statically linked"
 else
-  echo "bin/scimgate is not static:"; ldd bin/scimgate; exit 1
+  echo "bin/scimgate is not static:"; printf '%s\n' "$out"; exit 1
 fi
 bin/scimgate version
