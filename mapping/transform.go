@@ -122,15 +122,17 @@ func lookupStep(l *Lookup) (step, error) {
 	}
 	table := make(map[string]any, len(l.Table))
 	keys := make([]string, 0, len(l.Table))
-	for k, v := range l.Table {
+	for k := range l.Table {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys) // so a clash is reported the same way every time
+	for _, k := range keys {
 		f := strings.ToLower(k)
 		if _, ok := table[f]; ok {
 			return nil, errf(ErrConflict, "lookup keys differ only in case (%q)", k)
 		}
-		table[f] = normalize(v)
-		keys = append(keys, k)
+		table[f] = normalize(l.Table[k])
 	}
-	slices.Sort(keys)
 	def := normalize(l.Default)
 	notIn := "is not in the lookup table (" + strings.Join(keys, ", ") + ")"
 	return func(vals []any, _ map[string]any) ([]any, *valueError) {
