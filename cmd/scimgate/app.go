@@ -337,13 +337,11 @@ func loadOrCreateWebhookSecret(dataDir string) (string, error) {
 	if err != nil {
 		return "", err
 	}
+	// `scimgate listen` may run before the gateway has made the data dir.
+	if err := os.MkdirAll(dataDir, 0o700); err != nil {
+		return "", fmt.Errorf("data dir: %w", err)
+	}
 	return secret, writeFileAtomic(file, []byte(secret+"\n"))
-}
-
-// readWebhookSecret reads the generated secret without creating one.
-func readWebhookSecret(dataDir string) (string, error) {
-	b, err := os.ReadFile(filepath.Join(dataDir, webhookSecretFile))
-	return strings.TrimSpace(string(b)), err
 }
 
 func writeFileAtomic(file string, data []byte) error {

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"sync"
@@ -55,7 +56,7 @@ func TestNewcomerPath(t *testing.T) {
 		t.Skip("runs the binary")
 	}
 	bin := buildBinary(t)
-	dataDir := t.TempDir()
+	dataDir := filepath.Join(t.TempDir(), "data") // not there yet, as on a fresh clone
 	hookAddr, scimAddr, adminAddr := freePort(t), freePort(t), freePort(t)
 	env := append(os.Environ(), "SCIMGATE_DATA_DIR="+dataDir, "SCIMGATE_WEBHOOK_URL=http://"+hookAddr+"/hooks",
 		"SCIMGATE_SCIM_TOKEN=", "SCIMGATE_ADMIN_TOKEN=", "SCIMGATE_WEBHOOK_SECRET=", "SCIMGATE_CONFIG=")
