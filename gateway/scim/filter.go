@@ -214,42 +214,28 @@ func (p *parser) enter() *Error {
 }
 
 // parseOr parses FILTER *("or" FILTER).
-func (p *parser) parseOr() (*Filter, error) {
-	l, err := p.parseAnd()
-	if err != nil {
-		return nil, err
-	}
-	for {
-		p.skipSpace()
-		if !p.peekWordFold("or") {
-			return l, nil
-		}
-		p.pos += 2
-		r, err := p.parseAnd()
-		if err != nil {
-			return nil, err
-		}
-		l = &Filter{op: opOr, left: l, right: r}
-	}
-}
+func (p *parser) parseOr() (*Filter, error) { return p.parseBinary("or", opOr, p.parseAnd) }
 
-// parseAnd parses FILTER *("and" FILTER).
-func (p *parser) parseAnd() (*Filter, error) {
-	l, err := p.parseUnary()
+// parseAnd parses FILTER *("and" FILTER); and binds tighter than or.
+func (p *parser) parseAnd() (*Filter, error) { return p.parseBinary("and", opAnd, p.parseUnary) }
+
+// parseBinary parses operand *(word operand), left-associative.
+func (p *parser) parseBinary(word string, op opKind, operand func() (*Filter, error)) (*Filter, error) {
+	l, err := operand()
 	if err != nil {
 		return nil, err
 	}
 	for {
 		p.skipSpace()
-		if !p.peekWordFold("and") {
+		if !p.peekWordFold(word) {
 			return l, nil
 		}
-		p.pos += 3
-		r, err := p.parseUnary()
+		p.pos += len(word)
+		r, err := operand()
 		if err != nil {
 			return nil, err
 		}
-		l = &Filter{op: opAnd, left: l, right: r}
+		l = &Filter{op: op, left: l, right: r}
 	}
 }
 
