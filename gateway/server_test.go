@@ -375,6 +375,10 @@ func TestOktaGroupPush(t *testing.T) {
    {"op":"remove","path":"members[value eq \"%s\"]"},
    {"op":"add","path":"members","value":[{"value":%q,"display":"u1"},{"value":%q,"display":"u2"}]}]}`, u3, u1, u2)).must(t, 204)
 	assertMembers(t, ts, gid, u1, u2)
+	// The display Okta sent is what the group shows (Entra: stored as sent).
+	if r := ts.do("GET", "/Groups/"+gid, "").must(t, 200); !strings.Contains(r.raw, `"display":"u1"`) || !strings.Contains(r.raw, `"display":"u2"`) {
+		t.Errorf("member display not kept: %s", r.raw)
+	}
 	// Full push.
 	ts.do("PATCH", "/Groups/"+gid, fmt.Sprintf(`{"schemas":["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
  "Operations":[{"op":"replace","path":"members","value":[{"value":%q,"display":"x"},{"value":%q,"display":"y"}]}]}`, u2, u3)).must(t, 204)

@@ -20,9 +20,11 @@ type member struct {
 	Display string `json:"display,omitempty"`
 }
 
-// delta is a membership change: ids to add and to remove, in order.
+// delta is a membership change: ids to add and to remove, in order, and
+// the display values the client sent for added members.
 type delta struct {
 	add, remove []string
+	display     map[string]string
 }
 
 func (d delta) empty() bool { return len(d.add) == 0 && len(d.remove) == 0 }
@@ -30,7 +32,7 @@ func (d delta) empty() bool { return len(d.add) == 0 && len(d.remove) == 0 }
 // CreateGroup stores a new group from a POST body, with its members, and
 // enqueues group.created followed by one group.member_added per member.
 func (s *Store) CreateGroup(doc map[string]any) (*Resource, error) {
-	doc, members, hasMembers, err := s.splitMembers(doc)
+	doc, members, display, hasMembers, err := s.splitMembers(doc)
 	if err != nil {
 		return nil, err
 	}
@@ -41,7 +43,7 @@ func (s *Store) CreateGroup(doc map[string]any) (*Resource, error) {
 		if err := k.checkName(tx, doc, ""); err != nil {
 			return err
 		}
-		var d delta
+		d := delta{display: display}
 		if hasMembers {
 			d.add = dedupe(members)
 		}
@@ -114,7 +116,7 @@ func (s *Store) groupResource(tx *bolt.Tx, r *record, withMembers bool) *Resourc
 // removes of the difference are emitted); when it has none, membership is
 // left alone, so a PUT that only renames cannot empty a group by accident.
 func (s *Store) ReplaceGroup(id, ifMatch string, doc map[string]any) (*Resource, error) {
-	doc, members, hasMembers, err := s.splitMembers(doc)
+	doc, members, display, hasMembers, err := s.splitMembers(doc)
 	if err != nil {
 		return nil, err
 	}
@@ -122,7 +124,9 @@ func (s *Store) ReplaceGroup(id, ifMatch string, doc map[string]any) (*Resource,
 		if !hasMembers {
 			return doc, delta{}, nil
 		}
-		return doc, replaceDelta(s.memberIDs(tx, id), members), nil
+		d := replaceDelta(s.memberIDs(tx, id), members)
+		d.display = display
+		return doc, d, nil
 	})
 }
 
@@ -268,36 +272,39 @@ func (s *Store) DeleteGroup(id, ifMatch string) error {
 
 // splitMembers takes "members" out of a POST or PUT body and normalises the
 // rest. hasMembers reports whether the body had the attribute at all.
-func (s *Store) splitMembers(doc map[string]any) (rest map[string]any, ids []string, hasMembers bool, err error) {
+func (s *Store) splitMembers(doc map[string]any) (rest map[string]any, ids []string, display map[string]string, hasMembers bool, err error) {
 	rest = make(map[string]any, len(doc))
 	for key, v := range doc {
 		if strings.EqualFold(key, "members") {
 			hasMembers = true
-			if ids, err = memberValues(v); err != nil {
-				return nil, nil, false, err
+			if ids, display, err = memberValues(v); err != nil {
+				return nil, nil, nil, false, err
 			}
 			continue
 		}
 		rest[key] = v
 	}
 	rest, err = scim.Normalize(rest, s.groups.rt)
-	return rest, ids, hasMembers, err
+	return rest, ids, display, hasMembers, err
 }
 
 // memberValues reads member ids from a members value: a list of
-// {"value": id, …} objects, bare id strings (seen from Microsoft's test
-// collection), or one of either. null means none.
-func memberValues(v any) ([]string, error) {
+// {"value": id, "display": …} objects, bare id strings (seen from
+// Microsoft's test collection), or one of either. null means none. The
+// display each member was sent with is returned too (Microsoft's collection
+// calls it displayName); it is stored as sent, as Entra asks.
+func memberValues(v any) ([]string, map[string]string, error) {
 	var list []any
 	switch v := v.(type) {
 	case nil:
-		return nil, nil
+		return nil, nil, nil
 	case []any:
 		list = v
 	default:
 		list = []any{v}
 	}
 	ids := make([]string, 0, len(list))
+	var display map[string]string
 	for i, e := range list {
 		var id string
 		switch e := e.(type) {
@@ -306,14 +313,25 @@ func memberValues(v any) ([]string, error) {
 		case map[string]any:
 			val, _ := scim.Get(e, "value")
 			id, _ = val.(string)
+			for _, key := range []string{"display", "displayName"} {
+				if d, _ := scim.Get(e, key); d != nil {
+					if ds, ok := d.(string); ok && ds != "" && id != "" {
+						if display == nil {
+							display = map[string]string{}
+						}
+						display[id] = ds
+						break
+					}
+				}
+			}
 		}
 		if id == "" {
-			return nil, scim.Errorf(http.StatusBadRequest, scim.InvalidValue,
+			return nil, nil, scim.Errorf(http.StatusBadRequest, scim.InvalidValue,
 				"members[%d] has no \"value\": each member must be {\"value\": \"<id of a user or group in scimgate>\"}", i)
 		}
 		ids = append(ids, id)
 	}
-	return ids, nil
+	return ids, display, nil
 }
 
 // checkMembers refuses ids that name no user or group of this gateway, so
@@ -349,6 +367,14 @@ func isMembersPath(p *scim.Path) bool {
 func (s *Store) memberDelta(tx *bolt.Tx, groupID string, ops []scim.Operation) (delta, error) {
 	state := map[string]bool{} // overlay on the index: id → member after the ops so far
 	var order []string
+	display := map[string]string{}
+	values := func(v any) ([]string, error) {
+		ids, ds, err := memberValues(v)
+		for id, d := range ds {
+			display[id] = d
+		}
+		return ids, err
+	}
 	set := func(id string, in bool) {
 		if _, seen := state[id]; !seen {
 			order = append(order, id)
@@ -393,7 +419,7 @@ func (s *Store) memberDelta(tx *bolt.Tx, groupID string, ops []scim.Operation) (
 				}
 			}
 			if op.Op == "replace" {
-				ids, err := memberValues(op.Value)
+				ids, err := values(op.Value)
 				if err != nil {
 					return delta{}, err
 				}
@@ -402,7 +428,7 @@ func (s *Store) memberDelta(tx *bolt.Tx, groupID string, ops []scim.Operation) (
 				}
 			}
 		case op.Op == "add":
-			ids, err := memberValues(op.Value)
+			ids, err := values(op.Value)
 			if err != nil {
 				return delta{}, err
 			}
@@ -412,7 +438,7 @@ func (s *Store) memberDelta(tx *bolt.Tx, groupID string, ops []scim.Operation) (
 		case op.Op == "remove" && op.Value != nil:
 			// Entra's default shape: remove path "members" with a value
 			// list means "remove these", not "remove all".
-			ids, err := memberValues(op.Value)
+			ids, err := values(op.Value)
 			if err != nil {
 				return delta{}, err
 			}
@@ -424,7 +450,7 @@ func (s *Store) memberDelta(tx *bolt.Tx, groupID string, ops []scim.Operation) (
 				set(id, false)
 			}
 		case op.Op == "replace":
-			ids, err := memberValues(op.Value)
+			ids, err := values(op.Value)
 			if err != nil {
 				return delta{}, err
 			}
@@ -442,7 +468,7 @@ func (s *Store) memberDelta(tx *bolt.Tx, groupID string, ops []scim.Operation) (
 			}
 		}
 	}
-	var d delta
+	d := delta{display: display}
 	for _, id := range order {
 		was := tx.Bucket(bucketMembers).Get(joinKey(groupID, id)) != nil
 		switch {
@@ -553,6 +579,9 @@ func (s *Store) applyDelta(tx *bolt.Tx, g *record, d delta) error {
 		typ, key, data, display, err := s.memberData(tx, id)
 		if err != nil {
 			return fmt.Errorf("member %s of group %s: %w", id, g.ID, err)
+		}
+		if sent := d.display[id]; sent != "" {
+			display = sent
 		}
 		v, err := json.Marshal(member{Type: typ, Display: display})
 		if err != nil {
