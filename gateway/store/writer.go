@@ -36,6 +36,13 @@ type writer struct {
 	stop    chan struct{}
 	wg      sync.WaitGroup
 	once    sync.Once
+
+	// mu orders sends against close: senders hold it shared while they
+	// queue, close takes it exclusively, so nothing is queued after the
+	// loop's final drain (a buffered send could otherwise win a select
+	// against stop and never be answered).
+	mu     sync.RWMutex
+	closed bool
 }
 
 var errClosed = errors.New("store closed")
@@ -54,7 +61,12 @@ func (w *writer) start() {
 
 // close stops the writer after the writes already queued have committed.
 func (w *writer) close() {
-	w.once.Do(func() { close(w.stop) })
+	w.once.Do(func() {
+		w.mu.Lock()
+		w.closed = true
+		close(w.stop)
+		w.mu.Unlock()
+	})
 	w.wg.Wait()
 }
 
@@ -62,11 +74,13 @@ func (w *writer) close() {
 // writes and returns once that transaction has committed (fsync) or failed.
 func (w *writer) update(fn writeFunc) error {
 	req := writeReq{fn: fn, done: make(chan error, 1)}
-	select {
-	case w.queue <- req:
-	case <-w.stop:
+	w.mu.RLock()
+	if w.closed {
+		w.mu.RUnlock()
 		return errClosed
 	}
+	w.queue <- req // the loop keeps draining until close holds mu
+	w.mu.RUnlock()
 	return <-req.done
 }
 
