@@ -115,39 +115,58 @@ func oktaUser(name string, active bool, given string) string {
 
 // BenchmarkOktaMix drives what Okta sends when users are assigned and
 // later unassigned, from 16 concurrent clients: filter pre-check, create,
-// full PUT (profile push), PATCH deactivate. One op = those 4 requests.
-// Reported: requests/s and per-request p50/p99.
+// full PUT (profile push), PATCH deactivate — and, every fifth time, a
+// group push adding 50 members to the client's group. Reported: requests/s
+// over all requests, per-request p50/p99, and the p50/p99 of the 50-member
+// adds on their own.
 func BenchmarkOktaMix(b *testing.B) {
-	c, _ := newBenchServer(b)
-	var lat latencies
-	var seq atomic.Int64
-	timed := func(f func()) {
+	c, st := newBenchServer(b)
+	pool := preload(b, st, 2000) // members for the group pushes
+	groups := make(chan string, 64)
+	for i := range cap(groups) {
+		groups <- c.create(b, "/Groups", fmt.Sprintf(`{"schemas":["urn:ietf:params:scim:schemas:core:2.0:Group"],"displayName":"mix%d","members":[]}`, i))
+	}
+	var lat, groupLat latencies
+	var seq, requests atomic.Int64
+	timed := func(l *latencies, f func()) {
 		t0 := time.Now()
 		f()
-		lat.add(time.Since(t0))
+		l.add(time.Since(t0))
+		requests.Add(1)
 	}
 	b.SetParallelism(8) // 2 cores × 8 = 16 clients
 	b.ResetTimer()
 	start := time.Now()
 	b.RunParallel(func(pb *testing.PB) {
-		for pb.Next() {
+		g := <-groups
+		for i := 0; pb.Next(); i++ {
 			n := seq.Add(1)
 			name := fmt.Sprintf("bench.user%d@okta.local", n)
-			timed(func() {
+			timed(&lat, func() {
 				c.do(b, "GET", "/Users?filter="+url.QueryEscape(`userName eq "`+name+`"`)+"&startIndex=1&count=100", "", 200)
 			})
 			var id string
-			timed(func() { id = c.create(b, "/Users", oktaUser(name, true, "Test")) })
-			timed(func() { c.do(b, "PUT", "/Users/"+id, oktaUser(name, true, "Another"), 200) })
-			timed(func() {
+			timed(&lat, func() { id = c.create(b, "/Users", oktaUser(name, true, "Test")) })
+			timed(&lat, func() { c.do(b, "PUT", "/Users/"+id, oktaUser(name, true, "Another"), 200) })
+			timed(&lat, func() {
 				c.do(b, "PATCH", "/Users/"+id, `{"schemas":["urn:ietf:params:scim:api:messages:2.0:PatchOp"],"Operations":[{"op":"replace","value":{"active":false}}]}`, 204)
 			})
+			if i%5 == 4 {
+				var vals []string
+				for k := range 50 {
+					vals = append(vals, fmt.Sprintf(`{"value":%q,"display":"u"}`, pool[(int(n)*50+k)%len(pool)]))
+				}
+				body := `{"schemas":["urn:ietf:params:scim:api:messages:2.0:PatchOp"],"Operations":[{"op":"add","path":"members","value":[` + strings.Join(vals, ",") + `]}]}`
+				timed(&groupLat, func() { c.do(b, "PATCH", "/Groups/"+g, body, 204) })
+			}
 		}
 	})
 	elapsed := time.Since(start)
-	b.ReportMetric(float64(4*b.N)/elapsed.Seconds(), "req/s")
+	b.ReportMetric(float64(requests.Load())/elapsed.Seconds(), "req/s")
 	b.ReportMetric(float64(lat.pct(0.5).Microseconds())/1000, "p50-ms")
 	b.ReportMetric(float64(lat.pct(0.99).Microseconds())/1000, "p99-ms")
+	b.ReportMetric(float64(groupLat.pct(0.5).Microseconds())/1000, "group50-p50-ms")
+	b.ReportMetric(float64(groupLat.pct(0.99).Microseconds())/1000, "group50-p99-ms")
 }
 
 // BenchmarkGroupAdd50 measures Okta's member add of 50 users in one PATCH
