@@ -8,7 +8,6 @@ import (
 	"net"
 	"net/url"
 	"strings"
-	"time"
 )
 
 // Config is the `scim:` section: the listener identity providers talk to.
@@ -188,6 +187,3 @@ func HashToken(token string) string {
 	sum := sha256.Sum256([]byte(token))
 	return "sha256:" + hex.EncodeToString(sum[:])
 }
-
-// readHeaderTimeout bounds slow clients on both listeners.
-const readHeaderTimeout = 10 * time.Second

@@ -287,12 +287,6 @@ func (rc *receiver) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-func (rc *receiver) setScript(s func(w http.ResponseWriter, r *http.Request, d delivery, attempt int) int) {
-	rc.mu.Lock()
-	rc.script = s
-	rc.mu.Unlock()
-}
-
 // waitFor polls cond (under the receiver's lock) until it holds.
 func (rc *receiver) waitFor(t testing.TB, timeout time.Duration, what string, cond func() bool) {
 	t.Helper()

@@ -25,15 +25,7 @@ import (
 func compileMapping(cfg Config, name string, doc *yaml.Node) (*mapping.Mapper, error) {
 	m, err := mapping.Compile(cfg.Mapping)
 	if err != nil {
-		var errs []error
-		for _, e := range flatten(err) {
-			field := "mapping"
-			if f := fieldOf(e); f != "" {
-				field += "." + f
-			}
-			errs = append(errs, &ConfigError{File: name, Line: lineOf(doc, field), Field: field, Err: unwrapField(e)})
-		}
-		return nil, errors.Join(errs...)
+		return nil, errors.Join(locate(name, doc, "mapping", err)...)
 	}
 	return m, nil
 }

@@ -332,18 +332,7 @@ func splitPath(p string) []string {
 // Validate checks every section and locates each problem in the file.
 func (c *Config) Validate(file string, doc *yaml.Node) error {
 	var errs []error
-	add := func(section string, err error) {
-		if err == nil {
-			return
-		}
-		for _, e := range flatten(err) {
-			field := section
-			if f := fieldOf(e); f != "" {
-				field = section + "." + f
-			}
-			errs = append(errs, &ConfigError{File: file, Line: lineOf(doc, field), Field: field, Err: unwrapField(e)})
-		}
-	}
+	add := func(section string, err error) { errs = append(errs, locate(file, doc, section, err)...) }
 	add("scim", c.SCIM.Validate())
 	add("admin", c.Admin.Validate())
 	add("outbox", c.Outbox.Validate())
@@ -378,35 +367,40 @@ func flatten(err error) []error {
 	return []error{err}
 }
 
-// fieldOf reads the Field of the packages' FieldError types.
-func fieldOf(err error) string {
-	var ge *gateway.FieldError
-	var oe *outbox.FieldError
-	var me *mapping.FieldError
-	switch {
-	case errors.As(err, &ge):
-		return ge.Field
-	case errors.As(err, &oe):
-		return strings.TrimPrefix(oe.Field, "outbox.")
-	case errors.As(err, &me):
-		return me.Field
+// locate turns a section's validation errors into ConfigErrors that name
+// the file, the line and the full YAML path.
+func locate(file string, doc *yaml.Node, section string, err error) []error {
+	if err == nil {
+		return nil
 	}
-	return ""
+	var out []error
+	for _, e := range flatten(err) {
+		field, cause := splitField(e)
+		if field != "" {
+			field = section + "." + field
+		} else {
+			field = section
+		}
+		out = append(out, &ConfigError{File: file, Line: lineOf(doc, field), Field: field, Err: cause})
+	}
+	return out
 }
 
-func unwrapField(err error) error {
+// splitField reads the path and the cause out of the packages' FieldError
+// types (path "" for any other error).
+func splitField(err error) (string, error) {
 	var ge *gateway.FieldError
 	var oe *outbox.FieldError
 	var me *mapping.FieldError
 	switch {
 	case errors.As(err, &ge):
-		return ge.Err
+		return ge.Field, ge.Err
 	case errors.As(err, &oe):
-		return oe.Err
+		return strings.TrimPrefix(oe.Field, "outbox."), oe.Err
 	case errors.As(err, &me):
-		return me.Err
+		return me.Field, me.Err
 	}
-	return err
+	return "", err
 }
 
 // formatErrors prints one config problem per line.

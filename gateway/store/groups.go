@@ -554,11 +554,9 @@ func (s *Store) applyDelta(tx *bolt.Tx, g *record, d delta) error {
 	if d.empty() {
 		return nil
 	}
-	// Encoded once: every member event of this change carries the same group.
-	if err := g.encodeData(); err != nil {
-		return err
-	}
-	gdata := g.Data
+	// Encoded once (by put, or by the caller that changed g): every member
+	// event of this change carries the same group.
+	gdata := eventData(g)
 	for _, id := range d.remove {
 		typ, key, data, _, err := s.memberData(tx, id)
 		if err != nil {

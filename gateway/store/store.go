@@ -287,8 +287,10 @@ func (k *kind) put(tx *bolt.Tx, r *record) error {
 	if err := r.encodeData(); err != nil {
 		return err
 	}
+	// A member's display: the displayName when there is one, else the
+	// unique name (a group's displayName is both).
 	r.Display = k.nameOf(r.Doc)
-	if dn, _ := scim.Get(r.Doc, "displayName"); k.nameAttr != "displayName" {
+	if dn, _ := scim.Get(r.Doc, "displayName"); dn != nil {
 		if d, ok := dn.(string); ok && d != "" {
 			r.Display = d
 		}
