@@ -622,16 +622,7 @@ func TestPruneBounded(t *testing.T) {
 // A dead letter survives pruning of its log entry and can still be replayed.
 func TestReplayAfterPrune(t *testing.T) {
 	secret := mustSecret(t)
-	var mu sync.Mutex
-	reject := true
-	rc := newReceiver(t, secret, func(w http.ResponseWriter, r *http.Request, dl delivery, attempt int) int {
-		mu.Lock()
-		defer mu.Unlock()
-		if reject {
-			return http.StatusUnprocessableEntity
-		}
-		return 0
-	})
+	rc, accept := newRejectingReceiver(t, secret, http.StatusUnprocessableEntity)
 	db := mustOpenDB(t)
 	cfg := testConfig(rc.srv.URL, secret)
 	cfg.Retention = 10 * time.Millisecond
@@ -647,9 +638,7 @@ func TestReplayAfterPrune(t *testing.T) {
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
-	mu.Lock()
-	reject = false
-	mu.Unlock()
+	accept()
 	if n, err := d.Replay("app", []string{ev.ID}); n != 1 || err != nil {
 		t.Fatalf("Replay = %d, %v", n, err)
 	}
@@ -824,16 +813,7 @@ func (s *syncBuffer) String() string {
 // next Run.
 func TestReplayWithoutRun(t *testing.T) {
 	secret := mustSecret(t)
-	var mu sync.Mutex
-	reject := true
-	rc := newReceiver(t, secret, func(w http.ResponseWriter, r *http.Request, dl delivery, attempt int) int {
-		mu.Lock()
-		defer mu.Unlock()
-		if reject {
-			return http.StatusForbidden
-		}
-		return 0
-	})
+	rc, accept := newRejectingReceiver(t, secret, http.StatusForbidden)
 	db := mustOpenDB(t)
 	cfg := testConfig(rc.srv.URL, secret)
 	d := newTestDispatcher(t, db, cfg)
@@ -850,9 +830,7 @@ func TestReplayWithoutRun(t *testing.T) {
 	if err != nil || sts[0].Backlog != 2 || sts[0].DeadLetters != 0 {
 		t.Errorf("status after offline replay = %+v, %v", sts, err)
 	}
-	mu.Lock()
-	reject = false
-	mu.Unlock()
+	accept()
 	runDispatcher(t, d)
 	rc.waitAcked(t, 5*time.Second, evs)
 	waitStatus(t, d, 5*time.Second, "empty backlog", func(st TargetStatus) bool { return st.Backlog == 0 })
@@ -912,5 +890,25 @@ func TestBacklogBeyondWindow(t *testing.T) {
 	defer mu.Unlock()
 	for _, v := range violations[:min(10, len(violations))] {
 		t.Error(v)
+	}
+}
+
+// newRejectingReceiver answers every delivery with status until accept is
+// called, and 2xx from then on.
+func newRejectingReceiver(t *testing.T, secret string, status int) (rc *receiver, accept func()) {
+	var mu sync.Mutex
+	reject := true
+	rc = newReceiver(t, secret, func(w http.ResponseWriter, r *http.Request, dl delivery, attempt int) int {
+		mu.Lock()
+		defer mu.Unlock()
+		if reject {
+			return status
+		}
+		return 0
+	})
+	return rc, func() {
+		mu.Lock()
+		reject = false
+		mu.Unlock()
 	}
 }
