@@ -37,12 +37,17 @@ type Config struct {
 	PollInterval time.Duration `yaml:"poll_interval"`
 }
 
-// Target is one downstream webhook.
+// Target is one downstream consumer of events: a webhook (the default), a
+// NATS JetStream stream or a Kafka topic. Filters, retries, dead letters,
+// replay and pause belong to the outbox and work the same for every type;
+// a type only knows how to send one event and classify the outcome.
 type Target struct {
 	// Name is unique and matches [a-z0-9_-]+. It keys the target's stored
 	// state, so renaming a target starts it afresh.
 	Name string `yaml:"name"`
-	// URL is the http or https endpoint events are POSTed to.
+	// Type is "webhook" (the default when empty), "nats" or "kafka".
+	Type string `yaml:"type"`
+	// URL is the http or https endpoint events are POSTed to (webhook).
 	URL string `yaml:"url"`
 	// Events are the type patterns the target subscribes to: an exact type
 	// ("user.created"), a prefix ("user.*") or "*". Empty means ["*"].
@@ -53,8 +58,27 @@ type Target struct {
 	// Secrets are Standard Webhooks signing secrets ("whsec_" + base64). Every
 	// request is signed with all of them, which allows rotation.
 	Secrets []string `yaml:"secrets"`
-	// Timeout bounds each HTTP attempt; 0 means DefaultTimeout.
+	// Timeout bounds each attempt; 0 means DefaultTimeout.
 	Timeout time.Duration `yaml:"timeout"`
+	// NATS configures a target of type nats.
+	NATS *NATSConfig `yaml:"nats"`
+	// Kafka configures a target of type kafka.
+	Kafka *KafkaConfig `yaml:"kafka"`
+}
+
+// Target types.
+const (
+	TypeWebhook = "webhook"
+	TypeNATS    = "nats"
+	TypeKafka   = "kafka"
+)
+
+// kind returns the target's type with the default applied.
+func (t Target) kind() string {
+	if t.Type == "" {
+		return TypeWebhook
+	}
+	return t.Type
 }
 
 // DefaultTimeout is the per-attempt timeout of a target that sets none.
@@ -164,14 +188,50 @@ func (c *Config) Validate() error {
 			}
 			names[t.Name] = i
 		}
-		if t.URL == "" {
-			bad(f("url"), ErrRequired)
-		} else if u, err := url.Parse(t.URL); err != nil {
-			invalid(f("url"), "does not parse") // the parse error would echo the URL, which may hold a token
-		} else if u.Scheme != "http" && u.Scheme != "https" {
-			invalid(f("url"), "scheme must be http or https")
-		} else if u.Host == "" {
-			invalid(f("url"), "host required")
+		kind := t.kind()
+		switch kind {
+		case TypeWebhook:
+			if t.URL == "" {
+				bad(f("url"), ErrRequired)
+			} else if u, err := url.Parse(t.URL); err != nil {
+				invalid(f("url"), "does not parse") // the parse error would echo the URL, which may hold a token
+			} else if u.Scheme != "http" && u.Scheme != "https" {
+				invalid(f("url"), "scheme must be http or https")
+			} else if u.Host == "" {
+				invalid(f("url"), "host required")
+			}
+			if t.NATS != nil {
+				invalid(f("nats"), "only a target of type nats takes a nats section")
+			}
+			if t.Kafka != nil {
+				invalid(f("kafka"), "only a target of type kafka takes a kafka section")
+			}
+		case TypeNATS:
+			if t.URL != "" {
+				invalid(f("url"), "a nats target takes its servers in nats.urls, not url")
+			}
+			if t.NATS == nil {
+				bad(f("nats"), ErrRequired)
+			} else {
+				errs = append(errs, t.NATS.validate("outbox."+f("nats"))...)
+			}
+			if t.Kafka != nil {
+				invalid(f("kafka"), "only a target of type kafka takes a kafka section")
+			}
+		case TypeKafka:
+			if t.URL != "" {
+				invalid(f("url"), "a kafka target takes its brokers in kafka.brokers, not url")
+			}
+			if t.Kafka == nil {
+				bad(f("kafka"), ErrRequired)
+			} else {
+				errs = append(errs, t.Kafka.validate("outbox."+f("kafka"))...)
+			}
+			if t.NATS != nil {
+				invalid(f("nats"), "only a target of type nats takes a nats section")
+			}
+		default:
+			invalid(f("type"), "%q: use webhook (the default), nats or kafka", t.Type)
 		}
 		for j, p := range t.Events {
 			if !patternRe.MatchString(p) {
@@ -189,7 +249,7 @@ func (c *Config) Validate() error {
 				invalid(f("headers"), "value of %s contains a line break", ck)
 			}
 		}
-		if len(t.Secrets) == 0 {
+		if len(t.Secrets) == 0 && kind == TypeWebhook {
 			bad(f("secrets"), ErrRequired)
 		}
 		for j, s := range t.Secrets {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"math/rand/v2"
 	"sync"
@@ -123,11 +124,11 @@ func NewDispatcher(db *bolt.DB, cfg Config, logger *slog.Logger, m *Metrics) (*D
 	}
 	for _, tc := range cfg.Targets {
 		tc = tc.withDefaults()
-		ws, err := NewWebhookSender(tc, cfg.Concurrency, m)
+		snd, err := newSender(tc, cfg, m)
 		if err != nil {
 			return nil, err
 		}
-		t := &target{cfg: tc, redacted: redactURL(tc.URL), match: newMatcher(tc.Events), sender: ws}
+		t := &target{cfg: tc, redacted: tc.describe(), match: newMatcher(tc.Events), sender: snd}
 		d.targets = append(d.targets, t)
 		d.byName[tc.Name] = t
 	}
@@ -223,8 +224,10 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 	default:
 	}
 	for _, t := range d.targets {
-		if ws, ok := t.sender.(*WebhookSender); ok {
-			ws.CloseIdleConnections()
+		if c, ok := t.sender.(io.Closer); ok {
+			if err := c.Close(); err != nil {
+				d.logger.Warn("Closing target sender failed", logKeyTarget, t.cfg.Name, logKeyErr, err)
+			}
 		}
 	}
 	d.logger.Info("Dispatcher stopped")

@@ -34,7 +34,10 @@ var (
 	bucketDeadIDs = []byte("dead_ids") // event ID → be64(seq), index into dead
 )
 
-var keySchema = []byte("schema")
+var (
+	keySchema     = []byte("schema")
+	keyRestoreGap = []byte("restore_gap") // be64(old tail) be64(floor), see RaiseSequence
+)
 
 const schemaVersion = "1"
 
@@ -237,3 +240,51 @@ func fromBE64(b []byte) uint64 {
 	}
 	return binary.BigEndian.Uint64(b)
 }
+
+// RaiseSequence makes every sequence number issued after tx commits greater
+// than floor: it moves the log's sequence up to floor when it is below. It
+// is how sequences stay monotonic across a restore of an older backup (the
+// caller keeps an epoch beside the database and folds it into floor).
+// When it raises the sequence, it records the gap (the old tail, floor) in
+// the outbox meta bucket so that a consumer holding a cursor inside it can
+// be told to reload (RestoreGap). It reports whether it raised.
+func RaiseSequence(tx *bolt.Tx, floor uint64) (bool, error) {
+	b := tx.Bucket(bucketEvents)
+	meta := tx.Bucket(bucketMeta)
+	if b == nil || meta == nil {
+		return false, errNoBuckets
+	}
+	cur := b.Sequence()
+	if cur >= floor {
+		return false, nil
+	}
+	if err := b.SetSequence(floor); err != nil {
+		return false, fmt.Errorf("outbox: raise sequence: %w", err)
+	}
+	gap := make([]byte, 16)
+	binary.BigEndian.PutUint64(gap[:8], cur)
+	binary.BigEndian.PutUint64(gap[8:], floor)
+	if err := meta.Put(keyRestoreGap, gap); err != nil {
+		return false, fmt.Errorf("outbox: raise sequence: %w", err)
+	}
+	return true, nil
+}
+
+// RestoreGap returns the last gap RaiseSequence recorded: sequences in
+// (from, to] were issued by the database before it was replaced by an older
+// backup, or never. ok is false when no restore raised the sequence.
+func RestoreGap(tx *bolt.Tx) (from, to uint64, ok bool) {
+	meta := tx.Bucket(bucketMeta)
+	if meta == nil {
+		return 0, 0, false
+	}
+	v := meta.Get(keyRestoreGap)
+	if len(v) != 16 {
+		return 0, 0, false
+	}
+	return binary.BigEndian.Uint64(v[:8]), binary.BigEndian.Uint64(v[8:]), true
+}
+
+// Tail returns the highest sequence in the log (0 when empty): the sequence
+// a snapshot read in tx is consistent with.
+func Tail(tx *bolt.Tx) uint64 { return logTail(tx) }

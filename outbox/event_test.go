@@ -130,3 +130,49 @@ func TestEnvelope(t *testing.T) {
 		t.Error(`"resources" is internal and must not be in the envelope`)
 	}
 }
+
+func TestRaiseSequence(t *testing.T) {
+	db := mustOpenDB(t)
+	var first Event
+	err := db.Update(func(tx *bolt.Tx) error {
+		var err error
+		first, err = Enqueue(tx, Event{Type: "user.created"}, time.Now())
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const floor = 1 << 40
+	var raised, again bool
+	var next Event
+	err = db.Update(func(tx *bolt.Tx) error {
+		var err error
+		if raised, err = RaiseSequence(tx, floor); err != nil {
+			return err
+		}
+		if again, err = RaiseSequence(tx, floor); err != nil {
+			return err
+		}
+		next, err = Enqueue(tx, Event{Type: "user.updated"}, time.Now())
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !raised || again {
+		t.Errorf("raised = %v then %v, want true then false", raised, again)
+	}
+	if next.Seq != floor+1 {
+		t.Errorf("next seq = %d, want %d", next.Seq, floor+1)
+	}
+	_ = db.View(func(tx *bolt.Tx) error {
+		from, to, ok := RestoreGap(tx)
+		if !ok || from != first.Seq || to != floor {
+			t.Errorf("RestoreGap = %d, %d, %v; want %d, %d, true", from, to, ok, first.Seq, floor)
+		}
+		if got := Tail(tx); got != next.Seq {
+			t.Errorf("Tail = %d, want %d", got, next.Seq)
+		}
+		return nil
+	})
+}

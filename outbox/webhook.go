@@ -302,6 +302,13 @@ func (w *WebhookSender) redact(err error) error {
 // CloseIdleConnections closes the sender's idle keep-alive connections.
 func (w *WebhookSender) CloseIdleConnections() { w.client.HTTPClient.CloseIdleConnections() }
 
+// Close implements io.Closer: the dispatcher calls it when it stops using
+// the sender.
+func (w *WebhookSender) Close() error {
+	w.CloseIdleConnections()
+	return nil
+}
+
 // drain reads a little of the body so that the connection can be reused, then
 // closes it.
 func drain(body io.ReadCloser) {

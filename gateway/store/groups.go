@@ -54,7 +54,7 @@ func (s *Store) CreateGroup(doc map[string]any) (*Resource, error) {
 		if err != nil {
 			return err
 		}
-		r := &record{ID: id, Created: now, Modified: now, Version: 1, Doc: doc, Record: res.Record}
+		r := &record{ID: id, Created: now, Modified: now, Version: s.nextVersion(0), Doc: doc, Record: res.Record}
 		if err := k.insert(tx, r); err != nil {
 			return err
 		}
@@ -208,7 +208,7 @@ func (s *Store) updateGroup(id, ifMatch string, next func(tx *bolt.Tx, cur *reco
 			return err
 		}
 		now := s.now()
-		r := &record{ID: id, Seq: cur.Seq, Created: cur.Created, Modified: now, Version: cur.Version + 1, Doc: doc, Record: res.Record}
+		r := &record{ID: id, Seq: cur.Seq, Created: cur.Created, Modified: now, Version: s.nextVersion(cur.Version), Doc: doc, Record: res.Record}
 		if err := k.index(tx, cur, r); err != nil {
 			return err
 		}
@@ -247,7 +247,7 @@ func (s *Store) DeleteGroup(id, ifMatch string) error {
 			return err
 		}
 		now := s.now()
-		r.Version++
+		r.Version = s.nextVersion(r.Version)
 		if err := r.encodeData(); err != nil {
 			return err
 		}
@@ -617,7 +617,7 @@ func (s *Store) dropMemberships(tx *bolt.Tx, memberID string, memberData json.Ra
 		if err != nil {
 			return fmt.Errorf("group %s of member %s: %w", gid, memberID, err)
 		}
-		g.Version++
+		g.Version = s.nextVersion(g.Version)
 		g.Modified = now
 		if err := s.groups.put(tx, g); err != nil {
 			return err

@@ -74,6 +74,11 @@ type Options struct {
 	// OnCommit is called after each transaction that enqueued events (the
 	// dispatcher's Notify). It must not block.
 	OnCommit func()
+	// VersionFloor makes every version written greater than it: a
+	// resource's next version is max(current, VersionFloor) + 1. The
+	// application folds its restore epoch into it so that versions keep
+	// growing after an older backup is restored.
+	VersionFloor uint64
 }
 
 // Store is the bbolt-backed resource store. It is safe for concurrent use.
@@ -82,6 +87,7 @@ type Store struct {
 	mapper *mapping.Mapper
 	now    func() time.Time
 	wake   func()
+	floor  uint64
 	w      *writer
 
 	users  *kind
@@ -126,7 +132,7 @@ func InitBuckets(tx *bolt.Tx) error {
 // New returns a Store over db, whose buckets InitBuckets must have created,
 // and starts its writer. Close stops it.
 func New(db *bolt.DB, mapper *mapping.Mapper, opts Options) *Store {
-	s := &Store{db: db, mapper: mapper, now: opts.Now, wake: opts.OnCommit}
+	s := &Store{db: db, mapper: mapper, now: opts.Now, wake: opts.OnCommit, floor: opts.VersionFloor}
 	if s.now == nil {
 		s.now = time.Now
 	}
@@ -180,6 +186,10 @@ type Resource struct {
 	// with id, meta (without location) and groups or members filled in.
 	Doc map[string]any
 }
+
+// nextVersion is the version a resource at version cur gets when it
+// changes (cur 0: a new resource).
+func (s *Store) nextVersion(cur uint64) uint64 { return max(cur, s.floor) + 1 }
 
 // ETag returns the resource's weak entity tag, also its meta.version.
 func (r *Resource) ETag() string { return etag(r.Version) }

@@ -34,7 +34,7 @@ func (s *Store) CreateUser(doc map[string]any) (*Resource, error) {
 		if err != nil {
 			return err
 		}
-		r := &record{ID: id, Created: now, Modified: now, Version: 1, Doc: doc, Record: res.Record}
+		r := &record{ID: id, Created: now, Modified: now, Version: s.nextVersion(0), Doc: doc, Record: res.Record}
 		if err := k.insert(tx, r); err != nil {
 			return err
 		}
@@ -161,7 +161,7 @@ func (s *Store) updateUser(id, ifMatch string, next func(cur *record) (map[strin
 			return err
 		}
 		now := s.now()
-		r := &record{ID: id, Seq: cur.Seq, Created: cur.Created, Modified: now, Version: cur.Version + 1, Doc: doc, Record: res.Record}
+		r := &record{ID: id, Seq: cur.Seq, Created: cur.Created, Modified: now, Version: s.nextVersion(cur.Version), Doc: doc, Record: res.Record}
 		if err := s.writeUser(tx, cur, r, res.Refs, now); err != nil {
 			return err
 		}
@@ -458,7 +458,7 @@ func (s *Store) resolveDependants(tx *bolt.Tx, r, cur *record, now time.Time) er
 			continue
 		}
 		next := *d
-		next.Record, next.Version, next.Modified = res.Record, d.Version+1, now
+		next.Record, next.Version, next.Modified = res.Record, s.nextVersion(d.Version), now
 		if err := s.users.put(tx, &next); err != nil {
 			return err
 		}
