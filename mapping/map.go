@@ -17,7 +17,24 @@ type Result struct {
 	// Warnings name optional fields dropped (or defaulted) because their
 	// value was invalid. They carry no values: they may be logged.
 	Warnings []string `json:"warnings,omitempty"`
+	// WarnedFields are the record fields of Warnings, one per warning, for
+	// logs and metrics (never a value).
+	WarnedFields []string `json:"-"`
 }
+
+// Rejection is the error MapUser and MapGroup return when the record cannot
+// be made. It unwraps to the *scim.Error the client sees (400 invalidValue,
+// naming each field and its problem); Fields lists the record fields
+// involved, for logs and metrics.
+type Rejection struct {
+	Fields []string
+	Err    *scim.Error
+}
+
+func (e *Rejection) Error() string { return e.Err.Error() }
+
+// Unwrap returns the *scim.Error.
+func (e *Rejection) Unwrap() error { return e.Err }
 
 // Ref is a reference field and what it points at.
 type Ref struct {
@@ -65,15 +82,19 @@ func (m *Mapper) MapGroup(doc map[string]any) (Result, error) {
 // user: "userName", "emails" or "externalId".
 func (m *Mapper) MatchAttribute() string { return m.match }
 
-func (m *Mapper) run(fields, same []*field, doc map[string]any, res Resolver) (Result, error) {
-	r := Result{Record: make(map[string]any, len(fields))}
-	var problems []string
+func (m *Mapper) run(fieldList, same []*field, doc map[string]any, res Resolver) (Result, error) {
+	r := Result{Record: make(map[string]any, len(fieldList))}
+	var problems, fields []string
 	var froms []string // where each field's value came from, for same_as
 	if len(same) > 0 {
-		froms = make([]string, len(fields))
+		froms = make([]string, len(fieldList))
 	}
-	for i, f := range fields {
+	for i, f := range fieldList {
+		n := len(problems)
 		from := f.eval(&r, &problems, doc, res)
+		if len(problems) > n {
+			fields = append(fields, f.to)
+		}
 		if froms != nil {
 			froms[i] = from
 		}
@@ -81,10 +102,11 @@ func (m *Mapper) run(fields, same []*field, doc map[string]any, res Resolver) (R
 	for _, f := range same {
 		if p := f.checkSame(r.Record, froms); p != "" {
 			problems = append(problems, p)
+			fields = append(fields, f.to)
 		}
 	}
 	if len(problems) > 0 {
-		return Result{}, scim.Errorf(http.StatusBadRequest, scim.InvalidValue, "%s", strings.Join(problems, "; "))
+		return Result{}, &Rejection{Fields: fields, Err: scim.Errorf(http.StatusBadRequest, scim.InvalidValue, "%s", strings.Join(problems, "; "))}
 	}
 	return r, nil
 }
@@ -174,9 +196,11 @@ func (f *field) invalid(r *Result, problems *[]string, verr *valueError, from st
 	switch f.onInvalid {
 	case drop:
 		r.Warnings = append(r.Warnings, f.to+": dropped: "+verr.text(false)+" (from "+from+")")
+		r.WarnedFields = append(r.WarnedFields, f.to)
 		return false
 	case useDefault:
 		r.Warnings = append(r.Warnings, f.to+": default used: "+verr.text(false)+" (from "+from+")")
+		r.WarnedFields = append(r.WarnedFields, f.to)
 		return true
 	}
 	*problems = append(*problems, f.to+": "+verr.text(true)+" (from "+from+")")

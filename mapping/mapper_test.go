@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"flag"
+	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
@@ -454,5 +455,35 @@ func TestNilResolver(t *testing.T) {
 	}
 	if _, ok := r.Record["manager_id"]; ok {
 		t.Errorf("Record has manager_id %v for an unresolved reference", r.Record["manager_id"])
+	}
+}
+
+func TestRejectionAndWarningFields(t *testing.T) {
+	m, err := Compile(Rules{User: []Rule{
+		{To: "login", From: StringList{"userName"}, Required: true},
+		{To: "email", From: StringList{"emails.value"}, Type: "email", OnInvalid: "drop"},
+		{To: "tz", From: StringList{"timezone"}, Type: "timezone", Required: true},
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := m.MapUser(map[string]any{"userName": "ada", "timezone": "Europe/London", "emails": []any{map[string]any{"value": "not an email"}}}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := fmt.Sprint(res.WarnedFields); got != "[email]" {
+		t.Errorf("WarnedFields = %s, want [email]", got)
+	}
+	_, err = m.MapUser(map[string]any{"timezone": "Mars/Base"}, nil)
+	var rej *Rejection
+	var se *scim.Error
+	if !errors.As(err, &rej) || !errors.As(err, &se) {
+		t.Fatalf("MapUser error %T %v: want a *Rejection wrapping a *scim.Error", err, err)
+	}
+	if got := fmt.Sprint(rej.Fields); got != "[login tz]" {
+		t.Errorf("Rejection.Fields = %s, want [login tz]", got)
+	}
+	if se.Status != 400 || se.ScimType != scim.InvalidValue {
+		t.Errorf("scim error %d %s, want 400 invalidValue", se.Status, se.ScimType)
 	}
 }
