@@ -37,6 +37,7 @@ var (
 var (
 	keySchema     = []byte("schema")
 	keyRestoreGap = []byte("restore_gap") // be64(old tail) be64(floor), see RaiseSequence
+	keyBoot       = []byte("boot")        // be64(epoch) boot id, see WriteBoot
 )
 
 const schemaVersion = "1"
@@ -288,3 +289,31 @@ func RestoreGap(tx *bolt.Tx) (from, to uint64, ok bool) {
 // Tail returns the highest sequence in the log (0 when empty): the sequence
 // a snapshot read in tx is consistent with.
 func Tail(tx *bolt.Tx) uint64 { return logTail(tx) }
+
+// ReadBoot returns the epoch and boot id the application last recorded in
+// the database with WriteBoot (0 and "" when never).
+func ReadBoot(tx *bolt.Tx) (epoch uint64, boot string) {
+	meta := tx.Bucket(bucketMeta)
+	if meta == nil {
+		return 0, ""
+	}
+	v := meta.Get(keyBoot)
+	if len(v) < 8 {
+		return 0, ""
+	}
+	return binary.BigEndian.Uint64(v[:8]), string(v[8:])
+}
+
+// WriteBoot records the application's epoch and boot id in the database.
+// The application keeps the same pair in a file beside the database; a
+// database whose pair differs from the file's was put in place from a
+// backup, so the application raises its epoch (see RaiseSequence).
+func WriteBoot(tx *bolt.Tx, epoch uint64, boot string) error {
+	meta := tx.Bucket(bucketMeta)
+	if meta == nil {
+		return errNoBuckets
+	}
+	v := make([]byte, 8, 8+len(boot))
+	binary.BigEndian.PutUint64(v, epoch)
+	return meta.Put(keyBoot, append(v, boot...))
+}

@@ -176,3 +176,22 @@ func TestRaiseSequence(t *testing.T) {
 		return nil
 	})
 }
+
+func TestBoot(t *testing.T) {
+	db := mustOpenDB(t)
+	_ = db.View(func(tx *bolt.Tx) error {
+		if e, b := ReadBoot(tx); e != 0 || b != "" {
+			t.Errorf("ReadBoot on a new database = %d, %q", e, b)
+		}
+		return nil
+	})
+	if err := db.Update(func(tx *bolt.Tx) error { return WriteBoot(tx, 3, "b00t") }); err != nil {
+		t.Fatal(err)
+	}
+	_ = db.View(func(tx *bolt.Tx) error {
+		if e, b := ReadBoot(tx); e != 3 || b != "b00t" {
+			t.Errorf("ReadBoot = %d, %q; want 3, b00t", e, b)
+		}
+		return nil
+	})
+}
