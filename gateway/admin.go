@@ -27,10 +27,21 @@ type AdminConfig struct {
 	Listen string `yaml:"listen"`
 	// Tokens are accepted for /admin/ (same forms as SCIM tokens).
 	Tokens []string `yaml:"tokens"`
+	// ReadTimeout, WriteTimeout and IdleTimeout bound the admin listener's
+	// connections as the SCIM listener's limits do; a backup stream and a
+	// long poll extend their own write deadline.
+	ReadTimeout  time.Duration `yaml:"read_timeout"`
+	WriteTimeout time.Duration `yaml:"write_timeout"`
+	IdleTimeout  time.Duration `yaml:"idle_timeout"`
+	// MaxConnections bounds the connections the admin listener holds open.
+	MaxConnections int `yaml:"max_connections"`
 }
 
 // DefaultAdminConfig returns the admin defaults.
-func DefaultAdminConfig() AdminConfig { return AdminConfig{Listen: "127.0.0.1:8081"} }
+func DefaultAdminConfig() AdminConfig {
+	return AdminConfig{Listen: "127.0.0.1:8081", ReadTimeout: 30 * time.Second, WriteTimeout: 2 * time.Minute,
+		IdleTimeout: time.Minute, MaxConnections: 256}
+}
 
 // Validate checks the section; field names are relative to "admin".
 func (c *AdminConfig) Validate() error {
@@ -41,6 +52,12 @@ func (c *AdminConfig) Validate() error {
 	for i, t := range c.Tokens {
 		if err := checkSecret(t); err != nil {
 			errs = append(errs, fieldErr(fmt.Sprintf("tokens[%d]", i), ErrInvalid, "%v", err))
+		}
+	}
+	for name, v := range map[string]int64{"read_timeout": int64(c.ReadTimeout), "write_timeout": int64(c.WriteTimeout),
+		"idle_timeout": int64(c.IdleTimeout), "max_connections": int64(c.MaxConnections)} {
+		if v <= 0 {
+			errs = append(errs, fieldErr(name, ErrInvalid, "must be positive"))
 		}
 	}
 	return errors.Join(errs...)

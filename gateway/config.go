@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/url"
 	"strings"
+	"time"
 )
 
 // Config is the `scim:` section: the listener identity providers talk to.
@@ -30,6 +31,11 @@ type Config struct {
 	PatchResponse string `yaml:"patch_response"`
 	// TLS serves SCIM over HTTPS when both files are set (reloaded on SIGHUP).
 	TLS TLSConfig `yaml:"tls"`
+	// UnknownMembers is what a member id that names no user or group does
+	// in a group write: "ignore" it (the default: no membership, no event,
+	// a warning and a metric; the rest of the request applies) or "reject"
+	// the whole request with 400.
+	UnknownMembers string `yaml:"unknown_members"`
 }
 
 // AuthConfig holds SCIM credentials. Secrets are written as "sha256:<hex>"
@@ -48,13 +54,32 @@ type BasicCredential struct {
 	Password string `yaml:"password"`
 }
 
-// LimitsConfig bounds request sizes and rates.
+// LimitsConfig bounds request sizes, rates and the SCIM listener's
+// connections. docs/operations.md has the table of every limit.
 type LimitsConfig struct {
 	MaxBodyBytes   int64 `yaml:"max_body_bytes"`
 	MaxPageSize    int   `yaml:"max_page_size"`
 	MaxOperations  int   `yaml:"max_operations"`
 	MaxMembers     int   `yaml:"max_members"`
 	MaxFilterBytes int   `yaml:"max_filter_bytes"`
+	// MaxDepth bounds the nesting of a JSON document (objects and arrays).
+	MaxDepth int `yaml:"max_depth"`
+	// MaxValues bounds the values of multi-valued attributes in one
+	// request: a POST or PUT body, or all PATCH operations together (with
+	// or without a path).
+	MaxValues int `yaml:"max_values"`
+	// MaxMembersPerList bounds the group members rendered in one list
+	// response (GET /Groups); GET /Groups/{id} always has them all.
+	MaxMembersPerList int `yaml:"max_members_per_list"`
+	// ReadTimeout bounds reading a whole request (headers and body),
+	// WriteTimeout writing the response, IdleTimeout a keep-alive
+	// connection between requests.
+	ReadTimeout  time.Duration `yaml:"read_timeout"`
+	WriteTimeout time.Duration `yaml:"write_timeout"`
+	IdleTimeout  time.Duration `yaml:"idle_timeout"`
+	// MaxConnections bounds the connections the SCIM listener holds open;
+	// further clients wait in the kernel's accept queue.
+	MaxConnections int `yaml:"max_connections"`
 	// RatePerSecond and Burst limit requests per client (by credential,
 	// else by address); 0 disables. Excess gets 429 with Retry-After.
 	RatePerSecond float64 `yaml:"rate_per_second"`
@@ -70,15 +95,23 @@ type TLSConfig struct {
 // DefaultConfig returns the defaults DESIGN.md promises.
 func DefaultConfig() Config {
 	return Config{
-		Listen:        ":8080",
-		BasePath:      "/scim/v2",
-		PatchResponse: "no_content",
+		Listen:         ":8080",
+		BasePath:       "/scim/v2",
+		PatchResponse:  "no_content",
+		UnknownMembers: "ignore",
 		Limits: LimitsConfig{
-			MaxBodyBytes:   1 << 20,
-			MaxPageSize:    1000,
-			MaxOperations:  1000,
-			MaxMembers:     10000,
-			MaxFilterBytes: 4096,
+			MaxBodyBytes:      1 << 20,
+			MaxPageSize:       1000,
+			MaxOperations:     1000,
+			MaxMembers:        10000,
+			MaxFilterBytes:    4096,
+			MaxDepth:          32,
+			MaxValues:         10000,
+			MaxMembersPerList: 10000,
+			ReadTimeout:       30 * time.Second,
+			WriteTimeout:      60 * time.Second,
+			IdleTimeout:       2 * time.Minute,
+			MaxConnections:    1024,
 		},
 	}
 }
@@ -135,6 +168,11 @@ func (c *Config) Validate() error {
 			errs = append(errs, fieldErr(fmt.Sprintf("auth.basic[%d].password", i), ErrInvalid, "%v", err))
 		}
 	}
+	switch c.UnknownMembers {
+	case "ignore", "reject":
+	default:
+		errs = append(errs, fieldErr("unknown_members", ErrInvalid, "%q: use ignore or reject", c.UnknownMembers))
+	}
 	if (c.TLS.CertFile == "") != (c.TLS.KeyFile == "") {
 		errs = append(errs, fieldErr("tls", ErrInvalid, "set both cert_file and key_file, or neither"))
 	}
@@ -142,7 +180,10 @@ func (c *Config) Validate() error {
 	for name, v := range map[string]int64{
 		"limits.max_body_bytes": l.MaxBodyBytes, "limits.max_page_size": int64(l.MaxPageSize),
 		"limits.max_operations": int64(l.MaxOperations), "limits.max_members": int64(l.MaxMembers),
-		"limits.max_filter_bytes": int64(l.MaxFilterBytes),
+		"limits.max_filter_bytes": int64(l.MaxFilterBytes), "limits.max_depth": int64(l.MaxDepth),
+		"limits.max_values": int64(l.MaxValues), "limits.max_members_per_list": int64(l.MaxMembersPerList),
+		"limits.read_timeout": int64(l.ReadTimeout), "limits.write_timeout": int64(l.WriteTimeout),
+		"limits.idle_timeout": int64(l.IdleTimeout), "limits.max_connections": int64(l.MaxConnections),
 	} {
 		if v <= 0 {
 			errs = append(errs, fieldErr(name, ErrInvalid, "must be positive"))
