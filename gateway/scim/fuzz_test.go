@@ -319,12 +319,16 @@ func walkStrings(v any, fn func(string)) {
 }
 
 // countArrayValues counts the values directly inside arrays from the JSON
-// tokens, independently of CountValues.
+// tokens, independently of CountValues; -1 when an object repeats a key
+// (decoding keeps the last value, so the tokens over-count).
 func countArrayValues(t *testing.T, body []byte) int {
 	t.Helper()
 	dec := json.NewDecoder(bytes.NewReader(body))
 	dec.UseNumber()
-	type level struct{ array, wantKey bool }
+	type level struct {
+		array, wantKey bool
+		keys           map[string]bool
+	}
 	var stack []level
 	n := 0
 	for {
@@ -346,13 +350,18 @@ func countArrayValues(t *testing.T, body []byte) int {
 				n++
 			case top.wantKey:
 				top.wantKey = false
-				continue // a key
+				k := tok.(string)
+				if top.keys[k] {
+					return -1
+				}
+				top.keys[k] = true
+				continue
 			default:
 				top.wantKey = true
 			}
 		}
 		if d, ok := tok.(json.Delim); ok {
-			stack = append(stack, level{array: d == '[', wantKey: d == '{'})
+			stack = append(stack, level{array: d == '[', wantKey: d == '{', keys: map[string]bool{}})
 		}
 	}
 }
@@ -367,12 +376,13 @@ func FuzzCountValues(f *testing.F) {
 		f.Add([]byte(s))
 	}
 	f.Add([]byte(`{"Operations":[{"op":"add","value":{"members":[{"value":"a"},{"value":"b"}]}},{"op":"add","path":"members","value":"c"}]}`))
+	f.Add([]byte(`{"":[{}],"":{}}`)) // a repeated key: decoding keeps the last
 	f.Fuzz(func(t *testing.T, body []byte) {
 		doc, err := DecodeObject(body, 0)
 		if err != nil {
 			return
 		}
-		if got, want := CountValues(doc), countArrayValues(t, body); got != want {
+		if got, want := CountValues(doc), countArrayValues(t, body); want >= 0 && got != want {
 			t.Fatalf("CountValues = %d, want %d (from the tokens of %s)", got, want, body)
 		}
 		ops, err := ParsePatch(body)
