@@ -31,6 +31,17 @@ func describe(v any) string {
 	return fmt.Sprintf("a value of type %T", v)
 }
 
+// valueDesc describes v for an error about attribute def: with its value
+// (short strings quoted) for attributes the schema defines, by its type
+// alone for unknown (def nil) and write-only ones, whose values may be
+// secrets.
+func valueDesc(def *Attribute, v any) string {
+	if def == nil || notStored(def) {
+		return describeType(v)
+	}
+	return describe(v)
+}
+
 // typeWant describes what a value of def must look like.
 func typeWant(def *Attribute) string {
 	switch def.Type {
@@ -80,7 +91,7 @@ func coerceSingle(def *Attribute, v any, name string) (any, *Error) {
 		return dropNulls(v), nil
 	}
 	bad := func() *Error {
-		return badRequest(InvalidValue, "attribute %s must be %s, got %s", quote(name), typeWant(def), describe(v))
+		return badRequest(InvalidValue, "attribute %s must be %s, got %s", quote(name), typeWant(def), valueDesc(def, v))
 	}
 	switch def.Type {
 	case TypeBoolean:
@@ -125,7 +136,8 @@ func coerceSingle(def *Attribute, v any, name string) (any, *Error) {
 
 // coerceObject returns a copy of m with the known attributes of defs under
 // their canonical names and coerced, unknown ones kept generically, and nulls
-// dropped. Two keys naming the same known attribute are an error.
+// and write-only attributes dropped. Two keys naming the same known
+// attribute are an error.
 func coerceObject(defs []*Attribute, m map[string]any, name string) (map[string]any, *Error) {
 	out := make(map[string]any, len(m))
 	var seen map[string]string
@@ -147,6 +159,9 @@ func coerceObject(defs []*Attribute, m map[string]any, name string) (map[string]
 			seen = make(map[string]string, len(m))
 		}
 		seen[def.Name] = k
+		if notStored(def) {
+			continue
+		}
 		cv, err := coerceAttr(def, v, joinName(name, def.Name), false)
 		if err != nil {
 			return nil, err
@@ -176,7 +191,7 @@ func coerceAttr(def *Attribute, v any, name string, wrapElems bool) (any, *Error
 	if !ok {
 		if !wrapElems {
 			return nil, badRequest(InvalidValue, "attribute %s is multi-valued and must be an array of %s, got %s",
-				quote(name), typeWant(def), describe(v))
+				quote(name), typeWant(def), valueDesc(def, v))
 		}
 		arr = []any{v}
 	}
@@ -193,6 +208,9 @@ func coerceAttr(def *Attribute, v any, name string, wrapElems bool) (any, *Error
 			return nil, err
 		}
 		out = append(out, ce)
+	}
+	if def.Type == TypeComplex && def.Sub("primary") != nil {
+		onePrimary(out, nil)
 	}
 	return out, nil
 }

@@ -2,11 +2,14 @@
 // definitions, attribute paths, filters, PATCH operations, resource
 // normalisation and projection, list responses and error messages.
 //
-// The gateway decodes a request body into a map[string]any (with
-// json.Decoder.UseNumber), calls Normalize, ParseFilter, ParsePatch and
-// ApplyPatch here, and renders what comes back. Nothing in this package does
-// network or disk I/O, logs, or keeps state, so every function is safe for
-// concurrent use.
+// The gateway decodes a request body with DecodeObject (or ParsePatchLimits
+// for PATCH), which bound its nesting and refuse invalid UTF-8, counts its
+// values with CountValues / CountPatchValues against the configured limits
+// before anything reaches the store, calls Normalize, ParseFilter and
+// ApplyPatchLimits here, and renders every resource it returns with Project,
+// which also renders "schemas". Nothing in this package does network or
+// disk I/O, logs, or keeps state, so every function is safe for concurrent
+// use.
 //
 // Resources are plain JSON documents. Attribute names are looked up
 // case-insensitively everywhere (RFC 7643 §2.1); values keep the case the

@@ -487,7 +487,10 @@ func (p *parser) readString() (string, error) {
 				}
 			}
 			if r >= 0xD800 && r < 0xE000 {
-				r = utf8.RuneError
+				// encoding/json would make it U+FFFD, so that two different
+				// values compared equal.
+				return "", p.errorf("%s %s: the escape at position %d is half of a UTF-16 surrogate pair without its other half; it is not a character",
+					p.what, p.quoted(), i-6)
 			}
 			b.WriteRune(r)
 		default:

@@ -110,6 +110,9 @@ func TestParseFilterErrors(t *testing.T) {
 		{"unterminated", `userName eq "abc`, `no closing`},
 		{"badEscape", `userName eq "a\qb"`, `invalid escape`},
 		{"badUnicode", `userName eq "\u12"`, `invalid \u escape`},
+		{"loneSurrogate", `userName eq "\ud800"`, `surrogate pair without its other half`},
+		{"loneLowSurrogate", `userName eq "a\udc00"`, `at position 14 is half`},
+		{"highThenNotLow", `userName eq "\ud800\u0041"`, `surrogate`},
 		{"trailing", `userName eq "x" title pr`, `unexpected "title"`},
 		{"danglingAnd", `userName eq "x" and`, `incomplete`},
 		{"danglingOr", `title pr or`, `incomplete`},
@@ -347,6 +350,17 @@ func TestValidate(t *testing.T) {
 		{`meta.created gt "2011-01-01T00:00:00Z"`, users, true},
 		{`members[value eq "x"]`, groups, true},
 		{`members gt "x"`, groups, true},
+		// membership filters the store serves from its index (issue 8 item 11)
+		{`members eq "2819c223"`, groups, true},
+		{`members.value eq "2819c223"`, groups, true},
+		{`members[value eq "2819c223"]`, groups, true},
+		{`urn:ietf:params:scim:schemas:core:2.0:Group:members.value eq "2819c223"`, groups, true},
+		{`id eq "g1" and members eq "2819c223"`, groups, true},
+		{`groups.value eq "g1"`, users, true},
+		{`groups eq "g1"`, users, true},
+		{`groups[value eq "g1"]`, users, true},
+		{`members.value gt true`, groups, true}, // value is a string: ordering allowed
+		{`members[value eq "x"].value pr`, groups, true},
 		{`active gt true`, nil, true},
 	}
 	for _, tt := range tests {

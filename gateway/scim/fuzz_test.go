@@ -1,9 +1,13 @@
 package scim
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
+	"io"
+	"strings"
 	"testing"
+	"unicode/utf8"
 )
 
 // checkErr asserts that err is a 400 *Error with a scimType (and, when
@@ -171,6 +175,8 @@ func FuzzParsePatch(f *testing.F) {
 func FuzzNormalize(f *testing.F) {
 	f.Add([]byte(sampleUser))
 	f.Add([]byte(`{"userName":123,"active":"True","emails":"x","urn:x:y":{"a":null}}`))
+	f.Add([]byte(`{"userName":"u","urn:ietf:params:scim:schemas:core:2.0:User":{"password":"p","title":"T"},"urn:ietf:params:scim:schemas:core:2.0:User:password":"p"}`))
+	f.Add([]byte(`{"userName":"u","emails":[{"value":"a","primary":true},{"value":"b","primary":"True"}],"urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:department":"D"}`))
 	users := NewUserResourceType()
 	f.Fuzz(func(t *testing.T, body []byte) {
 		var doc map[string]any
@@ -182,8 +188,281 @@ func FuzzNormalize(f *testing.F) {
 			checkErr(t, "Normalize", err, InvalidValue)
 			return
 		}
+		checkStored(t, "Normalize", got, users)
 		_ = Project(got, users, []string{"userName", "emails[type eq \"work\"].value"}, nil)
 		_ = Project(got, users, nil, []string{"name.givenName", "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"})
+		checkRendered(t, Project(got, users, nil, nil), users)
+	})
+}
+
+// checkStored asserts what Normalize guarantees for storage: no password
+// however qualified, at most one primary per multi-valued attribute.
+func checkStored(t *testing.T, what string, doc map[string]any, rt *ResourceType) {
+	t.Helper()
+	for k, v := range doc {
+		if strings.EqualFold(k, "password") || strings.EqualFold(k, rt.Schema.ID+":password") {
+			t.Fatalf("%s kept %s", what, k)
+		}
+		if m, ok := v.(map[string]any); ok && isOwnCore(k, rt) {
+			if _, ok := Get(m, "password"); ok {
+				t.Fatalf("%s kept a password under %s", what, k)
+			}
+		}
+		def := rt.Schema.Attr(k)
+		if list, ok := v.([]any); ok && def != nil && def.MultiValued && def.Sub("primary") != nil {
+			n := 0
+			for _, e := range list {
+				if isPrimary(e) {
+					n++
+				}
+			}
+			if n > 1 {
+				t.Fatalf("%s kept %d primary %s", what, n, k)
+			}
+		}
+	}
+}
+
+// checkRendered asserts what Project guarantees: schemas is the core URN
+// then declared extensions present, and nothing else carries a ':'.
+func checkRendered(t *testing.T, out map[string]any, rt *ResourceType) {
+	t.Helper()
+	schemas, _ := out["schemas"].([]any)
+	if len(schemas) == 0 || schemas[0] != rt.Schema.ID {
+		t.Fatalf("Project schemas = %v, want %s first", out["schemas"], rt.Schema.ID)
+	}
+	for _, s := range schemas[1:] {
+		id, _ := s.(string)
+		if rt.Extension(id) == nil || out[id] == nil {
+			t.Fatalf("Project schemas lists %v, which is not a declared extension present in %v", s, out)
+		}
+	}
+	for k := range out {
+		if strings.IndexByte(k, ':') >= 0 && rt.Extension(k) == nil {
+			t.Fatalf("Project rendered undeclared %s", k)
+		}
+		if strings.EqualFold(k, "password") {
+			t.Fatalf("Project rendered %s", k)
+		}
+	}
+}
+
+var decodeSeeds = []string{
+	sampleUser, sampleGroup,
+	string(deepBody(40)), string(deepBody(33)), string(deepBody(32)),
+	`{"displayName":"\ud800"}`, `{"a":"\udc00\ud800"}`, `{"a":"\ud83d\ude00"}`, `{"a":"\ud83d`,
+	"{\"userName\":\"ada\xff\"}", "{\"a\":\"\xed\xa0\x80\"}", "{\"a\":1\xff}",
+	`{"a":"[[[{{{\"\\"}`, `{"a":1} {}`, `[]`, `null`, ``, `{"n":12345678901234567890,"f":-0.0e-0}`,
+}
+
+// FuzzDecodeObject: never panics; errors are 400 invalidSyntax; an
+// accepted document is an object within the depth limit whose strings are
+// valid UTF-8, equal to what encoding/json decodes from the same bytes (so
+// nothing was replaced), and it re-encodes and decodes back the same.
+func FuzzDecodeObject(f *testing.F) {
+	for _, s := range decodeSeeds {
+		f.Add([]byte(s), uint8(0))
+	}
+	f.Add([]byte(`{"a":[[{"b":[]}]]}`), uint8(4))
+	f.Fuzz(func(t *testing.T, body []byte, limit uint8) {
+		max := int(limit % 40)
+		doc, err := DecodeObject(body, max)
+		if err != nil {
+			checkErr(t, "DecodeObject", err, InvalidSyntax)
+			return
+		}
+		if max <= 0 {
+			max = DefaultMaxDepth
+		}
+		if doc == nil || Depth(doc, max) > max {
+			t.Fatalf("DecodeObject accepted a document %d deep with limit %d", Depth(doc, max), max)
+		}
+		if !json.Valid(body) {
+			t.Fatalf("DecodeObject accepted invalid JSON %q", body)
+		}
+		walkStrings(doc, func(s string) {
+			if !utf8.ValidString(s) {
+				t.Fatalf("DecodeObject kept invalid UTF-8 %q", s)
+			}
+		})
+		std := json.NewDecoder(bytes.NewReader(body))
+		std.UseNumber()
+		var want map[string]any
+		if err := std.Decode(&want); err != nil {
+			t.Fatalf("encoding/json refuses what DecodeObject accepted: %v", err)
+		}
+		got := canon(t, doc)
+		if w := canon(t, want); got != w {
+			t.Fatalf("DecodeObject = %s, encoding/json = %s", got, w)
+		}
+		again, err := DecodeObject([]byte(got), max)
+		if err != nil || canon(t, again) != got {
+			t.Fatalf("re-decoding %s = %v, %v", got, again, err)
+		}
+	})
+}
+
+func walkStrings(v any, fn func(string)) {
+	switch x := v.(type) {
+	case string:
+		fn(x)
+	case map[string]any:
+		for k, e := range x {
+			fn(k)
+			walkStrings(e, fn)
+		}
+	case []any:
+		for _, e := range x {
+			walkStrings(e, fn)
+		}
+	}
+}
+
+// countArrayValues counts the values directly inside arrays from the JSON
+// tokens, independently of CountValues; -1 when an object repeats a key
+// (decoding keeps the last value, so the tokens over-count).
+func countArrayValues(t *testing.T, body []byte) int {
+	t.Helper()
+	dec := json.NewDecoder(bytes.NewReader(body))
+	dec.UseNumber()
+	type level struct {
+		array, wantKey bool
+		keys           map[string]bool
+	}
+	var stack []level
+	n := 0
+	for {
+		tok, err := dec.Token()
+		if err == io.EOF {
+			return n
+		}
+		if err != nil {
+			t.Fatalf("token: %v", err)
+		}
+		if d, ok := tok.(json.Delim); ok && (d == ']' || d == '}') {
+			stack = stack[:len(stack)-1]
+			continue
+		}
+		if len(stack) > 0 {
+			top := &stack[len(stack)-1]
+			switch {
+			case top.array:
+				n++
+			case top.wantKey:
+				top.wantKey = false
+				k := tok.(string)
+				if top.keys[k] {
+					return -1
+				}
+				top.keys[k] = true
+				continue
+			default:
+				top.wantKey = true
+			}
+		}
+		if d, ok := tok.(json.Delim); ok {
+			stack = append(stack, level{array: d == '[', wantKey: d == '{', keys: map[string]bool{}})
+		}
+	}
+}
+
+// FuzzCountValues: CountValues of a decoded body equals the number of array
+// values in its tokens; the PATCH counts never panic and agree with it.
+func FuzzCountValues(f *testing.F) {
+	for _, s := range decodeSeeds {
+		f.Add([]byte(s))
+	}
+	for _, s := range patchSeeds {
+		f.Add([]byte(s))
+	}
+	f.Add([]byte(`{"Operations":[{"op":"add","value":{"members":[{"value":"a"},{"value":"b"}]}},{"op":"add","path":"members","value":"c"}]}`))
+	f.Add([]byte(`{"":[{}],"":{}}`)) // a repeated key: decoding keeps the last
+	f.Fuzz(func(t *testing.T, body []byte) {
+		doc, err := DecodeObject(body, 0)
+		if err != nil {
+			return
+		}
+		if got, want := CountValues(doc), countArrayValues(t, body); want >= 0 && got != want {
+			t.Fatalf("CountValues = %d, want %d (from the tokens of %s)", got, want, body)
+		}
+		ops, err := ParsePatch(body)
+		if err != nil {
+			return
+		}
+		all := CountPatchValues(ops)
+		if ops, _ := Get(doc, "Operations"); all > CountValues(ops) {
+			t.Fatalf("CountPatchValues = %d, more than the body's %d", all, CountValues(ops))
+		}
+		if m := CountPatchAttrValues(ops, "members"); m < 0 || m > all+len(ops)*2 {
+			t.Fatalf("CountPatchAttrValues = %d with %d values in %d operations", m, all, len(ops))
+		}
+	})
+}
+
+// FuzzApplyPatchDecoded runs the store's sequence on decoded input:
+// DecodeObject, Normalize, ParsePatchLimits, ApplyPatchLimits, Normalize,
+// Project. Never panics; every error is a 400 *Error; the result is within
+// the depth limit, marshals, holds no password and renders valid schemas;
+// the input is not modified.
+func FuzzApplyPatchDecoded(f *testing.F) {
+	deepValue := strings.Repeat("[", 29) + strings.Repeat("]", 29)
+	for _, c := range [][2]string{
+		{sampleUser, patchSeeds[0]},
+		{sampleUser, `{"Operations":[{"op":"replace","value":{"urn:ietf:params:scim:schemas:core:2.0:User":{"password":"p","title":"T"}}}]}`},
+		{sampleUser, `{"Operations":[{"op":"add","path":"urn:ietf:params:scim:schemas:core:2.0:User:password","value":"p"}]}`},
+		{sampleUser, `{"Operations":[{"op":"replace","path":"schemas","value":[]}]}`},
+		{sampleUser, `{"Operations":[{"op":"replace","path":"emails[type eq \"home\"].primary","value":true}]}`},
+		{sampleUser, `{"Operations":[{"op":"add","path":"urn:ietf:params:scim:schemas:extension:acme:2.0:User:tags[type eq \"x\"].v","value":` + deepValue + `}]}`},
+		{sampleUser, `{"Operations":[{"op":"add","value":{"emails":[{"value":"x","primary":true},{"value":"y","primary":true}]}}]}`},
+		{sampleGroup, `{"Operations":[{"op":"add","path":"members","value":[{"value":"u1091","display":"z"},{"value":"n"}]}]}`},
+		{string(deepBody(32)), `{"Operations":[{"op":"add","path":"x","value":[1]}]}`},
+		{`{"userName":"u","urn:ietf:params:scim:schemas:core:2.0:User":{"password":"p"}}`, `{"Operations":[{"op":"remove","path":"title"}]}`},
+	} {
+		f.Add([]byte(c[0]), []byte(c[1]))
+	}
+	users, groups := NewUserResourceType(), NewGroupResourceType()
+	f.Fuzz(func(t *testing.T, docBody, patchBody []byte) {
+		doc, err := DecodeObject(docBody, 0)
+		if err != nil {
+			return
+		}
+		ops, err := ParsePatchLimits(patchBody, Limits{})
+		if err != nil {
+			checkErr(t, "ParsePatchLimits", err, "")
+			return
+		}
+		for _, rt := range []*ResourceType{users, groups} {
+			stored, err := Normalize(doc, rt)
+			if err != nil {
+				checkErr(t, "Normalize", err, InvalidValue)
+				continue
+			}
+			before := canon(t, stored)
+			got, err := ApplyPatchLimits(stored, ops, rt, Limits{})
+			if canon(t, stored) != before {
+				t.Fatalf("ApplyPatchLimits modified its input")
+			}
+			if err != nil {
+				checkErr(t, "ApplyPatchLimits", err, "")
+				continue
+			}
+			if d := Depth(got, DefaultMaxDepth); d > DefaultMaxDepth {
+				t.Fatalf("ApplyPatchLimits result is %d deep", d)
+			}
+			if _, err := json.Marshal(got); err != nil {
+				t.Fatalf("ApplyPatchLimits result does not marshal: %v", err)
+			}
+			if _, ok := Get(got, "password"); ok && rt == users {
+				t.Fatalf("ApplyPatchLimits stored a password: %s", canon(t, got))
+			}
+			next, err := Normalize(got, rt)
+			if err != nil {
+				checkErr(t, "Normalize after PATCH", err, InvalidValue)
+				continue
+			}
+			checkStored(t, "Normalize after PATCH", next, rt)
+			checkRendered(t, Project(next, rt, nil, nil), rt)
+		}
 	})
 }
 

@@ -2,9 +2,18 @@ package scim
 
 import "strings"
 
-// Project applies the attributes and excludedAttributes query parameters
-// (RFC 7644 §3.4.2.5, §3.9) to a resource about to be returned and returns
-// the result; doc is never modified.
+// Project renders a resource about to be returned: it applies the
+// attributes and excludedAttributes query parameters (RFC 7644 §3.4.2.5,
+// §3.9) and returns the result; doc is never modified. The gateway calls it
+// for every resource it returns.
+//
+// "schemas" is rendered, not echoed: rt's core schema URN followed by each
+// of rt's declared extensions (in rt.Extensions order) whose object is in
+// the result. Extension data under an undeclared URN (and any other key
+// containing ':', such as Entra's
+// "http://schemas.microsoft.com/2006/11/ResourceManagement/ADSCIM/2.0/Group")
+// stays stored but is left out, so strict clients accept the resource; it
+// reappears once the mapping declares the extension.
 //
 // With attributes, only the named attributes are kept, plus "schemas" and
 // the attributes whose definition says returned "always" (id). meta is
@@ -17,6 +26,9 @@ import "strings"
 // (password) are always removed, and returned "request" ones unless named.
 // Names are compared case-insensitively; unparsable names are ignored. An
 // extension or complex attribute left empty by projection is dropped.
+//
+// A nil rt projects generically and keeps "schemas" and every extension
+// as stored.
 func Project(doc map[string]any, rt *ResourceType, attributes, excluded []string) map[string]any {
 	var incl, excl []*Path
 	for _, s := range attributes {
@@ -33,28 +45,48 @@ func Project(doc map[string]any, rt *ResourceType, attributes, excluded []string
 			}
 		}
 	}
+	typed := rt != nil && rt.Schema != nil
 	out := make(map[string]any, len(doc))
 	for k, v := range doc {
 		if strings.EqualFold(k, "schemas") {
-			out[k] = DeepCopy(v)
+			if !typed {
+				out[k] = DeepCopy(v)
+			}
 			continue
 		}
-		if hasURNPrefix(k) && !isCoreURN(k, rt) {
+		if typed && strings.IndexByte(k, ':') >= 0 {
+			s := rt.Extension(k)
+			if m, ok := v.(map[string]any); ok && s != nil {
+				if ext := projectObject(m, s.ID, s, incl, excl); len(ext) > 0 {
+					out[s.ID] = ext
+				}
+			}
+			continue // undeclared: kept in storage, not rendered
+		}
+		if hasURNPrefix(k) && !typed {
 			if m, ok := v.(map[string]any); ok {
-				if ext := projectObject(m, k, rt.Extension(k), incl, excl); len(ext) > 0 {
+				if ext := projectObject(m, k, nil, incl, excl); len(ext) > 0 {
 					out[k] = ext
 				}
 				continue
 			}
-			// Not an object: treat it like a plain attribute below.
 		}
 		var def *Attribute
-		if rt != nil {
+		if typed {
 			def = rt.Schema.Attr(k)
 		}
 		if pv, ok := projectAttr(k, v, def, "", incl, excl); ok {
 			out[k] = pv
 		}
+	}
+	if typed {
+		schemas := []any{rt.Schema.ID}
+		for _, s := range rt.Extensions {
+			if _, ok := out[s.ID]; ok {
+				schemas = append(schemas, s.ID)
+			}
+		}
+		out["schemas"] = schemas
 	}
 	return out
 }

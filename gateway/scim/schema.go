@@ -220,8 +220,8 @@ func newUserSchema() *Schema {
 		)),
 		attr("groups", TypeComplex, "A list of groups to which the user belongs, either through direct membership, through nested groups, or dynamically calculated.",
 			multi, readOnly, subs(
+				// No "$ref": scimgate never returns it (RFC 7643 §4.1.2 makes it optional).
 				str("value", "The identifier of the User's group.", readOnly),
-				attr("$ref", TypeReference, "The URI of the corresponding 'Group' resource to which the user belongs.", readOnly, refTypes("User", "Group")),
 				str("display", "A human-readable name, primarily used for display purposes.", readOnly),
 				str("type", "A label indicating the attribute's function, e.g., 'direct' or 'indirect'.", readOnly, canonical("direct", "indirect")),
 			)),
@@ -238,10 +238,11 @@ func newUserSchema() *Schema {
 func newGroupSchema() *Schema {
 	attrs := commonAttrs()
 	attrs = append(attrs,
-		str("displayName", "A human-readable name for the Group. REQUIRED.", required),
+		// scimgate enforces unique display names (409), as IdPs match groups by them.
+		str("displayName", "A human-readable name for the Group. REQUIRED.", required, serverUnique),
+		// No "$ref": scimgate never returns it.
 		attr("members", TypeComplex, "A list of members of the Group.", multi, subs(
 			str("value", "Identifier of the member of this Group.", immutable),
-			attr("$ref", TypeReference, "The URI corresponding to a SCIM resource that is a member of this Group.", immutable, refTypes("User", "Group")),
 			str("display", "A human-readable name, primarily used for display purposes.", immutable),
 			str("type", "A label indicating the type of resource, e.g., 'User' or 'Group'.", immutable, canonical("User", "Group")),
 		)),

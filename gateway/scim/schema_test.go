@@ -22,15 +22,17 @@ func TestSchemaDefinitions(t *testing.T) {
 		}, "required, caseExact false, server-unique"},
 		{UserSchema, "password", func(a *Attribute) bool { return a.Mutability == WriteOnly && a.Returned == ReturnedNever }, "writeOnly, never"},
 		{UserSchema, "active", func(a *Attribute) bool { return a.Type == TypeBoolean }, "boolean"},
-		{UserSchema, "groups", func(a *Attribute) bool { return a.Mutability == ReadOnly && a.MultiValued && a.Sub("$ref") != nil }, "readOnly multi-valued with $ref"},
+		{UserSchema, "groups", func(a *Attribute) bool { return a.Mutability == ReadOnly && a.MultiValued && a.Sub("$ref") == nil }, "readOnly multi-valued without $ref (never returned)"},
 		{UserSchema, "meta", func(a *Attribute) bool { return a.Mutability == ReadOnly && a.Sub("lastModified").Type == TypeDateTime }, "readOnly, lastModified dateTime"},
 		{UserSchema, "addresses", func(a *Attribute) bool {
 			return a.MultiValued && a.Sub("postalCode") != nil && a.Sub("PRIMARY").Type == TypeBoolean
 		}, "postalCode, primary"},
 		{UserSchema, "x509Certificates", func(a *Attribute) bool { return a.Sub("value").Type == TypeBinary }, "binary value"},
 		{UserSchema, "name", func(a *Attribute) bool { return len(a.SubAttributes) == 6 && a.Sub("honorificSuffix") != nil }, "6 sub-attributes"},
-		{GroupSchema, "displayName", func(a *Attribute) bool { return a.Required && !a.CaseExact }, "required"},
-		{GroupSchema, "members", func(a *Attribute) bool { return a.MultiValued && a.Sub("value").Mutability == Immutable }, "immutable value"},
+		{GroupSchema, "displayName", func(a *Attribute) bool { return a.Required && !a.CaseExact && a.Uniqueness == UniquenessServer }, "required, server-unique (enforced)"},
+		{GroupSchema, "members", func(a *Attribute) bool {
+			return a.MultiValued && a.Sub("value").Mutability == Immutable && a.Sub("$ref") == nil
+		}, "immutable value, no $ref (never returned)"},
 		{EnterpriseUserSchema, "manager", func(a *Attribute) bool { return a.Sub("displayName").Mutability == ReadOnly && a.Sub("$ref") != nil }, "readOnly displayName"},
 		{EnterpriseUserSchema, "employeeNumber", func(a *Attribute) bool { return a.Type == TypeString }, "string"},
 	}
@@ -58,7 +60,7 @@ func TestAttributeJSON(t *testing.T) {
 		t.Errorf("json.Marshal(emails.type) = %s, want %s", b, want)
 	}
 	b, _ = json.Marshal(UserSchema)
-	for _, s := range []string{`"id":"urn:ietf:params:scim:schemas:core:2.0:User"`, `"subAttributes":[`, `"referenceTypes":["User","Group"]`} {
+	for _, s := range []string{`"id":"urn:ietf:params:scim:schemas:core:2.0:User"`, `"subAttributes":[`, `"referenceTypes":["external"]`} {
 		if !strings.Contains(string(b), s) {
 			t.Errorf("json.Marshal(UserSchema) lacks %s", s)
 		}
