@@ -6,6 +6,7 @@ import (
 	"encoding/base64"
 	"net/http"
 	"strings"
+	"time"
 
 	"github.com/labstack/echo/v4"
 
@@ -86,6 +87,7 @@ func (s *Server) requireAuth(next echo.HandlerFunc) echo.HandlerFunc {
 		key, ok := s.auth.check(c.Request())
 		if !ok {
 			c.Response().Header().Set(echo.HeaderWWWAuthenticate, s.auth.header)
+			refuseBody(c.Response())
 			detail := "authorization failure: send the scimgate token as \"Authorization: Bearer <token>\""
 			if len(s.auth.bearer) == 0 {
 				detail = "authorization failure: send the configured key and secret with HTTP Basic authentication"
@@ -101,3 +103,12 @@ func (s *Server) requireAuth(next echo.HandlerFunc) echo.HandlerFunc {
 }
 
 const ctxClientKey = "scimgate.client"
+
+// refuseBody makes the server close the connection after this response
+// instead of reading the rest of the request body for keep-alive (net/http
+// drains up to 256 KiB): an unauthenticated client may be trickling a body
+// to hold a goroutine and a descriptor.
+func refuseBody(w http.ResponseWriter) {
+	w.Header().Set("Connection", "close")
+	_ = http.NewResponseController(w).SetReadDeadline(time.Now())
+}

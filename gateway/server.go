@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"mime"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -57,7 +58,7 @@ func NewServer(cfg Config, st *store.Store, logger *slog.Logger, m *Metrics) *Se
 	e.Use(s.observe)
 	e.Use(middleware.RecoverWithConfig(middleware.RecoverConfig{DisableStackAll: true, LogErrorFunc: func(c echo.Context, err error, stack []byte) error {
 		s.logger.Error("panic in handler", logKeyRoute, c.Path(), logKeyErr, err, "stack", string(stack))
-		return err
+		return &panicError{v: err}
 	}}))
 	e.Use(middleware.BodyLimit(strconv.FormatInt(cfg.Limits.MaxBodyBytes, 10) + "B"))
 	base := strings.TrimSuffix(cfg.BasePath, "/")
@@ -117,7 +118,11 @@ func (s *Server) routes(g *echo.Group) {
 		g.PATCH(p+"/:id", r.patchHandler)
 		g.DELETE(p+"/:id", r.deleteHandler)
 		g.POST(p+"/.search", notImplemented("POST "+p+"/.search"))
+		g.Match(otherMethods(http.MethodGet, http.MethodPost), p, methodNotAllowed(http.MethodGet, http.MethodPost))
+		g.Match(otherMethods(http.MethodGet, http.MethodPut, http.MethodPatch, http.MethodDelete), p+"/:id",
+			methodNotAllowed(http.MethodGet, http.MethodPut, http.MethodPatch, http.MethodDelete))
 	}
+	g.POST("/.search", notImplemented("POST /.search"))
 	for _, p := range []string{"/ServiceProviderConfig", "/ResourceTypes", "/ResourceTypes/:id", "/Schemas", "/Schemas/:id"} {
 		g.Match([]string{http.MethodPost, http.MethodPut, http.MethodPatch, http.MethodDelete}, p, readOnly)
 	}
@@ -127,6 +132,31 @@ func (s *Server) routes(g *echo.Group) {
 	g.GET("/Schemas", s.schemas)
 	g.GET("/Schemas/:id", s.schema)
 	g.POST("/Bulk", notImplemented("Bulk"))
+}
+
+// allMethods are the methods a route can be asked for.
+var allMethods = []string{http.MethodGet, http.MethodHead, http.MethodPost, http.MethodPut, http.MethodPatch,
+	http.MethodDelete, http.MethodOptions}
+
+// otherMethods returns allMethods except the given ones.
+func otherMethods(allowed ...string) []string {
+	var out []string
+	for _, m := range allMethods {
+		if !slices.Contains(allowed, m) {
+			out = append(out, m)
+		}
+	}
+	return out
+}
+
+// methodNotAllowed answers 405 with the Allow header (RFC 9110 §15.5.6).
+func methodNotAllowed(allowed ...string) echo.HandlerFunc {
+	allow := strings.Join(allowed, ", ")
+	return func(c echo.Context) error {
+		c.Response().Header().Set(echo.HeaderAllow, allow)
+		return scim.Errorf(http.StatusMethodNotAllowed, "", "%s is not allowed on %s: use %s",
+			c.Request().Method, c.Request().URL.Path, allow)
+	}
 }
 
 func readOnly(c echo.Context) error {
@@ -218,9 +248,22 @@ func (s *Server) toSCIM(err error, c echo.Context) *scim.Error {
 		return scim.Errorf(http.StatusPreconditionFailed, "", "If-Match %s does not match the current version; GET the resource and retry",
 			c.Request().Header.Get("If-Match"))
 	}
+	var pe *panicError
+	if errors.As(err, &pe) {
+		return scim.Errorf(http.StatusInternalServerError, "", "internal error: the request was not applied")
+	}
+	// Anything else came from the database (disk full, I/O error, closed
+	// for shutdown): nothing was acknowledged, and the IdP should retry.
 	s.logger.ErrorContext(c.Request().Context(), "request failed", logKeyMethod, c.Request().Method, logKeyRoute, c.Path(), logKeyErr, err)
-	return scim.Errorf(http.StatusInternalServerError, "", "internal error")
+	c.Response().Header().Set("Retry-After", "5")
+	return scim.Errorf(http.StatusServiceUnavailable, "",
+		"scimgate could not read or write its database, so the request was not applied; retry later (the operator sees the cause in the gateway's log)")
 }
+
+// panicError is a panic recovered in a handler: a bug, reported as 500.
+type panicError struct{ v any }
+
+func (e *panicError) Error() string { return fmt.Sprintf("panic: %v", e.v) }
 
 func routeResource(c echo.Context) string {
 	p := c.Path()
