@@ -67,7 +67,7 @@ func newAdminEnv(t *testing.T) *adminEnv {
 	st := store.New(db, mapper, store.Options{OnCommit: d.Notify})
 	t.Cleanup(st.Close)
 	gcfg := gateway.DefaultConfig()
-	gcfg.Auth.BearerTokens = []string{gateway.HashToken(testToken)}
+	gcfg.Auth.BearerTokens = gateway.Tokens(gateway.HashToken(testToken))
 	gm := gateway.NewMetrics()
 	srv := gateway.NewServer(gcfg, st, discardLogger(), gm)
 	scimSrv := httptest.NewServer(srv)
