@@ -367,3 +367,15 @@ func HashToken(token string) string {
 	sum := sha256.Sum256([]byte(token))
 	return "sha256:" + hex.EncodeToString(sum[:])
 }
+
+// NonEmptyTokens drops tokens whose value is empty (an unset
+// ${SCIMGATE_SCIM_TOKEN:-} expands to ""), returning nil when none is left.
+func NonEmptyTokens(ts []BearerToken) []BearerToken {
+	var out []BearerToken
+	for _, t := range ts {
+		if strings.TrimSpace(t.Token) != "" {
+			out = append(out, t)
+		}
+	}
+	return out
+}
