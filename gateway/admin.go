@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -139,7 +140,12 @@ func (a *Admin) auth(next http.HandlerFunc) http.HandlerFunc {
 		}
 		if !strings.EqualFold(scheme, "bearer") || ok != 1 {
 			w.Header().Set("WWW-Authenticate", `Bearer realm="scimgate-admin"`)
-			writeError(w, http.StatusUnauthorized, "admin token required: send \"Authorization: Bearer <admin token>\" (SCIMGATE_ADMIN_TOKEN)")
+			refuseBody(w)
+			if r.Header.Get("Authorization") == "" {
+				writeError(w, http.StatusUnauthorized, "admin token required: send \"Authorization: Bearer <admin token>\" (SCIMGATE_ADMIN_TOKEN)")
+			} else {
+				writeError(w, http.StatusUnauthorized, "invalid admin token: the token presented is not one of admin.tokens (check SCIMGATE_ADMIN_TOKEN)")
+			}
 			return
 		}
 		next(w, r)
@@ -233,27 +239,52 @@ func (a *Admin) deadLetter(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, dl)
 }
 
-// idsBody reads {"ids": [...]}; an empty body means all.
-func idsBody(r *http.Request) ([]string, error) {
+// selection reads the dead letters a bulk replay or discard acts on:
+// {"ids": [...]} (at least one) or {"all": true}. Anything else — an
+// empty body, {}, {"ids": []}, a misspelt field — is refused, so a typo
+// can never act on every dead letter.
+func selection(r *http.Request, verb string) (ids []string, all bool, err error) {
 	var body struct {
-		IDs []string `json:"ids"`
+		IDs *[]string `json:"ids"`
+		All bool      `json:"all"`
 	}
-	if r.ContentLength == 0 {
-		return nil, nil
+	dec := json.NewDecoder(http.MaxBytesReader(nil, r.Body, 1<<20))
+	dec.DisallowUnknownFields()
+	usage := fmt.Sprintf(`send {"ids": ["evt_…", …]} to %s those dead letters, or {"all": true} to %s every one`, verb, verb)
+	if err := dec.Decode(&body); err != nil {
+		if errors.Is(err, io.EOF) {
+			return nil, false, fmt.Errorf("the body is empty: %s", usage)
+		}
+		return nil, false, fmt.Errorf("%v: %s", err, usage)
 	}
-	if err := json.NewDecoder(http.MaxBytesReader(nil, r.Body, 1<<20)).Decode(&body); err != nil {
-		return nil, err
+	if dec.More() {
+		return nil, false, fmt.Errorf("data after the JSON object: %s", usage)
 	}
-	return body.IDs, nil
+	switch {
+	case body.All && body.IDs != nil:
+		return nil, false, fmt.Errorf(`"ids" and "all" together: %s`, usage)
+	case body.All:
+		return nil, true, nil
+	case body.IDs == nil:
+		return nil, false, fmt.Errorf("no dead letters selected: %s", usage)
+	case len(*body.IDs) == 0:
+		return nil, false, fmt.Errorf(`"ids" is empty: %s`, usage)
+	}
+	for _, id := range *body.IDs {
+		if id == "" {
+			return nil, false, fmt.Errorf(`"ids" holds an empty id: %s`, usage)
+		}
+	}
+	return *body.IDs, false, nil
 }
 
 func (a *Admin) replay(w http.ResponseWriter, r *http.Request) {
-	ids, err := idsBody(r)
+	ids, _, err := selection(r, "replay")
 	if err != nil {
-		writeError(w, http.StatusBadRequest, "body must be {\"ids\": [...]} or empty for all: %v", err)
+		writeError(w, http.StatusBadRequest, "%v", err)
 		return
 	}
-	a.replayIDs(w, r.PathValue("target"), ids)
+	a.replayIDs(w, r.PathValue("target"), ids) // all: ids is nil
 }
 
 func (a *Admin) replayOne(w http.ResponseWriter, r *http.Request) {
@@ -271,12 +302,12 @@ func (a *Admin) replayIDs(w http.ResponseWriter, target string, ids []string) {
 }
 
 func (a *Admin) discard(w http.ResponseWriter, r *http.Request) {
-	ids, err := idsBody(r)
+	ids, _, err := selection(r, "discard")
 	if err != nil {
-		writeError(w, http.StatusBadRequest, "body must be {\"ids\": [...]} or empty for all: %v", err)
+		writeError(w, http.StatusBadRequest, "%v", err)
 		return
 	}
-	a.discardIDs(w, r.PathValue("target"), ids)
+	a.discardIDs(w, r.PathValue("target"), ids) // all: ids is nil
 }
 
 func (a *Admin) discardOne(w http.ResponseWriter, r *http.Request) {
@@ -316,6 +347,9 @@ func (a *Admin) resume(w http.ResponseWriter, r *http.Request) {
 // backup streams a consistent copy of the database from one read
 // transaction; writes continue meanwhile (bbolt MVCC).
 func (a *Admin) backup(w http.ResponseWriter, r *http.Request) {
+	// A large file takes as long as it takes: no write deadline for this
+	// response (the listener's write_timeout bounds every other one).
+	_ = http.NewResponseController(w).SetWriteDeadline(time.Time{})
 	err := a.db.View(func(tx *bolt.Tx) error {
 		w.Header().Set("Content-Type", "application/octet-stream")
 		w.Header().Set("Content-Disposition", `attachment; filename="scimgate.db"`)

@@ -67,7 +67,7 @@ func newAdminEnv(t *testing.T) *adminEnv {
 	st := store.New(db, mapper, store.Options{OnCommit: d.Notify})
 	t.Cleanup(st.Close)
 	gcfg := gateway.DefaultConfig()
-	gcfg.Auth.BearerTokens = []string{gateway.HashToken(testToken)}
+	gcfg.Auth.BearerTokens = gateway.Tokens(gateway.HashToken(testToken))
 	gm := gateway.NewMetrics()
 	srv := gateway.NewServer(gcfg, st, discardLogger(), gm)
 	scimSrv := httptest.NewServer(srv)
@@ -91,7 +91,20 @@ func newAdminEnv(t *testing.T) *adminEnv {
 
 func (env *adminEnv) call(t *testing.T, method, path, token string, out any) (int, string) {
 	t.Helper()
-	req, _ := http.NewRequest(method, env.admin+path, nil)
+	return env.send(t, method, path, token, "", out)
+}
+
+// send is call with a JSON request body ("" for none).
+func (env *adminEnv) send(t *testing.T, method, path, token, body string, out any) (int, string) {
+	t.Helper()
+	var rd io.Reader
+	if body != "" {
+		rd = strings.NewReader(body)
+	}
+	req, _ := http.NewRequest(method, env.admin+path, rd)
+	if body != "" {
+		req.Header.Set("Content-Type", "application/json")
+	}
 	if token != "" {
 		req.Header.Set("Authorization", "Bearer "+token)
 	}
@@ -100,13 +113,13 @@ func (env *adminEnv) call(t *testing.T, method, path, token string, out any) (in
 		t.Fatal(err)
 	}
 	defer resp.Body.Close()
-	body, _ := io.ReadAll(resp.Body)
+	raw, _ := io.ReadAll(resp.Body)
 	if out != nil && resp.StatusCode == 200 {
-		if err := json.Unmarshal(body, out); err != nil {
-			t.Fatalf("%s %s: %v\n%s", method, path, err, body)
+		if err := json.Unmarshal(raw, out); err != nil {
+			t.Fatalf("%s %s: %v\n%s", method, path, err, raw)
 		}
 	}
-	return resp.StatusCode, string(body)
+	return resp.StatusCode, string(raw)
 }
 
 func waitUntil(t *testing.T, what string, cond func() bool) {
@@ -171,7 +184,7 @@ func TestAdminAPI(t *testing.T) {
 		t.Errorf("unknown target = %d, want 404", code)
 	}
 	env.status.Store(204)
-	if code, body := env.call(t, "POST", "/admin/targets/app/replay", adminToken, nil); code != 200 || !strings.Contains(body, `"replayed": 1`) {
+	if code, body := env.send(t, "POST", "/admin/targets/app/replay", adminToken, `{"all":true}`, nil); code != 200 || !strings.Contains(body, `"replayed": 1`) {
 		t.Fatalf("replay: %d %s", code, body)
 	}
 	waitUntil(t, "replayed delivery", func() bool { return env.got.Load() == 2 })

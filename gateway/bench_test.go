@@ -63,7 +63,7 @@ func newBenchServer(b *testing.B) (*benchClient, *store.Store) {
 	st := store.New(db, mapper, store.Options{})
 	b.Cleanup(st.Close)
 	cfg := gateway.DefaultConfig()
-	cfg.Auth.BearerTokens = []string{gateway.HashToken(testToken)}
+	cfg.Auth.BearerTokens = gateway.Tokens(gateway.HashToken(testToken))
 	srv := newHTTPServer(b, gateway.NewServer(cfg, st, discardLogger(), nil))
 	tr := &http.Transport{MaxIdleConnsPerHost: 64, MaxConnsPerHost: 64}
 	return &benchClient{base: srv + "/scim/v2", hc: &http.Client{Transport: tr}}, st

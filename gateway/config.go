@@ -7,8 +7,11 @@ import (
 	"fmt"
 	"net"
 	"net/url"
+	"slices"
 	"strings"
 	"time"
+
+	"gopkg.in/yaml.v3"
 )
 
 // Config is the `scim:` section: the listener identity providers talk to.
@@ -31,6 +34,11 @@ type Config struct {
 	PatchResponse string `yaml:"patch_response"`
 	// TLS serves SCIM over HTTPS when both files are set (reloaded on SIGHUP).
 	TLS TLSConfig `yaml:"tls"`
+	// TrustedProxies are the addresses or CIDR ranges of reverse proxies
+	// whose X-Forwarded-For / Forwarded headers name the client. The
+	// address a credential's allowed_cidrs is checked against is the
+	// nearest untrusted hop; headers from any other peer are ignored.
+	TrustedProxies []string `yaml:"trusted_proxies"`
 	// UnknownMembers is what a member id that names no user or group does
 	// in a group write: "ignore" it (the default: no membership, no event,
 	// a warning and a metric; the rest of the request applies) or "reject"
@@ -41,17 +49,81 @@ type Config struct {
 // AuthConfig holds SCIM credentials. Secrets are written as "sha256:<hex>"
 // of the secret, or as the secret itself (normally "${SCIMGATE_SCIM_TOKEN}"
 // from the environment); either way only the hash is kept in memory, and
-// comparisons are constant-time. Several bearer tokens may be valid at
-// once, so a token can be rotated without downtime.
+// comparisons are constant-time. Several credentials of each kind may be
+// valid at once, so one can be rotated without downtime. Each may carry
+// allowed_cidrs: requests with it from any other address get 403.
 type AuthConfig struct {
-	BearerTokens []string          `yaml:"bearer_tokens"`
+	BearerTokens []BearerToken     `yaml:"bearer_tokens"`
 	Basic        []BasicCredential `yaml:"basic"`
+	// OAuthClients may obtain short-lived access tokens from
+	// POST {base_path}/oauth/token (RFC 6749 §4.4 client credentials) and
+	// present them as bearer tokens (Entra's "OAuth2 Client Credentials
+	// Grant").
+	OAuthClients []OAuthClient `yaml:"oauth_clients"`
+	// OAuthTokenTTL is the lifetime of the access tokens issued (1h).
+	OAuthTokenTTL time.Duration `yaml:"oauth_token_ttl"`
+}
+
+// BearerToken is one static bearer token. In YAML it is the token itself
+// (a string, the release-1 form) or {token: …, allowed_cidrs: […]}.
+type BearerToken struct {
+	Token        string   `yaml:"token"`
+	AllowedCIDRs []string `yaml:"allowed_cidrs"`
+}
+
+// Tokens returns static bearer tokens without address limits, empty
+// strings skipped (an unset ${SCIMGATE_SCIM_TOKEN:-} expands to "").
+func Tokens(tokens ...string) []BearerToken {
+	var out []BearerToken
+	for _, t := range tokens {
+		if strings.TrimSpace(t) != "" {
+			out = append(out, BearerToken{Token: t})
+		}
+	}
+	return out
+}
+
+// UnmarshalYAML accepts a scalar (the token) or a mapping.
+func (t *BearerToken) UnmarshalYAML(n *yaml.Node) error {
+	if n.Kind == yaml.ScalarNode {
+		*t = BearerToken{Token: n.Value}
+		return nil
+	}
+	if err := knownKeys(n, "token", "allowed_cidrs"); err != nil {
+		return err
+	}
+	type plain BearerToken
+	return n.Decode((*plain)(t))
+}
+
+// knownKeys refuses mapping keys other than the given ones, naming the line.
+func knownKeys(n *yaml.Node, keys ...string) error {
+	if n.Kind != yaml.MappingNode {
+		return fmt.Errorf("line %d: expected a mapping with %s", n.Line, strings.Join(keys, ", "))
+	}
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		if k := n.Content[i]; !slices.Contains(keys, k.Value) {
+			return fmt.Errorf("line %d: unknown key %q (allowed here: %s)", k.Line, k.Value, strings.Join(keys, ", "))
+		}
+	}
+	return nil
 }
 
 // BasicCredential is one HTTP Basic key and secret (Cyolo-style).
 type BasicCredential struct {
-	Username string `yaml:"username"`
-	Password string `yaml:"password"`
+	Username     string   `yaml:"username"`
+	Password     string   `yaml:"password"`
+	AllowedCIDRs []string `yaml:"allowed_cidrs"`
+}
+
+// OAuthClient is one OAuth 2.0 client of the token endpoint.
+type OAuthClient struct {
+	ClientID string `yaml:"client_id"`
+	// ClientSecrets are the valid secrets (hashes or plain, as tokens);
+	// several at once for rotation. Removing a secret revokes the access
+	// tokens issued with it; removing the client revokes all of its tokens.
+	ClientSecrets []string `yaml:"client_secrets"`
+	AllowedCIDRs  []string `yaml:"allowed_cidrs"`
 }
 
 // LimitsConfig bounds request sizes, rates and the SCIM listener's
@@ -84,6 +156,11 @@ type LimitsConfig struct {
 	// else by address); 0 disables. Excess gets 429 with Retry-After.
 	RatePerSecond float64 `yaml:"rate_per_second"`
 	Burst         int     `yaml:"burst"`
+	// TokenRatePerSecond and TokenBurst limit requests to the OAuth token
+	// endpoint per client address (1/s, burst 10): a client needs one token
+	// an hour, so more is a misconfigured client or secret guessing.
+	TokenRatePerSecond float64 `yaml:"token_rate_per_second"`
+	TokenBurst         int     `yaml:"token_burst"`
 }
 
 // TLSConfig names a certificate and key file.
@@ -99,19 +176,22 @@ func DefaultConfig() Config {
 		BasePath:       "/scim/v2",
 		PatchResponse:  "no_content",
 		UnknownMembers: "ignore",
+		Auth:           AuthConfig{OAuthTokenTTL: time.Hour},
 		Limits: LimitsConfig{
-			MaxBodyBytes:      1 << 20,
-			MaxPageSize:       1000,
-			MaxOperations:     1000,
-			MaxMembers:        10000,
-			MaxFilterBytes:    4096,
-			MaxDepth:          32,
-			MaxValues:         10000,
-			MaxMembersPerList: 10000,
-			ReadTimeout:       30 * time.Second,
-			WriteTimeout:      60 * time.Second,
-			IdleTimeout:       2 * time.Minute,
-			MaxConnections:    1024,
+			MaxBodyBytes:       1 << 20,
+			MaxPageSize:        1000,
+			MaxOperations:      1000,
+			MaxMembers:         10000,
+			MaxFilterBytes:     4096,
+			MaxDepth:           32,
+			MaxValues:          10000,
+			MaxMembersPerList:  10000,
+			ReadTimeout:        30 * time.Second,
+			WriteTimeout:       60 * time.Second,
+			IdleTimeout:        2 * time.Minute,
+			MaxConnections:     1024,
+			TokenRatePerSecond: 1,
+			TokenBurst:         10,
 		},
 	}
 }
@@ -155,10 +235,21 @@ func (c *Config) Validate() error {
 	default:
 		errs = append(errs, fieldErr("patch_response", ErrInvalid, "%q: use no_content or resource", c.PatchResponse))
 	}
+	cidrs := func(field string, list []string) {
+		for j, c := range list {
+			if _, err := parsePrefix(c); err != nil {
+				errs = append(errs, fieldErr(fmt.Sprintf("%s[%d]", field, j), ErrInvalid, "%q is not an IP address or CIDR range such as 203.0.113.0/24", c))
+			}
+		}
+	}
 	for i, t := range c.Auth.BearerTokens {
-		if err := checkSecret(t); err != nil {
+		if strings.TrimSpace(t.Token) == "" {
+			continue // an unset ${SCIMGATE_SCIM_TOKEN:-}: none
+		}
+		if err := checkSecret(t.Token); err != nil {
 			errs = append(errs, fieldErr(fmt.Sprintf("auth.bearer_tokens[%d]", i), ErrInvalid, "%v", err))
 		}
+		cidrs(fmt.Sprintf("auth.bearer_tokens[%d].allowed_cidrs", i), t.AllowedCIDRs)
 	}
 	for i, b := range c.Auth.Basic {
 		if b.Username == "" {
@@ -167,7 +258,41 @@ func (c *Config) Validate() error {
 		if err := checkSecret(b.Password); err != nil {
 			errs = append(errs, fieldErr(fmt.Sprintf("auth.basic[%d].password", i), ErrInvalid, "%v", err))
 		}
+		cidrs(fmt.Sprintf("auth.basic[%d].allowed_cidrs", i), b.AllowedCIDRs)
 	}
+	ids := map[string]int{}
+	for i, oc := range c.Auth.OAuthClients {
+		at := fmt.Sprintf("auth.oauth_clients[%d]", i)
+		switch {
+		case oc.ClientID == "":
+			errs = append(errs, fieldErr(at+".client_id", ErrRequired, "a client id is needed (what Entra's Client Identifier field holds)"))
+		case strings.ContainsAny(oc.ClientID, ":\x00\r\n"):
+			errs = append(errs, fieldErr(at+".client_id", ErrInvalid, "must not contain ':' or control characters (RFC 6749 §2.3.1)"))
+		default:
+			if j, dup := ids[oc.ClientID]; dup {
+				errs = append(errs, fieldErr(at+".client_id", ErrInvalid, "also the id of auth.oauth_clients[%d]", j))
+			}
+			ids[oc.ClientID] = i
+		}
+		var secrets int
+		for j, sec := range oc.ClientSecrets {
+			if strings.TrimSpace(sec) == "" {
+				continue
+			}
+			secrets++
+			if err := checkSecret(sec); err != nil {
+				errs = append(errs, fieldErr(fmt.Sprintf("%s.client_secrets[%d]", at, j), ErrInvalid, "%v", err))
+			}
+		}
+		if secrets == 0 {
+			errs = append(errs, fieldErr(at+".client_secrets", ErrRequired, "at least one secret is needed (generate one with `scimgate token`)"))
+		}
+		cidrs(at+".allowed_cidrs", oc.AllowedCIDRs)
+	}
+	if c.Auth.OAuthTokenTTL < time.Minute || c.Auth.OAuthTokenTTL > 24*time.Hour {
+		errs = append(errs, fieldErr("auth.oauth_token_ttl", ErrInvalid, "%s: use between 1m and 24h (Entra expects 60 to 360 minutes)", c.Auth.OAuthTokenTTL))
+	}
+	cidrs("trusted_proxies", c.TrustedProxies)
 	switch c.UnknownMembers {
 	case "ignore", "reject":
 	default:
@@ -192,11 +317,25 @@ func (c *Config) Validate() error {
 	if l.RatePerSecond < 0 || l.Burst < 0 {
 		errs = append(errs, fieldErr("limits.rate_per_second", ErrInvalid, "must not be negative"))
 	}
+	if l.TokenRatePerSecond <= 0 || l.TokenBurst <= 0 {
+		errs = append(errs, fieldErr("limits.token_rate_per_second", ErrInvalid, "token_rate_per_second and token_burst must be positive"))
+	}
 	return errors.Join(errs...)
 }
 
-// HasCredentials reports whether any bearer token or Basic credential is set.
-func (a AuthConfig) HasCredentials() bool { return len(a.BearerTokens) > 0 || len(a.Basic) > 0 }
+// HasCredentials reports whether any bearer token, Basic credential or
+// OAuth client is set.
+func (a AuthConfig) HasCredentials() bool {
+	return len(Tokens(a.tokenStrings()...)) > 0 || len(a.Basic) > 0 || len(a.OAuthClients) > 0
+}
+
+func (a AuthConfig) tokenStrings() []string {
+	out := make([]string, len(a.BearerTokens))
+	for i, t := range a.BearerTokens {
+		out[i] = t.Token
+	}
+	return out
+}
 
 // checkSecret accepts "sha256:<64 hex>" or a plain secret of 16+ bytes.
 func checkSecret(s string) error {
@@ -227,4 +366,16 @@ func hashSecret(s string) [sha256.Size]byte {
 func HashToken(token string) string {
 	sum := sha256.Sum256([]byte(token))
 	return "sha256:" + hex.EncodeToString(sum[:])
+}
+
+// NonEmptyTokens drops tokens whose value is empty (an unset
+// ${SCIMGATE_SCIM_TOKEN:-} expands to ""), returning nil when none is left.
+func NonEmptyTokens(ts []BearerToken) []BearerToken {
+	var out []BearerToken
+	for _, t := range ts {
+		if strings.TrimSpace(t.Token) != "" {
+			out = append(out, t)
+		}
+	}
+	return out
 }

@@ -17,17 +17,25 @@ func (s *Server) serviceProviderConfig(c echo.Context) error {
 	if c.QueryParam("filter") != "" {
 		return scim.Errorf(http.StatusForbidden, "", "filtering is not allowed on /ServiceProviderConfig (RFC 7644 §4)")
 	}
+	auth := s.auth.Load()
 	var schemes []any
-	if len(s.auth.bearer) > 0 {
+	if len(auth.bearer) > 0 {
 		schemes = append(schemes, map[string]any{
 			"type": "oauthbearertoken", "name": "Bearer token", "primary": true,
 			"description": "Authentication with a bearer token in the Authorization header (Okta: HTTP Header; Entra: Secret Token)",
 			"specUri":     "https://www.rfc-editor.org/info/rfc6750",
 		})
 	}
-	if len(s.auth.basic) > 0 {
+	if len(auth.clients) > 0 {
 		schemes = append(schemes, map[string]any{
-			"type": "httpbasic", "name": "HTTP Basic", "primary": len(s.auth.bearer) == 0,
+			"type": "oauth2", "name": "OAuth 2.0 client credentials", "primary": len(auth.bearer) == 0,
+			"description": "Access tokens from POST " + s.base + "/oauth/token with the client credentials grant (Entra: OAuth2 Client Credentials Grant), presented as bearer tokens",
+			"specUri":     "https://www.rfc-editor.org/info/rfc6749",
+		})
+	}
+	if len(auth.basic) > 0 {
+		schemes = append(schemes, map[string]any{
+			"type": "httpbasic", "name": "HTTP Basic", "primary": len(auth.bearer) == 0 && len(auth.clients) == 0,
 			"description": "Authentication with a key and secret using HTTP Basic",
 			"specUri":     "https://www.rfc-editor.org/info/rfc7617",
 		})
@@ -38,7 +46,7 @@ func (s *Server) serviceProviderConfig(c echo.Context) error {
 		"documentationUri":      "https://github.com/scimgate/scimgate/blob/main/docs/okta.md",
 		"patch":                 map[string]any{"supported": true},
 		"bulk":                  map[string]any{"supported": false, "maxOperations": 0, "maxPayloadSize": 0},
-		"filter":                map[string]any{"supported": true, "maxResults": s.cfg.Limits.MaxPageSize},
+		"filter":                map[string]any{"supported": true, "maxResults": s.cfg().Limits.MaxPageSize},
 		"changePassword":        map[string]any{"supported": false},
 		"sort":                  map[string]any{"supported": false},
 		"etag":                  map[string]any{"supported": true},
@@ -70,26 +78,45 @@ func (s *Server) resourceTypeDoc(c echo.Context, rt *scim.ResourceType) map[stri
 	}
 }
 
+// allResourceTypes are User, Group and the catalog's types.
+func (s *Server) allResourceTypes() []*scim.ResourceType {
+	out := []*scim.ResourceType{s.store.UserType(), s.store.GroupType()}
+	for _, t := range s.catalog() {
+		out = append(out, catalogResourceType(t))
+	}
+	return out
+}
+
 func (s *Server) resourceTypes(c echo.Context) error {
 	var out []any
-	for _, rt := range []*scim.ResourceType{s.store.UserType(), s.store.GroupType()} {
+	for _, rt := range s.allResourceTypes() {
 		out = append(out, s.resourceTypeDoc(c, rt))
 	}
 	return render(c, http.StatusOK, scim.NewListResponse(len(out), 1, out))
 }
 
 func (s *Server) resourceType(c echo.Context) error {
-	for _, rt := range []*scim.ResourceType{s.store.UserType(), s.store.GroupType()} {
+	var names []string
+	for _, rt := range s.allResourceTypes() {
 		if strings.EqualFold(rt.ID, c.Param("id")) {
 			return render(c, http.StatusOK, s.resourceTypeDoc(c, rt))
 		}
+		names = append(names, rt.ID)
 	}
-	return scim.Errorf(http.StatusNotFound, "", "no resource type %q: scimgate serves User and Group", c.Param("id"))
+	return scim.Errorf(http.StatusNotFound, "", "no resource type %q: scimgate serves %s", c.Param("id"), strings.Join(names, ", "))
 }
 
-// allSchemas lists the core schemas and every extension the gateway accepts.
+// allSchemas lists the core schemas, every extension the gateway accepts
+// and the schemas of the catalog's types.
 func (s *Server) allSchemas() []*scim.Schema {
 	out := []*scim.Schema{s.store.UserType().Schema, s.store.GroupType().Schema}
+	kinds := map[string]bool{}
+	for _, t := range s.catalog() {
+		if !kinds[t.Kind] {
+			kinds[t.Kind] = true
+			out = append(out, catalogSchemas[t.Kind])
+		}
+	}
 	seen := map[string]bool{}
 	for _, rt := range []*scim.ResourceType{s.store.UserType(), s.store.GroupType()} {
 		for _, e := range rt.Extensions {

@@ -32,11 +32,19 @@ type event struct {
 // recording receiver.
 type eventServer struct {
 	*testServer
+	mapper *mapping.Mapper
 	mu     sync.Mutex
 	events []event
 }
 
 func newEventServer(t *testing.T) *eventServer {
+	t.Helper()
+	return newEventServerRules(t, mapping.DefaultRules())
+}
+
+// newEventServerRules is newEventServer with other mapping rules (and the
+// catalog they hold).
+func newEventServerRules(t *testing.T, rules mapping.Rules) *eventServer {
 	t.Helper()
 	db := mustOpenDB(t)
 	es := &eventServer{}
@@ -68,15 +76,18 @@ func newEventServer(t *testing.T) *eventServer {
 	go func() { defer close(done); d.Run(ctx) }()
 	// Registered after mustOpenDB's cleanup, so it runs before the db closes.
 	t.Cleanup(func() { cancel(); <-done })
-	mapper, err := mapping.Compile(mapping.DefaultRules())
+	mapper, err := mapping.Compile(rules)
 	if err != nil {
 		t.Fatal(err)
 	}
 	st := store.New(db, mapper, store.Options{OnCommit: d.Notify})
 	t.Cleanup(st.Close)
 	gcfg := gateway.DefaultConfig()
-	gcfg.Auth.BearerTokens = []string{gateway.HashToken(testToken)}
-	srv := httptest.NewServer(gateway.NewServer(gcfg, st, discardLogger(), nil))
+	gcfg.Auth.BearerTokens = gateway.Tokens(gateway.HashToken(testToken))
+	gs := gateway.NewServer(gcfg, st, discardLogger(), nil)
+	gs.SetMapper(mapper)
+	es.mapper = mapper
+	srv := httptest.NewServer(gs)
 	t.Cleanup(srv.Close)
 	es.testServer = &testServer{t: t, url: srv.URL + "/scim/v2", store: st, srv: srv}
 	return es

@@ -58,18 +58,19 @@ func (l *limiter) reserve(key string, now time.Time) time.Duration {
 
 func (s *Server) rateLimit(next echo.HandlerFunc) echo.HandlerFunc {
 	return func(c echo.Context) error {
-		if s.limiter == nil {
+		lim := s.limiter.Load()
+		if lim == nil {
 			return next(c)
 		}
 		key, _ := c.Get(ctxClientKey).(string)
 		if key == "" {
 			key = c.RealIP()
 		}
-		if wait := s.limiter.reserve(key, time.Now()); wait > 0 {
+		if wait := lim.reserve(key, time.Now()); wait > 0 {
 			s.metrics.limited.Inc()
 			secs := int(math.Ceil(wait.Seconds()))
 			c.Response().Header().Set("Retry-After", strconv.Itoa(secs))
-			return scim.Errorf(http.StatusTooManyRequests, "", "rate limit of %g requests/s exceeded; retry after %d s", float64(s.limiter.rate), secs)
+			return scim.Errorf(http.StatusTooManyRequests, "", "rate limit of %g requests/s exceeded; retry after %d s", float64(lim.rate), secs)
 		}
 		return next(c)
 	}

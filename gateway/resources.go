@@ -126,11 +126,11 @@ func (r *resourceAPI) query(c echo.Context) (store.Query, error) {
 		if err != nil {
 			return q, scim.Errorf(http.StatusBadRequest, scim.InvalidValue, "count %q is not an integer", v)
 		}
-		q.Count = min(max(n, 0), r.s.cfg.Limits.MaxPageSize)
+		q.Count = min(max(n, 0), r.s.cfg().Limits.MaxPageSize)
 	}
 	if f := c.QueryParam("filter"); f != "" {
-		if len(f) > r.s.cfg.Limits.MaxFilterBytes {
-			return q, scim.Errorf(http.StatusBadRequest, scim.InvalidFilter, "filter is %d bytes; the limit is %d", len(f), r.s.cfg.Limits.MaxFilterBytes)
+		if len(f) > r.s.cfg().Limits.MaxFilterBytes {
+			return q, scim.Errorf(http.StatusBadRequest, scim.InvalidFilter, "filter is %d bytes; the limit is %d", len(f), r.s.cfg().Limits.MaxFilterBytes)
 		}
 		filter, err := scim.ParseFilter(f)
 		if err != nil {
@@ -212,7 +212,7 @@ func (r *resourceAPI) patchHandler(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	limits := r.s.cfg.Limits
+	limits := r.s.cfg().Limits
 	if len(ops) > limits.MaxOperations {
 		return scim.Errorf(http.StatusBadRequest, scim.TooMany, "PATCH has %d operations; the limit is %d: split it", len(ops), limits.MaxOperations)
 	}
@@ -230,7 +230,7 @@ func (r *resourceAPI) patchHandler(c echo.Context) error {
 		return err
 	}
 	p := parseProjection(c)
-	if r.s.cfg.PatchResponse == "no_content" && len(p.attributes) == 0 && len(p.excluded) == 0 {
+	if r.s.cfg().PatchResponse == "no_content" && len(p.attributes) == 0 && len(p.excluded) == 0 {
 		c.Response().Header().Set("ETag", res.ETag())
 		return c.NoContent(http.StatusNoContent)
 	}
@@ -247,9 +247,9 @@ func (r *resourceAPI) deleteHandler(c echo.Context) error {
 // checkMembers enforces the members-per-request limit on POST and PUT.
 func (r *resourceAPI) checkMembers(doc map[string]any) error {
 	v, _ := scim.Get(doc, "members")
-	if list, ok := v.([]any); ok && len(list) > r.s.cfg.Limits.MaxMembers {
+	if list, ok := v.([]any); ok && len(list) > r.s.cfg().Limits.MaxMembers {
 		return scim.Errorf(http.StatusBadRequest, scim.TooMany, "request has %d members; the limit is %d (scim.limits.max_members)",
-			len(list), r.s.cfg.Limits.MaxMembers)
+			len(list), r.s.cfg().Limits.MaxMembers)
 	}
 	return nil
 }

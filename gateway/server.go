@@ -9,7 +9,7 @@ import (
 	"log/slog"
 	"mime"
 	"net/http"
-	"strconv"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -19,6 +19,7 @@ import (
 
 	"github.com/scimgate/scimgate/gateway/scim"
 	"github.com/scimgate/scimgate/gateway/store"
+	"github.com/scimgate/scimgate/mapping"
 )
 
 // Log keys (no personal data: ids and routes, never bodies or filters).
@@ -31,45 +32,124 @@ const (
 
 // Server is the SCIM HTTP API. It is an http.Handler.
 type Server struct {
-	cfg     Config
+	base    string // base path without trailing slash (not reloadable)
 	store   *store.Store
 	logger  *slog.Logger
 	metrics *Metrics
-	auth    *authenticator
-	limiter *limiter
 	echo    *echo.Echo
+
+	// What Reload swaps, each read once per request.
+	conf         atomic.Pointer[Config]
+	auth         atomic.Pointer[authenticator]
+	limiter      atomic.Pointer[limiter] // nil: no per-client rate limit
+	tokenLimiter atomic.Pointer[limiter]
+	tokenKey     []byte
+	mapper       atomic.Pointer[mapping.Mapper] // its catalog is served; nil: none
+	now          func() time.Time
 
 	lastRequest atomic.Int64 // unix nanos of the last authenticated SCIM request
 }
 
-// NewServer builds the SCIM API over st. m may be nil.
+// NewServer builds the SCIM API over st. m may be nil. Access tokens from
+// the OAuth token endpoint are signed with a random key unless
+// SetTokenKey gives a persisted one before serving.
 func NewServer(cfg Config, st *store.Store, logger *slog.Logger, m *Metrics) *Server {
 	if m == nil {
 		m = NewMetrics()
 	}
-	s := &Server{cfg: cfg, store: st, logger: logger.With("component", "scim"), metrics: m, auth: newAuthenticator(cfg.Auth)}
-	if cfg.Limits.RatePerSecond > 0 {
-		s.limiter = newLimiter(cfg.Limits.RatePerSecond, cfg.Limits.Burst)
-	}
+	s := &Server{base: strings.TrimSuffix(cfg.BasePath, "/"), store: st, logger: logger.With("component", "scim"), metrics: m,
+		tokenKey: newTokenKey(), now: time.Now}
+	s.apply(cfg)
 	e := echo.New()
 	e.HideBanner, e.HidePort = true, true
 	e.HTTPErrorHandler = s.errorHandler
 	e.Use(s.observe)
 	e.Use(middleware.RecoverWithConfig(middleware.RecoverConfig{DisableStackAll: true, LogErrorFunc: func(c echo.Context, err error, stack []byte) error {
 		s.logger.Error("panic in handler", logKeyRoute, c.Path(), logKeyErr, err, "stack", string(stack))
-		return err
+		return &panicError{v: err}
 	}}))
-	e.Use(middleware.BodyLimit(strconv.FormatInt(cfg.Limits.MaxBodyBytes, 10) + "B"))
-	base := strings.TrimSuffix(cfg.BasePath, "/")
+	e.Use(s.bodyLimit)
+	base := s.base
 	e.Pre(middleware.RemoveTrailingSlash(), canonicalEndpoints(base))
+	e.POST(base+"/oauth/token", s.tokenHandler)
+	e.Match(otherMethods(http.MethodPost), base+"/oauth/token", tokenMethodNotAllowed)
 	g := e.Group(base, s.requireAuth, s.rateLimit)
 	s.routes(g)
 	e.Any(base+"/*", func(c echo.Context) error {
-		return scim.Errorf(http.StatusNotFound, "", "no SCIM endpoint at %s: scimgate serves %s/Users, %s/Groups and the discovery endpoints",
+		if served, err := s.catalogRequest(c); served {
+			return err
+		}
+		return scim.Errorf(http.StatusNotFound, "", "no SCIM endpoint at %s: scimgate serves %s/Users, %s/Groups, the discovery endpoints and the catalog endpoints /ResourceTypes lists",
 			c.Request().URL.Path, base, base)
-	}, s.requireAuth)
+	}, s.requireAuth, s.rateLimit)
 	s.echo = e
 	return s
+}
+
+// conf returns the configuration in force.
+func (s *Server) cfg() *Config { return s.conf.Load() }
+
+// SetTokenKey sets the key that signs OAuth access tokens (at least 32
+// bytes, kept by the application so tokens survive a restart). Call it
+// before serving.
+func (s *Server) SetTokenKey(key []byte) {
+	s.tokenKey = append([]byte(nil), key...)
+	s.auth.Store(s.newAuthenticator(*s.cfg()))
+}
+
+// SetClock replaces time.Now for access-token issue and expiry (tests).
+// Call it before serving.
+func (s *Server) SetClock(now func() time.Time) {
+	s.now = now
+	s.auth.Store(s.newAuthenticator(*s.cfg()))
+}
+
+func (s *Server) newAuthenticator(cfg Config) *authenticator {
+	a := newAuthenticator(cfg, s.tokenKey)
+	a.now = s.now
+	return a
+}
+
+// apply installs cfg's reloadable parts.
+func (s *Server) apply(cfg Config) {
+	c := cfg
+	s.conf.Store(&c)
+	s.auth.Store(s.newAuthenticator(c))
+	if c.Limits.RatePerSecond > 0 {
+		s.limiter.Store(newLimiter(c.Limits.RatePerSecond, c.Limits.Burst))
+	} else {
+		s.limiter.Store(nil)
+	}
+	s.tokenLimiter.Store(newLimiter(c.Limits.TokenRatePerSecond, c.Limits.TokenBurst))
+}
+
+// Reload swaps in the credentials, trusted proxies, limits, public URL and
+// PATCH response style of cfg atomically: a request sees the old set or the
+// new one, never a mix. It returns what changed, without secret values. A
+// cfg that does not validate changes nothing. The listener address, base
+// path and TLS files are not reloaded here (the first two need a restart;
+// SIGHUP reloads the TLS files separately).
+func (s *Server) Reload(cfg Config) ([]string, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	old := s.cfg()
+	changes := diffConfig(old, &cfg)
+	s.apply(cfg)
+	return changes, nil
+}
+
+// bodyLimit refuses bodies over scim.limits.max_body_bytes with 413.
+func (s *Server) bodyLimit(next echo.HandlerFunc) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		max := s.cfg().Limits.MaxBodyBytes
+		r := c.Request()
+		if r.ContentLength > max {
+			return echo.NewHTTPError(http.StatusRequestEntityTooLarge)
+		}
+		r.Body = http.MaxBytesReader(c.Response(), r.Body, max)
+		return next(c)
+	}
 }
 
 // endpointNames are the SCIM endpoints, keyed case-folded.
@@ -117,7 +197,11 @@ func (s *Server) routes(g *echo.Group) {
 		g.PATCH(p+"/:id", r.patchHandler)
 		g.DELETE(p+"/:id", r.deleteHandler)
 		g.POST(p+"/.search", notImplemented("POST "+p+"/.search"))
+		g.Match(otherMethods(http.MethodGet, http.MethodPost), p, methodNotAllowed(http.MethodGet, http.MethodPost))
+		g.Match(otherMethods(http.MethodGet, http.MethodPut, http.MethodPatch, http.MethodDelete), p+"/:id",
+			methodNotAllowed(http.MethodGet, http.MethodPut, http.MethodPatch, http.MethodDelete))
 	}
+	g.POST("/.search", notImplemented("POST /.search"))
 	for _, p := range []string{"/ServiceProviderConfig", "/ResourceTypes", "/ResourceTypes/:id", "/Schemas", "/Schemas/:id"} {
 		g.Match([]string{http.MethodPost, http.MethodPut, http.MethodPatch, http.MethodDelete}, p, readOnly)
 	}
@@ -127,6 +211,31 @@ func (s *Server) routes(g *echo.Group) {
 	g.GET("/Schemas", s.schemas)
 	g.GET("/Schemas/:id", s.schema)
 	g.POST("/Bulk", notImplemented("Bulk"))
+}
+
+// allMethods are the methods a route can be asked for.
+var allMethods = []string{http.MethodGet, http.MethodHead, http.MethodPost, http.MethodPut, http.MethodPatch,
+	http.MethodDelete, http.MethodOptions}
+
+// otherMethods returns allMethods except the given ones.
+func otherMethods(allowed ...string) []string {
+	var out []string
+	for _, m := range allMethods {
+		if !slices.Contains(allowed, m) {
+			out = append(out, m)
+		}
+	}
+	return out
+}
+
+// methodNotAllowed answers 405 with the Allow header (RFC 9110 §15.5.6).
+func methodNotAllowed(allowed ...string) echo.HandlerFunc {
+	allow := strings.Join(allowed, ", ")
+	return func(c echo.Context) error {
+		c.Response().Header().Set(echo.HeaderAllow, allow)
+		return scim.Errorf(http.StatusMethodNotAllowed, "", "%s is not allowed on %s: use %s",
+			c.Request().Method, c.Request().URL.Path, allow)
+	}
 }
 
 func readOnly(c echo.Context) error {
@@ -204,9 +313,9 @@ func (s *Server) toSCIM(err error, c echo.Context) *scim.Error {
 	case errors.As(err, &he):
 		switch he.Code {
 		case http.StatusRequestEntityTooLarge:
-			return scim.Errorf(he.Code, "", "request body is larger than the %d-byte limit (scim.limits.max_body_bytes)", s.cfg.Limits.MaxBodyBytes)
+			return scim.Errorf(he.Code, "", "request body is larger than the %d-byte limit (scim.limits.max_body_bytes)", s.cfg().Limits.MaxBodyBytes)
 		case http.StatusNotFound:
-			return scim.Errorf(he.Code, "", "no endpoint at %s: scimgate serves SCIM under %s", c.Request().URL.Path, s.cfg.BasePath)
+			return scim.Errorf(he.Code, "", "no endpoint at %s: scimgate serves SCIM under %s", c.Request().URL.Path, s.base)
 		case http.StatusMethodNotAllowed:
 			return scim.Errorf(he.Code, "", "%s is not allowed on %s", c.Request().Method, c.Request().URL.Path)
 		}
@@ -218,9 +327,22 @@ func (s *Server) toSCIM(err error, c echo.Context) *scim.Error {
 		return scim.Errorf(http.StatusPreconditionFailed, "", "If-Match %s does not match the current version; GET the resource and retry",
 			c.Request().Header.Get("If-Match"))
 	}
+	var pe *panicError
+	if errors.As(err, &pe) {
+		return scim.Errorf(http.StatusInternalServerError, "", "internal error: the request was not applied")
+	}
+	// Anything else came from the database (disk full, I/O error, closed
+	// for shutdown): nothing was acknowledged, and the IdP should retry.
 	s.logger.ErrorContext(c.Request().Context(), "request failed", logKeyMethod, c.Request().Method, logKeyRoute, c.Path(), logKeyErr, err)
-	return scim.Errorf(http.StatusInternalServerError, "", "internal error")
+	c.Response().Header().Set("Retry-After", "5")
+	return scim.Errorf(http.StatusServiceUnavailable, "",
+		"scimgate could not read or write its database, so the request was not applied; retry later (the operator sees the cause in the gateway's log)")
 }
+
+// panicError is a panic recovered in a handler: a bug, reported as 500.
+type panicError struct{ v any }
+
+func (e *panicError) Error() string { return fmt.Sprintf("panic: %v", e.v) }
 
 func routeResource(c echo.Context) string {
 	p := c.Path()
@@ -309,8 +431,8 @@ func render(c echo.Context, status int, v any) error {
 
 // baseURL is the absolute URL of the SCIM base path as the client sees it.
 func (s *Server) baseURL(c echo.Context) string {
-	if s.cfg.PublicURL != "" {
-		return strings.TrimSuffix(s.cfg.PublicURL, "/")
+	if u := s.cfg().PublicURL; u != "" {
+		return strings.TrimSuffix(u, "/")
 	}
-	return c.Scheme() + "://" + c.Request().Host + strings.TrimSuffix(s.cfg.BasePath, "/")
+	return c.Scheme() + "://" + c.Request().Host + s.base
 }

@@ -82,7 +82,7 @@ func newTestServerRules(t *testing.T, rules mapping.Rules, mutate ...func(*gatew
 	st := store.New(db, mapper, store.Options{})
 	t.Cleanup(st.Close)
 	cfg := gateway.DefaultConfig()
-	cfg.Auth.BearerTokens = []string{gateway.HashToken(testToken)}
+	cfg.Auth.BearerTokens = gateway.Tokens(gateway.HashToken(testToken))
 	for _, m := range mutate {
 		m(&cfg)
 	}
@@ -537,7 +537,7 @@ func TestEntraShapes(t *testing.T) {
 
 func TestAuth(t *testing.T) {
 	ts := newTestServer(t, func(c *gateway.Config) {
-		c.Auth.BearerTokens = append(c.Auth.BearerTokens, "second-token-0123456789")
+		c.Auth.BearerTokens = append(c.Auth.BearerTokens, gateway.Tokens("second-token-0123456789")...)
 		c.Auth.Basic = []gateway.BasicCredential{{Username: "key", Password: gateway.HashToken("secret-0123456789abcdef")}}
 	})
 	for name, auth := range map[string]string{"none": "", "garbage": "non-token", "wrong": "Bearer wrong-token-0123456789",

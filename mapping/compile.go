@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"sync/atomic"
 
 	"github.com/scimgate/scimgate/gateway/scim"
 )
@@ -64,6 +65,7 @@ type Mapper struct {
 	match               string
 	extensions          []*scim.Schema
 	zones               zones
+	catalog             atomic.Pointer[[]CatalogType] // swapped by SetCatalog
 }
 
 // field is one compiled rule.
@@ -127,6 +129,8 @@ func Compile(r Rules) (*Mapper, error) {
 	m.user, m.userSame = m.compileResource("user", r.User, add)
 	m.group, m.groupSame = m.compileResource("group", r.Group, add)
 	m.extensions = extensionSchemas(r, add)
+	cat := compileCatalog(r.Catalog, add)
+	m.catalog.Store(&cat)
 	if len(errs) > 0 {
 		return nil, errors.Join(errs...)
 	}

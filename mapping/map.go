@@ -68,23 +68,28 @@ type Resolver interface {
 // return a *scim.Error with status 400 and scimType invalidValue whose
 // detail names each such field, its source path, the value's problem and
 // the expected form, separated by "; ".
+//
+// With a catalog (Rules.Catalog), the user's roles and entitlements must be
+// values it lists, at most one per type that is not multi-valued, and at
+// least one per required type while the user is active; a violation is
+// rejected the same way, naming the attribute and the valid values.
 func (m *Mapper) MapUser(doc map[string]any, res Resolver) (Result, error) {
-	return m.run(m.user, m.userSame, doc, res)
+	problems, attrs := m.checkCatalog(doc)
+	return m.run(m.user, m.userSame, doc, res, problems, attrs)
 }
 
 // MapGroup maps a SCIM Group document to its canonical record, with the
 // same errors as MapUser. Group rules cannot hold references.
 func (m *Mapper) MapGroup(doc map[string]any) (Result, error) {
-	return m.run(m.group, m.groupSame, doc, nil)
+	return m.run(m.group, m.groupSame, doc, nil, nil, nil)
 }
 
 // MatchAttribute returns the SCIM attribute that identifies an existing
 // user: "userName", "emails" or "externalId".
 func (m *Mapper) MatchAttribute() string { return m.match }
 
-func (m *Mapper) run(fieldList, same []*field, doc map[string]any, res Resolver) (Result, error) {
+func (m *Mapper) run(fieldList, same []*field, doc map[string]any, res Resolver, problems, fields []string) (Result, error) {
 	r := Result{Record: make(map[string]any, len(fieldList))}
-	var problems, fields []string
 	var froms []string // where each field's value came from, for same_as
 	if len(same) > 0 {
 		froms = make([]string, len(fieldList))

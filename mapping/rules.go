@@ -21,6 +21,9 @@ type Rules struct {
 	// Extensions declares custom User extension schemas (and attributes)
 	// for /Schemas beyond those the user rules read.
 	Extensions []Extension `yaml:"extensions,omitempty"`
+	// Catalog lists the roles and entitlements the app grants: served for
+	// discovery and enforced on users' roles and entitlements.
+	Catalog []CatalogType `yaml:"catalog,omitempty"`
 }
 
 // Rule produces one field of the canonical record.

@@ -150,7 +150,7 @@ func cmdAdmin(ctx context.Context, cmd string, args []string, getenv func(string
 
 func idsJSON(ids []string) any {
 	if len(ids) == 0 {
-		return nil
+		return map[string]any{"all": true}
 	}
 	return map[string]any{"ids": ids}
 }
@@ -160,7 +160,7 @@ func (c *adminClient) replay(ctx context.Context, stdout io.Writer, target strin
 	if len(ids) == 0 {
 		var out map[string]int
 		fmt.Fprintf(stdout, "replaying all dead letters of target %s…\n", target)
-		if err := c.do(ctx, http.MethodPost, "/admin/targets/"+target+"/replay", nil, &out); err != nil {
+		if err := c.do(ctx, http.MethodPost, "/admin/targets/"+target+"/replay", idsJSON(nil), &out); err != nil {
 			return err
 		}
 		fmt.Fprintf(stdout, "replayed %d dead letter(s); they are pending delivery again\n", out["replayed"])

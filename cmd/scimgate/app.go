@@ -279,7 +279,7 @@ func prepareSecrets(cfg *Config, out io.Writer) error {
 		if err != nil {
 			return err
 		}
-		cfg.SCIM.Auth.BearerTokens = []string{h}
+		cfg.SCIM.Auth.BearerTokens = gateway.Tokens(h)
 	}
 	if len(cfg.Admin.Tokens) == 0 {
 		h, err := loadOrCreateToken(filepath.Join(cfg.DataDir, adminTokenFile), "admin token (export SCIMGATE_ADMIN_TOKEN=… for scimgate status)", out)

@@ -64,7 +64,7 @@ func DefaultConfig(getenv func(string) string) Config {
 		Log:     LogConfig{Level: "info", Format: "json"},
 	}
 	cfg.SCIM.Listen = env("SCIMGATE_LISTEN", defaultListen)
-	cfg.SCIM.Auth.BearerTokens = nonEmpty(getenv("SCIMGATE_SCIM_TOKEN"))
+	cfg.SCIM.Auth.BearerTokens = gateway.Tokens(getenv("SCIMGATE_SCIM_TOKEN"))
 	cfg.Admin.Listen = env("SCIMGATE_ADMIN_LISTEN", defaultAdminListen)
 	cfg.Admin.Tokens = nonEmpty(getenv("SCIMGATE_ADMIN_TOKEN"))
 	cfg.Outbox.Targets = []outbox.Target{{
@@ -146,7 +146,7 @@ func ParseConfig(name string, data []byte, getenv func(string) string) (Config, 
 	if err := doc.Decode(&cfg); err != nil {
 		return cfg, nil, &ConfigError{File: name, Err: err}
 	}
-	cfg.SCIM.Auth.BearerTokens = nonEmpty(cfg.SCIM.Auth.BearerTokens...)
+	cfg.SCIM.Auth.BearerTokens = gateway.NonEmptyTokens(cfg.SCIM.Auth.BearerTokens)
 	cfg.Admin.Tokens = nonEmpty(cfg.Admin.Tokens...)
 	for i := range cfg.Outbox.Targets {
 		cfg.Outbox.Targets[i].Secrets = nonEmpty(cfg.Outbox.Targets[i].Secrets...)

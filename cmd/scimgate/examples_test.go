@@ -750,7 +750,8 @@ func TestExamplesEnvironment(t *testing.T) {
 	}
 	type contract struct {
 		DataDir, Listen, BasePath, AdminListen string
-		AdminTokens, Bearer                    []string
+		AdminTokens                            []string
+		Bearer                                 []gateway.BearerToken
 		URL                                    string
 		Secrets                                []string
 		Timeout                                time.Duration
@@ -778,7 +779,7 @@ func TestExamplesEnvironment(t *testing.T) {
 				want := of(ref)
 				if name == "cyolo" {
 					want.Bearer = nil // HTTP Basic only, whatever SCIMGATE_SCIM_TOKEN says
-					if len(cfg.SCIM.Auth.Basic) != 1 || cfg.SCIM.Auth.Basic[0] != (gateway.BasicCredential{Username: "cyolo", Password: exCyoloSecret}) {
+					if len(cfg.SCIM.Auth.Basic) != 1 || cfg.SCIM.Auth.Basic[0].Username != "cyolo" || cfg.SCIM.Auth.Basic[0].Password != exCyoloSecret {
 						t.Errorf("basic credentials %+v, want cyolo and CYOLO_SCIM_SECRET", cfg.SCIM.Auth.Basic)
 					}
 				}
