@@ -2,10 +2,12 @@ package gateway_test
 
 import (
 	"bufio"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"net/url"
 	"strings"
 	"testing"
 	"time"
@@ -134,5 +136,162 @@ func TestStorageFailureIs503(t *testing.T) {
 	detail := r.scimError(t, http.StatusServiceUnavailable, "")
 	if !strings.Contains(detail, "retry") || r.header.Get("Retry-After") == "" {
 		t.Errorf("503 detail %q, Retry-After %q: want a retry hint", detail, r.header.Get("Retry-After"))
+	}
+}
+
+const coreUser = `"schemas":["urn:ietf:params:scim:schemas:core:2.0:User"]`
+
+// Issue 8 item 1: a body nested 10,000 levels deep is refused at decode
+// time with 400 invalidSyntax (it used to be stored and then break every
+// read of the user, every list page and every scanning filter), and a
+// PATCH cannot deepen a document past the limit either.
+func TestDepthLimit(t *testing.T) {
+	ts := newTestServer(t)
+	deep := `{` + coreUser + `,"userName":"deep@example.com","x":` + strings.Repeat("[", 9999) + strings.Repeat("]", 9999) + `}`
+	detail := ts.do("POST", "/Users", deep).scimError(t, 400, "invalidSyntax")
+	if !strings.Contains(detail, "max_depth") {
+		t.Errorf("detail %q does not name scim.limits.max_depth", detail)
+	}
+	ok := `{` + coreUser + `,"userName":"ok@example.com","x":` + strings.Repeat("[", 30) + strings.Repeat("]", 30) + `}`
+	id := ts.do("POST", "/Users", ok).must(t, 201).body["id"].(string)
+	ts.do("PUT", "/Users/"+id, deep).scimError(t, 400, "invalidSyntax")
+	// PATCH bodies are bounded the same way …
+	ts.do("PATCH", "/Users/"+id, `{"Operations":[{"op":"add","path":"x","value":`+strings.Repeat("[", 5000)+strings.Repeat("]", 5000)+`}]}`).scimError(t, 400, "invalidSyntax")
+	// (A PATCH cannot deepen a document past the limit either: with values
+	// bounded by the body's depth and paths two levels deep it cannot reach
+	// it at the default limit; scim's ApplyPatchLimits tests cover it.)
+	// Everything stays readable.
+	ts.do("GET", "/Users/"+id, "").must(t, 200)
+	ts.do("GET", "/Users", "").must(t, 200)
+	ts.do("GET", "/Users?filter="+url.QueryEscape("active eq true"), "").must(t, 200)
+}
+
+// Issue 8 item 2: values are counted with and without a path, in POST and
+// PUT bodies too, before anything reaches the store's writer.
+func TestValuesCountedWithoutPath(t *testing.T) {
+	ts := newTestServer(t)
+	id := createUser(t, ts, "ada@example.com")
+	emails := func(n int) string {
+		var b strings.Builder
+		for i := range n {
+			if i > 0 {
+				b.WriteByte(',')
+			}
+			fmt.Fprintf(&b, `{"value":"u%d@example.com"}`, i)
+		}
+		return "[" + b.String() + "]"
+	}
+	many := emails(11000)
+	ts.do("PATCH", "/Users/"+id, `{"Operations":[{"op":"add","value":{"emails":`+many+`}}]}`).scimError(t, 400, "tooMany")
+	ts.do("PATCH", "/Users/"+id, `{"Operations":[{"op":"add","path":"emails","value":`+many+`}]}`).scimError(t, 400, "tooMany")
+	ts.do("POST", "/Users", `{`+coreUser+`,"userName":"many@example.com","emails":`+many+`}`).scimError(t, 400, "tooMany")
+	ts.do("PUT", "/Users/"+id, `{`+coreUser+`,"userName":"ada@example.com","emails":`+many+`}`).scimError(t, 400, "tooMany")
+	g := ts.do("POST", "/Groups", `{"schemas":["urn:ietf:params:scim:schemas:core:2.0:Group"],"displayName":"Eng"}`).must(t, 201).body["id"].(string)
+	var members strings.Builder
+	for i := range 20000 {
+		if i > 0 {
+			members.WriteByte(',')
+		}
+		fmt.Fprintf(&members, `{"value":"m%d"}`, i)
+	}
+	ts.do("PATCH", "/Groups/"+g, `{"Operations":[{"op":"add","value":{"members":[`+members.String()+`]}}]}`).scimError(t, 400, "tooMany")
+	// Within the limit, a large path-less add is linear and succeeds.
+	start := time.Now()
+	ts.do("PATCH", "/Users/"+id, `{"Operations":[{"op":"add","value":{"emails":`+emails(9000)+`}}]}`).must(t, 204)
+	t.Logf("path-less add of 9,000 emails: %s", time.Since(start))
+}
+
+// Issue 8 item 8: a password is never stored or returned, however it is
+// qualified, and no error detail quotes it.
+func TestPasswordNeverStored(t *testing.T) {
+	ts := newTestServer(t)
+	for i, body := range []string{
+		`{` + coreUser + `,"userName":"p0@example.com","urn:ietf:params:scim:schemas:core:2.0:User":{"password":"Hunter2-secret"}}`,
+		`{` + coreUser + `,"userName":"p1@example.com","urn:ietf:params:scim:schemas:core:2.0:User:password":"Hunter2-secret"}`,
+		`{` + coreUser + `,"userName":"p2@example.com","password":"Hunter2-secret"}`,
+	} {
+		r := ts.do("POST", "/Users", body)
+		if strings.Contains(r.raw, "Hunter2") {
+			t.Errorf("body %d: response quotes the password: %s", i, r.raw)
+		}
+		r.must(t, 201)
+		id := r.body["id"].(string)
+		ts.do("PATCH", "/Users/"+id, `{"Operations":[{"op":"replace","path":"urn:ietf:params:scim:schemas:core:2.0:User:password","value":"Hunter2-secret"},
+			{"op":"replace","value":{"password":"Hunter2-secret"}}]}`).must(t, 204)
+		stored, err := ts.store.GetUser(id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if raw, _ := json.Marshal(stored.Doc); strings.Contains(string(raw), "Hunter2") {
+			t.Errorf("body %d: password stored: %s", i, raw)
+		}
+		if got := ts.do("GET", "/Users/"+id, "").raw; strings.Contains(got, "Hunter2") {
+			t.Errorf("body %d: password returned: %s", i, got)
+		}
+	}
+	// A write-only value of the wrong type is refused without being quoted.
+	r := ts.do("POST", "/Users", `{`+coreUser+`,"userName":"p3@example.com","password":["Hunter2-secret"]}`)
+	if strings.Contains(r.raw, "Hunter2") {
+		t.Errorf("error quotes the password: %s", r.raw)
+	}
+}
+
+// Issue 8 item 12: responses carry the core URN and the declared
+// extensions present, never schemas the server does not advertise.
+func TestRenderedSchemas(t *testing.T) {
+	ts := newTestServer(t)
+	const ent = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"
+	r := ts.do("POST", "/Users", `{"schemas":["urn:ietf:params:scim:schemas:core:2.0:Group","urn:example:undeclared:2.0:User"],
+		"userName":"s@example.com","urn:example:undeclared:2.0:User":{"x":1}}`).must(t, 201)
+	id := r.body["id"].(string)
+	if got := fmt.Sprint(r.body["schemas"]); got != "[urn:ietf:params:scim:schemas:core:2.0:User]" {
+		t.Errorf("POST schemas = %s", got)
+	}
+	ts.do("PATCH", "/Users/"+id, `{"Operations":[{"op":"add","path":"`+ent+`:department","value":"R&D"}]}`).must(t, 204)
+	got := ts.do("GET", "/Users/"+id, "").must(t, 200)
+	if dept, _ := got.body[ent].(map[string]any); !hasString(got.body["schemas"], ent) || dept["department"] != "R&D" {
+		t.Errorf("after PATCH adding enterprise attributes: %s", got.raw)
+	}
+	g := ts.do("POST", "/Groups", `{"schemas":["urn:ietf:params:scim:schemas:core:2.0:Group","http://schemas.microsoft.com/2006/11/ResourceManagement/ADSCIM/2.0/Group"],
+		"displayName":"Eng","externalId":"e1"}`).must(t, 201)
+	if got := fmt.Sprint(g.body["schemas"]); got != "[urn:ietf:params:scim:schemas:core:2.0:Group]" {
+		t.Errorf("Entra group schemas = %s", got)
+	}
+	for _, l := range []string{"/Users", "/Groups"} {
+		page := ts.do("GET", l, "").must(t, 200)
+		for _, res := range page.body["Resources"].([]any) {
+			for _, s := range res.(map[string]any)["schemas"].([]any) {
+				if !strings.HasPrefix(s.(string), "urn:ietf:params:scim:schemas:") {
+					t.Errorf("%s lists a resource with schema %v", l, s)
+				}
+			}
+		}
+	}
+}
+
+// Issue 8 items 13 and 15: one primary; no PATCH on schemas; the schema
+// says what is enforced and returned; invalid UTF-8 is refused.
+func TestSmallProtocolFixes(t *testing.T) {
+	ts := newTestServer(t)
+	r := ts.do("POST", "/Users", `{`+coreUser+`,"userName":"prim@example.com","emails":[
+		{"value":"a@example.com","primary":true},{"value":"b@example.com","primary":true}]}`).must(t, 201)
+	if get(r.body, "emails.0.primary") != true || get(r.body, "emails.1.primary") == true {
+		t.Errorf("two primaries kept: %s", r.raw)
+	}
+	id := r.body["id"].(string)
+	ts.do("PATCH", "/Users/"+id, `{"Operations":[{"op":"replace","path":"schemas","value":["urn:x"]}]}`).scimError(t, 400, "mutability")
+	ts.do("POST", "/Users", "{"+coreUser+",\"userName\":\"bad\xff\xfeutf8\"}").scimError(t, 400, "invalidSyntax")
+	ts.do("POST", "/Users", `{`+coreUser+`,"userName":"lone\ud800surrogate"}`).scimError(t, 400, "invalidSyntax")
+	sch := ts.do("GET", "/Schemas/urn:ietf:params:scim:schemas:core:2.0:Group", "").must(t, 200)
+	if !strings.Contains(sch.raw, `"name":"displayName"`) || strings.Contains(sch.raw, `"$ref"`) {
+		t.Errorf("Group schema: %s", sch.raw)
+	}
+	for _, a := range sch.body["attributes"].([]any) {
+		if m := a.(map[string]any); m["name"] == "displayName" && m["uniqueness"] != "server" {
+			t.Errorf("Group displayName uniqueness = %v, want server", m["uniqueness"])
+		}
+	}
+	if strings.Contains(ts.do("GET", "/Schemas/urn:ietf:params:scim:schemas:core:2.0:User", "").raw, `"$ref"`) {
+		t.Error("User schema advertises groups.$ref, which is never returned")
 	}
 }

@@ -174,11 +174,11 @@ func (r *resourceAPI) respond(c echo.Context, status int, res *store.Resource, p
 }
 
 func (r *resourceAPI) createHandler(c echo.Context) error {
-	doc, err := decode(c)
+	doc, err := decode(c, r.s.cfg().Limits.MaxDepth)
 	if err != nil {
 		return err
 	}
-	if err := r.checkMembers(doc); err != nil {
+	if err := r.checkValues(doc); err != nil {
 		return err
 	}
 	res, err := r.create(doc)
@@ -189,11 +189,11 @@ func (r *resourceAPI) createHandler(c echo.Context) error {
 }
 
 func (r *resourceAPI) replaceHandler(c echo.Context) error {
-	doc, err := decode(c)
+	doc, err := decode(c, r.s.cfg().Limits.MaxDepth)
 	if err != nil {
 		return err
 	}
-	if err := r.checkMembers(doc); err != nil {
+	if err := r.checkValues(doc); err != nil {
 		return err
 	}
 	res, err := r.replace(c.Param("id"), c.Request().Header.Get("If-Match"), doc)
@@ -208,22 +208,21 @@ func (r *resourceAPI) patchHandler(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	ops, err := scim.ParsePatch(body)
+	limits := r.s.cfg().Limits
+	ops, err := scim.ParsePatchLimits(body, scim.Limits{MaxDepth: limits.MaxDepth})
 	if err != nil {
 		return err
 	}
-	limits := r.s.cfg().Limits
 	if len(ops) > limits.MaxOperations {
-		return scim.Errorf(http.StatusBadRequest, scim.TooMany, "PATCH has %d operations; the limit is %d: split it", len(ops), limits.MaxOperations)
+		return scim.Errorf(http.StatusBadRequest, scim.TooMany, "PATCH has %d operations; the limit is %d (scim.limits.max_operations): split it", len(ops), limits.MaxOperations)
 	}
-	members := 0
-	for _, op := range ops {
-		if list, ok := op.Value.([]any); ok {
-			members += len(list)
-		}
+	// Counted before anything reaches the store's writer, with and without
+	// a path alike: what one request may ask the writer to do is bounded.
+	if n := scim.CountPatchAttrValues(ops, "members"); n > limits.MaxMembers {
+		return scim.Errorf(http.StatusBadRequest, scim.TooMany, "PATCH carries %d members; the limit is %d (scim.limits.max_members): split it", n, limits.MaxMembers)
 	}
-	if members > limits.MaxMembers {
-		return scim.Errorf(http.StatusBadRequest, scim.TooMany, "PATCH carries %d values; the limit is %d: split it", members, limits.MaxMembers)
+	if n := scim.CountPatchValues(ops); n > limits.MaxValues {
+		return scim.Errorf(http.StatusBadRequest, scim.TooMany, "PATCH carries %d values; the limit is %d (scim.limits.max_values): split it", n, limits.MaxValues)
 	}
 	res, err := r.patch(c.Param("id"), c.Request().Header.Get("If-Match"), ops)
 	if err != nil {
@@ -244,12 +243,17 @@ func (r *resourceAPI) deleteHandler(c echo.Context) error {
 	return c.NoContent(http.StatusNoContent)
 }
 
-// checkMembers enforces the members-per-request limit on POST and PUT.
-func (r *resourceAPI) checkMembers(doc map[string]any) error {
-	v, _ := scim.Get(doc, "members")
-	if list, ok := v.([]any); ok && len(list) > r.s.cfg().Limits.MaxMembers {
-		return scim.Errorf(http.StatusBadRequest, scim.TooMany, "request has %d members; the limit is %d (scim.limits.max_members)",
-			len(list), r.s.cfg().Limits.MaxMembers)
+// checkValues enforces the members- and values-per-request limits on POST
+// and PUT, counted as PATCH counts them.
+func (r *resourceAPI) checkValues(doc map[string]any) error {
+	limits := r.s.cfg().Limits
+	if members, found, _, _ := scim.SplitAttr(doc, "members", r.typ); found {
+		if n := scim.CountValues(members); n > limits.MaxMembers {
+			return scim.Errorf(http.StatusBadRequest, scim.TooMany, "request has %d members; the limit is %d (scim.limits.max_members)", n, limits.MaxMembers)
+		}
+	}
+	if n := scim.CountValues(doc); n > limits.MaxValues {
+		return scim.Errorf(http.StatusBadRequest, scim.TooMany, "request has %d values in multi-valued attributes; the limit is %d (scim.limits.max_values)", n, limits.MaxValues)
 	}
 	return nil
 }

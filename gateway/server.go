@@ -357,24 +357,14 @@ func routeResource(c echo.Context) string {
 // decode reads a JSON object body. application/scim+json and
 // application/json are accepted with any charset (Okta sends both), as is
 // a missing Content-Type; anything else is 415.
-func decode(c echo.Context) (map[string]any, error) {
+func decode(c echo.Context, maxDepth int) (map[string]any, error) {
 	body, err := readBody(c)
 	if err != nil {
 		return nil, err
 	}
-	dec := json.NewDecoder(bytes.NewReader(body))
-	dec.UseNumber()
-	var doc map[string]any
-	if err := dec.Decode(&doc); err != nil {
-		return nil, syntaxError(err)
-	}
-	if dec.More() {
-		return nil, scim.Errorf(http.StatusBadRequest, scim.InvalidSyntax, "request body has data after the JSON object")
-	}
-	if doc == nil {
-		return nil, scim.Errorf(http.StatusBadRequest, scim.InvalidSyntax, "request body must be a JSON object, not null")
-	}
-	return doc, nil
+	// One linear pass refuses documents deeper than the limit, invalid
+	// UTF-8 and unpaired surrogates before anything is decoded.
+	return scim.DecodeObject(body, maxDepth)
 }
 
 // readBody checks the content type and reads the whole body.
@@ -402,20 +392,6 @@ func readBody(c echo.Context) ([]byte, error) {
 		return nil, scim.Errorf(http.StatusBadRequest, scim.InvalidSyntax, "request body is empty: send a JSON object")
 	}
 	return body, nil
-}
-
-func syntaxError(err error) *scim.Error {
-	var se *json.SyntaxError
-	var te *json.UnmarshalTypeError
-	switch {
-	case errors.As(err, &se):
-		return scim.Errorf(http.StatusBadRequest, scim.InvalidSyntax, "request body is not valid JSON: %v (at byte %d)", se, se.Offset)
-	case errors.As(err, &te):
-		return scim.Errorf(http.StatusBadRequest, scim.InvalidSyntax, "request body must be a JSON object, got a JSON %s", te.Value)
-	case errors.Is(err, io.ErrUnexpectedEOF):
-		return scim.Errorf(http.StatusBadRequest, scim.InvalidSyntax, "request body is truncated JSON")
-	}
-	return scim.Errorf(http.StatusBadRequest, scim.InvalidSyntax, "request body is not valid JSON: %v", err)
 }
 
 // render writes v as application/scim+json (exactly: strict clients

@@ -704,11 +704,21 @@ func TestProjectionETagAndMeta(t *testing.T) {
 	if r.body["title"] != "CTO" {
 		t.Errorf("PATCH ?attributes: %s", r.raw)
 	}
-	// Unknown attributes round-trip (Okta PUTs back what we return).
-	r = ts.do("PATCH", "/Users/"+id+"?attributes=urn:ietf:params:scim:schemas:extension:custom:2.0:User",
-		`{"Operations":[{"op":"add","value":{"urn:ietf:params:scim:schemas:extension:custom:2.0:User":{"badge":"B-7"}}}]}`).must(t, 200)
-	if get(r.body["urn:ietf:params:scim:schemas:extension:custom:2.0:User"], "badge") != "B-7" {
-		t.Errorf("custom extension round trip: %s", r.raw)
+	// An undeclared extension is stored (so it round-trips once the mapping
+	// declares it) but not returned: strict clients reject a resource whose
+	// schemas the server does not advertise (issue 8 item 12).
+	const custom = "urn:ietf:params:scim:schemas:extension:custom:2.0:User"
+	r = ts.do("PATCH", "/Users/"+id+"?attributes="+custom,
+		`{"Operations":[{"op":"add","value":{"`+custom+`":{"badge":"B-7"}}}]}`).must(t, 200)
+	if _, ok := r.body[custom]; ok || hasString(r.body["schemas"], custom) {
+		t.Errorf("undeclared extension returned: %s", r.raw)
+	}
+	stored, err := ts.store.GetUser(id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if get(stored.Doc[custom], "badge") != "B-7" {
+		t.Errorf("undeclared extension not stored: %v", stored.Doc)
 	}
 }
 
