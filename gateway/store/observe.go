@@ -1,0 +1,47 @@
+package store
+
+import (
+	"errors"
+	"slices"
+
+	bolt "go.etcd.io/bbolt"
+
+	"github.com/scimgate/scimgate/mapping"
+)
+
+// warned reports the mapping warnings of resource id to the Observer once
+// tx commits (a batch that rolls back and runs again reports them once).
+func (s *Store) warned(tx *bolt.Tx, resource, id string, fields []string) {
+	if s.obs == nil || len(fields) == 0 {
+		return
+	}
+	fields = slices.Clone(fields)
+	tx.OnCommit(func() {
+		for _, f := range fields {
+			s.obs.MappingWarning(resource, id, f)
+		}
+	})
+}
+
+// rejected reports a write the mapping refused, once it has been answered.
+func (s *Store) rejected(resource string, err error) {
+	var rej *mapping.Rejection
+	if s.obs != nil && errors.As(err, &rej) {
+		s.obs.MappingRejected(resource, slices.Clone(rej.Fields))
+	}
+}
+
+// ignoredMembers logs and reports, once tx commits, the member ids of a
+// write of group id that named nothing and were dropped (UnknownIgnore).
+func (s *Store) ignoredMembers(tx *bolt.Tx, groupID string, n int) {
+	if n == 0 {
+		return
+	}
+	tx.OnCommit(func() {
+		s.log.Warn("group write named member ids that are not users or groups of this gateway; they were ignored (scim.unknown_members: ignore)",
+			"group_id", groupID, "unknown_members", n)
+		if s.obs != nil {
+			s.obs.UnknownMembers(groupID, n)
+		}
+	})
+}
