@@ -37,6 +37,9 @@ func (s *Store) CreateGroup(doc map[string]any) (*Resource, error) {
 	if err != nil {
 		return nil, err
 	}
+	if err := groupIdentifiers(doc, nil); err != nil {
+		return nil, err
+	}
 	id, now := newID(), s.now()
 	var out *Resource
 	err = s.w.update(func(tx *bolt.Tx) error {
@@ -177,9 +180,6 @@ func (s *Store) PatchGroup(id, ifMatch string, ops []scim.Operation) (*Resource,
 			if doc, err = scim.Normalize(next, s.groups.rt); err != nil {
 				return nil, delta{}, err
 			}
-			if err := groupIdentifiers(doc); err != nil {
-				return nil, delta{}, err
-			}
 		}
 		d, err := s.memberDelta(tx, id, memberOps)
 		return doc, d, err
@@ -209,6 +209,11 @@ func (s *Store) updateGroup(id, ifMatch string, next func(tx *bolt.Tx, cur *reco
 		if !docChanged && d.empty() {
 			out = s.groupResource(tx, cur, false)
 			return nil
+		}
+		if docChanged {
+			if err := groupIdentifiers(doc, cur.Doc); err != nil {
+				return err
+			}
 		}
 		unknown, err := s.knownMembers(tx, id, &d)
 		if err != nil {
@@ -315,7 +320,7 @@ func (s *Store) splitMembers(doc map[string]any) (rest map[string]any, ids []str
 	if rest, err = scim.Normalize(rest, s.groups.rt); err != nil {
 		return nil, nil, nil, false, err
 	}
-	return rest, ids, display, hasMembers, groupIdentifiers(rest)
+	return rest, ids, display, hasMembers, nil
 }
 
 // memberValues reads member ids from a members value: a list of

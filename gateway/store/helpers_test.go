@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"log/slog"
-	"net/http"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -197,7 +196,14 @@ func field(t testing.TB, data json.RawMessage, path string) any {
 	if err := decodeJSON(data, &m); err != nil {
 		t.Fatalf("event data %s: %v", data, err)
 	}
-	v, _ := scim.Get(m, path)
+	var v any = m
+	for _, key := range strings.Split(path, ".") {
+		obj, ok := v.(map[string]any)
+		if !ok {
+			return nil
+		}
+		v = obj[key]
+	}
 	return v
 }
 
@@ -229,5 +235,3 @@ func sameStrings(a, b []string) bool {
 	}
 	return true
 }
-
-var _ = http.StatusOK

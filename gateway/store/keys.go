@@ -127,25 +127,23 @@ func checkID(attr, id string) error {
 }
 
 // userIdentifiers checks the identifying attributes of a user document:
-// userName, externalId and every email value.
-func userIdentifiers(doc map[string]any) error {
-	if name, _ := scim.Get(doc, "userName"); name != nil {
-		if s, ok := name.(string); ok {
-			if err := checkIdentifier("userName", s); err != nil {
-				return err
-			}
-		}
-	}
-	if err := checkIdentifier("externalId", externalIDOf(doc)); err != nil {
+// userName, externalId and every email value. Values that prev (the
+// stored document; nil on create) already has pass: a user stored before
+// values were checked can still be deactivated or changed otherwise.
+func userIdentifiers(doc, prev map[string]any) error {
+	if err := checkChanged("userName", stringAttr(doc, "userName"), stringAttr(prev, "userName")); err != nil {
 		return err
 	}
-	v, _ := scim.Get(doc, "emails")
-	list, _ := v.([]any)
-	for i, e := range list {
-		m, _ := e.(map[string]any)
-		ev, _ := scim.Get(m, "value")
-		if s, ok := ev.(string); ok {
-			if err := checkIdentifier(fmt.Sprintf("emails[%d].value", i), s); err != nil {
+	if err := checkChanged("externalId", externalIDOf(doc), externalIDOf(prev)); err != nil {
+		return err
+	}
+	had := map[string]bool{}
+	for _, e := range emailValues(prev) {
+		had[e] = true
+	}
+	for i, e := range emailValues(doc) {
+		if !had[e] {
+			if err := checkIdentifier(fmt.Sprintf("emails[%d].value", i), e); err != nil {
 				return err
 			}
 		}
@@ -153,16 +151,46 @@ func userIdentifiers(doc map[string]any) error {
 	return nil
 }
 
-// groupIdentifiers checks a group's displayName and externalId.
-func groupIdentifiers(doc map[string]any) error {
-	if name, _ := scim.Get(doc, "displayName"); name != nil {
-		if s, ok := name.(string); ok {
-			if err := checkIdentifier("displayName", s); err != nil {
-				return err
-			}
+// groupIdentifiers checks a group's displayName and externalId, as
+// userIdentifiers does.
+func groupIdentifiers(doc, prev map[string]any) error {
+	if err := checkChanged("displayName", stringAttr(doc, "displayName"), stringAttr(prev, "displayName")); err != nil {
+		return err
+	}
+	return checkChanged("externalId", externalIDOf(doc), externalIDOf(prev))
+}
+
+func checkChanged(attr, value, prev string) error {
+	if value == prev {
+		return nil
+	}
+	return checkIdentifier(attr, value)
+}
+
+func stringAttr(doc map[string]any, attr string) string {
+	if doc == nil {
+		return ""
+	}
+	v, _ := scim.Get(doc, attr)
+	s, _ := v.(string)
+	return s
+}
+
+// emailValues returns a user's email values as sent.
+func emailValues(doc map[string]any) []string {
+	if doc == nil {
+		return nil
+	}
+	var out []string
+	v, _ := scim.Get(doc, "emails")
+	list, _ := v.([]any)
+	for _, e := range list {
+		m, _ := e.(map[string]any)
+		if s := stringAttr(m, "value"); s != "" {
+			out = append(out, s)
 		}
 	}
-	return checkIdentifier("externalId", externalIDOf(doc))
+	return out
 }
 
 // idsByPrefix returns the ids under "value 0x00 id" keys of b. The id part

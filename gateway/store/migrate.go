@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"fmt"
 	"log/slog"
+	"strings"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -14,6 +15,10 @@ type Migration struct {
 	From, To string // schema versions; From is "" for a new file, equal to To when nothing was done
 	// Users, Groups, Memberships and Refs are the counts reindexed.
 	Users, Groups, Memberships, Refs int
+	// Remap counts users whose record holds a reference release 1
+	// resolved wrongly (through a value containing NUL); New maps them
+	// again, which emits user.updated for each.
+	Remap int
 	// Collisions are pairs of resources whose names the new keys consider
 	// the same (see Collision).
 	Collisions []Collision
@@ -85,7 +90,7 @@ func Init(tx *bolt.Tx, logger *slog.Logger) (Migration, error) {
 				"resource", c.Resource, "attribute", c.Attr, "indexed_id", c.Indexed, "shadowed_id", c.Shadowed)
 		}
 		logger.Info("store migrated", "from", m.From, "to", m.To, "users", m.Users, "groups", m.Groups,
-			"memberships", m.Memberships, "references", m.Refs, "collisions", len(m.Collisions), "took", m.Took)
+			"memberships", m.Memberships, "references", m.Refs, "remap", m.Remap, "collisions", len(m.Collisions), "took", m.Took)
 	}
 	return m, meta.Put(keySchema, []byte(SchemaVersion))
 }
@@ -107,7 +112,7 @@ func resetBuckets(tx *bolt.Tx, names ...[]byte) error {
 func migrate1(tx *bolt.Tx, m *Migration) error {
 	if err := resetBuckets(tx, bucketUsersByName, bucketUsersByExtID, bucketUsersByEmail, bucketUsersShadowed,
 		bucketGroupsByName, bucketGroupsByExtID, bucketGroupsShadowed, bucketMemberCounts,
-		bucketRefsResolved, bucketRefsResolvedBy); err != nil {
+		bucketRefsResolved, bucketRefsResolvedBy, bucketRemap); err != nil {
 		return err
 	}
 	users, groups := userKind(), groupKind()
@@ -197,11 +202,23 @@ func reindex(tx *bolt.Tx, k *kind, m *Migration) (int, error) {
 		// that user is deleted the dependant is mapped again, which for a
 		// field that was no reference changes nothing and emits nothing.
 		var fields []string
-		idFields(r.Record, "", func(field, target string) {
-			if target != r.ID && data.Get([]byte(target)) != nil {
-				fields = append(fields, field, target)
+		broken := false
+		idFields(r.Record, "", func(field, value string) {
+			switch {
+			case strings.IndexByte(value, 0) >= 0:
+				broken = true
+			case len(value) == 36 && value[8] == '-' && value[13] == '-' && value != r.ID && data.Get([]byte(value)) != nil:
+				fields = append(fields, field, value)
 			}
 		})
+		if broken {
+			// A reference release 1 resolved through a value with a NUL
+			// (issue 8 item 7): New maps the user again and tells the app.
+			if err := tx.Bucket(bucketRemap).Put([]byte(r.ID), nil); err != nil {
+				return n, err
+			}
+			m.Remap++
+		}
 		for i := 0; i < len(fields); i += 2 {
 			if err := putResolved(tx, r.ID, fields[i+1], fields[i]); err != nil {
 				return n, err
@@ -212,15 +229,13 @@ func reindex(tx *bolt.Tx, k *kind, m *Migration) (int, error) {
 	return n, nil
 }
 
-// idFields calls fn for every string value of rec that could be an id
-// (looks like one of ours), with its dotted field name.
+// idFields calls fn for every string value of rec (nested objects
+// included) with its dotted field name.
 func idFields(rec map[string]any, prefix string, fn func(field, value string)) {
 	for key, v := range rec {
 		switch v := v.(type) {
 		case string:
-			if len(v) == 36 && v[8] == '-' && v[13] == '-' {
-				fn(prefix+key, v)
-			}
+			fn(prefix+key, v)
 		case map[string]any:
 			idFields(v, prefix+key+".", fn)
 		}

@@ -50,13 +50,14 @@ var (
 	bucketRefsResolvedBy = []byte("refs_resolved_by")
 	bucketUsersShadowed  = []byte("users_name_shadowed")
 	bucketGroupsShadowed = []byte("groups_name_shadowed")
+	bucketRemap          = []byte("users_remap") // id → "": map again at the next New (see migrate1)
 
 	allBuckets = [][]byte{
 		bucketMeta, bucketUsers, bucketUsersByName, bucketUsersByExtID, bucketUsersByEmail,
 		bucketUsersOrder, bucketUsersBlocks, bucketGroups, bucketGroupsByName, bucketGroupsByExtID,
 		bucketGroupsOrder, bucketGroupsBlocks, bucketMembers, bucketMemberOf, bucketRefsPending,
 		bucketRefsDependent, bucketMemberCounts, bucketRefsResolved, bucketRefsResolvedBy,
-		bucketUsersShadowed, bucketGroupsShadowed,
+		bucketUsersShadowed, bucketGroupsShadowed, bucketRemap,
 	}
 
 	keySchema     = []byte("schema")
@@ -187,7 +188,42 @@ func New(db *bolt.DB, mapper *mapping.Mapper, opts Options) *Store {
 	})
 	s.w = newWriter(db, isClean, s.log)
 	s.w.start()
+	s.remapQueued()
 	return s
+}
+
+// remapQueued maps again the users the migration queued (users_remap),
+// in one write, before the store serves: each whose record changes gets
+// user.updated. A failure is logged and retried at the next start.
+func (s *Store) remapQueued() {
+	var queued []string
+	_ = s.db.View(func(tx *bolt.Tx) error {
+		if b := tx.Bucket(bucketRemap); b != nil {
+			_ = b.ForEach(func(k, _ []byte) error { queued = append(queued, string(k)); return nil })
+		}
+		return nil
+	})
+	if len(queued) == 0 {
+		return
+	}
+	err := s.w.update(func(tx *bolt.Tx) error {
+		now := s.now()
+		for _, id := range queued {
+			if err := s.remapUser(tx, id, now); err != nil {
+				return err
+			}
+			if err := tx.Bucket(bucketRemap).Delete([]byte(id)); err != nil {
+				return err
+			}
+		}
+		return s.touched(tx, now)
+	})
+	if err != nil {
+		s.log.Error("mapping again the users whose references release 1 resolved wrongly failed; retried at the next start",
+			"users", len(queued), "err", err)
+		return
+	}
+	s.log.Info("mapped again the users whose references release 1 resolved wrongly", "users", len(queued))
 }
 
 func userKind(ext ...*scim.Schema) *kind {
@@ -372,11 +408,7 @@ func (k *kind) nameOf(doc map[string]any) string {
 	return s
 }
 
-func externalIDOf(doc map[string]any) string {
-	v, _ := scim.Get(doc, "externalId")
-	s, _ := v.(string)
-	return s
-}
+func externalIDOf(doc map[string]any) string { return stringAttr(doc, "externalId") }
 
 // checkName enforces the required, unique name (compared by foldKey). id
 // is the resource being written ("" on create).

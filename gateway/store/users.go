@@ -21,7 +21,7 @@ func (s *Store) CreateUser(doc map[string]any) (*Resource, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := userIdentifiers(doc); err != nil {
+	if err := userIdentifiers(doc, nil); err != nil {
 		return nil, err
 	}
 	id, now := newID(), s.now()
@@ -114,9 +114,6 @@ func (s *Store) ReplaceUser(id, ifMatch string, doc map[string]any) (*Resource, 
 	if err != nil {
 		return nil, err
 	}
-	if err := userIdentifiers(doc); err != nil {
-		return nil, err
-	}
 	return s.updateUser(id, ifMatch, func(cur *record) (map[string]any, error) {
 		if _, ok := scim.Get(doc, "active"); !ok {
 			if v, ok := scim.Get(cur.Doc, "active"); ok {
@@ -134,10 +131,7 @@ func (s *Store) PatchUser(id, ifMatch string, ops []scim.Operation) (*Resource, 
 		if err != nil {
 			return nil, err
 		}
-		if next, err = scim.Normalize(next, s.users.rt); err != nil {
-			return nil, err
-		}
-		return next, userIdentifiers(next)
+		return scim.Normalize(next, s.users.rt)
 	})
 }
 
@@ -166,6 +160,9 @@ func (s *Store) updateUser(id, ifMatch string, next func(cur *record) (map[strin
 		if jsonEqual(doc, cur.Doc) {
 			out = s.userResource(tx, cur)
 			return nil
+		}
+		if err := userIdentifiers(doc, cur.Doc); err != nil {
+			return err
 		}
 		if err := k.checkName(tx, doc, id); err != nil {
 			return err
@@ -349,15 +346,9 @@ func isActive(doc map[string]any) bool {
 // emailsOf returns the index keys (foldKey) of a user's email values.
 func emailsOf(doc map[string]any) []string {
 	var out []string
-	v, _ := scim.Get(doc, "emails")
-	list, _ := v.([]any)
-	for _, e := range list {
-		m, _ := e.(map[string]any)
-		v, _ := scim.Get(m, "value")
-		if s, _ := v.(string); s != "" {
-			if key := foldKey(s); key != "" {
-				out = append(out, key)
-			}
+	for _, e := range emailValues(doc) {
+		if key := foldKey(e); key != "" {
+			out = append(out, key)
 		}
 	}
 	return out
