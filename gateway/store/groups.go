@@ -262,7 +262,8 @@ func (s *Store) updateGroup(id, ifMatch string, next func(tx *bolt.Tx, cur *reco
 }
 
 // DeleteGroup removes the group: first its members (group.member_removed
-// each), its own memberships in other groups, then group.deleted.
+// each, the group at a new version), its own memberships in other groups,
+// then group.deleted at a version above those events'.
 func (s *Store) DeleteGroup(id, ifMatch string) error {
 	if err := checkID("id", id); err != nil {
 		return err
@@ -285,6 +286,11 @@ func (s *Store) DeleteGroup(id, ifMatch string) error {
 			return err
 		}
 		if err := s.dropMemberships(tx, id, eventData(r), now); err != nil {
+			return err
+		}
+		// group.deleted comes after the member events, above their version.
+		r.Version = s.nextVersion(r.Version)
+		if err := r.encodeData(); err != nil {
 			return err
 		}
 		if err := k.unindex(tx, r); err != nil {

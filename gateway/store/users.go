@@ -235,9 +235,9 @@ func (s *Store) writeUser(tx *bolt.Tx, cur, r *record, refs []mapping.Ref, now t
 }
 
 // DeleteUser removes the user (Entra's hard delete). Its memberships go
-// too, each with a group.member_removed event, then user.deleted; every
-// event carries the user at a new version, so a consumer that drops lower
-// versions keeps them. Users whose reference (manager) pointed at it are
+// too, each with a group.member_removed event, then user.deleted, which
+// carries a version above every earlier event's, so a consumer that drops
+// lower versions keeps it. Users whose reference (manager) pointed at it are
 // mapped again: the reference waits for the user's return, and each whose
 // record changes gets user.updated.
 func (s *Store) DeleteUser(id, ifMatch string) error {
@@ -254,11 +254,13 @@ func (s *Store) DeleteUser(id, ifMatch string) error {
 			return err
 		}
 		now := s.now()
-		r.Version, r.Modified = s.nextVersion(r.Version), now
-		if err := r.encodeData(); err != nil {
+		// The membership events carry the user as it was; the deletion
+		// is the user's own change, at a version above all of them.
+		if err := s.dropMemberships(tx, id, eventData(r), now); err != nil {
 			return err
 		}
-		if err := s.dropMemberships(tx, id, eventData(r), now); err != nil {
+		r.Version, r.Modified = s.nextVersion(r.Version), now
+		if err := r.encodeData(); err != nil {
 			return err
 		}
 		if err := k.unindex(tx, r); err != nil {
