@@ -3,6 +3,7 @@ package store
 import (
 	"fmt"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/scimgate/scimgate/gateway/scim"
@@ -13,9 +14,24 @@ func (ts *testStore) addMembers(gid string, n int) []string {
 	ts.t.Helper()
 	var all []string
 	for len(all) < n {
-		var chunk []string
-		for range min(500, n-len(all)) {
-			chunk = append(chunk, ts.createUser(fmt.Sprintf(`{"userName":"m%d-%s@example.com"}`, len(all)+len(chunk), gid[:8])))
+		// Concurrent creates share commits (the writer's group commit).
+		chunk := make([]string, min(500, n-len(all)))
+		var wg sync.WaitGroup
+		for w := range 16 {
+			wg.Go(func() {
+				for i := w; i < len(chunk); i += 16 {
+					r, err := ts.CreateUser(doc(ts.t, fmt.Sprintf(`{"userName":"m%d-%s@example.com"}`, len(all)+i, gid[:8])))
+					if err != nil {
+						ts.t.Error(err)
+						return
+					}
+					chunk[i] = r.ID
+				}
+			})
+		}
+		wg.Wait()
+		if ts.t.Failed() {
+			ts.t.FailNow()
 		}
 		var vals []string
 		for _, id := range chunk {

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -242,4 +243,69 @@ func TestInitRefusesUnknownSchema(t *testing.T) {
 	if err := db.Update(InitBuckets); !errors.Is(err, ErrSchemaVersion) {
 		t.Errorf("Init on schema 3 = %v, want ErrSchemaVersion", err)
 	}
+}
+
+// TestMigrateScale measures the schema 1 → 2 migration on 100,000 users
+// and a 50,000-member group (SCIMGATE_SCALE=1; the file is kept in
+// SCIMGATE_BENCH_DIR when set): time, and memory allocated and held.
+func TestMigrateScale(t *testing.T) {
+	if os.Getenv("SCIMGATE_SCALE") == "" {
+		t.Skip("set SCIMGATE_SCALE=1 to migrate 100,000 users")
+	}
+	dir := os.Getenv("SCIMGATE_BENCH_DIR")
+	if dir == "" {
+		dir = t.TempDir()
+	}
+	src := filepath.Join(dir, "migrate-100000-50000.db")
+	if _, err := os.Stat(src); err != nil {
+		buildBenchDB(t, src, 100_000, 50_000)
+	}
+	path := copyFile(t, src)
+	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	if err := db.Update(func(tx *bolt.Tx) error { // as release 1 left it
+		return tx.Bucket(bucketMeta).Put(keySchema, []byte("1"))
+	}); err != nil {
+		t.Fatal(err)
+	}
+	runtime.GC()
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	peak := uint64(0)
+	stop := make(chan struct{})
+	sampled := make(chan struct{})
+	go func() {
+		defer close(sampled)
+		var m runtime.MemStats
+		for {
+			select {
+			case <-stop:
+				return
+			case <-time.After(20 * time.Millisecond):
+				runtime.ReadMemStats(&m)
+				peak = max(peak, m.HeapInuse)
+			}
+		}
+	}()
+	start := time.Now()
+	var m Migration
+	err = db.Update(func(tx *bolt.Tx) error {
+		m, err = Init(tx, slog.New(slog.DiscardHandler))
+		return err
+	})
+	took := time.Since(start)
+	close(stop)
+	<-sampled
+	runtime.ReadMemStats(&after)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m.Users != 100_000 || m.Memberships != 50_000 {
+		t.Fatalf("migrated %+v", m)
+	}
+	t.Logf("migrated %d users, %d groups, %d memberships in %v (commit included); allocated %d MB, heap in use %d MB before, peak %d MB",
+		m.Users, m.Groups, m.Memberships, took.Round(time.Millisecond), (after.TotalAlloc-before.TotalAlloc)>>20, before.HeapInuse>>20, peak>>20)
 }
