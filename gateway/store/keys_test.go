@@ -172,3 +172,32 @@ func quoteJSON(s string) string {
 	b, _ := json.Marshal(s)
 	return string(b)
 }
+
+// FuzzKeys: keys never hold a NUL or an invisible character, are stable
+// (the key of a key is itself), and checkIdentifier refuses exactly the
+// values with an invisible character, without quoting them.
+func FuzzKeys(f *testing.F) {
+	for _, s := range []string{"ada@example.com", " ADA@example.com\t", "jose\u0301", "\u017fam", "a\u200bb", "boss@x.com\x00zzz", "İstanbul", "ǰ", "\xff"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		for _, k := range []string{foldKey(s), exactKey(s)} {
+			if strings.IndexFunc(k, invisible) >= 0 {
+				t.Fatalf("key %q of %q holds an invisible character", k, s)
+			}
+		}
+		if k := foldKey(s); foldKey(k) != k {
+			t.Fatalf("foldKey not stable: %q → %q → %q", s, k, foldKey(k))
+		}
+		if k := exactKey(s); exactKey(k) != k {
+			t.Fatalf("exactKey not stable: %q → %q → %q", s, k, exactKey(k))
+		}
+		err := checkIdentifier("userName", s)
+		if (err != nil) != (strings.IndexFunc(s, invisible) >= 0) {
+			t.Fatalf("checkIdentifier(%q) = %v", s, err)
+		}
+		if err != nil && len(s) > 3 && strings.Contains(err.Error(), s) {
+			t.Fatalf("detail quotes the value: %v", err)
+		}
+	})
+}
