@@ -2,6 +2,8 @@ package store
 
 import (
 	"errors"
+	"fmt"
+	"runtime/debug"
 	"slices"
 
 	bolt "go.etcd.io/bbolt"
@@ -17,9 +19,11 @@ func (s *Store) warned(tx *bolt.Tx, resource, id string, fields []string) {
 	}
 	fields = slices.Clone(fields)
 	tx.OnCommit(func() {
-		for _, f := range fields {
-			s.obs.MappingWarning(resource, id, f)
-		}
+		s.observe(func() {
+			for _, f := range fields {
+				s.obs.MappingWarning(resource, id, f)
+			}
+		})
 	})
 }
 
@@ -27,7 +31,7 @@ func (s *Store) warned(tx *bolt.Tx, resource, id string, fields []string) {
 func (s *Store) rejected(resource string, err error) {
 	var rej *mapping.Rejection
 	if s.obs != nil && errors.As(err, &rej) {
-		s.obs.MappingRejected(resource, slices.Clone(rej.Fields))
+		s.observe(func() { s.obs.MappingRejected(resource, slices.Clone(rej.Fields)) })
 	}
 }
 
@@ -41,7 +45,19 @@ func (s *Store) ignoredMembers(tx *bolt.Tx, groupID string, n int) {
 		s.log.Warn("group write named member ids that are not users or groups of this gateway; they were ignored (scim.unknown_members: ignore)",
 			"group_id", groupID, "unknown_members", n)
 		if s.obs != nil {
-			s.obs.UnknownMembers(groupID, n)
+			s.observe(func() { s.obs.UnknownMembers(groupID, n) })
 		}
 	})
+}
+
+// observe calls the Observer. A panic there is logged and goes no
+// further: it runs in the writer's commit handlers, where it would stop
+// the writer after the commit, before the writes are answered.
+func (s *Store) observe(call func()) {
+	defer func() {
+		if p := recover(); p != nil {
+			s.log.Error("store observer panicked", "panic", fmt.Sprint(p), "stack", string(debug.Stack()))
+		}
+	}()
+	call()
 }

@@ -214,15 +214,17 @@ func (s *Store) records(k *kind, ck byte, q RecordQuery) (RecordPage, error) {
 }
 
 // UserRecord returns a user's canonical record (data.user of its events,
-// with id and version), or ErrNotFound.
+// with id and version), or ErrNotFound. Here and in GroupMembers and
+// UserGroups, an id that cannot be one (empty, or with a control or
+// invisible character) is a 400 *scim.Error naming the character.
 func (s *Store) UserRecord(id string) (json.RawMessage, error) { return s.oneRecord(s.users, id) }
 
 // GroupRecord is UserRecord for groups.
 func (s *Store) GroupRecord(id string) (json.RawMessage, error) { return s.oneRecord(s.groups, id) }
 
 func (s *Store) oneRecord(k *kind, id string) (json.RawMessage, error) {
-	if checkID("id", id) != nil {
-		return nil, ErrNotFound // no id contains such characters
+	if err := checkID("id", id); err != nil {
+		return nil, err
 	}
 	var out json.RawMessage
 	err := s.db.View(func(tx *bolt.Tx) error {
@@ -245,10 +247,13 @@ func (s *Store) GroupMembers(id, cursor string, limit int) (MemberPage, error) {
 	if err != nil {
 		return MemberPage{}, err
 	}
+	if err := checkID("id", id); err != nil {
+		return MemberPage{}, err
+	}
 	limit = clampLimit(limit)
 	page := MemberPage{Members: []Member{}}
 	err = s.db.View(func(tx *bolt.Tx) error {
-		if checkID("id", id) != nil || tx.Bucket(bucketGroups).Get([]byte(id)) == nil {
+		if tx.Bucket(bucketGroups).Get([]byte(id)) == nil {
 			return ErrNotFound
 		}
 		page.Sequence = outbox.Tail(tx)
@@ -272,10 +277,13 @@ func (s *Store) UserGroups(id, cursor string, limit int) (RecordPage, error) {
 	if err != nil {
 		return RecordPage{}, err
 	}
+	if err := checkID("id", id); err != nil {
+		return RecordPage{}, err
+	}
 	limit = clampLimit(limit)
 	page := RecordPage{Records: []json.RawMessage{}}
 	err = s.db.View(func(tx *bolt.Tx) error {
-		if checkID("id", id) != nil || tx.Bucket(bucketUsers).Get([]byte(id)) == nil {
+		if tx.Bucket(bucketUsers).Get([]byte(id)) == nil {
 			return ErrNotFound
 		}
 		page.Sequence = outbox.Tail(tx)

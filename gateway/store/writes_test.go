@@ -358,3 +358,19 @@ func TestVersionFloor(t *testing.T) {
 		t.Errorf("group version %d, want above %d", r.Version, int64(floor))
 	}
 }
+
+type panickingObserver struct{ recordingObserver }
+
+func (*panickingObserver) MappingWarning(string, string, string) { panic("observer bug") }
+
+// TestObserverPanic: an Observer that panics (in the writer's commit
+// handlers) costs a log line, not the writer: the write is answered and
+// the next one works.
+func TestObserverPanic(t *testing.T) {
+	ts := newTestStore(t, func(o *Options) { o.Observer = &panickingObserver{} })
+	ts.createUser(`{"userName":"w@example.com","timezone":"Mars/Olympus"}`)
+	ts.createUser(`{"userName":"x@example.com","timezone":"Mars/Olympus"}`)
+	if !strings.Contains(ts.log.String(), "observer bug") {
+		t.Errorf("panic not logged: %.300s", ts.log.String())
+	}
+}
