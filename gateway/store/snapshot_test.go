@@ -266,3 +266,25 @@ func TestSnapshotRebuildsState(t *testing.T) {
 		t.Errorf("Snapshot after emit failed: %v after %d events", err, n)
 	}
 }
+
+// BenchmarkSnapshot reads the snapshot of 100,000 users (and, in the
+// second case, a 50,000-member group: 50 member chunks), emitting to a
+// sink that drops each event: the store's share of a backfill.
+func BenchmarkSnapshot(b *testing.B) {
+	for _, size := range []struct{ users, members int }{{100_000, 0}, {50_000, 50_000}} {
+		ts := benchStore(b, size.users, size.members)
+		b.Run(fmt.Sprintf("users=%d/members=%d", size.users, size.members), func(b *testing.B) {
+			for b.Loop() {
+				n, bytes := 0, 0
+				err := ts.db.View(func(tx *bolt.Tx) error {
+					return ts.Snapshot(tx, func(ev outbox.Event) error { n++; bytes += len(ev.Data); return nil })
+				})
+				if err != nil {
+					b.Fatal(err)
+				}
+				b.ReportMetric(float64(n), "events/op")
+				b.ReportMetric(float64(bytes)/float64(n), "B/event")
+			}
+		})
+	}
+}
