@@ -1,7 +1,6 @@
 package store
 
 import (
-	"bytes"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -31,9 +30,14 @@ func (d delta) empty() bool { return len(d.add) == 0 && len(d.remove) == 0 }
 
 // CreateGroup stores a new group from a POST body, with its members, and
 // enqueues group.created followed by one group.member_added per member.
+// Member ids that name no user or group are ignored (reported through the
+// Observer) or refused, as Options.UnknownMembers says.
 func (s *Store) CreateGroup(doc map[string]any) (*Resource, error) {
 	doc, members, display, hasMembers, err := s.splitMembers(doc)
 	if err != nil {
+		return nil, err
+	}
+	if err := groupIdentifiers(doc, nil); err != nil {
 		return nil, err
 	}
 	id, now := newID(), s.now()
@@ -47,13 +51,16 @@ func (s *Store) CreateGroup(doc map[string]any) (*Resource, error) {
 		if hasMembers {
 			d.add = dedupe(members)
 		}
-		if err := s.checkMembers(tx, id, d.add); err != nil {
+		unknown, err := s.knownMembers(tx, id, &d)
+		if err != nil {
 			return err
 		}
 		res, err := s.mapper.MapGroup(doc)
 		if err != nil {
 			return err
 		}
+		s.warned(tx, "group", id, res.WarnedFields)
+		s.ignoredMembers(tx, id, unknown)
 		r := &record{ID: id, Created: now, Modified: now, Version: s.nextVersion(0), Doc: doc, Record: res.Record}
 		if err := k.insert(tx, r); err != nil {
 			return err
@@ -68,6 +75,7 @@ func (s *Store) CreateGroup(doc map[string]any) (*Resource, error) {
 		return s.touched(tx, now)
 	})
 	if err != nil {
+		s.rejected("group", err)
 		return nil, err
 	}
 	return out, nil
@@ -76,6 +84,9 @@ func (s *Store) CreateGroup(doc map[string]any) (*Resource, error) {
 // GetGroup returns the group with the given id, with its members unless
 // withMembers is false (excludedAttributes=members: no member scan at all).
 func (s *Store) GetGroup(id string, withMembers bool) (*Resource, error) {
+	if err := checkID("id", id); err != nil {
+		return nil, err
+	}
 	var out *Resource
 	err := s.db.View(func(tx *bolt.Tx) error {
 		r, err := s.groups.get(tx, id)
@@ -93,18 +104,17 @@ func (s *Store) groupResource(tx *bolt.Tx, r *record, withMembers bool) *Resourc
 	if !withMembers {
 		return res
 	}
-	prefix := []byte(r.ID + "\x00")
-	members := []any{}
-	c := tx.Bucket(bucketMembers).Cursor()
-	for k, v := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, v = c.Next() {
+	members := make([]any, 0, memberCount(tx, r.ID))
+	scanPrefix(tx.Bucket(bucketMembers), r.ID, func(id, v []byte) bool {
 		var m member
 		_ = json.Unmarshal(v, &m)
-		e := map[string]any{"value": string(k[len(prefix):]), "type": m.Type}
+		e := map[string]any{"value": string(id), "type": m.Type}
 		if m.Display != "" {
 			e["display"] = m.Display
 		}
 		members = append(members, e)
-	}
+		return true
+	})
 	res.Doc["members"] = members
 	return res
 }
@@ -178,6 +188,9 @@ func (s *Store) PatchGroup(id, ifMatch string, ops []scim.Operation) (*Resource,
 
 // updateGroup is the one write path of a changed group.
 func (s *Store) updateGroup(id, ifMatch string, next func(tx *bolt.Tx, cur *record) (map[string]any, delta, error)) (*Resource, error) {
+	if err := checkID("id", id); err != nil {
+		return nil, err
+	}
 	var out *Resource
 	err := s.w.update(func(tx *bolt.Tx) error {
 		k := s.groups
@@ -197,16 +210,29 @@ func (s *Store) updateGroup(id, ifMatch string, next func(tx *bolt.Tx, cur *reco
 			out = s.groupResource(tx, cur, false)
 			return nil
 		}
-		if err := k.checkName(tx, doc, id); err != nil {
+		if docChanged {
+			if err := groupIdentifiers(doc, cur.Doc); err != nil {
+				return err
+			}
+		}
+		unknown, err := s.knownMembers(tx, id, &d)
+		if err != nil {
 			return err
 		}
-		if err := s.checkMembers(tx, id, d.add); err != nil {
+		if !docChanged && d.empty() { // only unknown ids: nothing changes
+			s.ignoredMembers(tx, id, unknown)
+			out = s.groupResource(tx, cur, false)
+			return nil
+		}
+		if err := k.checkName(tx, doc, id); err != nil {
 			return err
 		}
 		res, err := s.mapper.MapGroup(doc)
 		if err != nil {
 			return err
 		}
+		s.warned(tx, "group", id, res.WarnedFields)
+		s.ignoredMembers(tx, id, unknown)
 		now := s.now()
 		r := &record{ID: id, Seq: cur.Seq, Created: cur.Created, Modified: now, Version: s.nextVersion(cur.Version), Doc: doc, Record: res.Record}
 		if err := k.index(tx, cur, r); err != nil {
@@ -229,14 +255,19 @@ func (s *Store) updateGroup(id, ifMatch string, next func(tx *bolt.Tx, cur *reco
 		return s.touched(tx, now)
 	})
 	if err != nil {
+		s.rejected("group", err)
 		return nil, err
 	}
 	return out, nil
 }
 
 // DeleteGroup removes the group: first its members (group.member_removed
-// each), its own memberships in other groups, then group.deleted.
+// each, the group at a new version), its own memberships in other groups,
+// then group.deleted at a version above those events'.
 func (s *Store) DeleteGroup(id, ifMatch string) error {
+	if err := checkID("id", id); err != nil {
+		return err
+	}
 	return s.w.update(func(tx *bolt.Tx) error {
 		k := s.groups
 		r, err := k.get(tx, id)
@@ -257,10 +288,18 @@ func (s *Store) DeleteGroup(id, ifMatch string) error {
 		if err := s.dropMemberships(tx, id, eventData(r), now); err != nil {
 			return err
 		}
+		// group.deleted comes after the member events, above their version.
+		r.Version = s.nextVersion(r.Version)
+		if err := r.encodeData(); err != nil {
+			return err
+		}
 		if err := k.unindex(tx, r); err != nil {
 			return err
 		}
 		if err := tx.Bucket(k.data).Delete([]byte(id)); err != nil {
+			return err
+		}
+		if err := tx.Bucket(bucketMemberCounts).Delete([]byte(id)); err != nil {
 			return err
 		}
 		if err := s.enqueue(tx, "group.deleted", []string{resKey("Group", id)}, dataOf("group", eventData(r)), nil); err != nil {
@@ -284,8 +323,10 @@ func (s *Store) splitMembers(doc map[string]any) (rest map[string]any, ids []str
 		}
 		rest[key] = v
 	}
-	rest, err = scim.Normalize(rest, s.groups.rt)
-	return rest, ids, display, hasMembers, err
+	if rest, err = scim.Normalize(rest, s.groups.rt); err != nil {
+		return nil, nil, nil, false, err
+	}
+	return rest, ids, display, hasMembers, nil
 }
 
 // memberValues reads member ids from a members value: a list of
@@ -329,32 +370,44 @@ func memberValues(v any) ([]string, map[string]string, error) {
 			return nil, nil, scim.Errorf(http.StatusBadRequest, scim.InvalidValue,
 				"members[%d] has no \"value\": each member must be {\"value\": \"<id of a user or group in scimgate>\"}", i)
 		}
+		if err := checkIdentifier(fmt.Sprintf("members[%d].value", i), id); err != nil {
+			return nil, nil, err
+		}
 		ids = append(ids, id)
 	}
 	return ids, display, nil
 }
 
-// checkMembers refuses ids that name no user or group of this gateway, so
-// a membership always points at something a webhook consumer knows.
-func (s *Store) checkMembers(tx *bolt.Tx, groupID string, ids []string) error {
-	var unknown []string
-	for _, id := range ids {
+// knownMembers applies Options.UnknownMembers to the ids d adds: ids that
+// name no user or group of this gateway (a membership must point at
+// something a webhook consumer knows) are dropped from d and counted, or
+// refused with 400 under UnknownReject. A group in its own members is
+// always refused.
+func (s *Store) knownMembers(tx *bolt.Tx, groupID string, d *delta) (unknown int, err error) {
+	var names []string
+	kept := d.add[:0:0]
+	for _, id := range d.add {
 		if id == groupID {
-			return scim.Errorf(http.StatusBadRequest, scim.InvalidValue, "a group cannot be a member of itself (%s)", id)
+			return 0, scim.Errorf(http.StatusBadRequest, scim.InvalidValue, "a group cannot be a member of itself (%s)", id)
 		}
 		if tx.Bucket(bucketUsers).Get([]byte(id)) == nil && tx.Bucket(bucketGroups).Get([]byte(id)) == nil {
-			unknown = append(unknown, id)
+			if unknown++; len(names) < 5 {
+				names = append(names, id)
+			}
+			continue
 		}
+		kept = append(kept, id)
 	}
-	if len(unknown) > 0 {
-		if len(unknown) > 5 {
-			unknown = append(unknown[:5], fmt.Sprintf("and %d more", len(unknown)-5))
+	if unknown > 0 && s.reject {
+		if unknown > len(names) {
+			names = append(names, fmt.Sprintf("and %d more", unknown-len(names)))
 		}
-		return scim.Errorf(http.StatusBadRequest, scim.InvalidValue,
+		return 0, scim.Errorf(http.StatusBadRequest, scim.InvalidValue,
 			"members must be ids of users or groups provisioned to scimgate; unknown: %s (push the user to the app before adding it to a group)",
-			strings.Join(unknown, ", "))
+			strings.Join(names, ", "))
 	}
-	return nil
+	d.add = kept
+	return unknown, nil
 }
 
 func isMembersPath(p *scim.Path) bool {
@@ -518,12 +571,11 @@ func dedupe(ids []string) []string {
 
 // memberIDs lists the group's member ids.
 func (s *Store) memberIDs(tx *bolt.Tx, groupID string) []string {
-	prefix := []byte(groupID + "\x00")
-	var ids []string
-	c := tx.Bucket(bucketMembers).Cursor()
-	for k, _ := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, _ = c.Next() {
-		ids = append(ids, string(k[len(prefix):]))
-	}
+	ids := make([]string, 0, memberCount(tx, groupID))
+	scanPrefix(tx.Bucket(bucketMembers), groupID, func(id, _ []byte) bool {
+		ids = append(ids, string(id))
+		return true
+	})
 	return ids
 }
 
@@ -557,6 +609,9 @@ func (s *Store) applyDelta(tx *bolt.Tx, g *record, d delta) error {
 	// Encoded once (by put, or by the caller that changed g): every member
 	// event of this change carries the same group.
 	gdata := eventData(g)
+	if err := addCounter(tx.Bucket(bucketMemberCounts), []byte(g.ID), len(d.add)-len(d.remove)); err != nil {
+		return err
+	}
 	for _, id := range d.remove {
 		typ, key, data, _, err := s.memberData(tx, id)
 		if err != nil {
@@ -602,12 +657,11 @@ func (s *Store) applyDelta(tx *bolt.Tx, g *record, d delta) error {
 // dropMemberships removes memberID from every group it belongs to, before
 // memberID itself is deleted; each group's version grows.
 func (s *Store) dropMemberships(tx *bolt.Tx, memberID string, memberData json.RawMessage, now time.Time) error {
-	prefix := []byte(memberID + "\x00")
 	var groups []string
-	c := tx.Bucket(bucketMemberOf).Cursor()
-	for k, _ := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, _ = c.Next() {
-		groups = append(groups, string(k[len(prefix):]))
-	}
+	scanPrefix(tx.Bucket(bucketMemberOf), memberID, func(gid, _ []byte) bool {
+		groups = append(groups, string(gid))
+		return true
+	})
 	typ, key := "User", "user"
 	if tx.Bucket(bucketGroups).Get([]byte(memberID)) != nil {
 		typ, key = "Group", "member_group"
@@ -626,6 +680,9 @@ func (s *Store) dropMemberships(tx *bolt.Tx, memberID string, memberData json.Ra
 			return err
 		}
 		if err := tx.Bucket(bucketMemberOf).Delete(joinKey(memberID, gid)); err != nil {
+			return err
+		}
+		if err := addCounter(tx.Bucket(bucketMemberCounts), []byte(gid), -1); err != nil {
 			return err
 		}
 		if err := s.enqueue(tx, "group.member_removed", []string{resKey("Group", gid), resKey(typ, memberID)},

@@ -1,8 +1,9 @@
 package store
 
 import (
-	"bytes"
 	"encoding/binary"
+	"encoding/json"
+	"net/http"
 	"sort"
 	"strings"
 
@@ -18,51 +19,129 @@ type Query struct {
 	Count      int          // page size; 0 returns only the total
 	// Members includes group members in the results (groups only).
 	Members bool
+	// MemberBudget bounds the members one page of groups renders (0: no
+	// bound; scim.limits.max_members_per_list). The page ends before a
+	// group whose members would pass the budget, so it may hold fewer than
+	// Count groups (the total stays exact and the next startIndex goes on
+	// from there); a group with more members than the budget on its own
+	// comes alone, without members, with Resource.MembersOmitted set.
+	// Members are counted without reading them.
+	MemberBudget int
 }
 
 // ListUsers returns the total number of users matching q and the page q
 // selects, in creation order (stable across pages, as Okta's import needs).
+//
+// Filters on group membership (`groups.value eq "<group id>"`, `groups eq
+// …`, `groups[value eq …]`, as top-level "and" terms) are answered from the
+// membership index, in id order; any other filter on groups is a 400
+// invalidFilter that says which shapes work.
 func (s *Store) ListUsers(q Query) (int, []*Resource, error) {
-	return s.list(s.users, q, func(tx *bolt.Tx, r *record) *Resource { return s.userResource(tx, r) })
+	return s.list(s.users, q, func(tx *bolt.Tx, r *record, _ bool) *Resource { return s.userResource(tx, r) })
 }
 
-// ListGroups is ListUsers for groups.
+// ListGroups is ListUsers for groups, with members when q.Members (within
+// q.MemberBudget); `members eq "<id>"` (also `members.value eq` and
+// `members[value eq …]`, alone or and-ed with other terms such as Entra's
+// `id eq "<group>" and members eq "<user>"`) is answered from the index.
 func (s *Store) ListGroups(q Query) (int, []*Resource, error) {
-	return s.list(s.groups, q, func(tx *bolt.Tx, r *record) *Resource { return s.groupResource(tx, r, q.Members) })
+	return s.list(s.groups, q, func(tx *bolt.Tx, r *record, members bool) *Resource {
+		return s.groupResource(tx, r, q.Members && members)
+	})
 }
 
-func (s *Store) list(k *kind, q Query, render func(*bolt.Tx, *record) *Resource) (int, []*Resource, error) {
-	if q.StartIndex < 1 {
-		q.StartIndex = 1
+// page collects the resources of one list page: the matches at positions
+// [start, start+count), as long as the member budget allows.
+type page struct {
+	tx           *bolt.Tx
+	start, count int
+	seen         int // matches so far
+	budget, used int // members rendered so far, of budget (0: no bound)
+	closed       bool
+	items        []*Resource
+	render       func(*bolt.Tx, *record, bool) *Resource
+	counted      bool // groups with members: the budget applies
+}
+
+// inWindow reports whether the next match would be rendered.
+func (p *page) inWindow() bool {
+	return !p.closed && p.seen+1 >= p.start && len(p.items) < p.count
+}
+
+// add counts a match and renders it when it belongs on the page.
+func (p *page) add(r *record) {
+	in := p.inWindow()
+	p.seen++
+	if !in {
+		return
 	}
-	if q.Count < 0 {
-		q.Count = 0
+	members := true
+	if p.counted && p.budget > 0 {
+		n := memberCount(p.tx, r.ID)
+		switch {
+		case n > p.budget && len(p.items) == 0:
+			members = false // alone and still too big: without members
+			p.closed = true
+		case p.used+n > p.budget:
+			p.closed = true // the next page starts with it
+			return
+		default:
+			p.used += n
+		}
 	}
+	res := p.render(p.tx, r, members)
+	res.MembersOmitted = !members
+	p.items = append(p.items, res)
+}
+
+// done reports whether no further match can be rendered.
+func (p *page) done() bool { return p.closed || len(p.items) >= p.count }
+
+func (s *Store) list(k *kind, q Query, render func(*bolt.Tx, *record, bool) *Resource) (int, []*Resource, error) {
+	q.StartIndex = max(q.StartIndex, 1)
+	q.Count = max(q.Count, 0)
 	var total int
-	var page []*Resource
+	var items []*Resource
 	err := s.db.View(func(tx *bolt.Tx) error {
+		p := &page{tx: tx, start: q.StartIndex, count: q.Count, budget: q.MemberBudget, render: render,
+			counted: k == s.groups && q.Members}
+		var err error
 		switch {
 		case q.Filter == nil:
 			total = int(getCounter(tx.Bucket(bucketMeta), k.count))
-			return s.pageAll(tx, k, q, func(r *record) { page = append(page, render(tx, r)) })
+			err = s.pageAll(tx, k, p)
 		default:
-			if ids, ok := s.candidates(tx, k, q.Filter); ok {
-				return s.pageCandidates(tx, k, q, ids, &total, func(r *record) { page = append(page, render(tx, r)) })
+			var terms []string
+			var rest *scim.Filter
+			if terms, rest, err = s.membershipTerms(k, q.Filter); err != nil {
+				return err
 			}
-			return s.pageScan(tx, k, q, &total, func(r *record) { page = append(page, render(tx, r)) })
+			switch ids, rest2, ok := s.candidates(tx, k, rest); {
+			case len(terms) > 0 && ok:
+				err = s.pageCandidates(tx, k, p, s.inAll(tx, k, ids, terms), rest2)
+			case len(terms) > 0:
+				err = s.pageMembers(tx, k, p, terms, rest)
+			case ok:
+				err = s.pageCandidates(tx, k, p, ids, rest2)
+			default:
+				err = s.pageScan(tx, k, p, q.Filter)
+			}
+			total = p.seen
 		}
+		items = p.items
+		return err
 	})
-	return total, page, err
+	return total, items, err
 }
 
 // pageAll walks the creation-order index from position StartIndex. The
 // per-block live counts let it skip whole blocks of 1024 without reading
 // them, so a deep page of a 100k import costs about as much as the first.
-func (s *Store) pageAll(tx *bolt.Tx, k *kind, q Query, emit func(*record)) error {
-	if q.Count == 0 {
+func (s *Store) pageAll(tx *bolt.Tx, k *kind, p *page) error {
+	if p.count == 0 {
 		return nil
 	}
-	skip := uint64(q.StartIndex - 1)
+	skip := uint64(p.start - 1)
 	var from []byte
 	bc := tx.Bucket(k.blocks).Cursor()
 	for bk, bv := bc.First(); bk != nil; bk, bv = bc.Next() {
@@ -76,99 +155,220 @@ func (s *Store) pageAll(tx *bolt.Tx, k *kind, q Query, emit func(*record)) error
 	if from == nil {
 		return nil
 	}
+	p.seen = p.start - 1 - int(skip) // positions before the block
 	c := tx.Bucket(k.order).Cursor()
-	got := 0
-	for key, id := c.Seek(from); key != nil && got < q.Count; key, id = c.Next() {
-		if skip > 0 {
-			skip--
+	for key, id := c.Seek(from); key != nil && !p.done(); key, id = c.Next() {
+		if !p.inWindow() {
+			p.seen++
 			continue
 		}
 		r, err := k.get(tx, string(id))
 		if err != nil {
 			return err
 		}
-		emit(r)
-		got++
+		p.add(r)
 	}
 	return nil
 }
 
-// candidates answers `attr eq "value"` on an indexed attribute (also when
-// it is one term of a top-level and) with the ids to check, so Okta's and
-// Entra's lookup before every create is a point lookup, not a scan.
-func (s *Store) candidates(tx *bolt.Tx, k *kind, f *scim.Filter) ([]string, bool) {
-	p, value, ok := f.Equality()
-	if !ok {
-		return nil, false
+// membershipAttr is the multi-valued reference attribute derived from the
+// membership index: a group's members, a user's groups.
+func (s *Store) membershipAttr(k *kind) string {
+	if k == s.groups {
+		return "members"
 	}
-	if p.URN != "" && !strings.EqualFold(p.URN, k.rt.Schema.ID) {
-		return nil, false
-	}
-	attr := strings.ToLower(p.Attr)
-	switch {
-	case p.Filter == nil && p.Sub == "" && attr == "id":
-		if tx.Bucket(k.data).Get([]byte(value)) != nil {
-			return []string{value}, true
-		}
-		return nil, true
-	case p.Filter == nil && p.Sub == "" && attr == strings.ToLower(k.nameAttr):
-		if id := tx.Bucket(k.byName).Get([]byte(strings.ToLower(value))); id != nil {
-			return []string{string(id)}, true
-		}
-		return nil, true
-	case p.Filter == nil && p.Sub == "" && attr == "externalid":
-		return idsByPrefix(tx.Bucket(k.byExtID), value), true
-	case k == s.users && attr == "emails" && (p.Sub == "" || strings.EqualFold(p.Sub, "value")):
-		return idsByPrefix(tx.Bucket(bucketUsersByEmail), strings.ToLower(value)), true
-	}
-	return nil, false
+	return "groups"
 }
 
-func idsByPrefix(b *bolt.Bucket, value string) []string {
-	prefix := []byte(value + "\x00")
+// membershipTerms takes the membership equalities out of f's top-level
+// "and" chain: the ids they compare with, and the rest of the filter. A
+// filter that names the membership attribute in any other way cannot be
+// answered (the stored documents do not hold memberships) and is a 400.
+func (s *Store) membershipTerms(k *kind, f *scim.Filter) ([]string, *scim.Filter, error) {
+	attr := s.membershipAttr(k)
+	if !f.Mentions(attr) {
+		return nil, f, nil
+	}
 	var ids []string
-	c := b.Cursor()
-	for k, _ := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, _ = c.Next() {
-		ids = append(ids, string(k[len(prefix):]))
+	var rest []*scim.Filter
+	for _, c := range f.Conjuncts() {
+		if id, ok := c.MembershipValue(attr); ok {
+			ids = append(ids, id)
+			continue
+		}
+		if c.Mentions(attr) {
+			other := "a user"
+			if k == s.users {
+				other = "a group"
+			}
+			return nil, nil, scim.Errorf(http.StatusBadRequest, scim.InvalidFilter,
+				"this filter uses %s in a form scimgate cannot evaluate: %s is matched only by equality with the id of %s, as %s eq \"<id>\", %s.value eq \"<id>\" or %s[value eq \"<id>\"], alone or joined to other conditions with \"and\" (not under \"or\" or \"not\", and no other operator or sub-attribute)",
+				attr, attr, other, attr, attr, attr)
+		}
+		rest = append(rest, c)
 	}
-	return ids
+	return ids, scim.And(rest...), nil
 }
 
-func (s *Store) pageCandidates(tx *bolt.Tx, k *kind, q Query, ids []string, total *int, emit func(*record)) error {
-	var matched []*record
+// isMember reports whether the membership (group, member) exists, where
+// the resource listed is id and the term names the other side.
+func (s *Store) isMember(tx *bolt.Tx, k *kind, id, term string) bool {
+	group, member := id, term
+	if k == s.users {
+		group, member = term, id
+	}
+	return tx.Bucket(bucketMembers).Get(joinKey(group, member)) != nil
+}
+
+// inAll keeps the ids that satisfy every membership term.
+func (s *Store) inAll(tx *bolt.Tx, k *kind, ids, terms []string) []string {
+	out := ids[:0:0]
+next:
 	for _, id := range ids {
+		for _, t := range terms {
+			if !s.isMember(tx, k, id, t) {
+				continue next
+			}
+		}
+		out = append(out, id)
+	}
+	return out
+}
+
+// pageMembers answers a filter with membership terms from the index: the
+// groups of the first term's member (member_of), or the users among the
+// first term's group's members (members), in id order; the other terms are
+// point lookups and rest is evaluated on each candidate. Without rest only
+// the page's records are read.
+func (s *Store) pageMembers(tx *bolt.Tx, k *kind, p *page, terms []string, rest *scim.Filter) error {
+	var ids []string
+	if k == s.groups {
+		scanPrefix(tx.Bucket(bucketMemberOf), terms[0], func(gid, _ []byte) bool {
+			ids = append(ids, string(gid))
+			return true
+		})
+	} else {
+		scanPrefix(tx.Bucket(bucketMembers), terms[0], func(id, v []byte) bool {
+			var m member
+			if json.Unmarshal(v, &m) == nil && m.Type == "User" {
+				ids = append(ids, string(id))
+			}
+			return true
+		})
+	}
+	ids = s.inAll(tx, k, ids, terms[1:])
+	for _, id := range ids {
+		if rest == nil && !p.inWindow() {
+			p.seen++
+			continue
+		}
 		r, err := k.get(tx, id)
 		if err == ErrNotFound {
 			continue
 		} else if err != nil {
 			return err
 		}
-		if q.Filter.Match(s.matchDoc(k, r), k.rt) {
+		if rest == nil || rest.Match(s.matchDoc(k, r), k.rt) {
+			p.add(r)
+		}
+	}
+	return nil
+}
+
+// candidates answers an equality on an indexed attribute (id, the name,
+// externalId, emails), also when it is one term of a top-level "and", with
+// the ids to check, so Okta's and Entra's lookup before every create is a
+// point lookup, not a scan. rest is what remains to evaluate with Match:
+// the other terms, and the equality itself when the index does not decide
+// it (emails[type eq "work"].value). The index decides with the same keys
+// as uniqueness, so `userName eq "ada@example.com "` finds the user a
+// create with that name would conflict with.
+func (s *Store) candidates(tx *bolt.Tx, k *kind, f *scim.Filter) (ids []string, rest *scim.Filter, ok bool) {
+	if f == nil {
+		return nil, nil, false
+	}
+	terms := f.Conjuncts()
+	for i, t := range terms {
+		ids, exact, ok := s.lookup(tx, k, t)
+		if !ok {
+			continue
+		}
+		others := make([]*scim.Filter, 0, len(terms))
+		for j, u := range terms {
+			if j != i || !exact {
+				others = append(others, u)
+			}
+		}
+		return ids, scim.And(others...), true
+	}
+	return nil, nil, false
+}
+
+// lookup answers one `attr eq "value"` term from an index; exact reports
+// whether the index alone decides it.
+func (s *Store) lookup(tx *bolt.Tx, k *kind, t *scim.Filter) (ids []string, exact, ok bool) {
+	p, value, ok := t.Equality()
+	if !ok {
+		return nil, false, false
+	}
+	if p.URN != "" && !strings.EqualFold(p.URN, k.rt.Schema.ID) {
+		return nil, false, false
+	}
+	attr := strings.ToLower(p.Attr)
+	plain := p.Filter == nil && p.Sub == ""
+	switch {
+	case plain && attr == "id":
+		if tx.Bucket(k.data).Get([]byte(value)) != nil {
+			return []string{value}, true, true
+		}
+		return nil, true, true
+	case plain && attr == strings.ToLower(k.nameAttr):
+		if key := foldKey(value); key != "" {
+			if id := tx.Bucket(k.byName).Get([]byte(key)); id != nil {
+				return []string{string(id)}, true, true
+			}
+		}
+		return nil, true, true
+	case plain && attr == "externalid":
+		return idsByPrefix(tx.Bucket(k.byExtID), exactKey(value)), true, true
+	case k == s.users && attr == "emails" && (p.Sub == "" || strings.EqualFold(p.Sub, "value")):
+		return idsByPrefix(tx.Bucket(bucketUsersByEmail), foldKey(value)), p.Filter == nil, true
+	}
+	return nil, false, false
+}
+
+// pageCandidates evaluates rest on a few candidates and pages them in
+// creation order.
+func (s *Store) pageCandidates(tx *bolt.Tx, k *kind, p *page, ids []string, rest *scim.Filter) error {
+	var matched []*record
+	for _, id := range dedupe(ids) {
+		r, err := k.get(tx, id)
+		if err == ErrNotFound {
+			continue
+		} else if err != nil {
+			return err
+		}
+		if rest.Match(s.matchDoc(k, r), k.rt) {
 			matched = append(matched, r)
 		}
 	}
 	sort.Slice(matched, func(i, j int) bool { return matched[i].Seq < matched[j].Seq })
-	*total = len(matched)
-	for i := q.StartIndex - 1; i < len(matched) && i < q.StartIndex-1+q.Count; i++ {
-		emit(matched[i])
+	for _, r := range matched {
+		p.add(r)
 	}
 	return nil
 }
 
 // pageScan evaluates the filter on every resource in creation order.
-func (s *Store) pageScan(tx *bolt.Tx, k *kind, q Query, total *int, emit func(*record)) error {
+func (s *Store) pageScan(tx *bolt.Tx, k *kind, p *page, f *scim.Filter) error {
 	c := tx.Bucket(k.order).Cursor()
 	for key, id := c.First(); key != nil; key, id = c.Next() {
 		r, err := k.get(tx, string(id))
 		if err != nil {
 			return err
 		}
-		if !q.Filter.Match(s.matchDoc(k, r), k.rt) {
-			continue
-		}
-		*total++
-		if *total >= q.StartIndex && *total < q.StartIndex+q.Count {
-			emit(r)
+		if f.Match(s.matchDoc(k, r), k.rt) {
+			p.add(r)
 		}
 	}
 	return nil

@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"strconv"
 	"strings"
@@ -20,8 +21,11 @@ import (
 	"github.com/scimgate/scimgate/outbox"
 )
 
-// SchemaVersion is the layout version kept under meta/schema.
-const SchemaVersion = "1"
+// SchemaVersion is the layout version kept under meta/schema. Version 2
+// derives index keys with foldKey/exactKey (version 1 lower-cased them) and
+// adds member counts, resolved-reference and shadowed-name buckets; Init
+// migrates a version 1 file (see migrate.go).
+const SchemaVersion = "2"
 
 var (
 	bucketMeta          = []byte("meta")
@@ -40,12 +44,20 @@ var (
 	bucketMemberOf      = []byte("member_of")
 	bucketRefsPending   = []byte("refs_pending")
 	bucketRefsDependent = []byte("refs_dependent")
+	// Added in schema 2.
+	bucketMemberCounts   = []byte("member_counts")
+	bucketRefsResolved   = []byte("refs_resolved")
+	bucketRefsResolvedBy = []byte("refs_resolved_by")
+	bucketUsersShadowed  = []byte("users_name_shadowed")
+	bucketGroupsShadowed = []byte("groups_name_shadowed")
+	bucketRemap          = []byte("users_remap") // id → "": map again at the next New (see migrate1)
 
 	allBuckets = [][]byte{
 		bucketMeta, bucketUsers, bucketUsersByName, bucketUsersByExtID, bucketUsersByEmail,
 		bucketUsersOrder, bucketUsersBlocks, bucketGroups, bucketGroupsByName, bucketGroupsByExtID,
 		bucketGroupsOrder, bucketGroupsBlocks, bucketMembers, bucketMemberOf, bucketRefsPending,
-		bucketRefsDependent,
+		bucketRefsDependent, bucketMemberCounts, bucketRefsResolved, bucketRefsResolvedBy,
+		bucketUsersShadowed, bucketGroupsShadowed, bucketRemap,
 	}
 
 	keySchema     = []byte("schema")
@@ -79,6 +91,43 @@ type Options struct {
 	// application folds its restore epoch into it so that versions keep
 	// growing after an older backup is restored.
 	VersionFloor uint64
+	// Logger receives the writer's recovered panics (with their stack) and
+	// warnings such as ignored member ids; it logs ids, never values.
+	// Discarded when nil.
+	Logger *slog.Logger
+	// Observer hears about mapping warnings, mapping rejections and
+	// ignored member ids (issue 9); nil: nobody.
+	Observer Observer
+	// UnknownMembers says what a member id that names no user or group
+	// does to a group write: UnknownIgnore (the default, also for "") or
+	// UnknownReject (config scim.unknown_members).
+	UnknownMembers string
+}
+
+// The values of Options.UnknownMembers.
+const (
+	// UnknownIgnore drops unknown member ids (no membership, no event),
+	// applies the rest, and logs and reports how many were dropped.
+	UnknownIgnore = "ignore"
+	// UnknownReject refuses the whole request with 400 invalidValue.
+	UnknownReject = "reject"
+)
+
+// Observer is told, after the fact, what operators watch (issue 9). Its
+// methods are called after the transaction commits (MappingRejected: after
+// the refusal), from the store's goroutines: they must not block. They
+// carry resource kinds ("user", "group"), ids, field names and counts,
+// never values.
+type Observer interface {
+	// MappingWarning reports an optional record field dropped or defaulted
+	// because its value was invalid (mapping.Result.WarnedFields).
+	MappingWarning(resource, id, field string)
+	// MappingRejected reports a write refused by the mapping, with the
+	// record fields involved (mapping.Rejection.Fields).
+	MappingRejected(resource string, fields []string)
+	// UnknownMembers reports member ids ignored in a write of group
+	// groupID (UnknownIgnore).
+	UnknownMembers(groupID string, ids int)
 }
 
 // Store is the bbolt-backed resource store. It is safe for concurrent use.
@@ -89,6 +138,9 @@ type Store struct {
 	wake   func()
 	floor  uint64
 	w      *writer
+	log    *slog.Logger
+	obs    Observer
+	reject bool // Options.UnknownMembers == UnknownReject
 
 	users  *kind
 	groups *kind
@@ -105,59 +157,89 @@ type kind struct {
 	nameAttr string // userName or displayName: required, unique case-insensitively
 	data     []byte
 	byName   []byte
+	shadowed []byte // foldKey(name) 0x00 id → be64(seq): a name another resource holds (see Init)
 	byExtID  []byte
 	order    []byte
 	blocks   []byte
 	count    []byte // meta key of the live count
 }
 
-// InitBuckets creates the store's buckets and checks the schema version.
-// It runs inside the application's start-up write transaction.
-func InitBuckets(tx *bolt.Tx) error {
-	for _, name := range allBuckets {
-		if _, err := tx.CreateBucketIfNotExists(name); err != nil {
-			return fmt.Errorf("create bucket %s: %w", name, err)
-		}
-	}
-	meta := tx.Bucket(bucketMeta)
-	switch v := meta.Get(keySchema); {
-	case v == nil:
-		return meta.Put(keySchema, []byte(SchemaVersion))
-	case string(v) != SchemaVersion:
-		return fmt.Errorf("%w: file has %q, this binary reads %q", ErrSchemaVersion, v, SchemaVersion)
-	}
-	return nil
-}
-
 // New returns a Store over db, whose buckets InitBuckets must have created,
 // and starts its writer. Close stops it.
 func New(db *bolt.DB, mapper *mapping.Mapper, opts Options) *Store {
-	s := &Store{db: db, mapper: mapper, now: opts.Now, wake: opts.OnCommit, floor: opts.VersionFloor}
+	s := &Store{db: db, mapper: mapper, now: opts.Now, wake: opts.OnCommit, floor: opts.VersionFloor,
+		log: opts.Logger, obs: opts.Observer, reject: opts.UnknownMembers == UnknownReject}
 	if s.now == nil {
 		s.now = time.Now
 	}
 	if s.wake == nil {
 		s.wake = func() {}
 	}
-	s.users = &kind{
-		name: "User", event: "user", rt: scim.NewUserResourceType(opts.UserExtensions...), nameAttr: "userName",
-		data: bucketUsers, byName: bucketUsersByName, byExtID: bucketUsersByExtID,
-		order: bucketUsersOrder, blocks: bucketUsersBlocks, count: []byte("users_count"),
+	if s.log == nil {
+		s.log = slog.New(slog.DiscardHandler)
 	}
-	s.groups = &kind{
-		name: "Group", event: "group", rt: scim.NewGroupResourceType(), nameAttr: "displayName",
-		data: bucketGroups, byName: bucketGroupsByName, byExtID: bucketGroupsByExtID,
-		order: bucketGroupsOrder, blocks: bucketGroupsBlocks, count: []byte("groups_count"),
-	}
+	s.users = userKind(opts.UserExtensions...)
+	s.groups = groupKind()
 	_ = db.View(func(tx *bolt.Tx) error {
 		if t, err := time.Parse(time.RFC3339Nano, string(tx.Bucket(bucketMeta).Get(keyLastChange))); err == nil {
 			s.lastChange.Store(t.UnixNano())
 		}
 		return nil
 	})
-	s.w = newWriter(db, isClean)
+	s.w = newWriter(db, isClean, s.log)
 	s.w.start()
+	s.remapQueued()
 	return s
+}
+
+// remapQueued maps again the users the migration queued (users_remap),
+// in one write, before the store serves: each whose record changes gets
+// user.updated. A failure is logged and retried at the next start.
+func (s *Store) remapQueued() {
+	var queued []string
+	_ = s.db.View(func(tx *bolt.Tx) error {
+		if b := tx.Bucket(bucketRemap); b != nil {
+			_ = b.ForEach(func(k, _ []byte) error { queued = append(queued, string(k)); return nil })
+		}
+		return nil
+	})
+	if len(queued) == 0 {
+		return
+	}
+	err := s.w.update(func(tx *bolt.Tx) error {
+		now := s.now()
+		for _, id := range queued {
+			if err := s.remapUser(tx, id, now); err != nil {
+				return err
+			}
+			if err := tx.Bucket(bucketRemap).Delete([]byte(id)); err != nil {
+				return err
+			}
+		}
+		return s.touched(tx, now)
+	})
+	if err != nil {
+		s.log.Error("mapping again the users whose references release 1 resolved wrongly failed; retried at the next start",
+			"users", len(queued), "err", err)
+		return
+	}
+	s.log.Info("mapped again the users whose references release 1 resolved wrongly", "users", len(queued))
+}
+
+func userKind(ext ...*scim.Schema) *kind {
+	return &kind{
+		name: "User", event: "user", rt: scim.NewUserResourceType(ext...), nameAttr: "userName",
+		data: bucketUsers, byName: bucketUsersByName, shadowed: bucketUsersShadowed, byExtID: bucketUsersByExtID,
+		order: bucketUsersOrder, blocks: bucketUsersBlocks, count: []byte("users_count"),
+	}
+}
+
+func groupKind() *kind {
+	return &kind{
+		name: "Group", event: "group", rt: scim.NewGroupResourceType(), nameAttr: "displayName",
+		data: bucketGroups, byName: bucketGroupsByName, shadowed: bucketGroupsShadowed, byExtID: bucketGroupsByExtID,
+		order: bucketGroupsOrder, blocks: bucketGroupsBlocks, count: []byte("groups_count"),
+	}
 }
 
 // Close waits for queued writes to commit and stops the writer. It does not
@@ -185,6 +267,10 @@ type Resource struct {
 	// Doc is the SCIM representation: the attributes the client sent,
 	// with id, meta (without location) and groups or members filled in.
 	Doc map[string]any
+	// MembersOmitted is set on a group of a list page rendered without
+	// its members because it alone has more than Query.MemberBudget; the
+	// gateway says so and points at GET /Groups/{id}.
+	MembersOmitted bool
 }
 
 // nextVersion is the version a resource at version cur gets when it
@@ -259,8 +345,11 @@ func be64(v uint64) []byte {
 	return b[:]
 }
 
-func getCounter(b *bolt.Bucket, key []byte) uint64 {
-	if v := b.Get(key); len(v) == 8 {
+func getCounter(b *bolt.Bucket, key []byte) uint64 { return fromBE64(b.Get(key)) }
+
+// fromBE64 decodes be64 (0 for anything but 8 bytes).
+func fromBE64(v []byte) uint64 {
+	if len(v) == 8 {
 		return binary.BigEndian.Uint64(v)
 	}
 	return 0
@@ -319,24 +408,21 @@ func (k *kind) nameOf(doc map[string]any) string {
 	return s
 }
 
-func externalIDOf(doc map[string]any) string {
-	v, _ := scim.Get(doc, "externalId")
-	s, _ := v.(string)
-	return s
-}
+func externalIDOf(doc map[string]any) string { return stringAttr(doc, "externalId") }
 
-// checkName enforces the required, case-insensitively unique name. id is
-// the resource being written ("" on create).
+// checkName enforces the required, unique name (compared by foldKey). id
+// is the resource being written ("" on create).
 func (k *kind) checkName(tx *bolt.Tx, doc map[string]any, id string) error {
 	name := k.nameOf(doc)
-	if strings.TrimSpace(name) == "" {
+	key := foldKey(name)
+	if key == "" {
 		return scim.Errorf(http.StatusBadRequest, scim.InvalidValue,
 			"%s is required: send a non-empty %q string in the %s", k.nameAttr, k.nameAttr, k.name)
 	}
-	if other := tx.Bucket(k.byName).Get([]byte(strings.ToLower(name))); other != nil && string(other) != id {
+	if other := tx.Bucket(k.byName).Get([]byte(key)); other != nil && string(other) != id {
 		return scim.Errorf(http.StatusConflict, scim.Uniqueness,
-			"a %s with %s %q already exists (compared case-insensitively, id %s); link to it instead of creating a new one",
-			k.name, k.nameAttr, name, other)
+			"a %s with this %s already exists (id %s; names are compared ignoring case, surrounding spaces and Unicode normalisation form); link to it instead of creating a new one",
+			k.name, k.nameAttr, other)
 	}
 	return nil
 }
@@ -345,12 +431,12 @@ func (k *kind) checkName(tx *bolt.Tx, doc map[string]any, id string) error {
 func (k *kind) index(tx *bolt.Tx, old, r *record) error {
 	var oldName, oldExt string
 	if old != nil {
-		oldName, oldExt = strings.ToLower(k.nameOf(old.Doc)), externalIDOf(old.Doc)
+		oldName, oldExt = foldKey(k.nameOf(old.Doc)), exactKey(externalIDOf(old.Doc))
 	}
-	name, ext := strings.ToLower(k.nameOf(r.Doc)), externalIDOf(r.Doc)
+	name, ext := foldKey(k.nameOf(r.Doc)), exactKey(externalIDOf(r.Doc))
 	if old == nil || oldName != name {
 		if old != nil {
-			if err := tx.Bucket(k.byName).Delete([]byte(oldName)); err != nil {
+			if err := k.unindexName(tx, oldName, r.ID); err != nil {
 				return err
 			}
 		}
@@ -373,12 +459,40 @@ func (k *kind) index(tx *bolt.Tx, old, r *record) error {
 	return nil
 }
 
-// unindex removes every index entry of r, including its paging position.
-func (k *kind) unindex(tx *bolt.Tx, r *record) error {
-	if err := tx.Bucket(k.byName).Delete([]byte(strings.ToLower(k.nameOf(r.Doc)))); err != nil {
+// unindexName gives up id's claim on the name key: its index entry when
+// id holds it (then the oldest resource shadowed under that name, if any,
+// takes it over), or its shadowed entry when another resource holds it.
+// Shadowed names exist only in databases migrated from schema 1, where two
+// names that differed only in case folding, spacing or normalisation were
+// both accepted.
+func (k *kind) unindexName(tx *bolt.Tx, key, id string) error {
+	byName, sh := tx.Bucket(k.byName), tx.Bucket(k.shadowed)
+	if owner := byName.Get([]byte(key)); owner == nil || string(owner) != id {
+		return sh.Delete(joinKey(key, id))
+	}
+	var heir string
+	var heirSeq uint64
+	scanPrefix(sh, key, func(tail, v []byte) bool {
+		if seq := fromBE64(v); heir == "" || seq < heirSeq {
+			heir, heirSeq = string(tail), seq
+		}
+		return true
+	})
+	if heir == "" {
+		return byName.Delete([]byte(key))
+	}
+	if err := sh.Delete(joinKey(key, heir)); err != nil {
 		return err
 	}
-	if ext := externalIDOf(r.Doc); ext != "" {
+	return byName.Put([]byte(key), []byte(heir))
+}
+
+// unindex removes every index entry of r, including its paging position.
+func (k *kind) unindex(tx *bolt.Tx, r *record) error {
+	if err := k.unindexName(tx, foldKey(k.nameOf(r.Doc)), r.ID); err != nil {
+		return err
+	}
+	if ext := exactKey(externalIDOf(r.Doc)); ext != "" {
 		if err := tx.Bucket(k.byExtID).Delete(joinKey(ext, r.ID)); err != nil {
 			return err
 		}
@@ -523,24 +637,4 @@ func jsonEqual(a, b any) bool {
 	x, err1 := json.Marshal(a)
 	y, err2 := json.Marshal(b)
 	return err1 == nil && err2 == nil && bytes.Equal(x, y)
-}
-
-// UserRecord returns the canonical record the mapping produced for a user
-// (what events carry as data.user, without id and version), or ErrNotFound.
-func (s *Store) UserRecord(id string) (map[string]any, error) { return s.record(s.users, id) }
-
-// GroupRecord is UserRecord for groups.
-func (s *Store) GroupRecord(id string) (map[string]any, error) { return s.record(s.groups, id) }
-
-func (s *Store) record(k *kind, id string) (map[string]any, error) {
-	var out map[string]any
-	err := s.db.View(func(tx *bolt.Tx) error {
-		r, err := k.get(tx, id)
-		if err != nil {
-			return err
-		}
-		out = r.Record
-		return nil
-	})
-	return out, err
 }

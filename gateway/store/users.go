@@ -13,11 +13,15 @@ import (
 )
 
 // CreateUser stores a new user from a POST body and enqueues user.created.
-// Returns a *scim.Error for invalid input, a missing or duplicate userName
-// (409 uniqueness, compared case-insensitively) or a mapping rejection.
+// Returns a *scim.Error for invalid input (an identifier with a control or
+// invisible character included), a missing or duplicate userName (409
+// uniqueness, compared by foldKey) or a mapping rejection.
 func (s *Store) CreateUser(doc map[string]any) (*Resource, error) {
 	doc, err := scim.Normalize(doc, s.users.rt)
 	if err != nil {
+		return nil, err
+	}
+	if err := userIdentifiers(doc, nil); err != nil {
 		return nil, err
 	}
 	id, now := newID(), s.now()
@@ -34,6 +38,7 @@ func (s *Store) CreateUser(doc map[string]any) (*Resource, error) {
 		if err != nil {
 			return err
 		}
+		s.warned(tx, "user", id, res.WarnedFields)
 		r := &record{ID: id, Created: now, Modified: now, Version: s.nextVersion(0), Doc: doc, Record: res.Record}
 		if err := k.insert(tx, r); err != nil {
 			return err
@@ -46,7 +51,7 @@ func (s *Store) CreateUser(doc map[string]any) (*Resource, error) {
 				return err
 			}
 		}
-		if err := setPending(tx, id, res.Refs); err != nil {
+		if err := setRefs(tx, id, res.Refs); err != nil {
 			return err
 		}
 		if err := s.enqueue(tx, "user.created", []string{resKey("User", id)}, dataOf("user", eventData(r)), nil); err != nil {
@@ -59,6 +64,7 @@ func (s *Store) CreateUser(doc map[string]any) (*Resource, error) {
 		return s.touched(tx, now)
 	})
 	if err != nil {
+		s.rejected("user", err)
 		return nil, err
 	}
 	return out, nil
@@ -66,6 +72,9 @@ func (s *Store) CreateUser(doc map[string]any) (*Resource, error) {
 
 // GetUser returns the user with the given id, or ErrNotFound.
 func (s *Store) GetUser(id string) (*Resource, error) {
+	if err := checkID("id", id); err != nil {
+		return nil, err
+	}
 	var out *Resource
 	err := s.db.View(func(tx *bolt.Tx) error {
 		r, err := s.users.get(tx, id)
@@ -81,17 +90,16 @@ func (s *Store) GetUser(id string) (*Resource, error) {
 // userResource renders a user with its (read-only, derived) groups.
 func (s *Store) userResource(tx *bolt.Tx, r *record) *Resource {
 	res := s.users.resource(r)
-	prefix := []byte(r.ID + "\x00")
 	var groups []any
-	c := tx.Bucket(bucketMemberOf).Cursor()
-	for k, _ := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, _ = c.Next() {
-		gid := string(k[len(prefix):])
+	scanPrefix(tx.Bucket(bucketMemberOf), r.ID, func(tail, _ []byte) bool {
+		gid := string(tail)
 		g := map[string]any{"value": gid, "type": "direct"}
-		if gr, err := s.groups.get(tx, gid); err == nil {
-			g["display"] = s.groups.nameOf(gr.Doc)
+		if _, _, _, display, err := s.memberData(tx, gid); err == nil {
+			g["display"] = display
 		}
 		groups = append(groups, g)
-	}
+		return true
+	})
 	if len(groups) > 0 {
 		res.Doc["groups"] = groups
 	}
@@ -132,6 +140,9 @@ func (s *Store) PatchUser(id, ifMatch string, ops []scim.Operation) (*Resource, 
 // and emits nothing (Okta's repeated full PUTs); a changed document whose
 // canonical record is unchanged is stored without an event.
 func (s *Store) updateUser(id, ifMatch string, next func(cur *record) (map[string]any, error)) (*Resource, error) {
+	if err := checkID("id", id); err != nil {
+		return nil, err
+	}
 	var out *Resource
 	err := s.w.update(func(tx *bolt.Tx) error {
 		k := s.users
@@ -150,6 +161,9 @@ func (s *Store) updateUser(id, ifMatch string, next func(cur *record) (map[strin
 			out = s.userResource(tx, cur)
 			return nil
 		}
+		if err := userIdentifiers(doc, cur.Doc); err != nil {
+			return err
+		}
 		if err := k.checkName(tx, doc, id); err != nil {
 			return err
 		}
@@ -160,6 +174,7 @@ func (s *Store) updateUser(id, ifMatch string, next func(cur *record) (map[strin
 		if err != nil {
 			return err
 		}
+		s.warned(tx, "user", id, res.WarnedFields)
 		now := s.now()
 		r := &record{ID: id, Seq: cur.Seq, Created: cur.Created, Modified: now, Version: s.nextVersion(cur.Version), Doc: doc, Record: res.Record}
 		if err := s.writeUser(tx, cur, r, res.Refs, now); err != nil {
@@ -169,6 +184,7 @@ func (s *Store) updateUser(id, ifMatch string, next func(cur *record) (map[strin
 		return s.touched(tx, now)
 	})
 	if err != nil {
+		s.rejected("user", err)
 		return nil, err
 	}
 	return out, nil
@@ -197,7 +213,7 @@ func (s *Store) writeUser(tx *bolt.Tx, cur, r *record, refs []mapping.Ref, now t
 			return err
 		}
 	}
-	if err := setPending(tx, r.ID, refs); err != nil {
+	if err := setRefs(tx, r.ID, refs); err != nil {
 		return err
 	}
 	changes := mapping.Diff(cur.Record, r.Record)
@@ -219,8 +235,15 @@ func (s *Store) writeUser(tx *bolt.Tx, cur, r *record, refs []mapping.Ref, now t
 }
 
 // DeleteUser removes the user (Entra's hard delete). Its memberships go
-// too, each with a group.member_removed event, then user.deleted.
+// too, each with a group.member_removed event, then user.deleted, which
+// carries a version above every earlier event's, so a consumer that drops
+// lower versions keeps it. Users whose reference (manager) pointed at it are
+// mapped again: the reference waits for the user's return, and each whose
+// record changes gets user.updated.
 func (s *Store) DeleteUser(id, ifMatch string) error {
+	if err := checkID("id", id); err != nil {
+		return err
+	}
 	return s.w.update(func(tx *bolt.Tx) error {
 		k := s.users
 		r, err := k.get(tx, id)
@@ -231,7 +254,13 @@ func (s *Store) DeleteUser(id, ifMatch string) error {
 			return err
 		}
 		now := s.now()
+		// The membership events carry the user as it was; the deletion
+		// is the user's own change, at a version above all of them.
 		if err := s.dropMemberships(tx, id, eventData(r), now); err != nil {
+			return err
+		}
+		r.Version, r.Modified = s.nextVersion(r.Version), now
+		if err := r.encodeData(); err != nil {
 			return err
 		}
 		if err := k.unindex(tx, r); err != nil {
@@ -245,7 +274,7 @@ func (s *Store) DeleteUser(id, ifMatch string) error {
 				return err
 			}
 		}
-		if err := setPending(tx, id, nil); err != nil {
+		if err := setRefs(tx, id, nil); err != nil {
 			return err
 		}
 		if err := tx.Bucket(k.data).Delete([]byte(id)); err != nil {
@@ -253,6 +282,19 @@ func (s *Store) DeleteUser(id, ifMatch string) error {
 		}
 		if err := s.enqueue(tx, "user.deleted", []string{resKey("User", id)}, dataOf("user", eventData(r)), nil); err != nil {
 			return err
+		}
+		var dependants []string
+		scanPrefix(tx.Bucket(bucketRefsResolved), id, func(dep, _ []byte) bool {
+			dependants = append(dependants, string(dep))
+			return true
+		})
+		for _, dep := range dependants {
+			if err := dropResolved(tx, dep, id); err != nil {
+				return err
+			}
+			if err := s.remapUser(tx, dep, now); err != nil {
+				return err
+			}
 		}
 		return s.touched(tx, now)
 	})
@@ -264,17 +306,17 @@ func (s *Store) DeleteUser(id, ifMatch string) error {
 func (s *Store) checkMatch(tx *bolt.Tx, doc map[string]any, id string) error {
 	switch s.mapper.MatchAttribute() {
 	case "emails":
-		for _, e := range emailsOf(doc) {
+		for i, e := range emailsOf(doc) {
 			if other, ok := firstOtherByPrefix(tx.Bucket(bucketUsersByEmail), e, id); ok {
 				return scim.Errorf(http.StatusConflict, scim.Uniqueness,
-					"a user with email %q already exists (id %s); users are matched by email in this gateway", e, other)
+					"a user with the email of emails[%d] already exists (id %s); users are matched by email in this gateway", i, other)
 			}
 		}
 	case "externalId":
-		if ext := externalIDOf(doc); ext != "" {
+		if ext := exactKey(externalIDOf(doc)); ext != "" {
 			if other, ok := firstOtherByPrefix(tx.Bucket(bucketUsersByExtID), ext, id); ok {
 				return scim.Errorf(http.StatusConflict, scim.Uniqueness,
-					"a user with externalId %q already exists (id %s); users are matched by externalId in this gateway", ext, other)
+					"a user with this externalId already exists (id %s); users are matched by externalId in this gateway", other)
 			}
 		}
 	}
@@ -282,13 +324,14 @@ func (s *Store) checkMatch(tx *bolt.Tx, doc map[string]any, id string) error {
 }
 
 // firstOtherByPrefix returns an id other than self under "value 0x00 id".
-func firstOtherByPrefix(b *bolt.Bucket, value, self string) (string, bool) {
-	for _, id := range idsByPrefix(b, value) {
-		if id != self {
-			return id, true
+func firstOtherByPrefix(b *bolt.Bucket, value, self string) (other string, ok bool) {
+	scanPrefix(b, value, func(id, _ []byte) bool {
+		if string(id) != self {
+			other, ok = string(id), true
 		}
-	}
-	return "", false
+		return !ok
+	})
+	return other, ok
 }
 
 // isActive reads SCIM active; a user without it is active (RFC 7643 leaves
@@ -302,16 +345,12 @@ func isActive(doc map[string]any) bool {
 	return !ok || b
 }
 
-// emailsOf returns the case-folded email values of a user.
+// emailsOf returns the index keys (foldKey) of a user's email values.
 func emailsOf(doc map[string]any) []string {
 	var out []string
-	v, _ := scim.Get(doc, "emails")
-	list, _ := v.([]any)
-	for _, e := range list {
-		m, _ := e.(map[string]any)
-		v, _ := scim.Get(m, "value")
-		if s, _ := v.(string); s != "" {
-			out = append(out, strings.ToLower(s))
+	for _, e := range emailValues(doc) {
+		if key := foldKey(e); key != "" {
+			out = append(out, key)
 		}
 	}
 	return out
@@ -337,18 +376,20 @@ func indexEmails(tx *bolt.Tx, old, r *record) error {
 	return nil
 }
 
-// firstByPrefix returns the id of the first "value 0x00 id" key of b.
-func firstByPrefix(b *bolt.Bucket, value string) (string, bool) {
-	prefix := []byte(value + "\x00")
-	k, _ := b.Cursor().Seek(prefix)
-	if k == nil || !bytes.HasPrefix(k, prefix) {
+// firstByPrefix returns the first whole id under "value 0x00 id" keys of b.
+func firstByPrefix(b *bolt.Bucket, value string) (id string, ok bool) {
+	if value == "" {
 		return "", false
 	}
-	return string(k[len(prefix):]), true
+	scanPrefix(b, value, func(tail, _ []byte) bool {
+		id, ok = string(tail), true
+		return false
+	})
+	return id, ok
 }
 
 // txResolver resolves mapping references against the store inside the
-// current transaction.
+// current transaction, with the same keys as the uniqueness checks.
 type txResolver struct {
 	tx *bolt.Tx
 	s  *Store
@@ -361,52 +402,80 @@ func (r txResolver) ResolveUser(by, value string) (string, bool) {
 	}
 	switch strings.ToLower(by) {
 	case "id":
-		if r.tx.Bucket(bucketUsers).Get([]byte(value)) != nil {
+		if checkIdentifier("id", value) == nil && r.tx.Bucket(bucketUsers).Get([]byte(value)) != nil {
 			return value, true
 		}
 	case "externalid":
-		return firstByPrefix(r.tx.Bucket(bucketUsersByExtID), value)
+		return firstByPrefix(r.tx.Bucket(bucketUsersByExtID), exactKey(value))
 	case "username":
-		if id := r.tx.Bucket(bucketUsersByName).Get([]byte(strings.ToLower(value))); id != nil {
-			return string(id), true
+		if key := foldKey(value); key != "" {
+			if id := r.tx.Bucket(bucketUsersByName).Get([]byte(key)); id != nil {
+				return string(id), true
+			}
 		}
 	case "email", "emails":
-		return firstByPrefix(r.tx.Bucket(bucketUsersByEmail), strings.ToLower(value))
+		return firstByPrefix(r.tx.Bucket(bucketUsersByEmail), foldKey(value))
 	}
 	return "", false
 }
 
-// setPending replaces the unresolved references of dependant id.
-func setPending(tx *bolt.Tx, id string, refs []mapping.Ref) error {
+// setRefs replaces the references of dependant id: the unresolved ones
+// wait under foldKey(value) in refs_pending (resolveDependants links them
+// when a user with that value arrives), the resolved ones are indexed by
+// their target in refs_resolved (DeleteUser unlinks them).
+func setRefs(tx *bolt.Tx, id string, refs []mapping.Ref) error {
 	pending, dep := tx.Bucket(bucketRefsPending), tx.Bucket(bucketRefsDependent)
-	prefix := []byte(id + "\x00")
-	var old [][]byte
-	c := dep.Cursor()
-	for k, _ := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, _ = c.Next() {
-		old = append(old, bytes.Clone(k))
-	}
-	for _, k := range old {
-		value := string(k[len(prefix):])
-		if err := dep.Delete(k); err != nil {
+	var old, targets [][]byte
+	scanPrefix(dep, id, func(value, _ []byte) bool { old = append(old, bytes.Clone(value)); return true })
+	scanPrefix(tx.Bucket(bucketRefsResolvedBy), id, func(t, _ []byte) bool { targets = append(targets, bytes.Clone(t)); return true })
+	for _, value := range old {
+		if err := dep.Delete(joinKey(id, string(value))); err != nil {
 			return err
 		}
-		if err := pending.Delete(joinKey(value, id)); err != nil {
+		if err := pending.Delete(joinKey(string(value), id)); err != nil {
+			return err
+		}
+	}
+	for _, t := range targets {
+		if err := dropResolved(tx, id, string(t)); err != nil {
 			return err
 		}
 	}
 	for _, ref := range refs {
-		if ref.Resolved || ref.Value == "" {
-			continue
-		}
-		value := strings.ToLower(ref.Value)
-		if err := pending.Put(joinKey(value, id), []byte(ref.Field)); err != nil {
-			return err
-		}
-		if err := dep.Put(joinKey(id, value), nil); err != nil {
-			return err
+		switch {
+		case ref.Resolved && ref.ID != "" && ref.ID != id:
+			if err := putResolved(tx, id, ref.ID, ref.Field); err != nil {
+				return err
+			}
+		case !ref.Resolved:
+			value := foldKey(ref.Value)
+			if value == "" {
+				continue
+			}
+			if err := pending.Put(joinKey(value, id), []byte(ref.Field)); err != nil {
+				return err
+			}
+			if err := dep.Put(joinKey(id, value), nil); err != nil {
+				return err
+			}
 		}
 	}
 	return nil
+}
+
+// putResolved records that dependant dep's field references user target.
+func putResolved(tx *bolt.Tx, dep, target, field string) error {
+	if err := tx.Bucket(bucketRefsResolved).Put(joinKey(target, dep), []byte(field)); err != nil {
+		return err
+	}
+	return tx.Bucket(bucketRefsResolvedBy).Put(joinKey(dep, target), nil)
+}
+
+func dropResolved(tx *bolt.Tx, dep, target string) error {
+	if err := tx.Bucket(bucketRefsResolved).Delete(joinKey(target, dep)); err != nil {
+		return err
+	}
+	return tx.Bucket(bucketRefsResolvedBy).Delete(joinKey(dep, target))
 }
 
 // resolveDependants re-maps every user whose reference waits for one of
@@ -430,53 +499,59 @@ func (s *Store) resolveDependants(tx *bolt.Tx, r, cur *record, now time.Time) er
 	pending := tx.Bucket(bucketRefsPending)
 	var dependants []string
 	for _, value := range keys {
-		prefix := []byte(value + "\x00")
-		c := pending.Cursor()
-		for k, _ := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, _ = c.Next() {
-			if dep := string(k[len(prefix):]); dep != r.ID {
-				dependants = append(dependants, dep)
+		scanPrefix(pending, value, func(dep, _ []byte) bool {
+			if string(dep) != r.ID {
+				dependants = append(dependants, string(dep))
 			}
-		}
+			return true
+		})
 	}
-	for _, id := range dependants {
-		d, err := s.users.get(tx, id)
-		if err != nil {
-			continue // deleted in the meantime: setPending cleaned it, nothing to do
-		}
-		res, err := s.mapper.MapUser(d.Doc, txResolver{tx: tx, s: s})
-		if err != nil {
-			// The dependant mapped before; a reference turning up cannot
-			// make it invalid. Keep the link pending rather than fail
-			// the write of an unrelated user.
-			continue
-		}
-		if err := setPending(tx, id, res.Refs); err != nil {
-			return err
-		}
-		changes := mapping.Diff(d.Record, res.Record)
-		if len(changes) == 0 {
-			continue
-		}
-		next := *d
-		next.Record, next.Version, next.Modified = res.Record, s.nextVersion(d.Version), now
-		if err := s.users.put(tx, &next); err != nil {
-			return err
-		}
-		if err := s.enqueue(tx, "user.updated", []string{resKey("User", id)}, dataOf("user", eventData(&next)), changes); err != nil {
+	for _, id := range dedupe(dependants) {
+		if err := s.remapUser(tx, id, now); err != nil {
 			return err
 		}
 	}
 	return nil
 }
 
-// identifiers are the case-folded values a reference can name a user by.
-func (s *Store) identifiers(r *record) []string {
-	ids := []string{strings.ToLower(r.ID)}
-	if ext := externalIDOf(r.Doc); ext != "" {
-		ids = append(ids, strings.ToLower(ext))
+// remapUser maps user id again (its references may resolve differently
+// now), stores the new record and emits user.updated when it changed.
+func (s *Store) remapUser(tx *bolt.Tx, id string, now time.Time) error {
+	d, err := s.users.get(tx, id)
+	if err != nil {
+		return nil // deleted in the meantime: setRefs cleaned it, nothing to do
 	}
-	if name := s.users.nameOf(r.Doc); name != "" {
-		ids = append(ids, strings.ToLower(name))
+	res, err := s.mapper.MapUser(d.Doc, txResolver{tx: tx, s: s})
+	if err != nil {
+		// The dependant mapped before; a reference turning up or going
+		// cannot make it invalid. Keep its references as they are rather
+		// than fail the write of an unrelated user.
+		return nil
+	}
+	if err := setRefs(tx, id, res.Refs); err != nil {
+		return err
+	}
+	changes := mapping.Diff(d.Record, res.Record)
+	if len(changes) == 0 {
+		return nil
+	}
+	s.warned(tx, "user", id, res.WarnedFields)
+	next := *d
+	next.Record, next.Version, next.Modified, next.Data = res.Record, s.nextVersion(d.Version), now, nil
+	if err := s.users.put(tx, &next); err != nil {
+		return err
+	}
+	return s.enqueue(tx, "user.updated", []string{resKey("User", id)}, dataOf("user", eventData(&next)), changes)
+}
+
+// identifiers are the keys (foldKey) a reference can name a user by.
+func (s *Store) identifiers(r *record) []string {
+	ids := []string{foldKey(r.ID)}
+	if ext := foldKey(externalIDOf(r.Doc)); ext != "" {
+		ids = append(ids, ext)
+	}
+	if name := foldKey(s.users.nameOf(r.Doc)); name != "" {
+		ids = append(ids, name)
 	}
 	return append(ids, emailsOf(r.Doc)...)
 }

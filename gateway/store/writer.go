@@ -2,6 +2,9 @@ package store
 
 import (
 	"errors"
+	"fmt"
+	"log/slog"
+	"runtime/debug"
 	"sync"
 
 	bolt "go.etcd.io/bbolt"
@@ -32,6 +35,7 @@ type writeReq struct {
 type writer struct {
 	db      *bolt.DB
 	isClean func(error) bool
+	log     *slog.Logger
 	queue   chan writeReq
 	stop    chan struct{}
 	wg      sync.WaitGroup
@@ -47,8 +51,29 @@ type writer struct {
 
 var errClosed = errors.New("store closed")
 
-func newWriter(db *bolt.DB, isClean func(error) bool) *writer {
-	return &writer{db: db, isClean: isClean, queue: make(chan writeReq, maxBatch), stop: make(chan struct{})}
+// ErrInternal is what a write that panicked inside the writer fails with
+// (wrapped); the gateway answers 500. The panic and its stack are logged.
+var ErrInternal = errors.New("internal error: the write failed and changed nothing")
+
+func newWriter(db *bolt.DB, isClean func(error) bool, logger *slog.Logger) *writer {
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	return &writer{db: db, isClean: isClean, log: logger, queue: make(chan writeReq, maxBatch), stop: make(chan struct{})}
+}
+
+// run calls fn, turning a panic into an error that is not clean: the
+// batch rolls back (fn may have written half of its change), fn's caller
+// gets the error, the others run again without it, and the writer lives on.
+func (w *writer) run(fn writeFunc, tx *bolt.Tx) (err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			w.log.Error("store write panicked; it was rolled back and failed, the store keeps running",
+				"panic", fmt.Sprint(p), "stack", string(debug.Stack()))
+			err = fmt.Errorf("%w (recovered panic)", ErrInternal)
+		}
+	}()
+	return fn(tx)
 }
 
 func (w *writer) start() {
@@ -124,7 +149,7 @@ func (w *writer) commit(batch []writeReq) {
 		failed := -1
 		err := w.db.Update(func(tx *bolt.Tx) error {
 			for i, req := range batch {
-				err := req.fn(tx)
+				err := w.run(req.fn, tx)
 				results[i] = err
 				if err != nil && !w.isClean(err) {
 					failed = i

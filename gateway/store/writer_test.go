@@ -34,7 +34,7 @@ func openTestDB(t *testing.T) *bolt.DB {
 // of its own writes behind, and every successful write must be durable.
 func TestWriterGroupCommitIsolatesFailures(t *testing.T) {
 	db := openTestDB(t)
-	w := newWriter(db, isClean)
+	w := newWriter(db, isClean, nil)
 	w.start()
 	defer w.close()
 
@@ -91,7 +91,7 @@ func TestWriterGroupCommitIsolatesFailures(t *testing.T) {
 // and a write after close gets an error instead of hanging.
 func TestWriterCloseDrainsQueue(t *testing.T) {
 	db := openTestDB(t)
-	w := newWriter(db, isClean)
+	w := newWriter(db, isClean, nil)
 	w.start()
 	var wg sync.WaitGroup
 	errs := make(chan error, 50)

@@ -1,0 +1,220 @@
+package store
+
+import (
+	"bytes"
+	"fmt"
+	"net/http"
+	"strings"
+	"unicode"
+
+	bolt "go.etcd.io/bbolt"
+	"golang.org/x/text/cases"
+	"golang.org/x/text/unicode/norm"
+
+	"github.com/scimgate/scimgate/gateway/scim"
+)
+
+// Index keys. Every uniqueness check and every lookup derives its key from
+// the value the client sent through one of the two functions below, so a
+// userName, a group's displayName, an email, a reference's value and the
+// `userName eq` point lookup all agree on what "the same" means. The client's
+// value itself is kept as sent, for display and in the document.
+
+// foldKey is the key of a case-insensitive identifier (userName, group
+// displayName, email, reference values): invisible characters removed (see
+// invisible; new values containing them are refused, old ones still index
+// consistently), surrounding white space trimmed, Unicode NFC, then full
+// case folding (cases.Fold: "ſam" and "SAM" both give "sam", "Straße" gives
+// "strasse"), recomposed to NFC because folding can decompose.
+func foldKey(s string) string {
+	s = strings.TrimSpace(stripInvisible(s))
+	if isASCIIPrintable(s) { // the common case: no allocation beyond lower-casing
+		return lowerASCII(s)
+	}
+	// A Caser keeps state, so each call makes its own.
+	return norm.NFC.String(cases.Fold().String(norm.NFC.String(s)))
+}
+
+// exactKey is the key of a case-exact identifier: externalId, which RFC 7643
+// §3.1 declares caseExact. Trimmed and NFC (the same characters in another
+// encoding are the same identifier), not folded.
+func exactKey(s string) string {
+	s = strings.TrimSpace(stripInvisible(s))
+	if isASCIIPrintable(s) {
+		return s
+	}
+	return norm.NFC.String(s)
+}
+
+// invisible reports the characters refused in identifiers: control
+// characters (Cc, NUL and TAB included), format characters (Cf: zero-width
+// space, joiners, word joiner, BOM, soft hyphen, bidirectional controls) and
+// the line and paragraph separators. They make look-alike duplicates, and a
+// NUL would break the value 0x00 id layout of the index keys.
+func invisible(r rune) bool {
+	return unicode.IsControl(r) || unicode.In(r, unicode.Cf, unicode.Zl, unicode.Zp)
+}
+
+func stripInvisible(s string) string {
+	if strings.IndexFunc(s, invisible) < 0 {
+		return s
+	}
+	return strings.Map(func(r rune) rune {
+		if invisible(r) {
+			return -1
+		}
+		return r
+	}, s)
+}
+
+func isASCIIPrintable(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c < 0x20 || c >= 0x7f {
+			return false
+		}
+	}
+	return true
+}
+
+func lowerASCII(s string) string {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; 'A' <= c && c <= 'Z' {
+			return strings.ToLower(s)
+		}
+	}
+	return s
+}
+
+// checkIdentifier refuses an identifier value that contains an invisible
+// character, with a 400 invalidValue naming the attribute, the character's
+// class and code point and its position, never the value itself (it may be
+// an email address).
+func checkIdentifier(attr, value string) error {
+	pos := 0
+	for _, r := range value {
+		pos++
+		if !invisible(r) {
+			continue
+		}
+		class := "a format (invisible) character"
+		switch {
+		case r == 0:
+			class = "a NUL character"
+		case unicode.IsControl(r):
+			class = "a control character"
+		case r == 0x200b || r == 0x200c || r == 0x200d || r == 0x2060 || r == 0xfeff:
+			class = "a zero-width character"
+		case (r >= 0x202a && r <= 0x202e) || (r >= 0x2066 && r <= 0x2069) || r == 0x200e || r == 0x200f || r == 0x061c:
+			class = "a bidirectional control character"
+		case r == 0x2028 || r == 0x2029:
+			class = "a line or paragraph separator"
+		}
+		return scim.Errorf(http.StatusBadRequest, scim.InvalidValue,
+			"%s contains %s (U+%04X) at character %d; identifiers must not contain control, zero-width or bidirectional formatting characters: correct the value in the identity provider",
+			attr, class, r, pos)
+	}
+	return nil
+}
+
+// checkID refuses a resource id (from a URL path or a member value) that
+// could not be an id: ids are never empty and never contain invisible
+// characters.
+func checkID(attr, id string) error {
+	if id == "" {
+		return scim.Errorf(http.StatusBadRequest, scim.InvalidValue, "%s is empty: give the id scimgate returned", attr)
+	}
+	return checkIdentifier(attr, id)
+}
+
+// userIdentifiers checks the identifying attributes of a user document:
+// userName, externalId and every email value. Values that prev (the
+// stored document; nil on create) already has pass: a user stored before
+// values were checked can still be deactivated or changed otherwise.
+func userIdentifiers(doc, prev map[string]any) error {
+	if err := checkChanged("userName", stringAttr(doc, "userName"), stringAttr(prev, "userName")); err != nil {
+		return err
+	}
+	if err := checkChanged("externalId", externalIDOf(doc), externalIDOf(prev)); err != nil {
+		return err
+	}
+	had := map[string]bool{}
+	for _, e := range emailValues(prev) {
+		had[e] = true
+	}
+	for i, e := range emailValues(doc) {
+		if !had[e] {
+			if err := checkIdentifier(fmt.Sprintf("emails[%d].value", i), e); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// groupIdentifiers checks a group's displayName and externalId, as
+// userIdentifiers does.
+func groupIdentifiers(doc, prev map[string]any) error {
+	if err := checkChanged("displayName", stringAttr(doc, "displayName"), stringAttr(prev, "displayName")); err != nil {
+		return err
+	}
+	return checkChanged("externalId", externalIDOf(doc), externalIDOf(prev))
+}
+
+func checkChanged(attr, value, prev string) error {
+	if value == prev {
+		return nil
+	}
+	return checkIdentifier(attr, value)
+}
+
+func stringAttr(doc map[string]any, attr string) string {
+	if doc == nil {
+		return ""
+	}
+	v, _ := scim.Get(doc, attr)
+	s, _ := v.(string)
+	return s
+}
+
+// emailValues returns a user's email values as sent.
+func emailValues(doc map[string]any) []string {
+	if doc == nil {
+		return nil
+	}
+	var out []string
+	v, _ := scim.Get(doc, "emails")
+	list, _ := v.([]any)
+	for _, e := range list {
+		m, _ := e.(map[string]any)
+		if s := stringAttr(m, "value"); s != "" {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+// idsByPrefix returns the ids under "value 0x00 id" keys of b. The id part
+// must be a whole id (no further 0x00): a value that once contained a NUL
+// (written before values were checked) can never make a lookup of a shorter
+// value return "rest 0x00 id".
+func idsByPrefix(b *bolt.Bucket, value string) []string {
+	var ids []string
+	scanPrefix(b, value, func(id, _ []byte) bool {
+		ids = append(ids, string(id))
+		return true
+	})
+	return ids
+}
+
+// scanPrefix calls fn for each "head 0x00 tail" key of b, in key order,
+// with the tail (a whole id: never empty, never containing 0x00) and the
+// value, until fn returns false. Slices are valid only inside fn.
+func scanPrefix(b *bolt.Bucket, head string, fn func(tail, v []byte) bool) {
+	prefix := []byte(head + "\x00")
+	c := b.Cursor()
+	for k, v := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, v = c.Next() {
+		if tail := k[len(prefix):]; len(tail) > 0 && bytes.IndexByte(tail, 0) < 0 && !fn(tail, v) {
+			return
+		}
+	}
+}
