@@ -9,6 +9,10 @@ import (
 	"github.com/scimgate/scimgate/gateway/scim"
 )
 
+// schemaLimits is the extension of /ServiceProviderConfig that states the
+// request and response limits (docs/operations.md has the full table).
+const schemaLimits = "urn:scimgate:params:scim:schemas:extension:limits:1.0:ServiceProviderConfig"
+
 // Discovery endpoints (RFC 7644 §4). They describe what this gateway
 // actually does: PATCH yes, ETags yes, filters yes (with the page cap),
 // bulk, sort and password change no.
@@ -42,7 +46,7 @@ func (s *Server) serviceProviderConfig(c echo.Context) error {
 	}
 	base := s.baseURL(c)
 	return render(c, http.StatusOK, map[string]any{
-		"schemas":               []string{scim.SchemaServiceProviderConfig},
+		"schemas":               []string{scim.SchemaServiceProviderConfig, schemaLimits},
 		"documentationUri":      "https://github.com/scimgate/scimgate/blob/main/docs/okta.md",
 		"patch":                 map[string]any{"supported": true},
 		"bulk":                  map[string]any{"supported": false, "maxOperations": 0, "maxPayloadSize": 0},
@@ -51,6 +55,15 @@ func (s *Server) serviceProviderConfig(c echo.Context) error {
 		"sort":                  map[string]any{"supported": false},
 		"etag":                  map[string]any{"supported": true},
 		"authenticationSchemes": schemes,
+		// What a client cannot learn from the standard attributes.
+		schemaLimits: map[string]any{
+			"maxMembersPerListResponse": s.cfg().Limits.MaxMembersPerList,
+			"membersOverLimit":          "a page of GET /Groups renders at most maxMembersPerListResponse members: it holds fewer groups, and a group with more members is listed without members; GET /Groups/{id} returns all of them",
+			"maxOperations":             s.cfg().Limits.MaxOperations,
+			"maxValuesPerRequest":       s.cfg().Limits.MaxValues,
+			"maxMembersPerRequest":      s.cfg().Limits.MaxMembers,
+			"maxPayloadSize":            s.cfg().Limits.MaxBodyBytes,
+		},
 		"meta": map[string]any{
 			"resourceType": "ServiceProviderConfig",
 			"location":     base + "/ServiceProviderConfig",

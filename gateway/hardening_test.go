@@ -12,6 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/scimgate/scimgate/gateway"
+	"github.com/scimgate/scimgate/gateway/store"
 	"github.com/scimgate/scimgate/outbox"
 )
 
@@ -293,5 +295,154 @@ func TestSmallProtocolFixes(t *testing.T) {
 	}
 	if strings.Contains(ts.do("GET", "/Schemas/urn:ietf:params:scim:schemas:core:2.0:User", "").raw, `"$ref"`) {
 		t.Error("User schema advertises groups.$ref, which is never returned")
+	}
+}
+
+// groupWithMembers creates a group of n new users.
+func groupWithMembers(t *testing.T, ts *testServer, name string, n int) (string, []string) {
+	t.Helper()
+	ids := make([]string, n)
+	var members strings.Builder
+	for i := range n {
+		ids[i] = createUser(t, ts, fmt.Sprintf("%s-%d@example.com", name, i))
+		if i > 0 {
+			members.WriteByte(',')
+		}
+		fmt.Fprintf(&members, `{"value":%q}`, ids[i])
+	}
+	r := ts.do("POST", "/Groups", `{"schemas":["urn:ietf:params:scim:schemas:core:2.0:Group"],"displayName":"`+name+`","members":[`+members.String()+`]}`).must(t, 201)
+	return r.body["id"].(string), ids
+}
+
+// Issue 8 item 4: what one list response renders is bounded, and
+// /ServiceProviderConfig says how.
+func TestGroupListMemberBound(t *testing.T) {
+	ts := newTestServer(t, func(c *gateway.Config) { c.Limits.MaxMembersPerList = 50 })
+	small1, _ := groupWithMembers(t, ts, "small1", 30)
+	small2, _ := groupWithMembers(t, ts, "small2", 30)
+	big, bigMembers := groupWithMembers(t, ts, "big", 70)
+	seen := map[string]bool{}
+	for start := 1; start <= 3; {
+		page := ts.do("GET", fmt.Sprintf("/Groups?startIndex=%d&count=1000", start), "").must(t, 200)
+		if page.body["totalResults"] != float64(3) {
+			t.Fatalf("totalResults = %v, want 3", page.body["totalResults"])
+		}
+		res := page.body["Resources"].([]any)
+		if len(res) == 0 || page.body["itemsPerPage"] != float64(len(res)) {
+			t.Fatalf("page at %d: %s", start, page.raw)
+		}
+		rendered := 0
+		for _, g := range res {
+			gm := g.(map[string]any)
+			seen[gm["id"].(string)] = true
+			ms, has := gm["members"].([]any)
+			rendered += len(ms)
+			if gm["id"] == big && has {
+				t.Errorf("the 70-member group was listed with members over a budget of 50")
+			}
+		}
+		if rendered > 50 {
+			t.Errorf("page at %d rendered %d members, limit 50", start, rendered)
+		}
+		start += len(res)
+	}
+	if !seen[small1] || !seen[small2] || !seen[big] {
+		t.Errorf("paging missed a group: %v", seen)
+	}
+	full := ts.do("GET", "/Groups/"+big, "").must(t, 200)
+	if n := len(full.body["members"].([]any)); n != len(bigMembers) {
+		t.Errorf("GET /Groups/{id} has %d members, want %d", n, len(bigMembers))
+	}
+	spc := ts.do("GET", "/ServiceProviderConfig", "").must(t, 200)
+	if !strings.Contains(spc.raw, `"maxMembersPerListResponse":50`) {
+		t.Errorf("ServiceProviderConfig does not state the bound: %s", spc.raw)
+	}
+}
+
+// Issue 8 item 11: membership filters are served from the index; shapes it
+// cannot serve are 400, never a silent empty result.
+func TestMembershipFilters(t *testing.T) {
+	ts := newTestServer(t)
+	g, members := groupWithMembers(t, ts, "eng", 2)
+	other, _ := groupWithMembers(t, ts, "ops", 1)
+	u := members[0]
+	for _, f := range []string{`members.value eq "` + u + `"`, `members[value eq "` + u + `"]`, `members eq "` + u + `"`,
+		`id eq "` + g + `" and members eq "` + u + `"`, `displayName eq "eng" and members.value eq "` + u + `"`} {
+		r := ts.do("GET", "/Groups?excludedAttributes=members&filter="+url.QueryEscape(f), "").must(t, 200)
+		if r.body["totalResults"] != float64(1) || get(r.body, "Resources.0.id") != g {
+			t.Errorf("%s: %s", f, r.raw)
+		}
+	}
+	if r := ts.do("GET", "/Groups?filter="+url.QueryEscape(`id eq "`+other+`" and members eq "`+u+`"`), "").must(t, 200); r.body["totalResults"] != float64(0) {
+		t.Errorf("membership in the other group: %s", r.raw)
+	}
+	r := ts.do("GET", "/Users?filter="+url.QueryEscape(`groups.value eq "`+g+`"`), "").must(t, 200)
+	if r.body["totalResults"] != float64(2) {
+		t.Errorf("users in group: %s", r.raw)
+	}
+	for _, f := range []string{`members.value co "x"`, `displayName eq "eng" or members eq "` + u + `"`, `not (members pr)`} {
+		ts.do("GET", "/Groups?filter="+url.QueryEscape(f), "").scimError(t, 400, "invalidFilter")
+	}
+}
+
+// Issue 8 item 14: one stale member id no longer blocks a full-membership
+// PUT; scim.unknown_members: reject keeps the old strictness.
+func TestUnknownMemberIDs(t *testing.T) {
+	for _, mode := range []string{"ignore", "reject"} {
+		t.Run(mode, func(t *testing.T) {
+			ts := newTestServerOpts(t, store.Options{UnknownMembers: mode})
+			u := createUser(t, ts, "ada@example.com")
+			body := `{"schemas":["urn:ietf:params:scim:schemas:core:2.0:Group"],"displayName":"Eng","members":[{"value":"` + u + `"},{"value":"deleted-out-of-band"}]}`
+			r := ts.do("POST", "/Groups", body)
+			if mode == "reject" {
+				r.scimError(t, 400, "invalidValue")
+				return
+			}
+			r.must(t, 201)
+			assertMembers(t, ts, r.body["id"].(string), u)
+		})
+	}
+}
+
+// Issue 8 items 6 and 7: look-alike names are one name; control and
+// invisible characters are refused in identifiers; what was sent is kept.
+func TestLookalikeNames(t *testing.T) {
+	ts := newTestServer(t)
+	r := ts.do("POST", "/Users", `{`+coreUser+`,"userName":"Ada@Example.com"}`).must(t, 201)
+	if r.body["userName"] != "Ada@Example.com" {
+		t.Errorf("userName as sent not kept: %v", r.body["userName"])
+	}
+	for _, name := range []string{"ada@example.com ", " ada@example.com", "ADA@EXAMPLE.COM"} {
+		b, _ := json.Marshal(name)
+		ts.do("POST", "/Users", `{`+coreUser+`,"userName":`+string(b)+`}`).scimError(t, 409, "uniqueness")
+	}
+	ts.do("POST", "/Users", `{`+coreUser+`,"userName":"caf\u00e9"}`).must(t, 201)
+	ts.do("POST", "/Users", `{`+coreUser+`,"userName":"cafe\u0301"}`).scimError(t, 409, "uniqueness") // NFD é
+	ts.do("POST", "/Users", `{`+coreUser+`,"userName":"sam"}`).must(t, 201)
+	ts.do("POST", "/Users", `{`+coreUser+`,"userName":"\u017fam"}`).scimError(t, 409, "uniqueness") // long s folds to s
+	for _, bad := range []string{`"\tada@example.com"`, `"zero\u200bwidth"`, `"nul\u0000byte"`, `"bidi\u202eevil"`} {
+		ts.do("POST", "/Users", `{`+coreUser+`,"userName":`+bad+`}`).scimError(t, 400, "invalidValue")
+	}
+	ts.do("POST", "/Users", `{`+coreUser+`,"userName":"boss","emails":[{"value":"boss@x.com\u0000zzz"}]}`).scimError(t, 400, "invalidValue")
+	ts.do("GET", "/Users?filter="+url.QueryEscape(`userName eq "ADA@example.com "`), "").must(t, 200)
+}
+
+// Members however qualified go to the membership index, not the document.
+func TestQualifiedMembers(t *testing.T) {
+	ts := newTestServer(t)
+	u := createUser(t, ts, "ada@example.com")
+	for i, body := range []string{
+		`{"schemas":["urn:ietf:params:scim:schemas:core:2.0:Group"],"displayName":"g0","urn:ietf:params:scim:schemas:core:2.0:Group:members":[{"value":"` + u + `"}]}`,
+		`{"schemas":["urn:ietf:params:scim:schemas:core:2.0:Group"],"displayName":"g1","urn:ietf:params:scim:schemas:core:2.0:Group":{"members":[{"value":"` + u + `"}]}}`,
+	} {
+		g := ts.do("POST", "/Groups", body).must(t, 201).body["id"].(string)
+		assertMembers(t, ts, g, u)
+		stored, err := ts.store.GetGroup(g, false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if raw, _ := json.Marshal(stored.Doc); strings.Contains(string(raw), u) {
+			t.Errorf("body %d: members stored in the document: %s", i, raw)
+		}
 	}
 }

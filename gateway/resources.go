@@ -99,6 +99,13 @@ func (r *resourceAPI) listHandler(c echo.Context) error {
 	}
 	p := parseProjection(c)
 	q.Members = p.wantsMembers()
+	if q.Members {
+		// A page of groups renders at most this many members: it stops
+		// before a group that would exceed it, and a group larger than it
+		// is listed without members (GET /Groups/{id} has them all). So a
+		// page holds fewer groups than asked, which RFC 7644 allows.
+		q.MemberBudget = r.s.cfg().Limits.MaxMembersPerList
+	}
 	total, page, err := r.list(q)
 	if err != nil {
 		return err

@@ -326,9 +326,11 @@ func (s *Server) toSCIM(err error, c echo.Context) *scim.Error {
 	case errors.Is(err, store.ErrVersionMismatch):
 		return scim.Errorf(http.StatusPreconditionFailed, "", "If-Match %s does not match the current version; GET the resource and retry",
 			c.Request().Header.Get("If-Match"))
+	case errors.Is(err, store.ErrInvalidQuery):
+		return scim.Errorf(http.StatusBadRequest, scim.InvalidValue, "%v", err)
 	}
 	var pe *panicError
-	if errors.As(err, &pe) {
+	if errors.As(err, &pe) || errors.Is(err, store.ErrInternal) {
 		return scim.Errorf(http.StatusInternalServerError, "", "internal error: the request was not applied")
 	}
 	// Anything else came from the database (disk full, I/O error, closed

@@ -74,12 +74,23 @@ func newTestServer(t *testing.T, mutate ...func(*gateway.Config)) *testServer {
 
 func newTestServerRules(t *testing.T, rules mapping.Rules, mutate ...func(*gateway.Config)) *testServer {
 	t.Helper()
+	return newTestServerFull(t, rules, store.Options{}, mutate...)
+}
+
+// newTestServerOpts is newTestServer with store options.
+func newTestServerOpts(t *testing.T, opts store.Options, mutate ...func(*gateway.Config)) *testServer {
+	t.Helper()
+	return newTestServerFull(t, mapping.DefaultRules(), opts, mutate...)
+}
+
+func newTestServerFull(t *testing.T, rules mapping.Rules, opts store.Options, mutate ...func(*gateway.Config)) *testServer {
+	t.Helper()
 	db := mustOpenDB(t)
 	mapper, err := mapping.Compile(rules)
 	if err != nil {
 		t.Fatal(err)
 	}
-	st := store.New(db, mapper, store.Options{})
+	st := store.New(db, mapper, opts)
 	t.Cleanup(st.Close)
 	cfg := gateway.DefaultConfig()
 	cfg.Auth.BearerTokens = gateway.Tokens(gateway.HashToken(testToken))

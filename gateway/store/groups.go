@@ -155,13 +155,12 @@ func (s *Store) PatchGroup(id, ifMatch string, ops []scim.Operation) (*Resource,
 				docOps = append(docOps, op)
 				continue
 			}
-			rest := make(map[string]any, len(obj))
-			for key, v := range obj {
-				if strings.EqualFold(key, "members") {
-					memberOps = append(memberOps, scim.Operation{Op: op.Op, Path: &scim.Path{Attr: "members"}, Value: v})
-				} else {
-					rest[key] = v
-				}
+			v, found, rest, err := scim.SplitAttr(obj, "members", s.groups.rt)
+			if err != nil {
+				return nil, err
+			}
+			if found {
+				memberOps = append(memberOps, scim.Operation{Op: op.Op, Path: &scim.Path{Attr: "members"}, Value: v})
 			}
 			if len(rest) > 0 {
 				docOps = append(docOps, scim.Operation{Op: op.Op, Value: rest})
@@ -173,7 +172,7 @@ func (s *Store) PatchGroup(id, ifMatch string, ops []scim.Operation) (*Resource,
 	return s.updateGroup(id, ifMatch, func(tx *bolt.Tx, cur *record) (map[string]any, delta, error) {
 		doc := cur.Doc
 		if len(docOps) > 0 {
-			next, err := scim.ApplyPatch(cur.Doc, docOps, s.groups.rt)
+			next, err := scim.ApplyPatchLimits(cur.Doc, docOps, s.groups.rt, s.limits)
 			if err != nil {
 				return nil, delta{}, err
 			}
@@ -312,16 +311,16 @@ func (s *Store) DeleteGroup(id, ifMatch string) error {
 // splitMembers takes "members" out of a POST or PUT body and normalises the
 // rest. hasMembers reports whether the body had the attribute at all.
 func (s *Store) splitMembers(doc map[string]any) (rest map[string]any, ids []string, display map[string]string, hasMembers bool, err error) {
-	rest = make(map[string]any, len(doc))
-	for key, v := range doc {
-		if strings.EqualFold(key, "members") {
-			hasMembers = true
-			if ids, display, err = memberValues(v); err != nil {
-				return nil, nil, nil, false, err
-			}
-			continue
+	// members however qualified ("members", "<core URN>:members", or under
+	// the core URN key): they live in the membership index, not the document.
+	v, hasMembers, rest, err := scim.SplitAttr(doc, "members", s.groups.rt)
+	if err != nil {
+		return nil, nil, nil, false, err
+	}
+	if hasMembers {
+		if ids, display, err = memberValues(v); err != nil {
+			return nil, nil, nil, false, err
 		}
-		rest[key] = v
 	}
 	if rest, err = scim.Normalize(rest, s.groups.rt); err != nil {
 		return nil, nil, nil, false, err

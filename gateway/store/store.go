@@ -102,6 +102,9 @@ type Options struct {
 	// does to a group write: UnknownIgnore (the default, also for "") or
 	// UnknownReject (config scim.unknown_members).
 	UnknownMembers string
+	// MaxDepth bounds the nesting of a document a PATCH produces
+	// (scim.limits.max_depth); scim.DefaultMaxDepth when 0.
+	MaxDepth int
 }
 
 // The values of Options.UnknownMembers.
@@ -137,6 +140,7 @@ type Store struct {
 	now    func() time.Time
 	wake   func()
 	floor  uint64
+	limits scim.Limits // what a PATCH may produce
 	w      *writer
 	log    *slog.Logger
 	obs    Observer
@@ -168,7 +172,7 @@ type kind struct {
 // and starts its writer. Close stops it.
 func New(db *bolt.DB, mapper *mapping.Mapper, opts Options) *Store {
 	s := &Store{db: db, mapper: mapper, now: opts.Now, wake: opts.OnCommit, floor: opts.VersionFloor,
-		log: opts.Logger, obs: opts.Observer, reject: opts.UnknownMembers == UnknownReject}
+		log: opts.Logger, obs: opts.Observer, reject: opts.UnknownMembers == UnknownReject, limits: scim.Limits{MaxDepth: opts.MaxDepth}}
 	if s.now == nil {
 		s.now = time.Now
 	}

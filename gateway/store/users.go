@@ -127,7 +127,7 @@ func (s *Store) ReplaceUser(id, ifMatch string, doc map[string]any) (*Resource, 
 // PatchUser applies PATCH operations to the user atomically.
 func (s *Store) PatchUser(id, ifMatch string, ops []scim.Operation) (*Resource, error) {
 	return s.updateUser(id, ifMatch, func(cur *record) (map[string]any, error) {
-		next, err := scim.ApplyPatch(cur.Doc, ops, s.users.rt)
+		next, err := scim.ApplyPatchLimits(cur.Doc, ops, s.users.rt, s.limits)
 		if err != nil {
 			return nil, err
 		}
