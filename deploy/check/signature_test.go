@@ -32,8 +32,19 @@ type receiver struct {
 
 // lineBuffer collects a process's output for a test to wait on.
 type lineBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
+	mu   sync.Mutex
+	b    bytes.Buffer
+	done chan struct{} // closed when the process has exited
+}
+
+// exited reports whether the process has ended.
+func (l *lineBuffer) exited() bool {
+	select {
+	case <-l.done:
+		return true
+	default:
+		return false
+	}
 }
 
 func (l *lineBuffer) Write(p []byte) (int, error) {
@@ -79,20 +90,19 @@ func start(t *testing.T, dir string, env []string, name string, args ...string) 
 	cmd := exec.Command(name, args...)
 	cmd.Dir = dir
 	cmd.Env = append(os.Environ(), env...)
-	out := &lineBuffer{}
+	out := &lineBuffer{done: make(chan struct{})}
 	cmd.Stdout, cmd.Stderr = out, out
 	if err := cmd.Start(); err != nil {
 		t.Fatalf("%s: %v", name, err)
 	}
+	go func() { cmd.Wait(); close(out.done) }()
 	t.Cleanup(func() {
 		cmd.Process.Signal(os.Interrupt)
-		done := make(chan struct{})
-		go func() { cmd.Wait(); close(done) }()
 		select {
-		case <-done:
+		case <-out.done:
 		case <-time.After(5 * time.Second):
 			cmd.Process.Kill()
-			<-done
+			<-out.done
 		}
 	})
 	return out
@@ -106,6 +116,9 @@ func waitListening(t *testing.T, port string, out *lineBuffer, timeout time.Dura
 		if c, err := net.DialTimeout("tcp", "127.0.0.1:"+port, 200*time.Millisecond); err == nil {
 			c.Close()
 			return
+		}
+		if out.exited() {
+			t.Fatalf("exited before listening on %s:\n%s", port, out.String())
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
