@@ -302,3 +302,51 @@ func TestConfigsValidate(t *testing.T) {
 		}
 	}
 }
+
+// TestChartVariants renders the branches the defaults and the sidecar
+// example do not take; each must validate as they do.
+func TestChartVariants(t *testing.T) {
+	for _, tc := range []struct {
+		set   []string
+		check func(t *testing.T, o *Objects)
+	}{
+		{[]string{"persistence.enabled=false"}, func(t *testing.T, o *Objects) {
+			if len(o.Claims) != 0 || o.Deployments[0].Spec.Template.Spec.Volumes[0].EmptyDir == nil {
+				t.Errorf("no persistence: want an emptyDir and no claim")
+			}
+		}},
+		{[]string{"persistence.existingClaim=scimgate-data-old"}, func(t *testing.T, o *Objects) {
+			if len(o.Claims) != 0 || o.Deployments[0].Spec.Template.Spec.Volumes[0].PersistentVolumeClaim.ClaimName != "scimgate-data-old" {
+				t.Errorf("existing claim not used")
+			}
+		}},
+		{[]string{"persistence.storageClass=-", "persistence.accessMode=ReadWriteOncePod", "persistence.keep=false"}, func(t *testing.T, o *Objects) {
+			c := o.Claims[0]
+			if c.Spec.StorageClassName == nil || *c.Spec.StorageClassName != "" || c.Spec.AccessModes[0] != "ReadWriteOncePod" || c.Annotations["helm.sh/resource-policy"] != "" {
+				t.Errorf("claim = %+v", c.Spec)
+			}
+		}},
+		{[]string{"image.digest=sha256:" + strings.Repeat("ab", 32)}, func(t *testing.T, o *Objects) {
+			if got := ScimgateContainer(o.Deployments[0]).Image; got != "scimgate@sha256:"+strings.Repeat("ab", 32) {
+				t.Errorf("image = %s", got)
+			}
+		}},
+		{[]string{"serviceAccount.create=false", "ingress.enabled=true"}, func(t *testing.T, o *Objects) {
+			if len(o.ServiceAccounts) != 0 || o.Deployments[0].Spec.Template.Spec.ServiceAccountName != "default" || len(o.Ingresses[0].Spec.TLS) != 0 {
+				t.Errorf("service account or ingress wrong")
+			}
+		}},
+		{[]string{"secrets.apiToken=tok-api", "secrets.adminToken=tok-admin", "fullnameOverride=gw"}, func(t *testing.T, o *Objects) {
+			if o.Secrets[0].Name != "gw" || len(o.Secrets[0].StringData) != 2 || o.Deployments[0].Name != "gw" {
+				t.Errorf("secret = %+v", o.Secrets[0])
+			}
+		}},
+	} {
+		t.Run(strings.Join(tc.set, ","), func(t *testing.T) {
+			_, o := mustValidate(t, Install{Release: "scimgate", Chart: chartDir, Set: tc.set})
+			if !t.Failed() {
+				tc.check(t, o)
+			}
+		})
+	}
+}
