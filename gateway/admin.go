@@ -77,6 +77,8 @@ type Admin struct {
 	started    time.Time
 	version    string
 	mux        *http.ServeMux
+	apiTokens  [][sha256.Size]byte
+	apiMaxWait time.Duration
 }
 
 // AdminDeps are what the admin API reports on.
@@ -88,6 +90,8 @@ type AdminDeps struct {
 	Gatherer   prometheus.Gatherer
 	Logger     *slog.Logger
 	Version    string
+	// API configures the app's read-only API under /v1/.
+	API APIConfig
 }
 
 // NewAdmin builds the admin handler.
@@ -112,6 +116,7 @@ func NewAdmin(cfg AdminConfig, d AdminDeps) *Admin {
 	a.mux.HandleFunc("POST /admin/targets/{target}/pause", a.auth(a.pause))
 	a.mux.HandleFunc("POST /admin/targets/{target}/resume", a.auth(a.resume))
 	a.mux.HandleFunc("GET /admin/backup", a.auth(a.backup))
+	a.apiRoutes(d.API)
 	return a
 }
 

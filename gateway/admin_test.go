@@ -37,6 +37,12 @@ type adminEnv struct {
 
 func newAdminEnv(t *testing.T) *adminEnv {
 	t.Helper()
+	return newAdminEnvAPI(t, gateway.DefaultAPIConfig())
+}
+
+// newAdminEnvAPI is newAdminEnv with the app API configured.
+func newAdminEnvAPI(t *testing.T, api gateway.APIConfig) *adminEnv {
+	t.Helper()
 	env := &adminEnv{}
 	env.status.Store(204)
 	db := mustOpenDB(t)
@@ -76,7 +82,7 @@ func newAdminEnv(t *testing.T) *adminEnv {
 	reg.MustRegister(gm.Collectors()...)
 	reg.MustRegister(om.Collectors()...)
 	admin := gateway.NewAdmin(gateway.AdminConfig{Listen: "127.0.0.1:0", Tokens: []string{gateway.HashToken(adminToken)}},
-		gateway.AdminDeps{DB: db, Store: st, SCIM: srv, Dispatcher: d, Gatherer: reg, Logger: discardLogger(), Version: "test"})
+		gateway.AdminDeps{DB: db, Store: st, SCIM: srv, Dispatcher: d, Gatherer: reg, Logger: discardLogger(), Version: "test", API: api})
 	adminSrv := httptest.NewServer(admin)
 	t.Cleanup(adminSrv.Close)
 	env.scim = &testServer{t: t, url: scimSrv.URL + "/scim/v2", store: st, srv: scimSrv}
