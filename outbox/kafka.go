@@ -243,7 +243,25 @@ func (s *kafkaSender) Send(ctx context.Context, ev Event) error {
 			}
 		}
 	}
-	return s.classify(ctx, err, rec, start)
+	err = s.classify(ctx, err, rec, start)
+	var pe *pauseError
+	if errors.As(err, &pe) {
+		s.mu.Lock()
+		s.drop(cl)
+		s.mu.Unlock()
+	}
+	return err
+}
+
+// drop closes cl if it is the current client, so that the next Send builds
+// a new one: franz-go keeps a refused producer ID request (cluster
+// authorization) as the client's fate, and a resumed target needs a fresh
+// start. Called with s.mu held.
+func (s *kafkaSender) drop(cl *kgo.Client) {
+	if cl != nil && s.cl == cl {
+		s.cl.Close()
+		s.cl, s.adm, s.ready = nil, nil, false
+	}
 }
 
 // kafkaLimit is the batch limit a client was built with.
@@ -272,6 +290,10 @@ func (s *kafkaSender) client(ctx context.Context, refresh bool) (*kgo.Client, ka
 	}
 	if !s.ready || refresh {
 		if err := s.prepare(ctx); err != nil {
+			var pe *pauseError
+			if errors.As(err, &pe) {
+				s.drop(s.cl)
+			}
 			return nil, kafkaLimit{}, err
 		}
 	}
@@ -293,6 +315,9 @@ func (s *kafkaSender) build(limit int32) error {
 		kgo.AllowIdempotentProduceCancellation(),
 		kgo.ProducerBatchMaxBytes(limit),
 		kgo.DialTimeout(min(s.timeout, 10*time.Second)),
+		// Recover within about a second of a broker coming back (the
+		// defaults wait up to 5s for fresh metadata).
+		kgo.MetadataMinAge(time.Second),
 		kgo.WithHooks(kafkaHook{s}),
 	}
 	if c.TLS.on() {
@@ -427,7 +452,7 @@ func (s *kafkaSender) classify(ctx context.Context, err error, rec *kgo.Record, 
 	case errors.Is(err, kerr.TopicAuthorizationFailed):
 		return PauseTarget(s.fail(ReasonAuth, err, "not authorized on topic %s; grant the principal WRITE and DESCRIBE on it (and CREATE for create_topic), then resume the target", topic))
 	case errors.Is(err, kerr.ClusterAuthorizationFailed):
-		return PauseTarget(s.fail(ReasonAuth, err, "not authorized on the cluster; grant the principal IDEMPOTENT_WRITE (and CREATE for create_topic), then resume the target"))
+		return PauseTarget(s.fail(ReasonAuth, err, "not authorized to produce: the idempotent producer needs WRITE on topic %s (Kafka 3.0 and later) or IDEMPOTENT_WRITE on the cluster (earlier brokers), and create_topic needs CREATE; grant them, then resume the target", topic))
 	case isKafkaAuth(err):
 		return PauseTarget(s.fail(ReasonAuth, err, "%s refused the connection's credentials or TLS; fix kafka.sasl or kafka.tls, then resume the target", s.hosts))
 	case errors.Is(err, kerr.UnknownTopicOrPartition), errors.Is(err, kerr.UnknownTopicID):
