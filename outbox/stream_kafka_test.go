@@ -246,6 +246,49 @@ func TestKafkaBrokerDown(t *testing.T) {
 	checkStream(t, sent, got)
 }
 
+// TestKafkaLeaderChange moves the partition's leadership between three
+// brokers while events flow: NOT_LEADER answers are retried (by the client
+// or the outbox), and everything arrives once, in order.
+func TestKafkaLeaderChange(t *testing.T) {
+	c, err := kfake.NewCluster(kfake.NumBrokers(3), kfake.SeedTopics(1, testTopic))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c.Close)
+	kc := &kafkaCluster{t: t, c: c, addr: c.ListenAddrs()[0]}
+	db := mustOpenDB(t)
+	d := newTestDispatcher(t, db, streamConfig(kafkaTarget(strings.Join(c.ListenAddrs(), ","), nil)))
+	runDispatcher(t, d)
+	stop := make(chan struct{})
+	moved := make(chan int)
+	go func() {
+		n := 0
+		defer func() { moved <- n }()
+		for {
+			select {
+			case <-stop:
+				return
+			case <-time.After(15 * time.Millisecond):
+			}
+			if err := c.MoveTopicPartition(testTopic, 0, (c.LeaderFor(testTopic, 0)+1)%3); err == nil {
+				n++
+			}
+		}
+	}()
+	var sent []Event
+	for i := range 150 {
+		sent = append(sent, enqueue(t, db, d, userEvent("user.updated", fmt.Sprint("u", i%7)))...)
+		time.Sleep(time.Millisecond)
+	}
+	st := waitStatus(t, d, 30*time.Second, "backlog drained", func(st TargetStatus) bool { return st.Backlog == 0 })
+	close(stop)
+	t.Logf("%d leader moves; last error %q", <-moved, st.LastError)
+	if st.DeadLetters != 0 || st.Delivered != uint64(len(sent)) {
+		t.Errorf("delivered %d, %d dead letters; want %d, 0", st.Delivered, st.DeadLetters, len(sent))
+	}
+	checkStream(t, sent, kc.records(t, len(sent)))
+}
+
 // TestKafkaTopicMissing: without create_topic, a missing topic is retried
 // with a reason that says so, and delivery starts once it exists.
 func TestKafkaTopicMissing(t *testing.T) {
@@ -464,6 +507,51 @@ func TestKafkaTLS(t *testing.T) {
 			t.Errorf("last_error %q, want the certificate problem", st.LastError)
 		}
 	})
+}
+
+// TestKafkaClassify checks the classification of broker answers the other
+// tests do not provoke.
+func TestKafkaClassify(t *testing.T) {
+	snd, err := newKafkaSender(kafkaTarget("127.0.0.1:1", nil), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := snd.(*kafkaSender)
+	defer s.Close()
+	rec := &kgo.Record{Topic: testTopic, Key: []byte("User/u1"), Value: []byte(`{}`)}
+	for _, tc := range []struct {
+		err    error
+		reason string
+		class  string
+	}{
+		{kerr.NotLeaderForPartition, ReasonLeader, "retry"},
+		{kerr.NotEnoughReplicas, ReasonLeader, "retry"},
+		{kerr.TopicAuthorizationFailed, ReasonAuth, "pause"},
+		{kerr.ClusterAuthorizationFailed, ReasonAuth, "pause"},
+		{kerr.SaslAuthenticationFailed, ReasonAuth, "pause"},
+		{kerr.InvalidRecord, ReasonRejected, "permanent"},
+		{kerr.UnknownTopicOrPartition, ReasonMissing, "retry"},
+		{kerr.PolicyViolation, ReasonRejected, "retry"},
+		{context.DeadlineExceeded, ReasonTimeout, "retry"},
+		{kgo.ErrClientClosed, ReasonUnavailable, "retry"},
+	} {
+		got := s.classify(t.Context(), tc.err, rec, time.Now())
+		var se *StreamError
+		if !errors.As(got, &se) || se.Reason != tc.reason || !errors.Is(got, tc.err) {
+			t.Errorf("classify(%v) = %v, want reason %s wrapping it", tc.err, got, tc.reason)
+			continue
+		}
+		var pe *pauseError
+		class := "retry"
+		if IsPermanent(got) {
+			class = "permanent"
+		} else if errors.As(got, &pe) {
+			class = "pause"
+		}
+		if class != tc.class {
+			t.Errorf("classify(%v) = %v: %s, want %s", tc.err, got, class, tc.class)
+		}
+	}
 }
 
 func TestKafkaConfigValidate(t *testing.T) {

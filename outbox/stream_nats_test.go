@@ -331,6 +331,96 @@ func TestNATSRejectedDeadLetterReplay(t *testing.T) {
 	checkStream(t, sent, got)
 }
 
+// TestNATSStreamFull: a stream that discards new messages at its limit
+// refuses the publish; the event is retried (not dead-lettered) with the
+// reason, and delivered once the limit is raised.
+func TestNATSStreamFull(t *testing.T) {
+	ns := startNATS(t, nil)
+	js := ns.js(t)
+	cfg := jetstream.StreamConfig{Name: "SCIMGATE", Subjects: []string{"scimgate.>"}, MaxMsgs: 2, Discard: jetstream.DiscardNew}
+	if _, err := js.CreateStream(t.Context(), cfg); err != nil {
+		t.Fatal(err)
+	}
+	db := mustOpenDB(t)
+	d := newTestDispatcher(t, db, streamConfig(natsTarget(ns.url(), nil)))
+	runDispatcher(t, d)
+	sent := enqueue(t, db, d, userEvent("user.created", "u1"))
+	sent = append(sent, enqueue(t, db, d, userEvent("user.updated", "u1"))...)
+	sent = append(sent, enqueue(t, db, d, userEvent("user.deactivated", "u1"))...)
+	st := waitStatus(t, d, 10*time.Second, "a refused publish", func(st TargetStatus) bool { return st.Delivered == 2 && st.LastError != "" })
+	if !strings.Contains(st.LastError, "stream SCIMGATE is full") || st.DeadLetters != 0 || st.Paused {
+		t.Errorf("status %+v, want a retried 'is full'", st)
+	}
+	cfg.MaxMsgs = -1
+	if _, err := js.UpdateStream(t.Context(), cfg); err != nil {
+		t.Fatal(err)
+	}
+	waitStatus(t, d, 10*time.Second, "delivered", func(st TargetStatus) bool { return st.Delivered == 3 })
+	checkStream(t, sent, natsMessages(t, js, "SCIMGATE"))
+}
+
+// TestNATSClassify checks the classification of failures that the other
+// tests cannot provoke with one server (a stream without a leader) or that
+// need no server at all.
+func TestNATSClassify(t *testing.T) {
+	ns := startNATS(t, nil)
+	js := ns.js(t)
+	if _, err := js.CreateStream(t.Context(), jetstream.StreamConfig{Name: "SCIMGATE", Subjects: []string{"scimgate.>"}}); err != nil {
+		t.Fatal(err)
+	}
+	snd, err := newNATSSender(natsTarget(ns.url(), nil), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := snd.(*natsSender)
+	defer s.Close()
+	sjs, nc, err := s.connect(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	api := func(code int, errCode jetstream.ErrorCode, desc string) error {
+		return fmt.Errorf("nats: %w", &jetstream.APIError{Code: code, ErrorCode: errCode, Description: desc})
+	}
+	for _, tc := range []struct {
+		name   string
+		err    error
+		reason string
+		class  string // retry, permanent, pause
+	}{
+		{"no responders, stream there", jetstream.ErrNoStreamResponse, ReasonLeader, "retry"},
+		{"full", api(503, 10077, "maximum messages exceeded"), ReasonFull, "retry"},
+		{"other stream", api(400, 10060, "expected stream does not match"), ReasonNotInStream, "permanent"},
+		{"too large for the stream", jetstream.ErrStreamMessageExceedsMaximum, ReasonTooLarge, "permanent"},
+		{"max_payload", nats.ErrMaxPayload, ReasonTooLarge, "permanent"},
+		{"authorization", nats.ErrAuthorization, ReasonAuth, "pause"},
+		{"timeout", context.DeadlineExceeded, ReasonTimeout, "retry"},
+		{"jetstream off", jetstream.ErrJetStreamNotEnabledForAccount, ReasonUnavailable, "retry"},
+		{"leader", api(503, 10008, "JetStream cluster stream leader not found"), ReasonLeader, "retry"},
+		{"unknown api error", api(500, 10999, "something else"), ReasonRejected, "retry"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got := s.classify(t.Context(), sjs, nc, "scimgate.user.created", 10, time.Now(), tc.err)
+			var se *StreamError
+			if !errors.As(got, &se) || se.Reason != tc.reason {
+				t.Fatalf("classify(%v) = %v, want reason %s", tc.err, got, tc.reason)
+			}
+			var pe *pauseError
+			class := "retry"
+			if IsPermanent(got) {
+				class = "permanent"
+			} else if errors.As(got, &pe) {
+				class = "pause"
+			}
+			if class != tc.class {
+				t.Errorf("classify(%v) = %v: %s, want %s", tc.err, got, class, tc.class)
+			}
+			if !errors.Is(got, tc.err) && !errors.Is(got, errors.Unwrap(tc.err)) {
+				t.Errorf("classify(%v) = %v, which does not wrap the cause", tc.err, got)
+			}
+		})
+	}
+}
+
 // TestNATSDuplicateAbsorbed: the same event published twice (an ack lost,
 // or a crash between the PubAck and the commit) is one message.
 func TestNATSDuplicateAbsorbed(t *testing.T) {
