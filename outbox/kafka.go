@@ -137,7 +137,6 @@ func (c *KafkaConfig) validate(prefix string) []error {
 // first Send and dials lazily, so brokers that are down never stop the
 // gateway from starting; Close closes it, and a later Send builds a new one.
 type kafkaSender struct {
-	name    string
 	cfg     KafkaConfig
 	timeout time.Duration
 	keys    [][]byte
@@ -169,7 +168,7 @@ func newKafkaSender(t Target, m *Metrics) (Sender, error) {
 	}
 	t = t.withDefaults()
 	cfg := t.Kafka.withDefaults()
-	s := &kafkaSender{name: t.Name, cfg: cfg, timeout: t.Timeout, now: time.Now,
+	s := &kafkaSender{cfg: cfg, timeout: t.Timeout, now: time.Now,
 		hosts: strings.Join(cfg.Brokers, ","), limit: cfg.MaxMessageBytes}
 	var err error
 	if s.keys, s.extra, err = targetExtras(t); err != nil {

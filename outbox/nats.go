@@ -15,6 +15,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unicode"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -309,8 +310,10 @@ func parseSubject(s string) (subjectTemplate, error) {
 		t.parts = append(t.parts, subjectPart{lit: s[last:]})
 	}
 	for _, p := range t.parts {
-		if p.ph == "" && strings.ContainsAny(p.lit, "{} \t\r\n*>") {
-			return t, fmt.Errorf("%q may not contain spaces, braces, * or > outside a placeholder", s)
+		if p.ph == "" && strings.IndexFunc(p.lit, func(r rune) bool {
+			return unicode.IsSpace(r) || unicode.IsControl(r) || strings.ContainsRune("{}*>", r)
+		}) >= 0 {
+			return t, fmt.Errorf("%q may not contain spaces, control characters, braces, * or > outside a placeholder", s)
 		}
 	}
 	// Render with a type of each shape; the tokens must all be non-empty.
@@ -516,7 +519,6 @@ const natsConnectRetry = time.Second
 // starting) and reconnects by itself; Close disconnects, and a later Send
 // connects again.
 type natsSender struct {
-	name     string
 	cfg      NATSConfig
 	subject  subjectTemplate
 	subjects []string // of a created stream
@@ -526,13 +528,12 @@ type natsSender struct {
 	hosts    string
 	now      func() time.Time
 
-	mu       sync.Mutex // guards the connection fields
-	nc       *nats.Conn
-	js       jetstream.JetStream
-	created  bool // the stream was checked or created on this connection
-	failAt   time.Time
-	failErr  error
-	maxBytes atomic.Int64 // the stream's max_msg_size, when known (0: unknown)
+	mu      sync.Mutex // guards the connection fields
+	nc      *nats.Conn
+	js      jetstream.JetStream
+	created bool // the stream was checked or created on this connection
+	failAt  time.Time
+	failErr error
 
 	// perm is the last permission violation the server reported
 	// asynchronously; a publish that timed out after it is refused, not lost.
@@ -554,7 +555,7 @@ func newNATSSender(t Target, m *Metrics) (Sender, error) {
 	if err != nil {
 		return nil, fmt.Errorf("outbox: target %s: nats.subject: %w", t.Name, err)
 	}
-	s := &natsSender{name: t.Name, cfg: cfg, subject: tmpl, timeout: t.Timeout, now: time.Now,
+	s := &natsSender{cfg: cfg, subject: tmpl, timeout: t.Timeout, now: time.Now,
 		hosts: strings.Join(cfg.hosts(), ",")}
 	if cfg.CreateStream {
 		if s.subjects, err = tmpl.streamSubjects(); err != nil {
@@ -762,9 +763,9 @@ func (s *natsSender) asyncError(_ *nats.Conn, _ *nats.Subscription, err error) {
 // ensureStream creates the stream when it is missing (create_stream). An
 // existing stream is left as it is. Called with s.mu held.
 func (s *natsSender) ensureStream(ctx context.Context, js jetstream.JetStream) error {
-	st, err := js.Stream(ctx, s.cfg.Stream)
+	_, err := js.Stream(ctx, s.cfg.Stream)
 	if errors.Is(err, jetstream.ErrStreamNotFound) {
-		st, err = js.CreateStream(ctx, jetstream.StreamConfig{
+		_, err = js.CreateStream(ctx, jetstream.StreamConfig{
 			Name:        s.cfg.Stream,
 			Description: "scimgate events (created by scimgate)",
 			Subjects:    s.subjects,
@@ -776,14 +777,13 @@ func (s *natsSender) ensureStream(ctx context.Context, js jetstream.JetStream) e
 			Replicas:    s.cfg.Replicas,
 		})
 		if errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) { // another gateway was quicker
-			st, err = js.Stream(ctx, s.cfg.Stream)
+			_, err = js.Stream(ctx, s.cfg.Stream)
 		}
 	}
 	if err != nil {
 		return s.classify(ctx, js, s.nc, "", 0, time.Now(), fmt.Errorf("create stream %s: %w", s.cfg.Stream, err))
 	}
 	s.created = true
-	s.maxBytes.Store(int64(st.CachedInfo().Config.MaxMsgSize))
 	return nil
 }
 
@@ -809,7 +809,7 @@ func (s *natsSender) classify(ctx context.Context, js jetstream.JetStream, nc *n
 	case errors.Is(err, jetstream.ErrStreamNotFound), subj != "" && errors.Is(err, jetstream.ErrNoStreamResponse):
 		return s.diagnose(ctx, js, subj, err)
 	case isNATSAuth(err):
-		return PauseTarget(s.fail(ReasonAuth, err, "not authorized; grant the nats user publish permission on %s (and $JS.API.> for create_stream), then resume the target", s.subjects0(subj)))
+		return PauseTarget(s.fail(ReasonAuth, err, "not authorized; grant the nats user publish permission on %s (and $JS.API.> for create_stream), then resume the target", s.subjectHint(subj)))
 	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, nats.ErrTimeout):
 		if v := s.perm.Load(); v != nil && !v.at.Before(start) {
 			return PauseTarget(s.fail(ReasonAuth, err, "the server refused the publish (%s); grant the nats user publish permission on the subjects and subscribe permission on _INBOX.>, then resume the target", v.text))
@@ -834,7 +834,9 @@ func (s *natsSender) classify(ctx context.Context, js jetstream.JetStream, nc *n
 	return s.fail(ReasonRejected, s.redact(err), "publish to stream %s", stream)
 }
 
-func (s *natsSender) subjects0(subj string) string {
+// subjectHint names the subject of a failed publish, or the subjects of a
+// created stream for a stream operation.
+func (s *natsSender) subjectHint(subj string) string {
 	if subj != "" {
 		return subj
 	}
@@ -859,7 +861,7 @@ func (s *natsSender) diagnose(ctx context.Context, js jetstream.JetStream, subj 
 			}
 			return errNATSCreated
 		}
-		return s.fail(ReasonMissing, perr, "stream %s does not exist; create it with subjects that include %s, or set nats.create_stream: true", stream, s.subjects0(subj))
+		return s.fail(ReasonMissing, perr, "stream %s does not exist; create it with subjects that include %s, or set nats.create_stream: true", stream, s.subjectHint(subj))
 	case err != nil:
 		var api *jetstream.APIError
 		if isNATSAuth(err) || (errors.As(err, &api) && api.Code == 403) {

@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/jwt/v2"
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -593,6 +594,62 @@ func TestNATSCredentials(t *testing.T) {
 		})
 	}
 
+	t.Run("creds_file", func(t *testing.T) {
+		// Operator mode: an operator, a system account, an account with
+		// JetStream, and a user whose JWT and seed form the .creds file.
+		mk := func(create func() (nkeys.KeyPair, error)) (nkeys.KeyPair, string) {
+			kp, err := create()
+			if err != nil {
+				t.Fatal(err)
+			}
+			pub, _ := kp.PublicKey()
+			return kp, pub
+		}
+		okp, opub := mk(nkeys.CreateOperator)
+		oc := jwt.NewOperatorClaims(opub)
+		resolver := &server.MemAccResolver{}
+		account := func(js bool) (nkeys.KeyPair, string) {
+			akp, apub := mk(nkeys.CreateAccount)
+			ac := jwt.NewAccountClaims(apub)
+			if js {
+				ac.Limits.JetStreamLimits = jwt.JetStreamLimits{MemoryStorage: -1, DiskStorage: -1, Streams: -1, Consumer: -1}
+			}
+			aj, err := ac.Encode(okp)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := resolver.Store(apub, aj); err != nil {
+				t.Fatal(err)
+			}
+			return akp, apub
+		}
+		_, sysPub := account(false)
+		akp, _ := account(true)
+		ukp, upub := mk(nkeys.CreateUser)
+		uj, err := jwt.NewUserClaims(upub).Encode(akp)
+		if err != nil {
+			t.Fatal(err)
+		}
+		useed, _ := ukp.Seed()
+		creds, err := jwt.FormatUserConfig(uj, useed)
+		if err != nil {
+			t.Fatal(err)
+		}
+		credsFile := filepath.Join(dir, "scimgate.creds")
+		if err := os.WriteFile(credsFile, creds, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		ns := startNATS(t, func(o *server.Options) {
+			o.TrustedOperators, o.AccountResolver, o.SystemAccount = []*jwt.OperatorClaims{oc}, resolver, sysPub
+		})
+		db := mustOpenDB(t)
+		d := newTestDispatcher(t, db, streamConfig(natsTarget(ns.url(), func(c *NATSConfig) { c.CredsFile = credsFile })))
+		runDispatcher(t, d)
+		sent := enqueue(t, db, d, userEvent("user.created", "u1"))
+		js := ns.js(t, nats.UserCredentials(credsFile))
+		waitUntil(t, 10*time.Second, "the event", func() bool { return natsCount(t, js, "SCIMGATE") == 1 })
+		checkStream(t, sent, natsMessages(t, js, "SCIMGATE"))
+	})
 	t.Run("tls_unknown_ca_pauses", func(t *testing.T) {
 		ns := startNATS(t, cases[2].server)
 		db := mustOpenDB(t)
@@ -847,4 +904,32 @@ func TestNATSLatency(t *testing.T) {
 	if p(.5) > 100*time.Millisecond {
 		t.Errorf("p50 latency %v, want well under the poll interval", p(.5))
 	}
+}
+
+// FuzzStreamSubject: parseSubject never panics, and a template it accepts
+// renders valid subjects for every event type, all captured by the
+// subjects of the stream create_stream would make.
+//
+//	go test -run '^$' -fuzz FuzzStreamSubject -fuzztime 10s ./outbox/
+func FuzzStreamSubject(f *testing.F) {
+	for _, s := range []string{"scimgate.{type}", "a.{kind}.v1.{action}", "events", "{type}", "x.{type}.", "a..b", "a.{nope}", "{{type}}", "a.{type}{kind}"} {
+		f.Add(s)
+	}
+	types := []string{"user.created", "user.deactivated", "group.member_added", "group.members_snapshot", "snapshot.started", "snapshot.completed"}
+	f.Fuzz(func(t *testing.T, raw string) {
+		tmpl, err := parseSubject(raw)
+		if err != nil {
+			return
+		}
+		filters, ferr := tmpl.streamSubjects()
+		for _, typ := range types {
+			subj := tmpl.render(typ)
+			if strings.ContainsAny(subj, " \t\r\n*>{}") || slices.Contains(strings.Split(subj, "."), "") {
+				t.Fatalf("template %q renders invalid subject %q for %s", raw, subj, typ)
+			}
+			if ferr == nil && !slices.ContainsFunc(filters, func(f string) bool { return subjectMatch(f, subj) }) {
+				t.Fatalf("template %q: subject %q (%s) is not captured by the created stream's subjects %v", raw, subj, typ, filters)
+			}
+		}
+	})
 }
