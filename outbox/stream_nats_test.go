@@ -474,6 +474,46 @@ func TestNATSDuplicateAbsorbed(t *testing.T) {
 	checkStream(t, sent, got)
 }
 
+// TestNATSRestartAfterPubAck: the gateway stops (or dies) after the
+// server stored the messages but before the outbox recorded the
+// deliveries; the next run publishes them again and the stream keeps one
+// copy of each.
+func TestNATSRestartAfterPubAck(t *testing.T) {
+	ns := startNATS(t, nil)
+	js := ns.js(t)
+	db := mustOpenDB(t)
+	cfg := streamConfig(natsTarget(ns.url(), nil))
+	d1 := newTestDispatcher(t, db, cfg)
+	snd := d1.targets[0].sender
+	d1.targets[0].sender = SenderFunc(func(ctx context.Context, ev Event) error {
+		if err := snd.Send(ctx, ev); err != nil {
+			return err
+		}
+		<-ctx.Done() // stored; the outcome never reaches the outbox
+		return ctx.Err()
+	})
+	stop := runDispatcher(t, d1)
+	var evs []Event
+	for i := range cfg.Concurrency { // one in flight per resource, all at once
+		evs = append(evs, userEvent("user.updated", fmt.Sprint("u", i)))
+	}
+	sent := enqueue(t, db, d1, evs...)
+	waitUntil(t, 10*time.Second, "every message stored", func() bool { return natsCount(t, js, "SCIMGATE") == uint64(len(sent)) })
+	stop()
+	if sts, _ := d1.Status(); sts[0].Backlog != len(sent) || sts[0].Delivered != 0 {
+		t.Fatalf("after the stop: backlog %d, delivered %d; want %d pending", sts[0].Backlog, sts[0].Delivered, len(sent))
+	}
+
+	d2 := newTestDispatcher(t, db, cfg) // the restarted gateway
+	runDispatcher(t, d2)
+	waitStatus(t, d2, 10*time.Second, "redelivered", func(st TargetStatus) bool { return st.Delivered == uint64(len(sent)) && st.Backlog == 0 })
+	got := natsMessages(t, js, "SCIMGATE")
+	if len(got) != len(sent) {
+		t.Errorf("%d messages after the redelivery, want %d", len(got), len(sent))
+	}
+	checkStream(t, sent, got)
+}
+
 // TestNATSAuthPausesTarget: refused credentials pause the target with the
 // reason and keep every event pending; fixing the password file and
 // resuming delivers them.
