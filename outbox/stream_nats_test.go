@@ -284,6 +284,27 @@ func TestNATSStreamMissing(t *testing.T) {
 	checkStream(t, sent, natsMessages(t, js, "SCIMGATE"))
 }
 
+// TestNATSStreamRecreated: with create_stream, a stream deleted while the
+// gateway runs is created again by the next publish, which then succeeds.
+func TestNATSStreamRecreated(t *testing.T) {
+	ns := startNATS(t, nil)
+	js := ns.js(t)
+	db := mustOpenDB(t)
+	d := newTestDispatcher(t, db, streamConfig(natsTarget(ns.url(), nil)))
+	runDispatcher(t, d)
+	enqueue(t, db, d, userEvent("user.created", "u1"))
+	waitUntil(t, 10*time.Second, "first event", func() bool { return natsCount(t, js, "SCIMGATE") == 1 })
+	if err := js.DeleteStream(t.Context(), "SCIMGATE"); err != nil {
+		t.Fatal(err)
+	}
+	sent := enqueue(t, db, d, userEvent("user.updated", "u1"))
+	st := waitStatus(t, d, 10*time.Second, "delivered", func(st TargetStatus) bool { return st.Delivered == 2 })
+	if st.LastError != "" || st.DeadLetters != 0 {
+		t.Errorf("status %+v: want the publish to succeed within its attempt", st)
+	}
+	checkStream(t, sent, natsMessages(t, js, "SCIMGATE"))
+}
+
 // TestNATSRejectedDeadLetterReplay: a message larger than the stream's
 // max_msg_size and a subject outside the stream are dead-lettered with a
 // reason; after the stream is fixed, Replay delivers them.
