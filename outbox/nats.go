@@ -1,26 +1,892 @@
 package outbox
 
-import "errors"
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"net/url"
+	"os"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+	"unicode"
 
-// NATSConfig is the nats section of a target of type nats: a NATS
-// JetStream stream that events are published into.
-//
-// PLACEHOLDER: the streams work (issue 11) replaces this file with the
-// real configuration and sender.
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// NATSConfig is the nats section of a target of type nats: a NATS JetStream
+// stream that events are published into, one message per event, with the
+// PubAck as delivery. docs/streams.md describes every key.
 type NATSConfig struct {
-	// URLs are the NATS servers, e.g. ["nats://127.0.0.1:4222"].
+	// URLs are the NATS servers, e.g. ["nats://127.0.0.1:4222"]; an entry
+	// may hold several separated by commas (as SCIMGATE_NATS_URL may).
+	// Schemes: nats, tls (TLS required), ws, wss; none means nats.
 	URLs []string `yaml:"urls"`
-	// Stream is the JetStream stream the subjects must belong to.
+	// Subject is the subject template; DefaultNATSSubject when empty.
+	// {type} is the event type ("user.created"), {kind} its first part
+	// ("user"), {action} the rest ("created").
+	Subject string `yaml:"subject"`
+	// Stream is the JetStream stream the subjects must belong to. Every
+	// publish expects it (Nats-Expected-Stream), so a subject captured by
+	// another stream is refused rather than stored elsewhere.
 	Stream string `yaml:"stream"`
+	// CreateStream creates the stream when it is missing, with subjects
+	// "<fixed prefix of Subject>.>", file storage, limits retention,
+	// MaxAge, DuplicateWindow and Replicas below. An existing stream is
+	// never changed.
+	CreateStream bool `yaml:"create_stream"`
+	// MaxAge is how long a created stream keeps messages; 0 means 168h.
+	MaxAge time.Duration `yaml:"max_age"`
+	// DuplicateWindow is a created stream's deduplication window on
+	// Nats-Msg-Id (the event id); 0 means 10m, and it must be at least 2m.
+	DuplicateWindow time.Duration `yaml:"duplicate_window"`
+	// Replicas of a created stream (1 to 5); 0 means 1.
+	Replicas int `yaml:"replicas"`
+
+	// At most one way to authenticate: User with Password or PasswordFile;
+	// Token or TokenFile; NKeySeedFile; or CredsFile (a JWT and its NKey
+	// seed, as `nsc` writes them). Files are read at every (re)connect, so
+	// a rotated secret is picked up without a restart.
+	User         string `yaml:"user"`
+	Password     string `yaml:"password"`
+	PasswordFile string `yaml:"password_file"`
+	Token        string `yaml:"token"`
+	TokenFile    string `yaml:"token_file"`
+	NKeySeedFile string `yaml:"nkey_seed_file"`
+	CredsFile    string `yaml:"creds_file"`
+	// TLS configures TLS (also used for tls:// URLs).
+	TLS *TLSConfig `yaml:"tls"`
+}
+
+// DefaultNATSSubject is the subject template of a nats target that sets
+// none: scimgate.user.created, scimgate.group.member_added, …
+const DefaultNATSSubject = "scimgate.{type}"
+
+// Defaults of a stream created by a nats target.
+const (
+	DefaultNATSMaxAge          = 168 * time.Hour
+	DefaultNATSDuplicateWindow = 10 * time.Minute
+	minNATSDuplicateWindow     = 2 * time.Minute
+)
+
+// Headers set on every stream message (NATS and Kafka) besides webhook-id,
+// and webhook-timestamp and webhook-signature when the target has secrets.
+const (
+	HeaderEventType   = "scimgate-event-type"
+	HeaderSequence    = "scimgate-sequence"
+	HeaderContentType = "content-type"
+)
+
+// TLSConfig is the TLS section of a stream target. TLS is on when Enabled
+// is true or a file is set; without CAFile the system roots verify the
+// server.
+type TLSConfig struct {
+	Enabled bool `yaml:"enabled"`
+	// CAFile is a PEM bundle of the CAs that sign the server certificate.
+	CAFile string `yaml:"ca_file"`
+	// CertFile and KeyFile are a PEM client certificate and its key, for
+	// servers that require one (mutual TLS).
+	CertFile string `yaml:"cert_file"`
+	KeyFile  string `yaml:"key_file"`
+	// ServerName overrides the name verified in the server certificate.
+	ServerName string `yaml:"server_name"`
+}
+
+func (c *TLSConfig) on() bool {
+	return c != nil && (c.Enabled || c.CAFile != "" || c.CertFile != "")
+}
+
+func (c *TLSConfig) validate(prefix string) []error {
+	if c == nil {
+		return nil
+	}
+	var errs []error
+	if (c.CertFile == "") != (c.KeyFile == "") {
+		errs = append(errs, invalidField(prefix+".cert_file", "cert_file and key_file go together"))
+	}
+	return errs
+}
+
+// build reads the files; it runs at every connect, so renewed certificates
+// are picked up. prefix names the YAML section in errors.
+func (c *TLSConfig) build(prefix string) (*tls.Config, error) {
+	tc := &tls.Config{MinVersion: tls.VersionTLS12, ServerName: c.ServerName}
+	if c.CAFile != "" {
+		pem, err := os.ReadFile(c.CAFile)
+		if err != nil {
+			return nil, fmt.Errorf("%s.ca_file: %w", prefix, err)
+		}
+		tc.RootCAs = x509.NewCertPool()
+		if !tc.RootCAs.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("%s.ca_file: %s holds no PEM certificate", prefix, c.CAFile)
+		}
+	}
+	if c.CertFile != "" {
+		cert, err := tls.LoadX509KeyPair(c.CertFile, c.KeyFile)
+		if err != nil {
+			return nil, fmt.Errorf("%s.cert_file: %w", prefix, err)
+		}
+		tc.Certificates = []tls.Certificate{cert}
+	}
+	return tc, nil
+}
+
+// StreamError is why a publish to a NATS or Kafka target failed. Its text
+// is what status shows as last_error and what a dead letter keeps: what
+// happened, in the broker's words, and what to fix. It never holds a
+// secret. The dispatcher acts on the Permanent / PauseTarget wrapping; the
+// Reason is for logs, metrics and tests.
+type StreamError struct {
+	// System is "nats" or "kafka".
+	System string
+	// Reason is one of the Reason* constants.
+	Reason string
+	// Detail says what happened and what to do.
+	Detail string
+	// Err is the client's error, if any.
+	Err error
+}
+
+// Reasons of a StreamError, with the dispatcher's treatment.
+const (
+	ReasonUnavailable = "unavailable"           // broker down or unreachable, no responders: retried
+	ReasonTimeout     = "timeout"               // no acknowledgement in time: retried (a duplicate is possible)
+	ReasonLeader      = "leader_change"         // not leader, leader election, too few replicas: retried
+	ReasonMissing     = "missing"               // stream or topic missing and not created: retried
+	ReasonFull        = "full"                  // stream limits with discard new: retried
+	ReasonAuth        = "auth"                  // credentials refused, permission or ACL denied, TLS or credential files: target paused
+	ReasonTooLarge    = "too_large"             // larger than the broker accepts: dead-lettered
+	ReasonNotInStream = "subject_not_in_stream" // the subject is not captured by the stream: dead-lettered
+	ReasonRejected    = "rejected"              // any other refusal: retried, or dead-lettered when invalid
+)
+
+func (e *StreamError) Error() string {
+	s := e.System + ": " + e.Detail
+	if e.Err != nil {
+		s += ": " + e.Err.Error()
+	}
+	return s
+}
+
+// Unwrap returns the client's error.
+func (e *StreamError) Unwrap() error { return e.Err }
+
+// streamErr builds a StreamError; permanent and pause wrap it for the
+// dispatcher.
+func streamErr(system, reason string, err error, format string, args ...any) *StreamError {
+	return &StreamError{System: system, Reason: reason, Detail: fmt.Sprintf(format, args...), Err: err}
+}
+
+func invalidField(field, format string, args ...any) error {
+	return &FieldError{Field: field, Err: fmt.Errorf("%w: %s", ErrInvalid, fmt.Sprintf(format, args...))}
+}
+
+// readSecret returns value, or the content of file without its trailing
+// line break when file is set. The error names the key, never the value.
+func readSecret(value, file, field string) (string, error) {
+	if file == "" {
+		return value, nil
+	}
+	b, err := os.ReadFile(file)
+	if err != nil {
+		return "", fmt.Errorf("%s: %w", field, err)
+	}
+	s := strings.TrimRight(string(b), "\r\n")
+	if s == "" {
+		return "", fmt.Errorf("%s: %s is empty", field, file)
+	}
+	return s, nil
+}
+
+// splitList splits entries that hold several comma-separated values and
+// drops empty ones.
+func splitList(in []string) []string {
+	var out []string
+	for _, e := range in {
+		for _, v := range strings.Split(e, ",") {
+			if v = strings.TrimSpace(v); v != "" {
+				out = append(out, v)
+			}
+		}
+	}
+	return out
+}
+
+// tlsAuthError reports whether err is a certificate verification failure:
+// every event would fail the same way until the configuration is fixed.
+func tlsAuthError(err error) bool {
+	var ua x509.UnknownAuthorityError
+	var he x509.HostnameError
+	var ci x509.CertificateInvalidError
+	var ve *tls.CertificateVerificationError
+	var ae tls.AlertError
+	return errors.As(err, &ua) || errors.As(err, &he) || errors.As(err, &ci) || errors.As(err, &ve) || errors.As(err, &ae)
+}
+
+// streamHeaders returns the headers every stream message carries, in
+// order: webhook-id, type, sequence, content type, then the webhook
+// signature headers when the target has secrets, then its own headers.
+func streamHeaders(ev Event, body []byte, keys [][]byte, extra [][2]string, now time.Time) [][2]string {
+	h := make([][2]string, 0, 6+len(extra))
+	h = append(h,
+		[2]string{HeaderID, ev.ID},
+		[2]string{HeaderEventType, ev.Type},
+		[2]string{HeaderSequence, strconv.FormatUint(ev.Seq, 10)},
+		[2]string{HeaderContentType, "application/json"})
+	if len(keys) > 0 {
+		ts := now.Unix()
+		h = append(h,
+			[2]string{HeaderTimestamp, strconv.FormatInt(ts, 10)},
+			[2]string{HeaderSignature, signKeys(keys, ev.ID, ts, body)})
+	}
+	return append(h, extra...)
+}
+
+// targetExtras returns a target's signing keys (none without secrets) and
+// its configured headers, sorted by name so that messages are stable.
+func targetExtras(t Target) ([][]byte, [][2]string, error) {
+	var keys [][]byte
+	if len(t.Secrets) > 0 {
+		var err error
+		if keys, err = decodeSecrets(t.Secrets); err != nil {
+			return nil, nil, fmt.Errorf("outbox: target %s: %w", t.Name, err)
+		}
+	}
+	extra := make([][2]string, 0, len(t.Headers))
+	for k, v := range t.Headers {
+		extra = append(extra, [2]string{k, v})
+	}
+	slices.SortFunc(extra, func(a, b [2]string) int { return strings.Compare(a[0], b[0]) })
+	return keys, extra, nil
+}
+
+// Subject templates.
+
+var (
+	placeholderRe = regexp.MustCompile(`\{[^{}]*\}`)
+	streamNameRe  = regexp.MustCompile(`^[^\s.*>/\\]+$`)
+)
+
+// subjectTemplate is a parsed nats.subject: literal text and placeholders.
+type subjectTemplate struct {
+	parts []subjectPart
+	raw   string
+}
+
+type subjectPart struct {
+	lit string
+	ph  string // "type", "kind" or "action"; empty for a literal
+}
+
+// parseSubject parses a subject template and checks that every subject it
+// can render is a valid NATS subject to publish to.
+func parseSubject(s string) (subjectTemplate, error) {
+	t := subjectTemplate{raw: s}
+	if s == "" {
+		return t, errors.New("empty")
+	}
+	last := 0
+	for _, loc := range placeholderRe.FindAllStringIndex(s, -1) {
+		if loc[0] > last {
+			t.parts = append(t.parts, subjectPart{lit: s[last:loc[0]]})
+		}
+		name := s[loc[0]+1 : loc[1]-1]
+		switch name {
+		case "type", "kind", "action":
+		default:
+			return t, fmt.Errorf("unknown placeholder {%s}: use {type}, {kind} or {action}", name)
+		}
+		t.parts = append(t.parts, subjectPart{ph: name})
+		last = loc[1]
+	}
+	if last < len(s) {
+		t.parts = append(t.parts, subjectPart{lit: s[last:]})
+	}
+	for _, p := range t.parts {
+		if p.ph == "" && strings.IndexFunc(p.lit, func(r rune) bool {
+			return unicode.IsSpace(r) || unicode.IsControl(r) || strings.ContainsRune("{}*>", r)
+		}) >= 0 {
+			return t, fmt.Errorf("%q may not contain spaces, control characters, braces, * or > outside a placeholder", s)
+		}
+	}
+	// Render with a type of each shape; the tokens must all be non-empty.
+	for _, typ := range []string{"user.created", "group.member_added", "snapshot.started"} {
+		subj := t.render(typ)
+		for _, tok := range strings.Split(subj, ".") {
+			if tok == "" {
+				return t, fmt.Errorf("%q renders %q, which has an empty token (a leading, trailing or double dot)", s, subj)
+			}
+		}
+	}
+	return t, nil
+}
+
+func (t subjectTemplate) render(typ string) string {
+	if len(t.parts) == 1 && t.parts[0].ph == "" {
+		return t.parts[0].lit
+	}
+	kind, action, _ := strings.Cut(typ, ".")
+	var sb strings.Builder
+	for _, p := range t.parts {
+		switch p.ph {
+		case "":
+			sb.WriteString(p.lit)
+		case "type":
+			sb.WriteString(typ)
+		case "kind":
+			sb.WriteString(kind)
+		case "action":
+			sb.WriteString(action)
+		}
+	}
+	return sb.String()
+}
+
+// streamSubjects are the subjects of a stream created for the template:
+// "<fixed tokens>.>", or the subject itself when it has no placeholder.
+func (t subjectTemplate) streamSubjects() ([]string, error) {
+	if len(t.parts) == 1 && t.parts[0].ph == "" {
+		return []string{t.parts[0].lit}, nil
+	}
+	if t.parts[0].ph != "" || !strings.HasSuffix(t.parts[0].lit, ".") {
+		return nil, fmt.Errorf("create_stream needs a subject that starts with fixed tokens followed by a dot, as in %q, to derive the stream's subjects; %q does not", DefaultNATSSubject, t.raw)
+	}
+	return []string{t.parts[0].lit + ">"}, nil
+}
+
+// subjectMatch reports whether subject is matched by the stream subject
+// filter (tokens, "*" for one token, ">" for one or more at the end).
+func subjectMatch(filter, subject string) bool {
+	f, s := strings.Split(filter, "."), strings.Split(subject, ".")
+	for i, tok := range f {
+		if tok == ">" {
+			return len(s) > i
+		}
+		if i >= len(s) || (tok != "*" && tok != s[i]) {
+			return false
+		}
+	}
+	return len(f) == len(s)
+}
+
+// Configuration.
+
+// withDefaults returns c with the subject, stream settings and URLs
+// normalized.
+func (c NATSConfig) withDefaults() NATSConfig {
+	c.URLs = natsURLs(c.URLs)
+	if c.Subject == "" {
+		c.Subject = DefaultNATSSubject
+	}
+	if c.MaxAge == 0 {
+		c.MaxAge = DefaultNATSMaxAge
+	}
+	if c.DuplicateWindow == 0 {
+		c.DuplicateWindow = DefaultNATSDuplicateWindow
+	}
+	if c.Replicas == 0 {
+		c.Replicas = 1
+	}
+	return c
+}
+
+// natsURLs splits comma-separated entries and adds nats:// where no scheme
+// is given.
+func natsURLs(in []string) []string {
+	out := splitList(in)
+	for i, u := range out {
+		if !strings.Contains(u, "://") {
+			out[i] = "nats://" + u
+		}
+	}
+	return out
 }
 
 func (c *NATSConfig) validate(prefix string) []error {
-	return []error{&FieldError{Field: prefix, Err: errors.New("nats targets are not implemented yet")}}
+	var errs []error
+	bad := func(field, format string, args ...any) {
+		errs = append(errs, invalidField(prefix+"."+field, format, args...))
+	}
+	urls := natsURLs(c.URLs)
+	if len(urls) == 0 {
+		errs = append(errs, &FieldError{Field: prefix + ".urls", Err: ErrRequired})
+	}
+	for i, raw := range urls {
+		u, err := url.Parse(raw)
+		switch {
+		case err != nil:
+			bad(fmt.Sprintf("urls[%d]", i), "does not parse") // the error would echo a password in the URL
+		case u.Scheme != "nats" && u.Scheme != "tls" && u.Scheme != "ws" && u.Scheme != "wss":
+			bad(fmt.Sprintf("urls[%d]", i), "scheme must be nats, tls, ws or wss")
+		case u.Hostname() == "":
+			bad(fmt.Sprintf("urls[%d]", i), "host required")
+		}
+	}
+	switch {
+	case c.Stream == "":
+		errs = append(errs, &FieldError{Field: prefix + ".stream", Err: ErrRequired})
+	case len(c.Stream) > 255 || !streamNameRe.MatchString(c.Stream):
+		bad("stream", "%q is not a JetStream stream name (no spaces, dots, *, >, / or \\)", c.Stream)
+	}
+	subject := c.Subject
+	if subject == "" {
+		subject = DefaultNATSSubject
+	}
+	tmpl, err := parseSubject(subject)
+	if err != nil {
+		bad("subject", "%v", err)
+	} else if c.CreateStream {
+		if _, err := tmpl.streamSubjects(); err != nil {
+			bad("subject", "%v", err)
+		}
+	}
+	if c.MaxAge < 0 {
+		bad("max_age", "must not be negative")
+	}
+	if c.DuplicateWindow < 0 || (c.DuplicateWindow > 0 && c.DuplicateWindow < minNATSDuplicateWindow) {
+		bad("duplicate_window", "must be at least %v, so that a redelivery after a lost PubAck or a restart is absorbed", minNATSDuplicateWindow)
+	}
+	if c.MaxAge > 0 && c.DuplicateWindow > c.MaxAge {
+		bad("duplicate_window", "must not exceed max_age")
+	} else if c.MaxAge > 0 && c.DuplicateWindow == 0 && DefaultNATSDuplicateWindow > c.MaxAge {
+		bad("max_age", "must be at least the duplicate window (%v)", DefaultNATSDuplicateWindow)
+	}
+	if c.Replicas < 0 || c.Replicas > 5 {
+		bad("replicas", "must be between 1 and 5")
+	}
+	methods := 0
+	if c.User != "" || c.Password != "" || c.PasswordFile != "" {
+		methods++
+		switch {
+		case c.User == "":
+			errs = append(errs, &FieldError{Field: prefix + ".user", Err: ErrRequired})
+		case c.Password != "" && c.PasswordFile != "":
+			bad("password_file", "set password or password_file, not both")
+		case c.Password == "" && c.PasswordFile == "":
+			errs = append(errs, &FieldError{Field: prefix + ".password", Err: fmt.Errorf("%w: a user needs a password or password_file", ErrRequired)})
+		}
+	}
+	if c.Token != "" || c.TokenFile != "" {
+		methods++
+		if c.Token != "" && c.TokenFile != "" {
+			bad("token_file", "set token or token_file, not both")
+		}
+	}
+	if c.NKeySeedFile != "" {
+		methods++
+	}
+	if c.CredsFile != "" {
+		methods++
+	}
+	if methods > 1 {
+		bad("user", "choose one way to authenticate: user/password, token, nkey_seed_file or creds_file")
+	}
+	errs = append(errs, c.TLS.validate(prefix+".tls")...)
+	return errs
 }
 
-// hosts returns the servers without credentials, for status.
-func (c *NATSConfig) hosts() []string { return c.URLs }
+// hosts returns the servers as host:port, without scheme or credentials,
+// for status.
+func (c *NATSConfig) hosts() []string {
+	var out []string
+	for _, raw := range natsURLs(c.URLs) {
+		u, err := url.Parse(raw)
+		if err != nil {
+			out = append(out, "<invalid url>")
+			continue
+		}
+		out = append(out, u.Host)
+	}
+	return out
+}
+
+// The sender.
+
+// natsConnectRetry is how long a failed connect is reported to every Send
+// without dialling again, so that concurrent sends to a server that is down
+// do not queue up dials.
+const natsConnectRetry = time.Second
+
+// natsSender publishes events to one JetStream stream. It connects on the
+// first Send (so a server that is down never stops the gateway from
+// starting) and reconnects by itself; Close disconnects, and a later Send
+// connects again.
+type natsSender struct {
+	cfg      NATSConfig
+	subject  subjectTemplate
+	subjects []string // of a created stream
+	timeout  time.Duration
+	keys     [][]byte
+	extra    [][2]string
+	hosts    string
+	now      func() time.Time
+
+	mu      sync.Mutex // guards the connection fields
+	nc      *nats.Conn
+	js      jetstream.JetStream
+	created bool // the stream was checked or created on this connection
+	failAt  time.Time
+	failErr error
+
+	// perm is the last permission violation the server reported
+	// asynchronously; a publish that timed out after it is refused, not lost.
+	perm atomic.Pointer[natsViolation]
+}
+
+type natsViolation struct {
+	at   time.Time
+	text string
+}
 
 func newNATSSender(t Target, m *Metrics) (Sender, error) {
-	return nil, errors.New("outbox: nats targets are not implemented yet")
+	if t.NATS == nil {
+		return nil, fmt.Errorf("outbox: target %s: nats section required", t.Name)
+	}
+	t = t.withDefaults()
+	cfg := t.NATS.withDefaults()
+	tmpl, err := parseSubject(cfg.Subject)
+	if err != nil {
+		return nil, fmt.Errorf("outbox: target %s: nats.subject: %w", t.Name, err)
+	}
+	s := &natsSender{cfg: cfg, subject: tmpl, timeout: t.Timeout, now: time.Now,
+		hosts: strings.Join(cfg.hosts(), ",")}
+	if cfg.CreateStream {
+		if s.subjects, err = tmpl.streamSubjects(); err != nil {
+			return nil, fmt.Errorf("outbox: target %s: nats.subject: %w", t.Name, err)
+		}
+	}
+	if s.keys, s.extra, err = targetExtras(t); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+func (s *natsSender) fail(reason string, err error, format string, args ...any) *StreamError {
+	return streamErr("nats", reason, err, format, args...)
+}
+
+// Send publishes ev to the stream and waits for the PubAck. A duplicate
+// PubAck (the event id was already stored within the duplicate window) is
+// a delivery too.
+func (s *natsSender) Send(ctx context.Context, ev Event) error {
+	ctx, cancel := context.WithTimeout(ctx, s.timeout)
+	defer cancel()
+	js, nc, err := s.connect(ctx)
+	if err != nil {
+		return err
+	}
+	subj := s.subject.render(ev.Type)
+	body := ev.Envelope()
+	msg := &nats.Msg{Subject: subj, Data: body, Header: nats.Header{}}
+	for _, h := range streamHeaders(ev, body, s.keys, s.extra, s.now()) {
+		msg.Header[h[0]] = []string{h[1]} // as written: NATS headers are case-sensitive
+	}
+	start := time.Now()
+	_, err = js.PublishMsg(ctx, msg, jetstream.WithMsgID(ev.ID), jetstream.WithExpectStream(s.cfg.Stream))
+	if err == nil {
+		return nil
+	}
+	cerr := s.classify(ctx, js, nc, subj, len(body), start, err)
+	if errors.Is(cerr, errNATSCreated) { // the stream was missing and is now created
+		if _, err = js.PublishMsg(ctx, msg, jetstream.WithMsgID(ev.ID), jetstream.WithExpectStream(s.cfg.Stream)); err == nil {
+			return nil
+		}
+		return s.classify(ctx, js, nc, subj, len(body), start, err)
+	}
+	return cerr
+}
+
+// errNATSCreated tells Send that classify created the missing stream.
+var errNATSCreated = errors.New("stream created")
+
+// connect returns the connection, dialling when there is none or it was
+// closed. Errors are classified.
+func (s *natsSender) connect(ctx context.Context) (jetstream.JetStream, *nats.Conn, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.nc != nil && !s.nc.IsClosed() {
+		if !s.nc.IsConnected() {
+			// Reconnecting. Without a reconnect buffer nothing is published
+			// behind our back later, so fail now and let the outbox retry.
+			return nil, nil, s.fail(ReasonUnavailable, s.nc.LastError(),
+				"connection to %s lost, reconnecting", s.hosts)
+		}
+		if s.cfg.CreateStream && !s.created {
+			if err := s.ensureStream(ctx, s.js); err != nil {
+				return nil, nil, err
+			}
+		}
+		return s.js, s.nc, nil
+	}
+	s.nc, s.js = nil, nil // closed by the server, e.g. after repeated authorization errors
+	if s.failErr != nil && time.Since(s.failAt) < natsConnectRetry {
+		return nil, nil, s.failErr
+	}
+	nc, err := s.dial()
+	if err == nil {
+		var js jetstream.JetStream
+		if js, err = jetstream.New(nc); err != nil {
+			nc.Close()
+			err = s.fail(ReasonRejected, err, "JetStream")
+		} else {
+			s.nc, s.js, s.created, s.failErr = nc, js, false, nil
+			if s.cfg.CreateStream {
+				if err := s.ensureStream(ctx, js); err != nil {
+					return nil, nil, err
+				}
+			}
+			return js, nc, nil
+		}
+	}
+	var pe *pauseError
+	if !errors.As(err, &pe) { // a paused target dials again as soon as it is resumed
+		s.failAt, s.failErr = time.Now(), err
+	}
+	return nil, nil, err
+}
+
+// dial connects with the configured credentials, read afresh.
+func (s *natsSender) dial() (*nats.Conn, error) {
+	c := s.cfg
+	opts := []nats.Option{
+		nats.Name("scimgate"),
+		nats.Timeout(min(s.timeout, 10*time.Second)),
+		nats.MaxReconnects(-1),
+		nats.ReconnectWait(time.Second),
+		// No reconnect buffer: a publish while disconnected fails at once
+		// instead of going out minutes later behind the outbox's back.
+		nats.ReconnectBufSize(-1),
+		nats.ErrorHandler(s.asyncError),
+		nats.NoCallbacksAfterClientClose(),
+	}
+	pause := func(err error) error {
+		return PauseTarget(s.fail(ReasonAuth, err, "cannot read the credentials; fix the file, then resume the target"))
+	}
+	switch {
+	case c.User != "":
+		pw, err := readSecret(c.Password, c.PasswordFile, "nats.password_file")
+		if err != nil {
+			return nil, pause(err)
+		}
+		// Re-read on every reconnect; keep the last good value if the file
+		// is briefly unreadable (being replaced).
+		opts = append(opts, nats.UserInfoHandler(func() (string, string) {
+			if p, err := readSecret(c.Password, c.PasswordFile, ""); err == nil {
+				pw = p
+			}
+			return c.User, pw
+		}))
+	case c.Token != "" || c.TokenFile != "":
+		tok, err := readSecret(c.Token, c.TokenFile, "nats.token_file")
+		if err != nil {
+			return nil, pause(err)
+		}
+		opts = append(opts, nats.TokenHandler(func() string {
+			if t, err := readSecret(c.Token, c.TokenFile, ""); err == nil {
+				tok = t
+			}
+			return tok
+		}))
+	case c.NKeySeedFile != "":
+		o, err := nats.NkeyOptionFromSeed(c.NKeySeedFile) // signs each challenge from the file
+		if err != nil {
+			return nil, pause(fmt.Errorf("nats.nkey_seed_file: %w", err))
+		}
+		opts = append(opts, o)
+	case c.CredsFile != "":
+		if _, err := os.Stat(c.CredsFile); err != nil {
+			return nil, pause(fmt.Errorf("nats.creds_file: %w", err))
+		}
+		opts = append(opts, nats.UserCredentials(c.CredsFile)) // read at every connect
+	}
+	if c.TLS.on() {
+		tc, err := c.TLS.build("nats.tls")
+		if err != nil {
+			return nil, pause(err)
+		}
+		opts = append(opts, nats.Secure(tc))
+	}
+	nc, err := nats.Connect(strings.Join(c.URLs, ","), opts...)
+	if err != nil {
+		return nil, s.classifyConnect(err)
+	}
+	return nc, nil
+}
+
+func (s *natsSender) classifyConnect(err error) error {
+	err = s.redact(err)
+	switch {
+	case isNATSAuth(err):
+		return PauseTarget(s.fail(ReasonAuth, err, "%s refused the credentials; fix the nats credentials, then resume the target", s.hosts))
+	case tlsAuthError(err) || errors.Is(err, nats.ErrSecureConnRequired) || errors.Is(err, nats.ErrSecureConnWanted):
+		return PauseTarget(s.fail(ReasonAuth, err, "TLS with %s failed; fix nats.tls or the URLs' scheme, then resume the target", s.hosts))
+	}
+	return s.fail(ReasonUnavailable, err, "cannot connect to %s", s.hosts)
+}
+
+// redact replaces URLs with credentials in err's text by their host.
+func (s *natsSender) redact(err error) error {
+	msg := err.Error()
+	changed := false
+	for _, raw := range s.cfg.URLs {
+		if u, perr := url.Parse(raw); perr == nil && u.User != nil && strings.Contains(msg, raw) {
+			msg, changed = strings.ReplaceAll(msg, raw, u.Host), true
+		}
+	}
+	if !changed {
+		return err
+	}
+	return errors.New(msg)
+}
+
+func isNATSAuth(err error) bool {
+	return errors.Is(err, nats.ErrAuthorization) || errors.Is(err, nats.ErrAuthExpired) ||
+		errors.Is(err, nats.ErrAuthRevoked) || errors.Is(err, nats.ErrAccountAuthExpired) ||
+		errors.Is(err, nats.ErrPermissionViolation)
+}
+
+// asyncError records permission violations, which the server reports
+// apart from the request they concern.
+func (s *natsSender) asyncError(_ *nats.Conn, _ *nats.Subscription, err error) {
+	if errors.Is(err, nats.ErrPermissionViolation) {
+		s.perm.Store(&natsViolation{at: time.Now(), text: err.Error()})
+	}
+}
+
+// ensureStream creates the stream when it is missing (create_stream). An
+// existing stream is left as it is. Called with s.mu held.
+func (s *natsSender) ensureStream(ctx context.Context, js jetstream.JetStream) error {
+	_, err := js.Stream(ctx, s.cfg.Stream)
+	if errors.Is(err, jetstream.ErrStreamNotFound) {
+		_, err = js.CreateStream(ctx, jetstream.StreamConfig{
+			Name:        s.cfg.Stream,
+			Description: "scimgate events (created by scimgate)",
+			Subjects:    s.subjects,
+			Storage:     jetstream.FileStorage,
+			Retention:   jetstream.LimitsPolicy,
+			Discard:     jetstream.DiscardOld,
+			MaxAge:      s.cfg.MaxAge,
+			Duplicates:  s.cfg.DuplicateWindow,
+			Replicas:    s.cfg.Replicas,
+		})
+		if errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) { // another gateway was quicker
+			_, err = js.Stream(ctx, s.cfg.Stream)
+		}
+	}
+	if err != nil {
+		return s.classify(ctx, js, s.nc, "", 0, time.Now(), fmt.Errorf("create stream %s: %w", s.cfg.Stream, err))
+	}
+	s.created = true
+	return nil
+}
+
+// classify turns a failed publish (or stream lookup) into the dispatcher's
+// terms. subj is empty for a stream lookup.
+func (s *natsSender) classify(ctx context.Context, js jetstream.JetStream, nc *nats.Conn, subj string, size int, start time.Time, err error) error {
+	stream := s.cfg.Stream
+	var api *jetstream.APIError
+	isAPI := errors.As(err, &api)
+	switch {
+	case errors.Is(err, nats.ErrMaxPayload):
+		return Permanent(s.fail(ReasonTooLarge, err, "the message (%d bytes) is larger than the server's max_payload (%d bytes); raise max_payload on the server, then replay the dead letter", size, nc.MaxPayload()))
+	case errors.Is(err, jetstream.ErrStreamMessageExceedsMaximum):
+		limit := ""
+		if st, lerr := js.Stream(ctx, stream); lerr == nil {
+			limit = fmt.Sprintf(" (%d bytes)", st.CachedInfo().Config.MaxMsgSize)
+		}
+		return Permanent(s.fail(ReasonTooLarge, err, "the message (%d bytes) exceeds stream %s's max_msg_size%s; raise it, then replay the dead letter", size, stream, limit))
+	case isAPI && api.ErrorCode == 10060: // JSStreamNotMatchErr: the subject is another stream's
+		return Permanent(s.fail(ReasonNotInStream, err, "subject %s is captured by another stream, not %s; change nats.subject or the streams' subjects, then replay the dead letter", subj, stream))
+	case errors.Is(err, jetstream.ErrJetStreamNotEnabled), errors.Is(err, jetstream.ErrJetStreamNotEnabledForAccount):
+		return s.fail(ReasonUnavailable, err, "JetStream is not enabled on %s for this account", s.hosts)
+	case errors.Is(err, jetstream.ErrStreamNotFound), subj != "" && errors.Is(err, jetstream.ErrNoStreamResponse):
+		return s.diagnose(ctx, js, subj, err)
+	case isNATSAuth(err):
+		return PauseTarget(s.fail(ReasonAuth, err, "not authorized; grant the nats user publish permission on %s (and $JS.API.> for create_stream), then resume the target", s.subjectHint(subj)))
+	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, nats.ErrTimeout):
+		if v := s.perm.Load(); v != nil && !v.at.Before(start) {
+			return PauseTarget(s.fail(ReasonAuth, err, "the server refused the publish (%s); grant the nats user publish permission on the subjects and subscribe permission on _INBOX.>, then resume the target", v.text))
+		}
+		if !nc.IsConnected() {
+			return s.fail(ReasonUnavailable, err, "connection to %s lost", s.hosts)
+		}
+		return s.fail(ReasonTimeout, err, "no PubAck from stream %s within %v", stream, s.timeout)
+	case errors.Is(err, nats.ErrConnectionClosed), errors.Is(err, nats.ErrConnectionReconnecting),
+		errors.Is(err, nats.ErrReconnectBufExceeded), errors.Is(err, nats.ErrNoServers),
+		errors.Is(err, nats.ErrDisconnected), errors.Is(err, jetstream.ErrNoStreamResponse):
+		return s.fail(ReasonUnavailable, err, "not connected to %s", s.hosts)
+	case errors.Is(err, context.Canceled):
+		return err // shutting down; the event stays pending
+	case isAPI && api.ErrorCode == 10077 && strings.Contains(api.Description, "maximum"):
+		return s.fail(ReasonFull, err, "stream %s is full and discards new messages; raise its limits", stream)
+	case isAPI && strings.Contains(strings.ToLower(api.Description), "leader"):
+		return s.fail(ReasonLeader, err, "stream %s is electing a leader", stream)
+	case isAPI:
+		return s.fail(ReasonRejected, err, "stream %s refused the message", stream)
+	}
+	return s.fail(ReasonRejected, s.redact(err), "publish to stream %s", stream)
+}
+
+// subjectHint names the subject of a failed publish, or the subjects of a
+// created stream for a stream operation.
+func (s *natsSender) subjectHint(subj string) string {
+	if subj != "" {
+		return subj
+	}
+	return strings.Join(s.subjects, ", ")
+}
+
+// diagnose explains a publish nobody answered: the stream is missing (then
+// created if configured), the subject is not one of the stream's, or the
+// stream is there but did not answer (leader election, server restart).
+func (s *natsSender) diagnose(ctx context.Context, js jetstream.JetStream, subj string, perr error) error {
+	stream := s.cfg.Stream
+	st, err := js.Stream(ctx, stream)
+	switch {
+	case errors.Is(err, jetstream.ErrStreamNotFound):
+		if s.cfg.CreateStream && subj != "" {
+			s.mu.Lock()
+			s.created = false
+			cerr := s.ensureStream(ctx, js)
+			s.mu.Unlock()
+			if cerr != nil {
+				return cerr
+			}
+			return errNATSCreated
+		}
+		return s.fail(ReasonMissing, perr, "stream %s does not exist; create it with subjects that include %s, or set nats.create_stream: true", stream, s.subjectHint(subj))
+	case err != nil:
+		var api *jetstream.APIError
+		if isNATSAuth(err) || (errors.As(err, &api) && api.Code == 403) {
+			return PauseTarget(s.fail(ReasonAuth, err, "not authorized to look up stream %s; grant the nats user access to $JS.API.STREAM.INFO.%s, then resume the target", stream, stream))
+		}
+		return s.fail(ReasonUnavailable, perr, "stream %s did not answer (JetStream unavailable or electing a leader): %v", stream, err)
+	}
+	if subj == "" {
+		return s.fail(ReasonUnavailable, perr, "stream %s did not answer", stream)
+	}
+	subjects := st.CachedInfo().Config.Subjects
+	if !slices.ContainsFunc(subjects, func(f string) bool { return subjectMatch(f, subj) }) {
+		return Permanent(s.fail(ReasonNotInStream, perr, "subject %s is not in stream %s (subjects %s); add it to the stream's subjects or change nats.subject, then replay the dead letter",
+			subj, stream, strings.Join(subjects, ", ")))
+	}
+	return s.fail(ReasonLeader, perr, "stream %s did not acknowledge (leader election or restart)", stream)
+}
+
+// Close disconnects. A later Send connects again.
+func (s *natsSender) Close() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.nc != nil {
+		s.nc.Close()
+	}
+	s.nc, s.js, s.created, s.failErr = nil, nil, false, nil
+	return nil
 }
