@@ -137,7 +137,7 @@ func (d *Dispatcher) Status() ([]TargetStatus, error) {
 						}
 					}
 					phase := ""
-					if fresh {
+					if fresh && snap.bfActive && rec.active() {
 						remaining, phase = snap.bfRemaining, snap.bfPhase
 					}
 					bs := rec.status(remaining, phase)

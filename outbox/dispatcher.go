@@ -118,6 +118,7 @@ type laneSnap struct {
 	backlog     int
 	oldest      time.Time
 	stats       targetStats
+	bfActive    bool // the lane runs a backfill: bfRemaining and bfPhase are current
 	bfRemaining int
 	bfPhase     string
 	histLeft    int
@@ -201,8 +202,10 @@ func (d *Dispatcher) setConfig(cfg Config, targets []*target) {
 	}
 	d.cfgMu.Lock()
 	defer d.cfgMu.Unlock()
+	if d.window == 0 || cfg.Concurrency != d.cfg.Concurrency { // the window follows concurrency
+		d.window = max(minWindow, 8*cfg.Concurrency)
+	}
 	d.cfg, d.targets, d.byName = cfg, targets, byName
-	d.window = max(minWindow, 8*cfg.Concurrency)
 	d.pruneEvery = pruneInterval(cfg)
 }
 

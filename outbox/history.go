@@ -80,6 +80,11 @@ func (d *Dispatcher) ReplayHistory(target string, after uint64, since time.Time)
 	}
 	d.mu.RLock()
 	defer d.mu.RUnlock()
+	// A barrier: the outcomes Run has already applied in memory are
+	// committed, so that what is pending is counted as it stands now.
+	if err := d.writeLocked(func(*bolt.Tx) error { return nil }, nil); err != nil {
+		return HistoryResult{}, fmt.Errorf("outbox: replay history of %s: %w", target, err)
+	}
 
 	var from, to uint64
 	err = d.db.View(func(tx *bolt.Tx) error {

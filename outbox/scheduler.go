@@ -900,6 +900,7 @@ func (s *scheduler) publish(now time.Time) {
 	for _, l := range s.lanes {
 		snap := laneSnap{backlog: len(l.items) + l.staged + l.unadmitted, oldest: l.oldest(), stats: l.stats}
 		if l.bf != nil {
+			snap.bfActive = true
 			snap.bfRemaining = l.bf.unadmitted + l.bf.inLane
 			snap.bfPhase = phaseName(l.bf)
 			snap.backlog += l.bf.unadmitted
