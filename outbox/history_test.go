@@ -199,6 +199,9 @@ func TestReplayHistoryInterleavedAndDurable(t *testing.T) {
 		t.Fatalf("history status at the stop = %+v, want a replay in progress", h)
 	}
 	t.Logf("stopped with the history replay at %+v", *sts[0].History)
+	// The requests the stop cut off may still be running in the receiver;
+	// a new process can only order its own.
+	rc.waitFor(t, 5*time.Second, "no request in flight", func() bool { return rc.inFlight == 0 })
 
 	d = newTestDispatcher(t, db, cfg2)
 	d.window = 16

@@ -369,3 +369,38 @@ func TestStatusJSON(t *testing.T) {
 		t.Errorf("decoded %+v, %v", back, err)
 	}
 }
+
+// A target removed and added back resumes where it stopped: the events
+// committed meanwhile are delivered to it after the re-add.
+func TestReloadRemoveAndAddBack(t *testing.T) {
+	secret := mustSecret(t)
+	a := newReceiver(t, secret, nil)
+	b := newReceiver(t, secret, nil)
+	db := mustOpenDB(t)
+	cfg := testConfig(a.srv.URL, secret)
+	cfg.Targets = append(cfg.Targets, Target{Name: "b", URL: b.srv.URL, Secrets: []string{secret}})
+	d := newTestDispatcher(t, db, cfg)
+	runDispatcher(t, d)
+	first := enqueue(t, db, d, userEvent("user.created", "u1"))
+	b.waitAcked(t, 5*time.Second, first)
+
+	only := cloneConfig(cfg)
+	only.Targets = only.Targets[:1]
+	if _, err := d.Reload(only); err != nil {
+		t.Fatal(err)
+	}
+	meanwhile := enqueue(t, db, d, userEvent("user.updated", "u1"), userEvent("user.created", "u2"))
+	a.waitAcked(t, 5*time.Second, meanwhile)
+	b.mu.Lock()
+	if len(b.got) != 1 {
+		t.Errorf("removed target received %d requests, want 1", len(b.got))
+	}
+	b.mu.Unlock()
+	changes, err := d.Reload(cfg)
+	if err != nil || len(changes) != 1 || !strings.Contains(changes[0], "target b added back") ||
+		!strings.Contains(changes[0], "resumes after sequence "+jsonNum(first[0].Seq)) {
+		t.Fatalf("Reload(add back) = %q, %v", changes, err)
+	}
+	b.waitAcked(t, 5*time.Second, meanwhile)
+	waitStatus(t, d, 5*time.Second, "both caught up", func(st TargetStatus) bool { return st.Backlog == 0 })
+}

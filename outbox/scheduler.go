@@ -32,6 +32,7 @@ type scheduler struct {
 	lanes      []*lane
 	byName     map[string]*lane
 	retired    []*target // replaced or removed, with attempts still in flight
+	removed    map[string]*lane // lanes Reload removed: reused, exactly as they were, if added back
 	seenTail   uint64    // highest log seq read by pull
 	results    chan result
 	inflight   int
@@ -658,7 +659,7 @@ func (s *scheduler) handle(r result) {
 		l.endFlight(it) // shutting down: the event stays pending for the next Run
 		return
 	}
-	d.metrics.attempt(name, r.end.Sub(r.start), r.err == nil)
+	s.metricsOf(l).attempt(name, r.end.Sub(r.start), r.err == nil)
 	now := r.end
 	it.st.LastAttemptAt = r.start
 	if r.err == nil {
@@ -706,7 +707,7 @@ func (s *scheduler) handle(r result) {
 		}
 		it.st.NextAttemptAt = next
 		l.endFlight(it)
-		d.metrics.retried(name)
+		s.metricsOf(l).retried(name)
 		d.logger.Debug("Delivery failed, will retry", logKeyTarget, name, logKeyEventID, it.ev.ID,
 			logKeyAttempt, it.st.Attempts, logKeyStatus, it.st.LastStatus, logKeyErr, it.st.LastError, logKeyRetryIn, wait.Round(time.Millisecond))
 		key, st := it.key, it.st
@@ -714,6 +715,15 @@ func (s *scheduler) handle(r result) {
 			return putJSON(targetBucket(tx, name).Bucket(bucketPending), be64(key), st)
 		}, nil)
 	}
+}
+
+// metricsOf returns the metrics for a lane's outcomes: none for a lane that
+// Reload removed (its series are gone; attempts in flight finish quietly).
+func (s *scheduler) metricsOf(l *lane) *Metrics {
+	if s.byName[l.t.cfg.Name] != l {
+		return nil
+	}
+	return s.d.metrics
 }
 
 // finished updates a backfill's accounting when one of its events is done.
@@ -735,7 +745,7 @@ func (s *scheduler) delivered(l *lane, it *item, now time.Time) {
 		l.failing = false
 		s.d.logger.Info("Deliveries to target recovered", logKeyTarget, name, logKeyEventID, it.ev.ID)
 	}
-	s.d.metrics.delivered(name, now.Sub(it.ev.OccurredAt))
+	s.metricsOf(l).delivered(name, now.Sub(it.ev.OccurredAt))
 	if s.d.logger.Enabled(context.Background(), slog.LevelDebug) {
 		s.d.logger.Debug("Delivered", logKeyTarget, name, logKeyEventID, it.ev.ID, logKeyAttempt, it.st.Attempts+1)
 	}
@@ -755,7 +765,7 @@ func (s *scheduler) dead(l *lane, it *item, body string) {
 	l.remove(it)
 	l.finished(it)
 	l.deadN++
-	s.d.metrics.deadLettered(name)
+	s.metricsOf(l).deadLettered(name)
 	s.d.logger.Warn("Event dead-lettered", logKeyTarget, name, logKeyEventID, it.ev.ID, logKeyType, it.ev.Type,
 		logKeyAttempt, it.st.Attempts, logKeyStatus, it.st.LastStatus, logKeyErr, it.st.LastError)
 	dl := DeadLetter{
@@ -1017,7 +1027,21 @@ func (s *scheduler) reconfigure(p *reloadPlan) {
 	for _, t := range p.targets {
 		name := t.cfg.Name
 		l := s.byName[name]
-		if l == nil {
+		if l == nil && s.removed[name] != nil {
+			// Added back: its lane still knows what is in flight, which a
+			// fresh load from the database would send a second time.
+			l = s.removed[name]
+			delete(s.removed, name)
+			old := l.t
+			l.t = t
+			if old.use != t.use && !old.use.retired {
+				s.retire(old)
+			}
+			_ = s.d.db.View(func(tx *bolt.Tx) error { // pull did not count for it meanwhile
+				l.unadmitted = countMatching(tx.Bucket(bucketEvents), l.cursor, t.match)
+				return nil
+			})
+		} else if l == nil {
 			var err error
 			err = s.d.db.View(func(tx *bolt.Tx) error {
 				b := targetBucket(tx, name)
@@ -1052,6 +1076,10 @@ func (s *scheduler) reconfigure(p *reloadPlan) {
 		if byName[l.t.cfg.Name] == nil {
 			s.retire(l.t)
 			delete(s.d.snap, l.t.cfg.Name)
+			if s.removed == nil {
+				s.removed = map[string]*lane{}
+			}
+			s.removed[l.t.cfg.Name] = l
 		}
 	}
 	s.d.snapMu.Unlock()
