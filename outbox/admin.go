@@ -426,7 +426,7 @@ func (d *Dispatcher) takeDead(target string, ids []string, replay bool) (int, er
 		}, func() {
 			moved, st := n, staged
 			d.post(func(s *scheduler) {
-				if l := s.byName[target]; l != nil {
+				if l := s.lane(target); l != nil {
 					l.deadN = max(l.deadN-moved, 0)
 					if replay {
 						l.staged = st
@@ -473,7 +473,7 @@ func (d *Dispatcher) Pause(target string, reason string) error {
 		return putJSON(b, keyPause, ps)
 	}, func() {
 		d.post(func(s *scheduler) {
-			if l := s.byName[target]; l != nil {
+			if l := s.lane(target); l != nil {
 				l.paused, l.reason = true, reason
 			}
 		})
@@ -506,7 +506,7 @@ func (d *Dispatcher) ResumeRetry(target string) (int, error) {
 		return b.Delete(keyPause)
 	}, func() {
 		d.post(func(s *scheduler) {
-			if l := s.byName[target]; l != nil {
+			if l := s.lane(target); l != nil {
 				l.paused, l.reason, l.holdUntil = false, "", time.Time{}
 			}
 		})
@@ -541,7 +541,7 @@ func (d *Dispatcher) RetryNow(target string, ids []string) (int, error) {
 	var missing []string
 	committed := make(chan error, 1)
 	if d.inRunLocked(func(s *scheduler) {
-		l := s.byName[target]
+		l := s.lane(target)
 		if l == nil {
 			committed <- nil
 			return

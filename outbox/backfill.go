@@ -264,7 +264,7 @@ func (d *Dispatcher) backfill(ctx context.Context, name string) (BackfillStatus,
 	// Freeze the target's admission before the snapshot: an event committed
 	// after the read transaction began must not be delivered before it.
 	running := d.inRunLocked(func(s *scheduler) {
-		if l := s.byName[name]; l != nil {
+		if l := s.lane(name); l != nil {
 			l.frozen, l.frozenAt = true, l.cursor
 		}
 	})
@@ -272,7 +272,7 @@ func (d *Dispatcher) backfill(ctx context.Context, name string) (BackfillStatus,
 	if err != nil {
 		if running {
 			d.inRunLocked(func(s *scheduler) {
-				if l := s.byName[name]; l != nil {
+				if l := s.lane(name); l != nil {
 					l.frozen = false
 				}
 			})
@@ -280,7 +280,7 @@ func (d *Dispatcher) backfill(ctx context.Context, name string) (BackfillStatus,
 		return BackfillStatus{}, fmt.Errorf("outbox: backfill %s: %w", name, err)
 	}
 	d.inRunLocked(func(s *scheduler) {
-		if l := s.byName[name]; l != nil {
+		if l := s.lane(name); l != nil {
 			l.frozen, l.bosPending = false, false
 			l.bf = &bfRun{rec: rec, next: rec.First - 1, unadmitted: rec.Total}
 		}

@@ -164,7 +164,7 @@ func (d *Dispatcher) ReplayHistory(target string, after uint64, since time.Time)
 		return HistoryResult{}, fmt.Errorf("outbox: replay history of %s: %w", target, err)
 	}
 	d.inRunLocked(func(s *scheduler) {
-		if l := s.byName[target]; l != nil {
+		if l := s.lane(target); l != nil {
 			l.hist = &histRun{rec: rec}
 		}
 	})

@@ -717,6 +717,15 @@ func (s *scheduler) handle(r result) {
 	}
 }
 
+// lane returns a target's lane, also one that Reload removed (it is reused
+// if the target comes back, so what an admin call sets must stay true).
+func (s *scheduler) lane(name string) *lane {
+	if l := s.byName[name]; l != nil {
+		return l
+	}
+	return s.removed[name]
+}
+
 // metricsOf returns the metrics for a lane's outcomes: none for a lane that
 // Reload removed (its series are gone; attempts in flight finish quietly).
 func (s *scheduler) metricsOf(l *lane) *Metrics {
