@@ -31,9 +31,9 @@ type scheduler struct {
 	pruneEvery time.Duration
 	lanes      []*lane
 	byName     map[string]*lane
-	retired    []*target // replaced or removed, with attempts still in flight
+	retired    []*target        // replaced or removed, with attempts still in flight
 	removed    map[string]*lane // lanes Reload removed: reused, exactly as they were, if added back
-	seenTail   uint64    // highest log seq read by pull
+	seenTail   uint64           // highest log seq read by pull
 	results    chan result
 	inflight   int
 	wg         sync.WaitGroup
