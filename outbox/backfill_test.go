@@ -823,3 +823,28 @@ func TestBackfillScale(t *testing.T) {
 		t.Errorf("backfill total %d, want %d", done.Total, n+2)
 	}
 }
+
+// Snapshot events follow the target's event patterns; the framing events
+// are always sent.
+func TestBackfillFiltered(t *testing.T) {
+	secret := mustSecret(t)
+	rc := newOrderedReceiver(t, secret)
+	db := mustOpenDB(t)
+	dir := newDirectory(t, db)
+	dir.putUser(nil, "u1", 1)
+	dir.putGroup(nil, "g1", "u1")
+	cfg := testConfig(rc.srv.URL, secret)
+	cfg.Targets[0].Events = []string{"user.*"}
+	d := newTestDispatcher(t, db, cfg)
+	d.SetSnapshot(dir.snapshot(1000))
+	runDispatcher(t, d)
+	bs, err := d.Backfill("app")
+	if err != nil || bs.Total != 3 {
+		t.Fatalf("Backfill = %+v, %v; want 3 events (started, one user, completed)", bs, err)
+	}
+	waitBackfill(t, d, "app", 5*time.Second)
+	got := rc.ackedTypes()
+	if got[TypeSnapshotStarted] != 1 || got[TypeUserSnapshot] != 1 || got[TypeSnapshotCompleted] != 1 || got[TypeGroupSnapshot]+got[TypeMembersSnapshot] != 0 {
+		t.Errorf("acknowledged %v", got)
+	}
+}
