@@ -32,6 +32,10 @@ type Config struct {
 	Concurrency int `yaml:"concurrency"`
 	// Retention is how long delivered events stay in the log before pruning.
 	Retention time.Duration `yaml:"retention"`
+	// FeedRetention is how long the event feed (GET /v1/events) keeps
+	// events, independently of delivery: the log keeps every event younger
+	// than max(Retention, FeedRetention). 0 means Retention alone.
+	FeedRetention time.Duration `yaml:"feed_retention"`
 	// PollInterval is how often the dispatcher looks for new events when no
 	// Notify arrives.
 	PollInterval time.Duration `yaml:"poll_interval"`
@@ -60,6 +64,11 @@ type Target struct {
 	Secrets []string `yaml:"secrets"`
 	// Timeout bounds each attempt; 0 means DefaultTimeout.
 	Timeout time.Duration `yaml:"timeout"`
+	// BackfillOnStart sends the target a snapshot of every user, group and
+	// membership (see Dispatcher.Backfill) the first time the target
+	// appears, once: the dispatcher remembers that it did. It has no effect
+	// on a target that already has delivery state.
+	BackfillOnStart bool `yaml:"backfill_on_start"`
 	// NATS configures a target of type nats.
 	NATS *NATSConfig `yaml:"nats"`
 	// Kafka configures a target of type kafka.
@@ -85,8 +94,8 @@ func (t Target) kind() string {
 const DefaultTimeout = 15 * time.Second
 
 // DefaultConfig returns the defaults: no targets, 12 attempts or 72 hours,
-// a Svix-like backoff schedule, 32 deliveries in flight per target, and a
-// retention of 24 hours for delivered events.
+// a Svix-like backoff schedule, 32 deliveries in flight per target, a
+// retention of 24 hours for delivered events and 7 days for the feed.
 func DefaultConfig() Config {
 	return Config{
 		MaxAttempts: 12,
@@ -98,6 +107,7 @@ func DefaultConfig() Config {
 		RetryAfterMax: time.Hour,
 		Concurrency:   32,
 		Retention:     24 * time.Hour,
+		FeedRetention: 7 * 24 * time.Hour,
 		PollInterval:  time.Second,
 	}
 }
@@ -170,6 +180,9 @@ func (c *Config) Validate() error {
 	positive("retry_after_max", c.RetryAfterMax)
 	positive("retention", c.Retention)
 	positive("poll_interval", c.PollInterval)
+	if c.FeedRetention < 0 {
+		invalid("feed_retention", "must not be negative (0 keeps the feed as long as retention)")
+	}
 	if c.Concurrency < 1 || c.Concurrency > 1024 {
 		invalid("concurrency", "must be between 1 and 1024")
 	}

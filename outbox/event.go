@@ -32,12 +32,25 @@ var (
 	bucketReplay  = []byte("replay")   // be64(seq) → JSON(DeadLetter) staged for redelivery
 	bucketDead    = []byte("dead")     // be64(seq) → JSON(DeadLetter)
 	bucketDeadIDs = []byte("dead_ids") // event ID → be64(seq), index into dead
+	bucketSpool   = []byte("spool")    // spool key → JSON(storedEvent with seq): snapshot events not yet finished
+
+	keySpoolN          = []byte("spool_n")           // be64: spool keys handed out
+	keyBackfill        = []byte("backfill")          // JSON(backfillRecord): the last backfill
+	keyBackfillOnStart = []byte("backfill_on_start") // "pending" until backfill_on_start ran, then "done"
+	keyHistory         = []byte("history")           // JSON(historyRecord) while a history replay runs
+)
+
+// Values of keyBackfillOnStart.
+const (
+	bosPending = "pending"
+	bosDone    = "done"
 )
 
 var (
 	keySchema     = []byte("schema")
 	keyRestoreGap = []byte("restore_gap") // be64(old tail) be64(floor), see RaiseSequence
 	keyBoot       = []byte("boot")        // be64(epoch) boot id, see WriteBoot
+	keyPruned     = []byte("pruned")      // be64: highest seq pruning deleted (the feed's watermark)
 )
 
 const schemaVersion = "1"
@@ -99,6 +112,8 @@ type storedEvent struct {
 	Resources []string        `json:"res,omitempty"`
 	Data      json.RawMessage `json:"data,omitempty"`
 	Changes   json.RawMessage `json:"changes,omitempty"`
+	// Seq is set in a target's spool only, where the key is not the seq.
+	Seq uint64 `json:"seq,omitempty"`
 }
 
 // Enqueue appends ev to the durable log inside tx, the caller's write

@@ -85,6 +85,7 @@ func testConfig(url string, secrets ...string) Config {
 	cfg.RetryAfterMax = time.Second
 	cfg.Concurrency = 8
 	cfg.PollInterval = 50 * time.Millisecond
+	cfg.FeedRetention = 0 // pruning tests set Retention alone
 	cfg.Targets = []Target{{Name: "app", URL: url, Secrets: secrets, Timeout: 2 * time.Second}}
 	return cfg
 }
@@ -96,11 +97,6 @@ func newTestDispatcher(t testing.TB, db *bolt.DB, cfg Config) *Dispatcher {
 		t.Fatalf("NewDispatcher: %v", err)
 	}
 	d.jitter = 0
-	for _, tg := range d.targets {
-		if ws, ok := tg.sender.(*WebhookSender); ok {
-			ws.client.RetryWaitMin, ws.client.RetryWaitMax = time.Millisecond, 5*time.Millisecond
-		}
-	}
 	return d
 }
 

@@ -17,8 +17,6 @@ type Metrics struct {
 	Delivered *prometheus.CounterVec
 	// Retries counts failed attempts that were rescheduled by the outbox.
 	Retries *prometheus.CounterVec
-	// HTTPRetries counts quick in-process HTTP retries inside one attempt.
-	HTTPRetries *prometheus.CounterVec
 	// DeadLettered counts events moved to a target's dead letters.
 	DeadLettered *prometheus.CounterVec
 	// FailedAttempts counts delivery attempts that did not end in 2xx.
@@ -35,6 +33,9 @@ type Metrics struct {
 	DeadLetters *prometheus.GaugeVec
 	// Paused is 1 while a target is paused.
 	Paused *prometheus.GaugeVec
+	// BackfillRemaining is the number of snapshot events of a running
+	// backfill not yet delivered or dead-lettered (0 when none runs).
+	BackfillRemaining *prometheus.GaugeVec
 }
 
 // NewMetrics builds unregistered collectors named scimgate_outbox_*.
@@ -50,7 +51,6 @@ func NewMetrics() *Metrics {
 		EventsEnqueued: counter("events_enqueued_total", "Events appended to the outbox log, by type.", "type"),
 		Delivered:      counter("delivered_total", "Events delivered (2xx), by target.", "target"),
 		Retries:        counter("retries_total", "Failed delivery attempts rescheduled by the outbox, by target.", "target"),
-		HTTPRetries:    counter("http_retries_total", "In-process HTTP retries within a delivery attempt, by target.", "target"),
 		DeadLettered:   counter("dead_lettered_total", "Events moved to dead letters, by target.", "target"),
 		FailedAttempts: counter("failed_attempts_total", "Delivery attempts that did not end in 2xx, by target.", "target"),
 		DeliveryLatency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
@@ -60,13 +60,14 @@ func NewMetrics() *Metrics {
 		}, []string{"target"}),
 		AttemptDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Namespace: ns, Subsystem: sub, Name: "attempt_duration_seconds",
-			Help:    "Duration of one delivery attempt (including in-process HTTP retries), by target.",
+			Help:    "Duration of one delivery attempt (one request), by target.",
 			Buckets: prometheus.ExponentialBuckets(0.0005, 4, 10),
 		}, []string{"target"}),
-		Backlog:          gauge("backlog", "Events waiting for delivery, by target."),
-		OldestPendingAge: gauge("oldest_pending_age_seconds", "Age of the oldest event waiting for delivery, by target."),
-		DeadLetters:      gauge("dead_letters", "Dead letters held, by target."),
-		Paused:           gauge("target_paused", "1 while the target is paused."),
+		Backlog:           gauge("backlog", "Events waiting for delivery, by target."),
+		OldestPendingAge:  gauge("oldest_pending_age_seconds", "Age of the oldest event waiting for delivery, by target."),
+		DeadLetters:       gauge("dead_letters", "Dead letters held, by target."),
+		Paused:            gauge("target_paused", "1 while the target is paused."),
+		BackfillRemaining: gauge("backfill_remaining", "Snapshot events of a running backfill not yet delivered or dead-lettered, by target."),
 	}
 }
 
@@ -76,8 +77,9 @@ func (m *Metrics) Collectors() []prometheus.Collector {
 		return nil
 	}
 	return []prometheus.Collector{
-		m.EventsEnqueued, m.Delivered, m.Retries, m.HTTPRetries, m.DeadLettered, m.FailedAttempts,
+		m.EventsEnqueued, m.Delivered, m.Retries, m.DeadLettered, m.FailedAttempts,
 		m.DeliveryLatency, m.AttemptDuration, m.Backlog, m.OldestPendingAge, m.DeadLetters, m.Paused,
+		m.BackfillRemaining,
 	}
 }
 
@@ -87,9 +89,37 @@ func (m *Metrics) incEnqueued(typ string, n int) {
 	}
 }
 
-func (m *Metrics) incHTTPRetry(target string) {
-	if m != nil {
-		m.HTTPRetries.WithLabelValues(target).Inc()
+// perTarget returns the collectors labelled by target.
+func (m *Metrics) perTarget() []interface{ DeleteLabelValues(...string) bool } {
+	return []interface{ DeleteLabelValues(...string) bool }{
+		m.Delivered, m.Retries, m.DeadLettered, m.FailedAttempts, m.DeliveryLatency, m.AttemptDuration,
+		m.Backlog, m.OldestPendingAge, m.DeadLetters, m.Paused, m.BackfillRemaining,
+	}
+}
+
+// initTarget creates every per-target series at 0, so that increase() and
+// rate() see a target from its first scrape, not from its first event.
+func (m *Metrics) initTarget(target string) {
+	if m == nil {
+		return
+	}
+	for _, c := range []*prometheus.CounterVec{m.Delivered, m.Retries, m.DeadLettered, m.FailedAttempts} {
+		c.WithLabelValues(target)
+	}
+	m.DeliveryLatency.WithLabelValues(target)
+	m.AttemptDuration.WithLabelValues(target)
+	for _, g := range []*prometheus.GaugeVec{m.Backlog, m.OldestPendingAge, m.DeadLetters, m.Paused, m.BackfillRemaining} {
+		g.WithLabelValues(target)
+	}
+}
+
+// removeTarget drops the series of a target removed from the configuration.
+func (m *Metrics) removeTarget(target string) {
+	if m == nil {
+		return
+	}
+	for _, c := range m.perTarget() {
+		c.DeleteLabelValues(target)
 	}
 }
 
@@ -124,10 +154,11 @@ func (m *Metrics) deadLettered(target string) {
 }
 
 // gauges sets the per-target gauges.
-func (m *Metrics) gauges(target string, backlog int, oldest time.Duration, dead int, paused bool) {
+func (m *Metrics) gauges(target string, backlog int, oldest time.Duration, dead int, paused bool, backfill int) {
 	if m == nil {
 		return
 	}
+	m.BackfillRemaining.WithLabelValues(target).Set(float64(backfill))
 	m.Backlog.WithLabelValues(target).Set(float64(backlog))
 	m.OldestPendingAge.WithLabelValues(target).Set(oldest.Seconds())
 	m.DeadLetters.WithLabelValues(target).Set(float64(dead))

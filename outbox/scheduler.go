@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"slices"
 	"sync"
 	"time"
@@ -24,18 +25,26 @@ import (
 // committed no later than that of any event released after it. After a crash,
 // whatever was not committed is pending again and is redelivered in order.
 type scheduler struct {
-	d        *Dispatcher
-	lanes    []*lane
-	byName   map[string]*lane
-	seenTail uint64 // highest log seq read by pull
-	results  chan result
-	inflight int
-	wg       sync.WaitGroup
+	d          *Dispatcher
+	cfg        Config // Run's copy of the configuration; Reload replaces it
+	window     int
+	pruneEvery time.Duration
+	lanes      []*lane
+	byName     map[string]*lane
+	retired    []*target        // replaced or removed, with attempts still in flight
+	removed    map[string]*lane // lanes Reload removed: reused, exactly as they were, if added back
+	seenTail   uint64           // highest log seq read by pull
+	results    chan result
+	inflight   int
+	wg         sync.WaitGroup
 
 	sendCtx     context.Context
 	cancelSends context.CancelFunc
+	bgCtx       context.Context // backfills Run starts by itself
+	cancelBG    context.CancelFunc
 
 	needPull  bool
+	more      bool // a refill stopped at its chunk size: loop again without sleeping
 	nextPoll  time.Time
 	nextPrune time.Time
 	nextStats time.Time
@@ -43,13 +52,13 @@ type scheduler struct {
 }
 
 // lane is one target's in-memory queue. It holds every pending event of the
-// target (loaded at start, admitted from the log, or loaded from replay), up
-// to the window.
+// target (loaded at start, admitted from the log, from a backfill's spool or
+// from a history replay, or loaded from replay), up to the window.
 type lane struct {
 	t             *target
 	cursor        uint64 // highest log seq examined for admission
 	items         map[uint64]*item
-	order         []uint64 // seqs of items, ascending; stale entries are skipped lazily
+	order         []uint64 // keys of items, ascending; stale entries are skipped lazily
 	rq            map[string]*resQueue
 	ready         readyHeap // items that are first in all their resource queues
 	inflight      int
@@ -63,9 +72,21 @@ type lane struct {
 	stats         targetStats
 	statsDirty    bool
 	failing       bool // the last attempt failed; logged on transitions only
+
+	frozen     bool   // a backfill is taking its snapshot: admit nothing past frozenAt
+	frozenAt   uint64 //
+	bf         *bfRun
+	hist       *histRun
+	bosPending bool // backfill_on_start not yet done: Run starts it
+	bfRestart  bool // a backfill whose spool was not completely written: Run redoes it
 }
 
+// item is one pending event of a lane. key orders it in the lane and keys
+// its pending, dead and replay entries: the log seq for a log event, a spool
+// key (see isSpoolKey) for a snapshot event, whose ev.Seq is the snapshot's
+// sequence.
 type item struct {
+	key     uint64
 	ev      Event
 	res     []string // deduplicated Resources
 	st      deliveryState
@@ -75,12 +96,13 @@ type item struct {
 
 // resQueue is the FIFO of pending events that concern one resource key.
 type resQueue struct {
-	seqs   []uint64
+	keys   []uint64
 	flying int
 }
 
 type result struct {
 	l          *lane
+	t          *target // the target (and sender) the attempt used
 	it         *item
 	err        error
 	start, end time.Time
@@ -92,10 +114,13 @@ func (d *Dispatcher) load(tx *bolt.Tx) (*scheduler, error) {
 	if err := InitBuckets(tx); err != nil {
 		return nil, err
 	}
+	cfg, targets := d.config()
+	d.cfgMu.RLock()
+	window, pruneEvery := d.window, d.pruneEvery
+	d.cfgMu.RUnlock()
 	events := tx.Bucket(bucketEvents)
 	tail := logTail(tx)
-	conc := 0
-	s := &scheduler{d: d, byName: map[string]*lane{}, seenTail: tail}
+	s := &scheduler{d: d, cfg: cfg, window: window, pruneEvery: pruneEvery, byName: map[string]*lane{}, seenTail: tail}
 
 	if d.counted < tail {
 		counts := map[string]int{}
@@ -109,70 +134,109 @@ func (d *Dispatcher) load(tx *bolt.Tx) (*scheduler, error) {
 		d.counted = tail
 	}
 
-	for _, t := range d.targets {
-		conc += d.cfg.Concurrency
-		b, err := ensureTarget(tx, t.cfg.Name, d.initTail)
+	for _, t := range targets {
+		b, err := d.ensureTarget(tx, t.cfg, d.initTail)
 		if err != nil {
 			return nil, err
 		}
-		l := &lane{t: t, items: map[uint64]*item{}, rq: map[string]*resQueue{}}
-		l.cursor = getU64(b, keyCursor)
-		var ps pauseState
-		if ok, err := getJSON(b, keyPause, &ps); err != nil {
-			return nil, err
-		} else if ok {
-			l.paused, l.reason = true, ps.Reason
-		}
-		if _, err := getJSON(b, keyStats, &l.stats); err != nil {
+		l, orphans, err := loadLane(tx, b, t)
+		if err != nil {
 			return nil, err
 		}
-		l.deadN = int(getU64(b, keyDeadN))
-		l.staged = int(getU64(b, keyReplayN))
-
-		// Every pending entry is loaded, whatever the window: they are the
-		// events that were admitted and not yet finished.
 		pending := b.Bucket(bucketPending)
-		var orphans [][]byte
-		err = pending.ForEach(func(k, v []byte) error {
-			seq := fromBE64(k)
-			raw := events.Get(k)
-			if raw == nil {
-				orphans = append(orphans, bytes.Clone(k))
-				return nil
-			}
-			ev, err := decodeEvent(seq, raw)
-			if err != nil {
-				return err
-			}
-			it := &item{ev: ev, res: uniq(ev.Resources), heapIdx: -1}
-			if err := json.Unmarshal(v, &it.st); err != nil {
-				return fmt.Errorf("decode pending %s/%d: %w", t.cfg.Name, seq, err)
-			}
-			l.add(it)
-			return nil
-		})
-		if err != nil {
-			return nil, err
-		}
 		for _, k := range orphans {
 			// Only possible if the target was removed from the config while its
 			// events were pruned, then added back.
-			d.logger.Warn("Pending event missing from the log, dropped", logKeyTarget, t.cfg.Name, logKeySeq, fromBE64(k))
-			if err := pending.Delete(k); err != nil {
+			d.logger.Warn("Pending event missing from the log, dropped", logKeyTarget, t.cfg.Name, logKeySeq, k)
+			if err := pending.Delete(be64(k)); err != nil {
 				return nil, err
-			}
-		}
-		c := events.Cursor()
-		for k, v := c.Seek(be64(l.cursor + 1)); k != nil; k, v = c.Next() {
-			if t.match.match(peekType(v)) {
-				l.unadmitted++
 			}
 		}
 		s.lanes = append(s.lanes, l)
 		s.byName[t.cfg.Name] = l
 	}
-	s.results = make(chan result, conc+1)
+	s.results = make(chan result, len(targets)*cfg.Concurrency+1)
 	return s, nil
+}
+
+// loadLane reads one target's state bucket b into a lane. It returns the
+// pending keys whose event is missing (the caller deletes them in a write
+// transaction, or ignores them).
+func loadLane(tx *bolt.Tx, b *bolt.Bucket, t *target) (*lane, []uint64, error) {
+	events := tx.Bucket(bucketEvents)
+	name := t.cfg.Name
+	l := &lane{t: t, items: map[uint64]*item{}, rq: map[string]*resQueue{}}
+	l.cursor = getU64(b, keyCursor)
+	var ps pauseState
+	if ok, err := getJSON(b, keyPause, &ps); err != nil {
+		return nil, nil, err
+	} else if ok {
+		l.paused, l.reason = true, ps.Reason
+	}
+	if _, err := getJSON(b, keyStats, &l.stats); err != nil {
+		return nil, nil, err
+	}
+	l.deadN = int(getU64(b, keyDeadN))
+	l.staged = int(getU64(b, keyReplayN))
+	spool := b.Bucket(bucketSpool)
+
+	// Every pending entry is loaded, whatever the window: they are the
+	// events that were admitted and not yet finished.
+	var orphans []uint64
+	err := b.Bucket(bucketPending).ForEach(func(k, v []byte) error {
+		key := fromBE64(k)
+		ev, ok, err := pendingEvent(events, spool, key)
+		if err != nil {
+			return err
+		}
+		if !ok {
+			orphans = append(orphans, key)
+			return nil
+		}
+		it := &item{key: key, ev: ev, res: uniq(ev.Resources), heapIdx: -1}
+		if err := json.Unmarshal(v, &it.st); err != nil {
+			return fmt.Errorf("decode pending %s/%d: %w", name, key, err)
+		}
+		l.add(it)
+		return nil
+	})
+	if err != nil {
+		return nil, nil, err
+	}
+	l.unadmitted = countMatching(events, l.cursor, t.match)
+
+	var rec backfillRecord
+	if ok, err := getJSON(b, keyBackfill, &rec); err != nil {
+		return nil, nil, err
+	} else if ok && rec.active() {
+		if rec.Spooled {
+			l.bf = resumeBackfill(rec, spool, l)
+		} else {
+			l.bfRestart = true
+		}
+	}
+	if string(b.Get(keyBackfillOnStart)) == bosPending && l.bf == nil {
+		l.bosPending = true
+	}
+	var hr historyRecord
+	if ok, err := getJSON(b, keyHistory, &hr); err != nil {
+		return nil, nil, err
+	} else if ok {
+		l.hist = &histRun{rec: hr}
+	}
+	return l, orphans, nil
+}
+
+// countMatching counts the log events after cursor that m matches.
+func countMatching(events *bolt.Bucket, cursor uint64, m matcher) int {
+	n := 0
+	c := events.Cursor()
+	for k, v := c.Seek(be64(cursor + 1)); k != nil; k, v = c.Next() {
+		if m.match(peekType(v)) {
+			n++
+		}
+	}
+	return n
 }
 
 func uniq(res []string) []string {
@@ -199,11 +263,12 @@ func (s *scheduler) loop(ctx context.Context, commitErr <-chan error) error {
 		now := d.now()
 		if s.needPull || !now.Before(s.nextPoll) {
 			s.needPull = false
-			s.nextPoll = now.Add(d.cfg.PollInterval)
+			s.nextPoll = now.Add(s.cfg.PollInterval)
 			if err := s.pull(); err != nil {
 				return err
 			}
 		}
+		s.more = false
 		for _, l := range s.lanes {
 			if err := s.refill(l); err != nil {
 				return err
@@ -220,7 +285,11 @@ func (s *scheduler) loop(ctx context.Context, commitErr <-chan error) error {
 		s.flushStats(now, false)
 		s.publish(now)
 
-		timer.Reset(max(s.nextWake(now).Sub(now), 0))
+		wait := max(s.nextWake(now).Sub(now), 0)
+		if s.more {
+			wait = 0
+		}
+		timer.Reset(wait)
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
@@ -267,7 +336,7 @@ func (s *scheduler) nextWake(now time.Time) time.Time {
 		next = s.nextStats
 	}
 	for _, l := range s.lanes {
-		if l.paused || l.inflight >= s.d.cfg.Concurrency || len(l.ready) == 0 {
+		if l.paused || l.inflight >= s.cfg.Concurrency || len(l.ready) == 0 {
 			continue
 		}
 		at := l.ready[0].st.NextAttemptAt
@@ -290,10 +359,27 @@ func (s *scheduler) anyDirty() bool {
 	return false
 }
 
+func (s *scheduler) backoff(attempts int) time.Duration {
+	return backoffOf(s.cfg.Backoff, s.d.jitter, attempts)
+}
+
 // submit queues a durable change. It blocks while the committer is behind,
 // which is the back-pressure on delivery.
 func (s *scheduler) submit(fn func(tx *bolt.Tx) error, after func()) {
 	s.d.ops <- &op{fn: fn, after: after}
+}
+
+// admitLimit is the highest log seq a lane may admit: a backfill holds the
+// live events after its sequence until its snapshot is delivered, and a
+// backfill taking its snapshot freezes admission where it is.
+func (l *lane) admitLimit() uint64 {
+	switch {
+	case l.frozen:
+		return l.frozenAt
+	case l.bf != nil:
+		return l.bf.rec.Sequence
+	}
+	return math.MaxUint64
 }
 
 // pull reads new log entries, counts them, and admits them to lanes that are
@@ -347,24 +433,38 @@ func (s *scheduler) pull() error {
 	return nil
 }
 
-// refill admits from the log to a lane that fell behind (its window was full)
-// and loads replayed events, once there is room.
+// refill admits from the log to a lane that fell behind (its window was full
+// or its admission was held), loads replayed events, and feeds a backfill's
+// snapshot or a history replay, once there is room.
 func (s *scheduler) refill(l *lane) error {
-	room := s.d.window - len(l.items)
+	if l.bf != nil {
+		holding, err := s.stepBackfill(l)
+		if err != nil || holding {
+			return err
+		}
+	}
+	room := s.window - len(l.items)
 	if room <= 0 {
 		return nil
 	}
-	if l.staged > 0 && !l.loadingReplay {
+	if l.staged > 0 && !l.loadingReplay && l.bf == nil {
 		s.loadReplay(l, min(room, 1024))
 	}
-	if l.cursor >= s.seenTail || (room < s.d.window/4 && len(l.items) > 0) {
+	if l.hist != nil && l.bf == nil && len(l.items) < s.window/2 {
+		if err := s.refillHistory(l, s.window/2-len(l.items)); err != nil {
+			return err
+		}
+	}
+	limit := min(s.seenTail, l.admitLimit())
+	if l.cursor >= limit || (room < s.window/4 && len(l.items) > 0) {
 		return nil
 	}
+	room = s.window - len(l.items)
 	var evs []Event
 	err := s.d.db.View(func(tx *bolt.Tx) error {
 		c := tx.Bucket(bucketEvents).Cursor()
 		n := 0
-		for k, v := c.Seek(be64(l.cursor + 1)); k != nil && n < room && len(evs) < pullChunk && fromBE64(k) <= s.seenTail; k, v = c.Next() {
+		for k, v := c.Seek(be64(l.cursor + 1)); k != nil && n < room && len(evs) < pullChunk && fromBE64(k) <= limit; k, v = c.Next() {
 			seq := fromBE64(k)
 			if !l.t.match.match(peekType(v)) {
 				evs = append(evs, Event{Seq: seq}) // examined, not subscribed
@@ -382,29 +482,34 @@ func (s *scheduler) refill(l *lane) error {
 	if err != nil {
 		return fmt.Errorf("outbox: read log: %w", err)
 	}
+	if len(evs) == pullChunk {
+		s.more = true
+	}
 	s.admit(l, evs)
 	return nil
 }
 
 // admit takes events in log order (seq > l.cursor) into the lane while there
-// is room, and persists the new pending entries and cursor.
+// is room and the lane's admission limit allows, and persists the new pending
+// entries and cursor.
 func (s *scheduler) admit(l *lane, evs []Event) {
-	room := s.d.window - len(l.items)
+	room := s.window - len(l.items)
+	limit := l.admitLimit()
 	last := l.cursor
 	var adm []*item
 	for _, ev := range evs {
 		if ev.Seq <= l.cursor {
 			continue
 		}
-		if room <= 0 {
+		if room <= 0 || ev.Seq > limit {
 			break
 		}
 		last = ev.Seq
 		if ev.Type == "" || !l.t.match.match(ev.Type) {
 			continue
 		}
-		it := &item{ev: ev, res: uniq(ev.Resources), heapIdx: -1}
-		it.st.NextAttemptAt = ev.OccurredAt.Add(s.d.backoff(0))
+		it := &item{key: ev.Seq, ev: ev, res: uniq(ev.Resources), heapIdx: -1}
+		it.st.NextAttemptAt = ev.OccurredAt.Add(s.backoff(0))
 		adm = append(adm, it)
 		room--
 	}
@@ -413,17 +518,17 @@ func (s *scheduler) admit(l *lane, evs []Event) {
 	}
 	l.cursor = last
 	l.unadmitted = max(l.unadmitted-len(adm), 0)
-	seqs := make([]uint64, len(adm))
+	keys := make([]uint64, len(adm))
 	for i, it := range adm {
-		seqs[i] = it.ev.Seq
+		keys[i] = it.key
 		l.add(it)
 	}
 	name := l.t.cfg.Name
 	s.submit(func(tx *bolt.Tx) error {
 		b := targetBucket(tx, name)
 		p := b.Bucket(bucketPending)
-		for _, seq := range seqs {
-			if err := p.Put(be64(seq), freshState); err != nil {
+		for _, k := range keys {
+			if err := p.Put(be64(k), freshState); err != nil {
 				return err
 			}
 		}
@@ -432,11 +537,13 @@ func (s *scheduler) admit(l *lane, evs []Event) {
 }
 
 // loadReplay moves up to n replayed events into pending, in the committer's
-// transaction, and hands them to the lane afterwards.
+// transaction, and hands them to the lane afterwards. A replayed log event
+// whose entry was pruned gets it back; a replayed snapshot event goes back to
+// the target's spool, never into the log.
 func (s *scheduler) loadReplay(l *lane, n int) {
 	l.loadingReplay = true
 	name := l.t.cfg.Name
-	var loaded []Event
+	var loaded []*item
 	var remaining int
 	s.submit(func(tx *bolt.Tx) error {
 		loaded, remaining = nil, 0
@@ -445,17 +552,29 @@ func (s *scheduler) loadReplay(l *lane, n int) {
 		var keys [][]byte
 		c := rb.Cursor()
 		for k, v := c.First(); k != nil && len(keys) < n; k, v = c.Next() {
-			var dl DeadLetter
-			if err := json.Unmarshal(v, &dl); err != nil {
+			dl, err := decodeDead(k, v)
+			if err != nil {
 				return fmt.Errorf("decode replay %s/%d: %w", name, fromBE64(k), err)
 			}
-			dl.Event.Seq = fromBE64(k)
 			keys = append(keys, bytes.Clone(k))
-			loaded = append(loaded, dl.Event)
+			loaded = append(loaded, &item{key: fromBE64(k), ev: dl.Event})
 		}
 		for i, k := range keys {
-			if events.Get(k) == nil { // pruned since: restore it so that pending can refer to it
-				v, err := encodeEvent(loaded[i])
+			it := loaded[i]
+			if isSpoolKey(it.key) {
+				spool, err := b.CreateBucketIfNotExists(bucketSpool)
+				if err != nil {
+					return err
+				}
+				v, err := encodeSpool(it.ev)
+				if err != nil {
+					return err
+				}
+				if err := spool.Put(k, v); err != nil {
+					return err
+				}
+			} else if events.Get(k) == nil { // pruned since: restore it so that pending can refer to it
+				v, err := encodeEvent(it.ev)
 				if err != nil {
 					return err
 				}
@@ -479,14 +598,15 @@ func (s *scheduler) loadReplay(l *lane, n int) {
 		remaining = int(getU64(b, keyReplayN))
 		return nil
 	}, func() {
-		evs, rem := loaded, remaining
+		its, rem := loaded, remaining
 		s.d.post(func(s *scheduler) {
 			l.loadingReplay = false
 			l.staged = rem
 			now := s.d.now()
-			for _, ev := range evs {
-				if _, ok := l.items[ev.Seq]; !ok {
-					l.add(&item{ev: ev, res: uniq(ev.Resources), heapIdx: -1, st: deliveryState{NextAttemptAt: now}})
+			for _, it := range its {
+				if _, ok := l.items[it.key]; !ok {
+					it.res, it.heapIdx, it.st = uniq(it.ev.Resources), -1, deliveryState{NextAttemptAt: now}
+					l.add(it)
 				}
 			}
 		})
@@ -498,7 +618,7 @@ func (s *scheduler) dispatch(l *lane, now time.Time) {
 	if l.paused || now.Before(l.holdUntil) {
 		return
 	}
-	for l.inflight < s.d.cfg.Concurrency && len(l.ready) > 0 {
+	for l.inflight < s.cfg.Concurrency && len(l.ready) > 0 {
 		it := l.ready[0]
 		if it.st.NextAttemptAt.After(now) {
 			return
@@ -517,11 +637,13 @@ func (s *scheduler) start(l *lane, it *item, now time.Time) {
 		it.st.FirstAttemptAt = now
 	}
 	s.inflight++
-	ev, sender, ctx, results, clock := it.ev, l.t.sender, s.sendCtx, s.results, s.d.now
+	t := l.t
+	t.use.inflight++
+	ev, sender, ctx, results, clock := it.ev, t.sender, s.sendCtx, s.results, s.d.now
 	s.wg.Go(func() {
 		start := clock()
 		err := sender.Send(ctx, ev)
-		results <- result{l: l, it: it, err: err, start: start, end: clock()}
+		results <- result{l: l, t: t, it: it, err: err, start: start, end: clock()}
 	})
 }
 
@@ -529,12 +651,15 @@ func (s *scheduler) start(l *lane, it *item, now time.Time) {
 func (s *scheduler) handle(r result) {
 	s.inflight--
 	l, it, d := r.l, r.it, s.d
+	if r.t.use.inflight--; r.t.use.retired && r.t.use.inflight == 0 {
+		s.closeRetired(r.t)
+	}
 	name := l.t.cfg.Name
 	if r.err != nil && s.sendCtx.Err() != nil {
 		l.endFlight(it) // shutting down: the event stays pending for the next Run
 		return
 	}
-	d.metrics.attempt(name, r.end.Sub(r.start), r.err == nil)
+	s.metricsOf(l).attempt(name, r.end.Sub(r.start), r.err == nil)
 	now := r.end
 	it.st.LastAttemptAt = r.start
 	if r.err == nil {
@@ -567,28 +692,53 @@ func (s *scheduler) handle(r result) {
 				logKeyStatus, it.st.LastStatus, logKeyErr, it.st.LastError)
 		}
 		it.st.Attempts++
-		wait := d.backoff(it.st.Attempts)
+		wait := s.backoff(it.st.Attempts)
 		if retryAfter > 0 {
-			wait = min(retryAfter, d.cfg.RetryAfterMax)
+			wait = min(retryAfter, s.cfg.RetryAfterMax)
 			if hold := now.Add(wait); hold.After(l.holdUntil) {
 				l.holdUntil = hold // a rate limit concerns the whole target
 			}
 		}
 		next := now.Add(wait)
-		if (d.cfg.MaxAttempts > 0 && it.st.Attempts >= d.cfg.MaxAttempts) ||
-			(d.cfg.MaxAge > 0 && next.Sub(it.st.FirstAttemptAt) > d.cfg.MaxAge) {
+		if (s.cfg.MaxAttempts > 0 && it.st.Attempts >= s.cfg.MaxAttempts) ||
+			(s.cfg.MaxAge > 0 && next.Sub(it.st.FirstAttemptAt) > s.cfg.MaxAge) {
 			s.dead(l, it, body)
 			return
 		}
 		it.st.NextAttemptAt = next
 		l.endFlight(it)
-		d.metrics.retried(name)
+		s.metricsOf(l).retried(name)
 		d.logger.Debug("Delivery failed, will retry", logKeyTarget, name, logKeyEventID, it.ev.ID,
 			logKeyAttempt, it.st.Attempts, logKeyStatus, it.st.LastStatus, logKeyErr, it.st.LastError, logKeyRetryIn, wait.Round(time.Millisecond))
-		seq, st := it.ev.Seq, it.st
+		key, st := it.key, it.st
 		s.submit(func(tx *bolt.Tx) error {
-			return putJSON(targetBucket(tx, name).Bucket(bucketPending), be64(seq), st)
+			return putJSON(targetBucket(tx, name).Bucket(bucketPending), be64(key), st)
 		}, nil)
+	}
+}
+
+// lane returns a target's lane, also one that Reload removed (it is reused
+// if the target comes back, so what an admin call sets must stay true).
+func (s *scheduler) lane(name string) *lane {
+	if l := s.byName[name]; l != nil {
+		return l
+	}
+	return s.removed[name]
+}
+
+// metricsOf returns the metrics for a lane's outcomes: none for a lane that
+// Reload removed (its series are gone; attempts in flight finish quietly).
+func (s *scheduler) metricsOf(l *lane) *Metrics {
+	if s.byName[l.t.cfg.Name] != l {
+		return nil
+	}
+	return s.d.metrics
+}
+
+// finished updates a backfill's accounting when one of its events is done.
+func (l *lane) finished(it *item) {
+	if l.bf != nil && it.key >= l.bf.rec.First && it.key <= l.bf.rec.Last {
+		l.bf.inLane--
 	}
 }
 
@@ -596,6 +746,7 @@ func (s *scheduler) delivered(l *lane, it *item, now time.Time) {
 	name := l.t.cfg.Name
 	l.land(it)
 	l.remove(it)
+	l.finished(it)
 	l.stats.Delivered++
 	l.stats.LastSuccess = now
 	l.statsDirty = true
@@ -603,13 +754,17 @@ func (s *scheduler) delivered(l *lane, it *item, now time.Time) {
 		l.failing = false
 		s.d.logger.Info("Deliveries to target recovered", logKeyTarget, name, logKeyEventID, it.ev.ID)
 	}
-	s.d.metrics.delivered(name, now.Sub(it.ev.OccurredAt))
+	s.metricsOf(l).delivered(name, now.Sub(it.ev.OccurredAt))
 	if s.d.logger.Enabled(context.Background(), slog.LevelDebug) {
 		s.d.logger.Debug("Delivered", logKeyTarget, name, logKeyEventID, it.ev.ID, logKeyAttempt, it.st.Attempts+1)
 	}
-	seq := it.ev.Seq
+	key := it.key
 	s.submit(func(tx *bolt.Tx) error {
-		return targetBucket(tx, name).Bucket(bucketPending).Delete(be64(seq))
+		b := targetBucket(tx, name)
+		if err := b.Bucket(bucketPending).Delete(be64(key)); err != nil {
+			return err
+		}
+		return deleteSpooled(b, key)
 	}, nil)
 }
 
@@ -617,8 +772,9 @@ func (s *scheduler) dead(l *lane, it *item, body string) {
 	name := l.t.cfg.Name
 	l.land(it)
 	l.remove(it)
+	l.finished(it)
 	l.deadN++
-	s.d.metrics.deadLettered(name)
+	s.metricsOf(l).deadLettered(name)
 	s.d.logger.Warn("Event dead-lettered", logKeyTarget, name, logKeyEventID, it.ev.ID, logKeyType, it.ev.Type,
 		logKeyAttempt, it.st.Attempts, logKeyStatus, it.st.LastStatus, logKeyErr, it.st.LastError)
 	dl := DeadLetter{
@@ -626,10 +782,14 @@ func (s *scheduler) dead(l *lane, it *item, body string) {
 		FirstAttemptAt: it.st.FirstAttemptAt, LastAttemptAt: it.st.LastAttemptAt,
 		LastStatus: it.st.LastStatus, LastError: it.st.LastError, ResponseBody: body,
 	}
+	key := it.key
 	s.submit(func(tx *bolt.Tx) error {
 		b := targetBucket(tx, name)
-		k := be64(dl.Event.Seq)
+		k := be64(key)
 		if err := b.Bucket(bucketPending).Delete(k); err != nil {
+			return err
+		}
+		if err := deleteSpooled(b, key); err != nil { // the dead letter carries its own copy
 			return err
 		}
 		if err := putJSON(b.Bucket(bucketDead), k, dl); err != nil {
@@ -653,15 +813,80 @@ func (s *scheduler) pause(l *lane, it *item, now time.Time) {
 		s.d.logger.Warn("Target paused", logKeyTarget, name, logKeyEventID, it.ev.ID, logKeyStatus, it.st.LastStatus, logKeyReason, "410 Gone")
 	}
 	l.paused, l.reason = true, reason
-	seq, st := it.ev.Seq, it.st
+	key, st := it.key, it.st
 	ps := pauseState{Reason: reason, At: now}
 	s.submit(func(tx *bolt.Tx) error {
 		b := targetBucket(tx, name)
-		if err := putJSON(b.Bucket(bucketPending), be64(seq), st); err != nil {
+		if err := putJSON(b.Bucket(bucketPending), be64(key), st); err != nil {
 			return err
 		}
 		return putJSON(b, keyPause, ps)
 	}, nil)
+}
+
+// retryNow makes the lane's pending events (those with the given IDs, or all
+// when ids is empty) due now and lifts a Retry-After hold. Events in flight
+// are left alone: they are being attempted. It returns how many matched and
+// the IDs that are not pending.
+func (s *scheduler) retryNow(l *lane, ids []string, done func(error)) (int, []string) {
+	now := s.d.now()
+	var match []*item
+	if len(ids) == 0 {
+		for _, it := range l.items {
+			match = append(match, it)
+		}
+	} else {
+		want := map[string]bool{}
+		for _, id := range ids {
+			want[id] = true
+		}
+		for _, it := range l.items {
+			if want[it.ev.ID] {
+				match = append(match, it)
+				delete(want, it.ev.ID)
+			}
+		}
+		if len(want) > 0 {
+			var missing []string
+			for _, id := range ids {
+				if want[id] {
+					missing = append(missing, id)
+					delete(want, id)
+				}
+			}
+			return 0, missing
+		}
+	}
+	l.holdUntil = time.Time{}
+	type change struct {
+		key uint64
+		st  deliveryState
+	}
+	var changes []change
+	for _, it := range match {
+		if it.flying || !it.st.NextAttemptAt.After(now) {
+			continue
+		}
+		it.st.NextAttemptAt = now
+		if it.heapIdx >= 0 {
+			heap.Fix(&l.ready, it.heapIdx)
+		}
+		changes = append(changes, change{it.key, it.st})
+	}
+	name := l.t.cfg.Name
+	s.submit(func(tx *bolt.Tx) error {
+		p := targetBucket(tx, name).Bucket(bucketPending)
+		for _, c := range changes {
+			if p.Get(be64(c.key)) == nil {
+				continue // finished meanwhile
+			}
+			if err := putJSON(p, be64(c.key), c.st); err != nil {
+				return err
+			}
+		}
+		return nil
+	}, func() { done(nil) })
+	return len(match), nil
 }
 
 // flushStats persists each lane's counters, at most every statsFlushEvery
@@ -693,28 +918,42 @@ func (s *scheduler) publish(now time.Time) {
 	defer d.snapMu.Unlock()
 	for _, l := range s.lanes {
 		snap := laneSnap{backlog: len(l.items) + l.staged + l.unadmitted, oldest: l.oldest(), stats: l.stats}
+		if l.bf != nil {
+			snap.bfActive = true
+			snap.bfRemaining = l.bf.unadmitted + l.bf.inLane
+			snap.bfPhase = phaseName(l.bf)
+			snap.backlog += l.bf.unadmitted
+		}
+		if l.hist != nil {
+			snap.histLeft = max(l.hist.rec.Total-l.hist.rec.Admitted, 0)
+			snap.backlog += snap.histLeft
+		}
 		d.snap[l.t.cfg.Name] = snap
 		if gauges {
 			var age time.Duration
 			if !snap.oldest.IsZero() {
 				age = max(now.Sub(snap.oldest), 0)
 			}
-			d.metrics.gauges(l.t.cfg.Name, snap.backlog, age, l.deadN, l.paused)
+			d.metrics.gauges(l.t.cfg.Name, snap.backlog, age, l.deadN, l.paused, snap.bfRemaining)
 		}
 	}
 }
 
-// prune deletes delivered events older than the retention: keys are
-// collected in a View and deleted by the committer, which checks again that no
-// target still has them pending.
+// prune deletes delivered events older than max(retention, feed retention):
+// keys are collected in a View and deleted by the committer, which checks
+// again that no target still has them pending, and advances the durable
+// "pruned through" watermark the feed checks cursors against.
 func (s *scheduler) prune(now time.Time) error {
 	d := s.d
-	s.nextPrune = now.Add(d.pruneEvery)
+	s.nextPrune = now.Add(s.pruneEvery)
 	limit := s.seenTail
 	for _, l := range s.lanes {
 		limit = min(limit, l.cursor)
+		if l.hist != nil {
+			limit = min(limit, l.hist.rec.Next) // not yet replayed
+		}
 	}
-	cutoff := now.Add(-d.cfg.Retention).UnixNano()
+	cutoff := now.Add(-max(s.cfg.Retention, s.cfg.FeedRetention)).UnixNano()
 	var keys []uint64
 	err := d.db.View(func(tx *bolt.Tx) error {
 		c := tx.Bucket(bucketEvents).Cursor()
@@ -758,6 +997,7 @@ func (s *scheduler) prune(now time.Time) error {
 		for _, n := range names {
 			pendings = append(pendings, targetBucket(tx, n).Bucket(bucketPending))
 		}
+		var through uint64
 	next:
 		for _, seq := range keys {
 			k := be64(seq)
@@ -769,8 +1009,9 @@ func (s *scheduler) prune(now time.Time) error {
 			if err := events.Delete(k); err != nil {
 				return err
 			}
+			through = max(through, seq)
 		}
-		return nil
+		return raisePruned(tx, through)
 	}, nil)
 	return nil
 }
@@ -784,39 +1025,126 @@ func (s *scheduler) pending(seq uint64) bool {
 	return false
 }
 
+// reconfigure applies a Reload while Run runs: new lanes for added targets,
+// new targets (filters, senders) for changed ones, removed lanes dropped with
+// their state kept. A replaced or removed sender is closed once its attempts
+// in flight have finished.
+func (s *scheduler) reconfigure(p *reloadPlan) {
+	s.cfg, s.window, s.pruneEvery = p.cfg, p.window, pruneInterval(p.cfg)
+	lanes := make([]*lane, 0, len(p.targets))
+	byName := make(map[string]*lane, len(p.targets))
+	for _, t := range p.targets {
+		name := t.cfg.Name
+		l := s.byName[name]
+		if l == nil && s.removed[name] != nil {
+			// Added back: its lane still knows what is in flight, which a
+			// fresh load from the database would send a second time.
+			l = s.removed[name]
+			delete(s.removed, name)
+			old := l.t
+			l.t = t
+			if old.use != t.use && !old.use.retired {
+				s.retire(old)
+			}
+			_ = s.d.db.View(func(tx *bolt.Tx) error { // pull did not count for it meanwhile
+				l.unadmitted = countMatching(tx.Bucket(bucketEvents), l.cursor, t.match)
+				return nil
+			})
+		} else if l == nil {
+			var err error
+			err = s.d.db.View(func(tx *bolt.Tx) error {
+				b := targetBucket(tx, name)
+				if b == nil {
+					return fmt.Errorf("state bucket of %s missing", name)
+				}
+				l, _, err = loadLane(tx, b, t)
+				return err
+			})
+			if err != nil {
+				s.d.logger.Error("Loading an added target failed; it starts with the next restart", logKeyTarget, name, logKeyErr, err)
+				continue
+			}
+			s.startPendingBackfill(l)
+		} else if old := l.t; old != t {
+			l.t = t
+			if old.use != t.use {
+				s.retire(old)
+			}
+			if !slices.Equal(old.cfg.Events, t.cfg.Events) {
+				_ = s.d.db.View(func(tx *bolt.Tx) error {
+					l.unadmitted = countMatching(tx.Bucket(bucketEvents), l.cursor, t.match)
+					return nil
+				})
+			}
+		}
+		lanes = append(lanes, l)
+		byName[name] = l
+	}
+	s.d.snapMu.Lock()
+	for _, l := range s.lanes {
+		if byName[l.t.cfg.Name] == nil {
+			s.retire(l.t)
+			delete(s.d.snap, l.t.cfg.Name)
+			if s.removed == nil {
+				s.removed = map[string]*lane{}
+			}
+			s.removed[l.t.cfg.Name] = l
+		}
+	}
+	s.d.snapMu.Unlock()
+	s.lanes, s.byName = lanes, byName
+	s.nextStats = time.Time{} // refresh the gauges now
+}
+
+// retire stops using a target's sender: it is closed now if idle, otherwise
+// when its last attempt finishes.
+func (s *scheduler) retire(t *target) {
+	t.use.retired = true
+	if t.use.inflight == 0 {
+		s.closeRetired(t)
+		return
+	}
+	s.retired = append(s.retired, t)
+}
+
+func (s *scheduler) closeRetired(t *target) {
+	s.retired = slices.DeleteFunc(s.retired, func(r *target) bool { return r == t })
+	s.wg.Go(func() { s.d.closeSender(t) }) // a stream's Close may flush; not on the scheduler
+}
+
 // add inserts an item into the lane's queues.
 func (l *lane) add(it *item) {
-	seq := it.ev.Seq
-	l.items[seq] = it
-	l.order = insertSorted(l.order, seq)
+	key := it.key
+	l.items[key] = it
+	l.order = insertSorted(l.order, key)
 	for _, r := range it.res {
 		q := l.rq[r]
 		if q == nil {
 			q = &resQueue{}
 			l.rq[r] = q
 		}
-		q.seqs = insertSorted(q.seqs, seq)
+		q.keys = insertSorted(q.keys, key)
 	}
 	l.maybeReady(it)
 }
 
 // remove drops a finished item and releases the events that waited for it.
 func (l *lane) remove(it *item) {
-	seq := it.ev.Seq
-	delete(l.items, seq)
+	key := it.key
+	delete(l.items, key)
 	if len(l.order) > 2*len(l.items)+1024 {
 		// A long-retrying first event keeps oldest() from trimming the front.
-		l.order = slices.DeleteFunc(l.order, func(s uint64) bool { _, ok := l.items[s]; return !ok })
+		l.order = slices.DeleteFunc(l.order, func(k uint64) bool { _, ok := l.items[k]; return !ok })
 	}
 	if it.heapIdx >= 0 {
 		heap.Remove(&l.ready, it.heapIdx)
 	}
 	for _, r := range it.res {
 		q := l.rq[r]
-		if i, ok := slices.BinarySearch(q.seqs, seq); ok {
-			q.seqs = slices.Delete(q.seqs, i, i+1)
+		if i, ok := slices.BinarySearch(q.keys, key); ok {
+			q.keys = slices.Delete(q.keys, i, i+1)
 		}
-		if len(q.seqs) == 0 && q.flying == 0 {
+		if len(q.keys) == 0 && q.flying == 0 {
 			delete(l.rq, r)
 			continue
 		}
@@ -858,8 +1186,8 @@ func (l *lane) endFlight(it *item) {
 }
 
 func (l *lane) checkHead(q *resQueue) {
-	if len(q.seqs) > 0 {
-		if head := l.items[q.seqs[0]]; head != nil {
+	if len(q.keys) > 0 {
+		if head := l.items[q.keys[0]]; head != nil {
 			l.maybeReady(head)
 		}
 	}
@@ -873,7 +1201,7 @@ func (l *lane) isReady(it *item) bool {
 	}
 	for _, r := range it.res {
 		q := l.rq[r]
-		if q.flying > 0 || q.seqs[0] != it.ev.Seq {
+		if q.flying > 0 || q.keys[0] != it.key {
 			return false
 		}
 	}
@@ -886,7 +1214,7 @@ func (l *lane) maybeReady(it *item) {
 	}
 }
 
-// oldest returns OccurredAt of the lowest pending seq, zero if none.
+// oldest returns OccurredAt of the lowest pending key, zero if none.
 func (l *lane) oldest() time.Time {
 	for len(l.order) > 0 {
 		if it, ok := l.items[l.order[0]]; ok {
@@ -908,7 +1236,7 @@ func insertSorted(s []uint64, v uint64) []uint64 {
 	return slices.Insert(s, i, v)
 }
 
-// readyHeap orders unblocked items by next attempt time, then seq.
+// readyHeap orders unblocked items by next attempt time, then key.
 type readyHeap []*item
 
 func (h readyHeap) Len() int { return len(h) }
@@ -917,7 +1245,7 @@ func (h readyHeap) Less(i, j int) bool {
 	if !a.st.NextAttemptAt.Equal(b.st.NextAttemptAt) {
 		return a.st.NextAttemptAt.Before(b.st.NextAttemptAt)
 	}
-	return a.ev.Seq < b.ev.Seq
+	return a.key < b.key
 }
 func (h readyHeap) Swap(i, j int) {
 	h[i], h[j] = h[j], h[i]

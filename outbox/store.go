@@ -49,20 +49,25 @@ func targetBucket(tx *bolt.Tx, name string) *bolt.Bucket {
 
 // ensureTarget returns the state bucket of a target, creating it with its
 // cursor at initCursor if needed: a new target starts with the events that
-// follow initCursor.
-func ensureTarget(tx *bolt.Tx, name string, initCursor uint64) (*bolt.Bucket, error) {
+// follow initCursor. A target created with backfill_on_start gets the marker
+// that makes Run send it a snapshot, once.
+func (d *Dispatcher) ensureTarget(tx *bolt.Tx, tc Target, initCursor uint64) (*bolt.Bucket, error) {
 	root, err := tx.CreateBucketIfNotExists(bucketTargets)
 	if err != nil {
 		return nil, err
 	}
+	name := tc.Name
 	if b := root.Bucket([]byte(name)); b != nil {
+		if _, err := b.CreateBucketIfNotExists(bucketSpool); err != nil { // a bucket from release 1
+			return nil, err
+		}
 		return b, nil
 	}
 	b, err := root.CreateBucket([]byte(name))
 	if err != nil {
 		return nil, fmt.Errorf("create target bucket %s: %w", name, err)
 	}
-	for _, sub := range [][]byte{bucketPending, bucketReplay, bucketDead, bucketDeadIDs} {
+	for _, sub := range [][]byte{bucketPending, bucketReplay, bucketDead, bucketDeadIDs, bucketSpool} {
 		if _, err := b.CreateBucket(sub); err != nil {
 			return nil, fmt.Errorf("create target bucket %s/%s: %w", name, sub, err)
 		}
@@ -70,7 +75,73 @@ func ensureTarget(tx *bolt.Tx, name string, initCursor uint64) (*bolt.Bucket, er
 	if err := b.Put(keyCursor, be64(initCursor)); err != nil {
 		return nil, err
 	}
+	if tc.BackfillOnStart {
+		if err := b.Put(keyBackfillOnStart, []byte(bosPending)); err != nil {
+			return nil, err
+		}
+	}
 	return b, nil
+}
+
+// ensureNamed is ensureTarget for a configured target's name.
+func (d *Dispatcher) ensureNamed(tx *bolt.Tx, name string) (*bolt.Bucket, error) {
+	t, err := d.lookup(name)
+	if err != nil {
+		return nil, err
+	}
+	return d.ensureTarget(tx, t.cfg, d.initTail)
+}
+
+// Spool keys. A snapshot event is not in the log, so it has no log seq of
+// its own: it is keyed in the target's spool, pending, dead and replay
+// buckets by spoolBit | n, n from the target's spool_n counter. Every log seq
+// is below spoolBit, so the two never collide, and a target's lane orders a
+// snapshot event after every log event it holds.
+const spoolBit = uint64(1) << 63
+
+func isSpoolKey(k uint64) bool { return k&spoolBit != 0 }
+
+// pendingEvent returns the event of a pending key: from the log, or from the
+// target's spool for a snapshot event. ok is false if it is missing.
+func pendingEvent(events, spool *bolt.Bucket, key uint64) (Event, bool, error) {
+	if isSpoolKey(key) {
+		if spool == nil {
+			return Event{}, false, nil
+		}
+		v := spool.Get(be64(key))
+		if v == nil {
+			return Event{}, false, nil
+		}
+		ev, err := decodeSpool(key, v)
+		return ev, err == nil, err
+	}
+	v := events.Get(be64(key))
+	if v == nil {
+		return Event{}, false, nil
+	}
+	ev, err := decodeEvent(key, v)
+	return ev, err == nil, err
+}
+
+// deleteSpooled deletes a finished snapshot event from the target's spool.
+func deleteSpooled(b *bolt.Bucket, key uint64) error {
+	if !isSpoolKey(key) {
+		return nil
+	}
+	if sp := b.Bucket(bucketSpool); sp != nil {
+		return sp.Delete(be64(key))
+	}
+	return nil
+}
+
+// raisePruned advances the "pruned through" watermark: every log entry with
+// a seq up to it may have been deleted, none after it.
+func raisePruned(tx *bolt.Tx, through uint64) error {
+	meta := tx.Bucket(bucketMeta)
+	if through <= getU64(meta, keyPruned) {
+		return nil
+	}
+	return meta.Put(keyPruned, be64(through))
 }
 
 // logTail returns the highest seq in the log, 0 if it is empty.

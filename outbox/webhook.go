@@ -1,6 +1,7 @@
 package outbox
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -12,8 +13,6 @@ import (
 	"strings"
 	"time"
 	"unicode/utf8"
-
-	retryablehttp "github.com/hashicorp/go-retryablehttp"
 )
 
 // Sender delivers one event. Implementations must be safe for concurrent use.
@@ -94,18 +93,12 @@ const MaxResponseBody = 4 << 10
 // userAgent is sent with every delivery.
 const userAgent = "scimgate"
 
-// In-process retry policy: small, for blips. The outbox owns long retries.
-const (
-	httpRetryMax     = 2
-	httpRetryWaitMin = 100 * time.Millisecond
-	httpRetryWaitMax = 1 * time.Second
-)
-
-// WebhookSender POSTs events to one target, signed per Standard Webhooks. It
-// retries short blips in process (go-retryablehttp) and classifies the final
-// outcome for the dispatcher.
+// WebhookSender POSTs events to one target, signed per Standard Webhooks, and
+// classifies the outcome for the dispatcher. One Send is one HTTP request:
+// the dispatcher's durable schedule owns every retry, so a receiver sees
+// exactly one request per attempt and max_attempts bounds what it receives.
 type WebhookSender struct {
-	client   *retryablehttp.Client
+	client   *http.Client
 	url      string
 	redacted string
 	header   http.Header
@@ -115,9 +108,8 @@ type WebhookSender struct {
 
 // NewWebhookSender returns a sender for t (defaults applied) with a keep-alive
 // connection pool sized for concurrency. m may be nil. The client follows no
-// redirects, reads no proxy settings from the environment, and never sleeps
-// longer than a second between in-process retries: a longer Retry-After is
-// left to the dispatcher's schedule.
+// redirects, reads no proxy settings from the environment, and bounds each
+// request by the target's timeout.
 func NewWebhookSender(t Target, concurrency int, m *Metrics) (*WebhookSender, error) {
 	t = t.withDefaults()
 	keys, err := decodeSecrets(t.Secrets)
@@ -142,93 +134,26 @@ func NewWebhookSender(t Target, concurrency int, m *Metrics) (*WebhookSender, er
 		TLSHandshakeTimeout:   10 * time.Second,
 		ExpectContinueTimeout: time.Second,
 	}
-	w := &WebhookSender{url: t.URL, redacted: redactURL(t.URL), header: h, keys: keys, now: time.Now}
-	c := retryablehttp.NewClient()
-	c.HTTPClient = &http.Client{
-		Transport: tr,
-		Timeout:   t.Timeout, // bounds each HTTP attempt
-		CheckRedirect: func(*http.Request, []*http.Request) error {
-			return http.ErrUseLastResponse // we report 3xx; following could leak the signature elsewhere
+	return &WebhookSender{
+		client: &http.Client{
+			Transport: tr,
+			Timeout:   t.Timeout, // bounds the attempt: connect, request, response headers and body
+			CheckRedirect: func(*http.Request, []*http.Request) error {
+				return http.ErrUseLastResponse // we report 3xx; following could leak the signature elsewhere
+			},
 		},
-	}
-	c.Logger = nil // the dispatcher logs once, without URLs (STYLE H7, H14)
-	c.RetryMax = httpRetryMax
-	c.RetryWaitMin, c.RetryWaitMax = httpRetryWaitMin, httpRetryWaitMax
-	c.ErrorHandler = retryablehttp.PassthroughErrorHandler // we classify the final response
-	c.CheckRetry = func(ctx context.Context, resp *http.Response, err error) (bool, error) {
-		return checkRetry(ctx, resp, err, c.RetryWaitMax)
-	}
-	c.Backoff = func(lo, hi time.Duration, n int, resp *http.Response) time.Duration {
-		// DefaultBackoff returns Retry-After uncapped; never sleep it inside an attempt.
-		return min(retryablehttp.DefaultBackoff(lo, hi, n, resp), hi)
-	}
-	c.PrepareRetry = func(req *http.Request) error {
-		// Every HTTP attempt carries its own webhook-timestamp and signature.
-		if s, ok := req.Context().Value(signKey{}).(*signer); ok {
-			s.sign(req.Header)
-		}
-		return nil
-	}
-	name := t.Name
-	c.RequestLogHook = func(_ retryablehttp.Logger, _ *http.Request, attempt int) {
-		if attempt > 0 {
-			m.incHTTPRetry(name)
-		}
-	}
-	w.client = c
-	return w, nil
+		url: t.URL, redacted: redactURL(t.URL), header: h, keys: keys, now: time.Now,
+	}, nil
 }
 
-// checkRetry is the in-process retry policy: network errors, 408, 429 and 5xx
-// (except 501) are retried, unless a Retry-After asks for longer than we are
-// willing to sleep inside one attempt (waitMax).
-func checkRetry(ctx context.Context, resp *http.Response, err error, waitMax time.Duration) (bool, error) {
-	if ctx.Err() != nil {
-		return false, ctx.Err()
-	}
-	if err != nil {
-		return retryablehttp.DefaultRetryPolicy(ctx, resp, err)
-	}
-	code := resp.StatusCode
-	if code == http.StatusTooManyRequests || code == http.StatusServiceUnavailable {
-		if ra, ok := parseRetryAfter(resp.Header.Get("Retry-After"), time.Now()); ok && ra > waitMax {
-			return false, nil
-		}
-	}
-	switch {
-	case code == http.StatusRequestTimeout, code == http.StatusTooManyRequests:
-		return true, nil
-	case code >= 500 && code != http.StatusNotImplemented:
-		return true, nil
-	}
-	return false, nil
-}
-
-type signKey struct{}
-
-// signer re-signs a request; it travels in the request context so that
-// PrepareRetry can find the id and body.
-type signer struct {
-	id   string
-	body []byte
-	keys [][]byte
-	now  func() time.Time
-}
-
-func (s *signer) sign(h http.Header) {
-	ts := s.now().Unix()
-	h.Set(HeaderTimestamp, strconv.FormatInt(ts, 10))
-	h.Set(HeaderSignature, signKeys(s.keys, s.id, ts, s.body))
-}
-
-// Send delivers ev with a few quick in-process retries. It returns nil on 2xx;
-// a *StatusError for 408, 429 and 5xx (retry later); PauseTarget for 410;
-// Permanent for 3xx (redirects are not followed) and other 4xx; and a
+// Send makes one signed POST of ev's envelope, with webhook-timestamp the
+// time of this request. It returns nil on 2xx; a *StatusError for 408, 429
+// and 5xx (retried on the schedule, Retry-After recorded); PauseTarget for
+// 410; Permanent for 3xx (redirects are not followed) and other 4xx; and a
 // retryable error with the URL redacted for network failures and timeouts.
 func (w *WebhookSender) Send(ctx context.Context, ev Event) error {
 	body := ev.Envelope()
-	s := &signer{id: ev.ID, body: body, keys: w.keys, now: w.now}
-	req, err := retryablehttp.NewRequestWithContext(context.WithValue(ctx, signKey{}, s), http.MethodPost, w.url, body)
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, w.url, bytes.NewReader(body))
 	if err != nil {
 		return Permanent(fmt.Errorf("build request for %s", w.redacted))
 	}
@@ -238,13 +163,12 @@ func (w *WebhookSender) Send(ctx context.Context, ev Event) error {
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("User-Agent", userAgent)
 	req.Header.Set(HeaderID, ev.ID)
-	s.sign(req.Header)
+	ts := w.now().Unix()
+	req.Header.Set(HeaderTimestamp, strconv.FormatInt(ts, 10))
+	req.Header.Set(HeaderSignature, signKeys(w.keys, ev.ID, ts, body))
 
 	resp, err := w.client.Do(req)
 	if err != nil {
-		if resp != nil {
-			drain(resp.Body)
-		}
 		return w.redact(err)
 	}
 	return w.classify(resp)
@@ -300,7 +224,7 @@ func (w *WebhookSender) redact(err error) error {
 }
 
 // CloseIdleConnections closes the sender's idle keep-alive connections.
-func (w *WebhookSender) CloseIdleConnections() { w.client.HTTPClient.CloseIdleConnections() }
+func (w *WebhookSender) CloseIdleConnections() { w.client.CloseIdleConnections() }
 
 // Close implements io.Closer: the dispatcher calls it when it stops using
 // the sender.

@@ -22,7 +22,6 @@ func newTestSender(t *testing.T, url string, secrets ...string) *WebhookSender {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ws.client.RetryWaitMin, ws.client.RetryWaitMax = time.Millisecond, 5*time.Millisecond
 	t.Cleanup(ws.CloseIdleConnections)
 	return ws
 }
@@ -70,7 +69,7 @@ func TestWebhookClassification(t *testing.T) {
 		ok        bool
 		permanent bool
 		pause     bool
-		requests  int // HTTP requests within one Send (in-process retries)
+		requests  int // HTTP requests of one Send: always one
 		retryAft  time.Duration
 	}{
 		{status: 200, ok: true, requests: 1},
@@ -80,12 +79,12 @@ func TestWebhookClassification(t *testing.T) {
 		{status: 404, permanent: true, requests: 1},
 		{status: 410, pause: true, requests: 1},
 		{status: 302, header: map[string]string{"Location": "https://elsewhere.example/x?sig=1"}, permanent: true, requests: 1},
-		{status: 408, requests: 3},
-		{status: 429, requests: 3},
+		{status: 408, requests: 1},
+		{status: 429, requests: 1},
 		{status: 429, header: map[string]string{"Retry-After": "3600"}, requests: 1, retryAft: time.Hour},
 		{status: 503, header: map[string]string{"Retry-After": "120"}, requests: 1, retryAft: 2 * time.Minute},
-		{status: 500, requests: 3},
-		{status: 502, requests: 3},
+		{status: 500, requests: 1},
+		{status: 502, requests: 1},
 		{status: 501, requests: 1},
 	}
 	for _, tt := range tests {
@@ -141,41 +140,6 @@ func TestWebhookClassification(t *testing.T) {
 	}
 }
 
-// Every in-process retry is re-signed with the timestamp of that attempt.
-func TestWebhookRetryResigns(t *testing.T) {
-	secret := mustSecret(t)
-	rc := newReceiver(t, secret, func(w http.ResponseWriter, r *http.Request, d delivery, attempt int) int {
-		if attempt < 3 {
-			return http.StatusServiceUnavailable
-		}
-		return 0
-	})
-	ws := newTestSender(t, rc.srv.URL, secret)
-	var mu sync.Mutex
-	clock := time.Now().Add(-time.Hour)
-	ws.now = func() time.Time { // each signature one minute later
-		mu.Lock()
-		defer mu.Unlock()
-		clock = clock.Add(time.Minute)
-		return clock
-	}
-	if err := ws.Send(t.Context(), testEvent()); err != nil {
-		t.Fatalf("Send: %v", err)
-	}
-	rc.checkSignatures(t)
-	if len(rc.got) != 3 {
-		t.Fatalf("%d requests, want 3", len(rc.got))
-	}
-	seen := map[string]bool{}
-	for _, d := range rc.got {
-		ts := d.Header.Get("webhook-timestamp")
-		if seen[ts] {
-			t.Errorf("timestamp %s reused across attempts", ts)
-		}
-		seen[ts] = true
-	}
-}
-
 func TestWebhookNetworkErrorRedacted(t *testing.T) {
 	srv := httptest.NewServer(http.NotFoundHandler())
 	url := srv.URL + "/hooks?token=s3cret"
@@ -205,7 +169,6 @@ func TestWebhookTimeout(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ws.client.RetryMax = 0
 	start := time.Now()
 	err = ws.Send(t.Context(), testEvent())
 	if err == nil || IsPermanent(err) {

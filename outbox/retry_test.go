@@ -1,0 +1,296 @@
+package outbox
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"testing/synctest"
+	"time"
+)
+
+// Issue 8 item 16: a receiver that keeps failing sees exactly one request per
+// attempt — max_attempts requests in all — spaced by the schedule, whatever
+// the kind of failure.
+func TestOneRequestPerAttempt(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		fail func(w http.ResponseWriter) int
+	}{
+		{"503", func(http.ResponseWriter) int { return http.StatusServiceUnavailable }},
+		{"500", func(http.ResponseWriter) int { return http.StatusInternalServerError }},
+		{"502", func(http.ResponseWriter) int { return http.StatusBadGateway }},
+		{"408", func(http.ResponseWriter) int { return http.StatusRequestTimeout }},
+		{"429", func(http.ResponseWriter) int { return http.StatusTooManyRequests }},
+		{"429 with a short Retry-After", func(w http.ResponseWriter) int {
+			w.Header().Set("Retry-After", "0")
+			return http.StatusTooManyRequests
+		}},
+		{"connection reset", func(w http.ResponseWriter) int {
+			conn, _, err := http.NewResponseController(w).Hijack()
+			if err == nil {
+				if tc, ok := conn.(*net.TCPConn); ok {
+					_ = tc.SetLinger(0)
+				}
+				conn.Close()
+			}
+			return -1
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			secret := mustSecret(t)
+			rc := newReceiver(t, secret, func(w http.ResponseWriter, r *http.Request, dl delivery, attempt int) int {
+				return tc.fail(w)
+			})
+			db := mustOpenDB(t)
+			cfg := testConfig(rc.srv.URL, secret)
+			cfg.MaxAttempts = 5
+			cfg.Backoff = []time.Duration{0, 40 * time.Millisecond}
+			d := newTestDispatcher(t, db, cfg)
+			runDispatcher(t, d)
+			ev := enqueue(t, db, d, userEvent("user.created", "u1"))[0]
+			waitStatus(t, d, 10*time.Second, "a dead letter", func(st TargetStatus) bool { return st.DeadLetters == 1 })
+			dl, err := d.DeadLetter("app", ev.ID)
+			if err != nil || dl.Attempts != 5 {
+				t.Fatalf("DeadLetter = %+v, %v; want 5 attempts", dl, err)
+			}
+			time.Sleep(100 * time.Millisecond) // nothing more may arrive
+			rc.mu.Lock()
+			defer rc.mu.Unlock()
+			if n := rc.attempts[ev.ID]; n != 5 {
+				t.Errorf("receiver saw %d requests for max_attempts 5, want 5", n)
+			}
+			for i := 1; i < len(rc.got); i++ {
+				if gap := rc.got[i].At.Sub(rc.got[i-1].At); gap < 35*time.Millisecond {
+					t.Errorf("request %d came %v after the previous one, want the 40ms backoff", i, gap)
+				}
+			}
+			for _, b := range rc.badSig {
+				t.Errorf("bad signature: %s", b)
+			}
+		})
+	}
+}
+
+// Every attempt is signed with its own webhook-timestamp.
+func TestEachAttemptResigned(t *testing.T) {
+	secret := mustSecret(t)
+	rc := newReceiver(t, secret, func(w http.ResponseWriter, r *http.Request, dl delivery, attempt int) int {
+		if attempt < 3 {
+			return http.StatusServiceUnavailable
+		}
+		return 0
+	})
+	db := mustOpenDB(t)
+	d := newTestDispatcher(t, db, testConfig(rc.srv.URL, secret))
+	var mu sync.Mutex
+	clock := time.Now().Add(-time.Hour)
+	d.targets[0].sender.(*WebhookSender).now = func() time.Time { // each signature one minute later
+		mu.Lock()
+		defer mu.Unlock()
+		clock = clock.Add(time.Minute)
+		return clock
+	}
+	runDispatcher(t, d)
+	ev := enqueue(t, db, d, userEvent("user.created", "u1"))[0]
+	rc.waitAcked(t, 5*time.Second, []Event{ev})
+	rc.checkSignatures(t)
+	rc.mu.Lock()
+	defer rc.mu.Unlock()
+	if len(rc.got) != 3 {
+		t.Fatalf("%d requests, want 3", len(rc.got))
+	}
+	var stamps []int64
+	for _, g := range rc.got {
+		ts, _ := strconv.ParseInt(g.Header.Get(HeaderTimestamp), 10, 64)
+		stamps = append(stamps, ts)
+	}
+	if !slices.IsSorted(stamps) || stamps[0] == stamps[1] || stamps[1] == stamps[2] {
+		t.Errorf("timestamps %v: each attempt must carry its own", stamps)
+	}
+}
+
+// After an outage, events backed off for minutes are delivered at once by
+// RetryNow (synctest: the clock is exact).
+func TestRetryNowAfterOutage(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		db := mustOpenDB(t)
+		cfg := syncConfig()
+		cfg.Backoff = []time.Duration{0, 10 * time.Minute}
+		d := newTestDispatcher(t, db, cfg)
+		log := newAttemptLog()
+		var down atomic.Bool
+		down.Store(true)
+		d.targets[0].sender = SenderFunc(func(ctx context.Context, ev Event) error {
+			log.add(ev.ID)
+			if down.Load() {
+				return errors.New("connection refused")
+			}
+			return nil
+		})
+		runDispatcher(t, d)
+		log.reset()
+		evs := enqueue(t, db, d, userEvent("user.created", "u1"), userEvent("user.created", "u2"), userEvent("user.updated", "u1"))
+		time.Sleep(time.Minute)
+		synctest.Wait()
+		st, ok := pendingState(t, db, evs[0].Seq)
+		if !ok || !st.NextAttemptAt.Equal(log.t0.Add(10*time.Minute)) {
+			t.Fatalf("pending state = %+v, %v; want the next attempt at +10m", st, ok)
+		}
+
+		down.Store(false)
+		if _, err := d.RetryNow("app", []string{evs[0].ID, "evt_nope", "evt_gone"}); !errors.Is(err, ErrNotFound) ||
+			!strings.Contains(err.Error(), "evt_nope") || !strings.Contains(err.Error(), "evt_gone") || strings.Contains(err.Error(), evs[0].ID) {
+			t.Errorf("RetryNow(unknown ids) = %v, want ErrNotFound naming evt_gone and evt_nope only", err)
+		}
+		synctest.Wait()
+		if got := log.get(evs[0].ID); len(got) != 1 {
+			t.Errorf("attempts %v after a refused RetryNow, want it to change nothing", got)
+		}
+		n, err := d.RetryNow("app", nil)
+		if err != nil || n != 3 {
+			t.Fatalf("RetryNow = %d, %v; want 3", n, err)
+		}
+		synctest.Wait()
+		if got := log.get(evs[0].ID); !slices.Equal(got, []time.Duration{0, time.Minute}) {
+			t.Errorf("u1 created attempted at %v, want [0 1m]: at once after RetryNow, not at 10m", got)
+		}
+		if got := log.get(evs[1].ID); !slices.Equal(got, []time.Duration{0, time.Minute}) {
+			t.Errorf("u2 attempted at %v, want [0 1m]", got)
+		}
+		if got := log.get(evs[2].ID); !slices.Equal(got, []time.Duration{time.Minute}) {
+			t.Errorf("u1 updated attempted at %v, want [1m], right after the event before it", got)
+		}
+		for _, ev := range evs {
+			if _, ok := pendingState(t, db, ev.Seq); ok {
+				t.Errorf("event %d still pending", ev.Seq)
+			}
+		}
+	})
+}
+
+// RetryNow lifts a Retry-After hold on the target.
+func TestRetryNowClearsRetryAfter(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		db := mustOpenDB(t)
+		cfg := syncConfig()
+		cfg.RetryAfterMax = time.Hour
+		d := newTestDispatcher(t, db, cfg)
+		log := newAttemptLog()
+		d.targets[0].sender = SenderFunc(func(ctx context.Context, ev Event) error {
+			if log.add(ev.ID) == 1 && ev.Type == "user.created" {
+				return &StatusError{StatusCode: 429, RetryAfter: time.Hour}
+			}
+			return nil
+		})
+		runDispatcher(t, d)
+		log.reset()
+		a := enqueue(t, db, d, userEvent("user.created", "u1"))[0]
+		time.Sleep(time.Second)
+		b := enqueue(t, db, d, userEvent("user.updated", "u2"))[0]
+		time.Sleep(time.Minute)
+		synctest.Wait()
+		if got := log.get(b.ID); len(got) != 0 {
+			t.Fatalf("held target attempted %v", got)
+		}
+		if _, err := d.RetryNow("app", []string{a.ID}); err != nil {
+			t.Fatal(err)
+		}
+		synctest.Wait()
+		at := time.Minute + time.Second
+		if got := log.get(a.ID); !slices.Equal(got, []time.Duration{0, at}) {
+			t.Errorf("rate-limited event attempted at %v, want [0 %v]", got, at)
+		}
+		if got := log.get(b.ID); !slices.Equal(got, []time.Duration{at}) {
+			t.Errorf("other event attempted at %v, want [%v]: the hold is lifted", got, at)
+		}
+	})
+}
+
+// Without Run, RetryNow stores the new attempt times; the next Run attempts
+// at once. Resume does the same and says how many.
+func TestRetryNowWithoutRun(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		db := mustOpenDB(t)
+		cfg := syncConfig()
+		cfg.Backoff = []time.Duration{0, time.Hour}
+		log := newAttemptLog()
+		var down atomic.Bool
+		down.Store(true)
+		send := SenderFunc(func(ctx context.Context, ev Event) error {
+			log.add(ev.ID)
+			if down.Load() {
+				return errors.New("connection refused")
+			}
+			return nil
+		})
+		d := newTestDispatcher(t, db, cfg)
+		d.targets[0].sender = send
+		stop := runDispatcher(t, d)
+		log.reset()
+		evs := enqueue(t, db, d, userEvent("user.created", "u1"), userEvent("user.created", "u2"))
+		time.Sleep(time.Minute)
+		synctest.Wait()
+		stop()
+
+		if n, err := d.RetryNow("app", []string{evs[0].ID}); err != nil || n != 1 {
+			t.Fatalf("RetryNow without Run = %d, %v", n, err)
+		}
+		if st, _ := pendingState(t, db, evs[0].Seq); !st.NextAttemptAt.Equal(log.t0.Add(time.Minute)) {
+			t.Errorf("stored next attempt %v, want now (%v)", st.NextAttemptAt, log.t0.Add(time.Minute))
+		}
+		if st, _ := pendingState(t, db, evs[1].Seq); !st.NextAttemptAt.Equal(log.t0.Add(time.Hour)) {
+			t.Errorf("the other event's next attempt moved to %v", st.NextAttemptAt)
+		}
+		if err := d.Pause("app", "maintenance"); err != nil {
+			t.Fatal(err)
+		}
+		if n, err := d.ResumeRetry("app"); err != nil || n != 2 {
+			t.Fatalf("ResumeRetry without Run = %d, %v; want 2", n, err)
+		}
+		down.Store(false)
+		time.Sleep(time.Minute)
+		d = newTestDispatcher(t, db, cfg)
+		d.targets[0].sender = send
+		runDispatcher(t, d)
+		synctest.Wait()
+		for _, ev := range evs {
+			if got := log.get(ev.ID); !slices.Equal(got, []time.Duration{0, 2 * time.Minute}) {
+				t.Errorf("attempts at %v, want [0 2m]: at once when Run starts", got)
+			}
+		}
+	})
+}
+
+// The same with a real receiver: an outage backs events off for minutes;
+// RetryNow delivers them within moments once the receiver is back.
+func TestRetryNowRealReceiver(t *testing.T) {
+	secret := mustSecret(t)
+	rc, accept := newRejectingReceiver(t, secret, http.StatusServiceUnavailable)
+	db := mustOpenDB(t)
+	cfg := testConfig(rc.srv.URL, secret)
+	cfg.Backoff = []time.Duration{0, 10 * time.Minute}
+	d := newTestDispatcher(t, db, cfg)
+	runDispatcher(t, d)
+	var evs []Event
+	for i := range 10 {
+		evs = append(evs, userEvent("user.created", fmt.Sprint("u", i)))
+	}
+	evs = enqueue(t, db, d, evs...)
+	waitStatus(t, d, 5*time.Second, "10 failed attempts", func(st TargetStatus) bool { return st.LastStatus == 503 })
+	rc.waitFor(t, 5*time.Second, "a first attempt of each", func() bool { return len(rc.got) == 10 })
+	accept()
+	start := time.Now()
+	if n, err := d.RetryNow("app", nil); err != nil || n != 10 {
+		t.Fatalf("RetryNow = %d, %v", n, err)
+	}
+	rc.waitAcked(t, 5*time.Second, evs)
+	t.Logf("10 backed-off events delivered %v after RetryNow", time.Since(start).Round(time.Millisecond))
+}
