@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math"
+	"net/http"
 	"slices"
 	"sync"
 	"time"
@@ -807,10 +808,16 @@ func (s *scheduler) pause(l *lane, it *item, now time.Time) {
 	name := l.t.cfg.Name
 	it.st.NextAttemptAt = now
 	l.endFlight(it)
-	reason := fmt.Sprintf("paused automatically: the webhook answered 410 Gone at %s (event %s); resume the target once the endpoint is fixed",
-		now.UTC().Format(time.RFC3339), it.ev.ID)
+	// What paused it: a webhook's 410 Gone, or a stream's refusal that every
+	// event would meet (credentials, permissions).
+	cause, short := "the webhook answered 410 Gone", "410 Gone"
+	if it.st.LastStatus != http.StatusGone {
+		cause, short = it.st.LastError, "refused by the target"
+	}
+	reason := fmt.Sprintf("paused automatically at %s (event %s): %s; resume the target once that is fixed",
+		now.UTC().Format(time.RFC3339), it.ev.ID, cause)
 	if !l.paused {
-		s.d.logger.Warn("Target paused", logKeyTarget, name, logKeyEventID, it.ev.ID, logKeyStatus, it.st.LastStatus, logKeyReason, "410 Gone")
+		s.d.logger.Warn("Target paused", logKeyTarget, name, logKeyEventID, it.ev.ID, logKeyStatus, it.st.LastStatus, logKeyReason, short)
 	}
 	l.paused, l.reason = true, reason
 	key, st := it.key, it.st

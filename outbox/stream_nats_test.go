@@ -554,6 +554,10 @@ func TestNATSAuthPausesTarget(t *testing.T) {
 	if !strings.Contains(st.LastError, "refused the credentials") || !strings.Contains(strings.ToLower(st.LastError), "authorization violation") {
 		t.Errorf("last_error %q, want the refusal", st.LastError)
 	}
+	// The pause says why (not a webhook's 410), and never the password.
+	if strings.Contains(st.PausedReason, "410") || !strings.Contains(st.PausedReason, "nats:") {
+		t.Errorf("paused_reason = %q, want the stream's refusal", st.PausedReason)
+	}
 	if strings.Contains(st.LastError, "wrong-pass") || strings.Contains(st.PausedReason, "wrong-pass") {
 		t.Error("the password is in the status")
 	}
