@@ -79,6 +79,8 @@ type Admin struct {
 	mux        *http.ServeMux
 	apiTokens  [][sha256.Size]byte
 	apiMaxWait time.Duration
+	feed       *outbox.Feed
+	reloadFn   func() ([]string, error)
 }
 
 // AdminDeps are what the admin API reports on.
@@ -90,13 +92,18 @@ type AdminDeps struct {
 	Gatherer   prometheus.Gatherer
 	Logger     *slog.Logger
 	Version    string
-	// API configures the app's read-only API under /v1/.
-	API APIConfig
+	// API configures the app's read-only API under /v1/; Feed serves its
+	// /v1/events (nil: 503).
+	API  APIConfig
+	Feed *outbox.Feed
+	// Reload applies the configuration again (POST /admin/reload, the same
+	// as SIGHUP); it returns what changed, or why the new one was refused.
+	Reload func() ([]string, error)
 }
 
 // NewAdmin builds the admin handler.
 func NewAdmin(cfg AdminConfig, d AdminDeps) *Admin {
-	a := &Admin{db: d.DB, store: d.Store, scim: d.SCIM, dispatcher: d.Dispatcher, gatherer: d.Gatherer,
+	a := &Admin{db: d.DB, store: d.Store, scim: d.SCIM, dispatcher: d.Dispatcher, gatherer: d.Gatherer, feed: d.Feed, reloadFn: d.Reload,
 		logger: d.Logger.With("component", "admin"), started: time.Now(), version: d.Version, mux: http.NewServeMux()}
 	for _, t := range cfg.Tokens {
 		a.tokens = append(a.tokens, hashSecret(t))
@@ -115,6 +122,10 @@ func NewAdmin(cfg AdminConfig, d AdminDeps) *Admin {
 	a.mux.HandleFunc("POST /admin/targets/{target}/discard", a.auth(a.discard))
 	a.mux.HandleFunc("POST /admin/targets/{target}/pause", a.auth(a.pause))
 	a.mux.HandleFunc("POST /admin/targets/{target}/resume", a.auth(a.resume))
+	a.mux.HandleFunc("POST /admin/targets/{target}/retry", a.auth(a.retry))
+	a.mux.HandleFunc("POST /admin/targets/{target}/backfill", a.auth(a.backfill))
+	a.mux.HandleFunc("POST /admin/targets/{target}/history", a.auth(a.history))
+	a.mux.HandleFunc("POST /admin/reload", a.auth(a.reload))
 	a.mux.HandleFunc("GET /admin/backup", a.auth(a.backup))
 	a.apiRoutes(d.API)
 	return a
@@ -213,6 +224,10 @@ func (a *Admin) outboxErr(w http.ResponseWriter, what string, err error) {
 		writeError(w, http.StatusNotFound, "%v", err)
 	case errors.Is(err, outbox.ErrNotFound):
 		writeError(w, http.StatusNotFound, "%v", err)
+	case errors.Is(err, outbox.ErrConflict):
+		writeError(w, http.StatusConflict, "%v", err)
+	case errors.Is(err, outbox.ErrInvalidArgument):
+		writeError(w, http.StatusBadRequest, "%v", err)
 	default:
 		a.internal(w, what, err)
 	}
@@ -341,12 +356,131 @@ func (a *Admin) pause(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, map[string]any{"target": r.PathValue("target"), "paused": true})
 }
 
+// resume restarts deliveries and makes every pending event due now.
 func (a *Admin) resume(w http.ResponseWriter, r *http.Request) {
-	if err := a.dispatcher.Resume(r.PathValue("target")); err != nil {
+	n, err := a.dispatcher.ResumeRetry(r.PathValue("target"))
+	if err != nil {
 		a.outboxErr(w, "resume", err)
 		return
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"target": r.PathValue("target"), "paused": false})
+	writeJSON(w, http.StatusOK, map[string]any{"target": r.PathValue("target"), "paused": false, "retried": n})
+}
+
+// retry makes pending events due now: {"ids": [...]}, or all of them with
+// an empty body or {}.
+func (a *Admin) retry(w http.ResponseWriter, r *http.Request) {
+	var body struct {
+		IDs []string `json:"ids"`
+	}
+	if err := decodeOptional(r, &body); err != nil {
+		writeError(w, http.StatusBadRequest, `%v: send {"ids": ["evt_…"]} for some pending events, or {} (or nothing) for all`, err)
+		return
+	}
+	n, err := a.dispatcher.RetryNow(r.PathValue("target"), body.IDs)
+	if err != nil {
+		a.outboxErr(w, "retry", err)
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]int{"retried": n})
+}
+
+// backfill sends the target a snapshot of the current state, then the
+// live events after it (202: it runs in the background; status shows it).
+func (a *Admin) backfill(w http.ResponseWriter, r *http.Request) {
+	st, err := a.dispatcher.Backfill(r.PathValue("target"))
+	if err != nil {
+		a.outboxErr(w, "backfill", err)
+		return
+	}
+	writeJSON(w, http.StatusAccepted, map[string]any{"backfill": st})
+}
+
+// history re-delivers retained events: {"after": SEQ} or {"since": RFC3339}.
+func (a *Admin) history(w http.ResponseWriter, r *http.Request) {
+	var body struct {
+		After *uint64 `json:"after"`
+		Since string  `json:"since"`
+	}
+	const usage = `send {"after": <sequence>} or {"since": "<RFC 3339 time>"}`
+	if err := decodeOptional(r, &body); err != nil {
+		writeError(w, http.StatusBadRequest, "%v: %s", err, usage)
+		return
+	}
+	var since time.Time
+	switch {
+	case body.After != nil && body.Since != "":
+		writeError(w, http.StatusBadRequest, "after and since together: %s", usage)
+		return
+	case body.After == nil && body.Since == "":
+		writeError(w, http.StatusBadRequest, "nothing selected: %s", usage)
+		return
+	case body.Since != "":
+		t, err := time.Parse(time.RFC3339Nano, body.Since)
+		if err != nil {
+			writeError(w, http.StatusBadRequest, "since %q is not an RFC 3339 time: %s", body.Since, usage)
+			return
+		}
+		since = t
+	}
+	var after uint64
+	if body.After != nil {
+		after = *body.After
+	}
+	res, err := a.dispatcher.ReplayHistory(r.PathValue("target"), after, since)
+	if err != nil {
+		a.outboxErr(w, "history", err)
+		return
+	}
+	writeJSON(w, http.StatusOK, res)
+}
+
+// reload applies the configuration file and environment again.
+func (a *Admin) reload(w http.ResponseWriter, r *http.Request) {
+	if a.reloadFn == nil {
+		writeError(w, http.StatusNotImplemented, "this gateway was started without a configuration to reload")
+		return
+	}
+	changes, err := a.reloadFn()
+	if err != nil {
+		var problems []string
+		for _, e := range flattenErrors(err) {
+			problems = append(problems, e.Error())
+		}
+		writeJSON(w, http.StatusBadRequest, map[string]any{
+			"error":    "the new configuration was refused and the running one kept: fix the problems and reload again",
+			"problems": problems})
+		return
+	}
+	if changes == nil {
+		changes = []string{}
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"reloaded": true, "changes": changes})
+}
+
+// flattenErrors splits errors.Join trees into their leaves.
+func flattenErrors(err error) []error {
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		var out []error
+		for _, e := range j.Unwrap() {
+			out = append(out, flattenErrors(e)...)
+		}
+		return out
+	}
+	return []error{err}
+}
+
+// decodeOptional decodes a JSON object body with no unknown fields; an
+// empty body leaves v as it is.
+func decodeOptional(r *http.Request, v any) error {
+	dec := json.NewDecoder(http.MaxBytesReader(nil, r.Body, 1<<20))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil && !errors.Is(err, io.EOF) {
+		return err
+	}
+	if dec.More() {
+		return errors.New("data after the JSON object")
+	}
+	return nil
 }
 
 // backup streams a consistent copy of the database from one read

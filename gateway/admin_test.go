@@ -3,12 +3,14 @@ package gateway_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"io"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -29,10 +31,15 @@ const adminToken = "admin-token-0123456789abcdef"
 // adminEnv is a SCIM server, a dispatcher and the admin API over one
 // database, with a webhook receiver whose answer the test controls.
 type adminEnv struct {
-	scim   *testServer
-	admin  string
-	status atomic.Int32 // what the receiver answers
-	got    atomic.Int32 // deliveries answered 2xx
+	scim       *testServer
+	admin      string
+	status     atomic.Int32 // what the receiver answers
+	got        atomic.Int32 // deliveries answered 2xx
+	dispatcher *outbox.Dispatcher
+	db         *bolt.DB
+	reload     func() ([]string, error) // what POST /admin/reload runs
+	mu         sync.Mutex
+	bodies     []string // delivered event bodies, in arrival order
 }
 
 func newAdminEnv(t *testing.T) *adminEnv {
@@ -43,14 +50,17 @@ func newAdminEnv(t *testing.T) *adminEnv {
 // newAdminEnvAPI is newAdminEnv with the app API configured.
 func newAdminEnvAPI(t *testing.T, api gateway.APIConfig) *adminEnv {
 	t.Helper()
-	env := &adminEnv{}
+	env := &adminEnv{reload: func() ([]string, error) { return nil, errors.New("no configuration in this test") }}
 	env.status.Store(204)
 	db := mustOpenDB(t)
 	rcv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		io.Copy(io.Discard, r.Body)
+		body, _ := io.ReadAll(r.Body)
 		s := int(env.status.Load())
 		if s < 300 {
 			env.got.Add(1)
+			env.mu.Lock()
+			env.bodies = append(env.bodies, string(body))
+			env.mu.Unlock()
 		}
 		w.WriteHeader(s)
 		io.WriteString(w, `{"error":"no such department"}`)
@@ -70,8 +80,11 @@ func newAdminEnvAPI(t *testing.T, api gateway.APIConfig) *adminEnv {
 	go func() { defer close(done); d.Run(ctx) }()
 	t.Cleanup(func() { cancel(); <-done })
 	mapper, _ := mapping.Compile(mapping.DefaultRules())
-	st := store.New(db, mapper, store.Options{OnCommit: d.Notify})
+	feed := outbox.NewFeed(db, outbox.FeedConfig{})
+	st := store.New(db, mapper, store.Options{OnCommit: func() { d.Notify(); feed.Notify() }})
 	t.Cleanup(st.Close)
+	d.SetSnapshot(st.Snapshot)
+	env.dispatcher, env.db = d, db
 	gcfg := gateway.DefaultConfig()
 	gcfg.Auth.BearerTokens = gateway.Tokens(gateway.HashToken(testToken))
 	gm := gateway.NewMetrics()
@@ -82,7 +95,8 @@ func newAdminEnvAPI(t *testing.T, api gateway.APIConfig) *adminEnv {
 	reg.MustRegister(gm.Collectors()...)
 	reg.MustRegister(om.Collectors()...)
 	admin := gateway.NewAdmin(gateway.AdminConfig{Listen: "127.0.0.1:0", Tokens: []string{gateway.HashToken(adminToken)}},
-		gateway.AdminDeps{DB: db, Store: st, SCIM: srv, Dispatcher: d, Gatherer: reg, Logger: discardLogger(), Version: "test", API: api})
+		gateway.AdminDeps{DB: db, Store: st, SCIM: srv, Dispatcher: d, Gatherer: reg, Logger: discardLogger(), Version: "test", API: api,
+			Feed: feed, Reload: func() ([]string, error) { return env.reload() }})
 	adminSrv := httptest.NewServer(admin)
 	t.Cleanup(adminSrv.Close)
 	env.scim = &testServer{t: t, url: scimSrv.URL + "/scim/v2", store: st, srv: scimSrv}

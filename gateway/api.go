@@ -13,6 +13,7 @@ import (
 
 	"github.com/scimgate/scimgate/gateway/scim"
 	"github.com/scimgate/scimgate/gateway/store"
+	"github.com/scimgate/scimgate/outbox"
 )
 
 // APIConfig is the `api:` section: the app's read-only API under /v1/ on
@@ -64,6 +65,7 @@ func (a *Admin) apiRoutes(cfg APIConfig) {
 	a.mux.HandleFunc("GET /v1/groups", a.apiAuth(a.listGroups))
 	a.mux.HandleFunc("GET /v1/groups/{id}", a.apiAuth(a.oneGroup))
 	a.mux.HandleFunc("GET /v1/groups/{id}/members", a.apiAuth(a.groupMembers))
+	a.mux.HandleFunc("GET /v1/events", a.apiAuth(a.events))
 	a.mux.HandleFunc("/v1/", a.apiAuth(func(w http.ResponseWriter, r *http.Request) {
 		if r.Method != http.MethodGet {
 			w.Header().Set("Allow", http.MethodGet)
@@ -262,3 +264,84 @@ func (a *Admin) groupMembers(w http.ResponseWriter, r *http.Request) {
 	}
 	writeJSON(w, http.StatusOK, newPage(out, p.NextCursor, p.Sequence))
 }
+
+// events is the feed: the envelopes webhooks receive, in sequence order,
+// after the consumer's cursor; with wait, a long poll woken on commit.
+func (a *Admin) events(w http.ResponseWriter, r *http.Request) {
+	if a.feed == nil {
+		writeError(w, http.StatusServiceUnavailable, "the event feed is not running")
+		return
+	}
+	v := r.URL.Query()
+	var q outbox.FeedQuery
+	if s := v.Get("after"); s != "" {
+		n, err := strconv.ParseUint(s, 10, 64)
+		if err != nil {
+			writeError(w, http.StatusBadRequest, "after %q: use the sequence of the last event you processed (0 for the oldest retained)", s)
+			return
+		}
+		q.After = n
+	}
+	if s := v.Get("limit"); s != "" {
+		n, err := strconv.Atoi(s)
+		if err != nil || n < 1 || n > maxFeedLimit {
+			writeError(w, http.StatusBadRequest, "limit %q: use an integer from 1 to %d", s, maxFeedLimit)
+			return
+		}
+		q.Limit = n
+	}
+	if s := v.Get("wait"); s != "" {
+		d, err := time.ParseDuration(s)
+		if err != nil || d < 0 {
+			writeError(w, http.StatusBadRequest, "wait %q: use a duration such as 30s (at most %s)", s, a.apiMaxWait)
+			return
+		}
+		q.Wait = min(d, a.apiMaxWait)
+	}
+	if s := v.Get("types"); s != "" {
+		for _, t := range strings.Split(s, ",") {
+			if t = strings.TrimSpace(t); t != "" {
+				q.Types = append(q.Types, t)
+			}
+		}
+	}
+	if q.Wait > 0 {
+		// The listener's write_timeout bounds ordinary responses; a long
+		// poll may legitimately take its whole wait.
+		_ = http.NewResponseController(w).SetWriteDeadline(time.Now().Add(q.Wait + 30*time.Second))
+	}
+	p, err := a.feed.Read(r.Context(), q)
+	switch {
+	case errors.Is(err, outbox.ErrCursorGone):
+		writeError(w, http.StatusGone, "%v", err)
+		return
+	case errors.Is(err, outbox.ErrInvalidArgument):
+		writeError(w, http.StatusBadRequest, "%v", err)
+		return
+	case r.Context().Err() != nil:
+		return // the client went away
+	case err != nil:
+		a.internal(w, "events", err)
+		return
+	}
+	// Written by hand: each envelope must be byte for byte what a webhook
+	// receives, which an indenting encoder would reformat.
+	b := make([]byte, 0, 64+len(p.Events)*512)
+	b = append(b, `{"data":[`...)
+	for i, ev := range p.Events {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = append(b, ev...)
+	}
+	b = append(b, `],"next":`...)
+	b = strconv.AppendUint(b, p.Next, 10)
+	b = append(b, "}\n"...)
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(http.StatusOK)
+	_, _ = w.Write(b)
+}
+
+// maxFeedLimit is the most events one /v1/events read returns (the feed's
+// default cap).
+const maxFeedLimit = 1000
