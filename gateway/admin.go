@@ -10,8 +10,10 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -72,12 +74,11 @@ type Admin struct {
 	scim       *Server
 	dispatcher *outbox.Dispatcher
 	gatherer   prometheus.Gatherer
-	tokens     [][sha256.Size]byte
+	creds      atomic.Pointer[adminCreds] // swapped by Reload
 	logger     *slog.Logger
 	started    time.Time
 	version    string
 	mux        *http.ServeMux
-	apiTokens  [][sha256.Size]byte
 	apiMaxWait time.Duration
 	feed       *outbox.Feed
 	reloadFn   func() ([]string, error)
@@ -105,9 +106,7 @@ type AdminDeps struct {
 func NewAdmin(cfg AdminConfig, d AdminDeps) *Admin {
 	a := &Admin{db: d.DB, store: d.Store, scim: d.SCIM, dispatcher: d.Dispatcher, gatherer: d.Gatherer, feed: d.Feed, reloadFn: d.Reload,
 		logger: d.Logger.With("component", "admin"), started: time.Now(), version: d.Version, mux: http.NewServeMux()}
-	for _, t := range cfg.Tokens {
-		a.tokens = append(a.tokens, hashSecret(t))
-	}
+	a.creds.Store(newAdminCreds(cfg, d.API))
 	a.mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 	})
@@ -131,6 +130,49 @@ func NewAdmin(cfg AdminConfig, d AdminDeps) *Admin {
 	return a
 }
 
+// adminCreds are the token hashes the admin listener accepts.
+type adminCreds struct {
+	admin, api [][sha256.Size]byte
+}
+
+func newAdminCreds(cfg AdminConfig, api APIConfig) *adminCreds {
+	c := &adminCreds{}
+	for _, t := range cfg.Tokens {
+		if strings.TrimSpace(t) != "" {
+			c.admin = append(c.admin, hashSecret(t))
+		}
+	}
+	for _, t := range api.Tokens {
+		if strings.TrimSpace(t) != "" {
+			c.api = append(c.api, hashSecret(t))
+		}
+	}
+	return c
+}
+
+// Reload swaps in the admin and app API tokens atomically and returns what
+// changed (counts, never values). The listen address is not reloaded.
+func (a *Admin) Reload(cfg AdminConfig, api APIConfig) ([]string, error) {
+	if err := errors.Join(cfg.Validate(), api.Validate()); err != nil {
+		return nil, err
+	}
+	old, next := a.creds.Load(), newAdminCreds(cfg, api)
+	var changes []string
+	for _, c := range []struct {
+		name string
+		a, b [][sha256.Size]byte
+	}{{"admin.tokens", old.admin, next.admin}, {"api.tokens", old.api, next.api}} {
+		switch {
+		case len(c.a) != len(c.b):
+			changes = append(changes, fmt.Sprintf("%s: %d → %d", c.name, len(c.a), len(c.b)))
+		case !slices.Equal(c.a, c.b):
+			changes = append(changes, fmt.Sprintf("%s: changed (%d)", c.name, len(c.b)))
+		}
+	}
+	a.creds.Store(next)
+	return changes, nil
+}
+
 // ServeHTTP implements http.Handler.
 func (a *Admin) ServeHTTP(w http.ResponseWriter, r *http.Request) { a.mux.ServeHTTP(w, r) }
 
@@ -151,8 +193,9 @@ func (a *Admin) auth(next http.HandlerFunc) http.HandlerFunc {
 		scheme, tok, _ := strings.Cut(r.Header.Get("Authorization"), " ")
 		sum := sha256.Sum256([]byte(strings.TrimSpace(tok)))
 		ok := 0
-		for i := range a.tokens {
-			ok |= subtle.ConstantTimeCompare(sum[:], a.tokens[i][:])
+		tokens := a.creds.Load().admin
+		for i := range tokens {
+			ok |= subtle.ConstantTimeCompare(sum[:], tokens[i][:])
 		}
 		if !strings.EqualFold(scheme, "bearer") || ok != 1 {
 			w.Header().Set("WWW-Authenticate", `Bearer realm="scimgate-admin"`)

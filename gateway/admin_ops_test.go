@@ -13,6 +13,7 @@ import (
 
 	bolt "go.etcd.io/bbolt"
 
+	"github.com/scimgate/scimgate/gateway"
 	"github.com/scimgate/scimgate/outbox"
 )
 
@@ -217,5 +218,38 @@ func TestEventFeed(t *testing.T) {
 		if code, _ := env.call(t, "GET", "/v1/events?"+bad, apiToken, nil); code != 400 {
 			t.Errorf("%s = %d, want 400", bad, code)
 		}
+	}
+}
+
+// Issue 9: admin and app API tokens rotate on reload, atomically.
+func TestAdminTokenReload(t *testing.T) {
+	env := newAPIEnv(t)
+	const newAdmin, newAPI = "admin-token-rotated-0123456789", "api-token-rotated-0123456789"
+	cfg := gateway.AdminConfig{Listen: "127.0.0.1:0", Tokens: []string{gateway.HashToken(adminToken), gateway.HashToken(newAdmin)}}
+	cfg.ReadTimeout, cfg.WriteTimeout, cfg.IdleTimeout, cfg.MaxConnections = time.Second, time.Second, time.Second, 1
+	api := gateway.DefaultAPIConfig()
+	api.Tokens = []string{gateway.HashToken(newAPI)}
+	changes, err := env.adminAPI.Reload(cfg, api)
+	if err != nil || strings.Join(changes, "; ") != "admin.tokens: 1 → 2; api.tokens: changed (1)" {
+		t.Fatalf("Reload = %q, %v", changes, err)
+	}
+	for _, tc := range []struct {
+		path, token string
+		want        int
+	}{
+		{"/admin/status", adminToken, 200}, {"/admin/status", newAdmin, 200},
+		{"/v1/users", apiToken, 401}, {"/v1/users", newAPI, 200},
+	} {
+		if code, _ := env.call(t, "GET", tc.path, tc.token, nil); code != tc.want {
+			t.Errorf("after reload, %s with %q = %d, want %d", tc.path, tc.token, code, tc.want)
+		}
+	}
+	bad := cfg
+	bad.Tokens = []string{"short"}
+	if _, err := env.adminAPI.Reload(bad, api); err == nil {
+		t.Error("Reload accepted an invalid token")
+	}
+	if code, _ := env.call(t, "GET", "/admin/status", newAdmin, nil); code != 200 {
+		t.Error("a refused reload changed the tokens")
 	}
 }

@@ -38,6 +38,7 @@ type adminEnv struct {
 	dispatcher *outbox.Dispatcher
 	db         *bolt.DB
 	reload     func() ([]string, error) // what POST /admin/reload runs
+	adminAPI   *gateway.Admin
 	mu         sync.Mutex
 	bodies     []string // delivered event bodies, in arrival order
 }
@@ -100,6 +101,7 @@ func newAdminEnvAPI(t *testing.T, api gateway.APIConfig) *adminEnv {
 	adminSrv := httptest.NewServer(admin)
 	t.Cleanup(adminSrv.Close)
 	env.scim = &testServer{t: t, url: scimSrv.URL + "/scim/v2", store: st, srv: scimSrv}
+	env.adminAPI = admin
 	env.admin = adminSrv.URL
 	// Wait until the dispatcher runs.
 	deadline := time.Now().Add(5 * time.Second)

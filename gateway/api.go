@@ -50,11 +50,6 @@ func (c *APIConfig) Validate() error {
 
 // apiRoutes adds /v1/ to the admin mux.
 func (a *Admin) apiRoutes(cfg APIConfig) {
-	for _, t := range cfg.Tokens {
-		if strings.TrimSpace(t) != "" {
-			a.apiTokens = append(a.apiTokens, hashSecret(t))
-		}
-	}
 	a.apiMaxWait = cfg.MaxWait
 	if a.apiMaxWait <= 0 {
 		a.apiMaxWait = time.Minute
@@ -82,14 +77,15 @@ func (a *Admin) apiAuth(next http.HandlerFunc) http.HandlerFunc {
 		scheme, tok, _ := strings.Cut(r.Header.Get("Authorization"), " ")
 		sum := sha256.Sum256([]byte(strings.TrimSpace(tok)))
 		ok := 0
-		for i := range a.apiTokens {
-			ok |= subtle.ConstantTimeCompare(sum[:], a.apiTokens[i][:])
+		tokens := a.creds.Load().api
+		for i := range tokens {
+			ok |= subtle.ConstantTimeCompare(sum[:], tokens[i][:])
 		}
 		if !strings.EqualFold(scheme, "bearer") || ok != 1 {
 			w.Header().Set("WWW-Authenticate", `Bearer realm="scimgate-api"`)
 			refuseBody(w)
 			switch {
-			case len(a.apiTokens) == 0:
+			case len(tokens) == 0:
 				writeError(w, http.StatusUnauthorized, "the app API is off: configure api.tokens (SCIMGATE_API_TOKEN or SCIMGATE_API_TOKEN_FILE)")
 			case r.Header.Get("Authorization") == "":
 				writeError(w, http.StatusUnauthorized, "api token required: send \"Authorization: Bearer <api token>\" (SCIMGATE_API_TOKEN); the SCIM and admin tokens are not accepted here")
