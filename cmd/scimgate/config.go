@@ -47,7 +47,8 @@ const (
 
 // DefaultConfig is what `scimgate serve` runs without --config: the same
 // as config.example.yaml under the same environment (a test keeps the two
-// equal).
+// equal). The command passes a fileEnv's Get as getenv, so that the _FILE
+// forms of the variables work here as in a config file.
 func DefaultConfig(getenv func(string) string) Config {
 	env := func(name, def string) string {
 		if v := getenv(name); v != "" {
@@ -113,8 +114,9 @@ var ErrUnknownKey = errors.New("unknown key")
 
 // LoadConfig reads a config file on top of DefaultConfig. ${NAME} and
 // ${NAME:-default} in values are expanded from getenv (and only those: a
-// secret such as "$2a$10$…" is left alone). Unknown keys are errors. The
-// result is not yet validated: generated secrets are filled in first.
+// secret such as "$2a$10$…" is left alone); every variable may instead be
+// given as a file named by NAME_FILE (lookupEnv). Unknown keys are errors.
+// The result is not yet validated: generated secrets are filled in first.
 func LoadConfig(path string, getenv func(string) string) (Config, *yaml.Node, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
@@ -125,7 +127,11 @@ func LoadConfig(path string, getenv func(string) string) (Config, *yaml.Node, er
 
 // ParseConfig is LoadConfig on bytes; name labels errors.
 func ParseConfig(name string, data []byte, getenv func(string) string) (Config, *yaml.Node, error) {
-	cfg := DefaultConfig(getenv)
+	env := newFileEnv(getenv)
+	cfg := DefaultConfig(env.Get)
+	if err := env.Err(); err != nil {
+		return cfg, nil, &ConfigError{File: name, Err: err}
+	}
 	var root yaml.Node
 	if err := yaml.Unmarshal(data, &root); err != nil {
 		return cfg, nil, &ConfigError{File: name, Err: err}
@@ -134,7 +140,7 @@ func ParseConfig(name string, data []byte, getenv func(string) string) (Config, 
 		return cfg, &root, nil
 	}
 	doc := root.Content[0]
-	if err := expandNode(doc, getenv); err != nil {
+	if err := expandNode(doc, env.Lookup); err != nil {
 		return cfg, nil, &ConfigError{File: name, Line: err.line, Err: err}
 	}
 	if err := checkKnown(doc, reflect.TypeOf(cfg), ""); err != nil {
@@ -159,17 +165,24 @@ var envRef = regexp.MustCompile(`\$\{([A-Za-z_][A-Za-z0-9_]*)(:-([^}]*))?\}`)
 type expandError struct {
 	line int
 	name string
+	err  error // from lookupEnv (the _FILE form); nil when simply unset
 }
 
 func (e *expandError) Error() string {
-	return fmt.Sprintf("${%s} is not set in the environment (write ${%s:-default} for a default)", e.name, e.name)
+	if e.err != nil {
+		return fmt.Sprintf("${%s}: %v", e.name, e.err)
+	}
+	return fmt.Sprintf("${%s} is not set in the environment (set %s or %s_FILE, or write ${%s:-default} for a default)", e.name, e.name, e.name, e.name)
 }
+
+func (e *expandError) Unwrap() error { return e.err }
 
 // expandNode expands environment references in every scalar value. A
 // ${NAME} without default that is unset (or empty) is an error, so a
 // missing secret is noticed at start, not at the first request; write
-// ${NAME:-} where empty is fine (a generated secret, for instance).
-func expandNode(n *yaml.Node, getenv func(string) string) *expandError {
+// ${NAME:-} where empty is fine (a generated secret, for instance). A
+// NAME_FILE that cannot be read is an error even with a default.
+func expandNode(n *yaml.Node, lookup func(string) (string, error)) *expandError {
 	switch n.Kind {
 	case yaml.ScalarNode:
 		if !strings.Contains(n.Value, "${") {
@@ -178,7 +191,14 @@ func expandNode(n *yaml.Node, getenv func(string) string) *expandError {
 		var err *expandError
 		n.Value = envRef.ReplaceAllStringFunc(n.Value, func(m string) string {
 			sub := envRef.FindStringSubmatch(m)
-			if v := getenv(sub[1]); v != "" {
+			v, lerr := lookup(sub[1])
+			if lerr != nil {
+				if err == nil {
+					err = &expandError{line: n.Line, name: sub[1], err: lerr}
+				}
+				return ""
+			}
+			if v != "" {
 				return v
 			}
 			if sub[2] != "" {
@@ -197,7 +217,7 @@ func expandNode(n *yaml.Node, getenv func(string) string) *expandError {
 		return err
 	default:
 		for _, c := range n.Content {
-			if err := expandNode(c, getenv); err != nil {
+			if err := expandNode(c, lookup); err != nil {
 				return err
 			}
 		}

@@ -54,7 +54,7 @@ func TestTLSServesAndReloads(t *testing.T) {
 	if err := cfg.Validate("(test)", nil); err != nil {
 		t.Fatal(err)
 	}
-	a, err := newApp(cfg, discard())
+	a, err := newApp(cfg, discard(), appOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,0 +1,278 @@
+package main
+
+import (
+	"fmt"
+	"log/slog"
+	"reflect"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/scimgate/scimgate/gateway"
+	"github.com/scimgate/scimgate/outbox"
+)
+
+// Reload (SIGHUP, `scimgate reload` → POST /admin/reload; issue 9).
+//
+// A reload loads and validates the configuration and the environment
+// exactly as serve does at start (the _FILE secrets are read again, so a
+// rotated Kubernetes secret is picked up); a configuration that fails is
+// refused with its problems and the running one is kept. Then each part is
+// applied by the component that owns it, one call each:
+//
+//	outbox targets and delivery settings   Dispatcher.Reload(outbox.Config)   (outbox)
+//	SCIM credentials and request limits    Server.Reload(gateway.Config)      (gateway)
+//	admin tokens                           Admin.Reload(gateway.AdminConfig)  (gateway)
+//	the TLS certificate                    certReloader.load                  (here)
+//	log.level                              slog.LevelVar                      (here)
+//
+// The dispatcher goes first because it may still refuse (its own
+// validation); the others cannot fail once validated. What is not
+// reloadable, and why: the listeners' addresses, timeouts and connection
+// limits (bound to open sockets and to the http.Server, which reads them
+// unsynchronised), data_dir (the open, locked database), the mapping (the
+// store's compiled rules; changing them under a running store would map
+// some writes one way and some the other), scim.base_path (the routes),
+// turning TLS on or off, and log.format. A change to those is reported as
+// needing a restart.
+
+// The reload methods of the components, asserted at start so that each
+// part is reloaded by one call as soon as its owner provides it.
+type (
+	outboxReloader interface {
+		Reload(outbox.Config) ([]string, error)
+	}
+	scimReloader interface {
+		Reload(gateway.Config) ([]string, error)
+	}
+	adminReloader interface {
+		Reload(gateway.AdminConfig) ([]string, error)
+	}
+)
+
+// reloadError is a refused reload: the new configuration's problems. The
+// admin API answers it with 400 and the list.
+type reloadError struct{ problems []string }
+
+func (e *reloadError) Error() string {
+	return "configuration refused, keeping the running one:\n  " + strings.Join(e.problems, "\n  ")
+}
+
+// Problems lists what to fix, one line each.
+func (e *reloadError) Problems() []string { return e.problems }
+
+// notReloadable are the configuration paths a reload cannot apply.
+var notReloadable = []string{
+	"data_dir", "mapping", "log.format",
+	"scim.listen", "scim.base_path",
+	"scim.limits.read_timeout", "scim.limits.write_timeout", "scim.limits.idle_timeout", "scim.limits.max_connections",
+	"admin.listen", "admin.read_timeout", "admin.write_timeout", "admin.idle_timeout", "admin.max_connections",
+}
+
+func restartNeeded(path string) bool {
+	for _, p := range notReloadable {
+		if path == p || strings.HasPrefix(path, p+".") || strings.HasPrefix(path, p+"[") {
+			return true
+		}
+	}
+	return false
+}
+
+// reload applies a new configuration (see the top of this file) and
+// returns what changed, one line each, without any secret value.
+func (a *app) reload() ([]string, error) {
+	if a.opts.Reload == nil {
+		return nil, fmt.Errorf("reload is not available in this process")
+	}
+	next, err := a.opts.Reload()
+	if err != nil {
+		return nil, &reloadError{problems: strings.Split(strings.TrimPrefix(err.Error(), "invalid configuration:\n"), "\n")}
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	cur := a.cfg
+	var changes, restart []string
+	diff := configChanges(cur, next)
+	for _, d := range diff {
+		if restartNeeded(d.path) {
+			restart = append(restart, d.String()+": needs a restart")
+		}
+	}
+	// TLS: certificates are re-read on every reload (renewals keep their
+	// file names); new file names apply too. Turning TLS on or off needs a
+	// restart, as the listener is plain or TLS.
+	switch {
+	case a.certs != nil && next.SCIM.TLS.CertFile != "":
+		if err := a.certs.load(next.SCIM.TLS.CertFile, next.SCIM.TLS.KeyFile); err != nil {
+			return nil, &reloadError{problems: []string{"scim.tls: " + err.Error()}}
+		}
+		changes = append(changes, "scim.tls: certificate reloaded")
+	case (a.certs != nil) != (next.SCIM.TLS.CertFile != ""):
+		restart = append(restart, "scim.tls: turning TLS on or off needs a restart")
+	}
+	apply := func(section string, reloader any, call func() ([]string, error)) error {
+		if !sectionChanged(diff, section) {
+			return nil
+		}
+		if reloader == nil {
+			for _, d := range diff {
+				if strings.HasPrefix(d.path, section) && !restartNeeded(d.path) {
+					restart = append(restart, d.String()+": needs a restart (this build cannot reload it)")
+				}
+			}
+			return nil
+		}
+		c, err := call()
+		if err != nil {
+			return err
+		}
+		changes = append(changes, c...)
+		return nil
+	}
+	if r, ok := any(a.dispatcher).(outboxReloader); ok {
+		err = apply("outbox", r, func() ([]string, error) { return r.Reload(next.Outbox) })
+	} else {
+		err = apply("outbox", nil, nil)
+	}
+	if err != nil {
+		return nil, &reloadError{problems: []string{"outbox: " + err.Error()}}
+	}
+	if r, ok := any(a.scim).(scimReloader); ok {
+		err = apply("scim", r, func() ([]string, error) { return r.Reload(next.SCIM) })
+	} else {
+		err = apply("scim", nil, nil)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("scim: %w (outbox changes, if any, are applied)", err)
+	}
+	if r, ok := any(a.admin).(adminReloader); ok {
+		err = apply("admin", r, func() ([]string, error) { return r.Reload(next.Admin) })
+	} else {
+		err = apply("admin", nil, nil)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("admin: %w (outbox and scim changes, if any, are applied)", err)
+	}
+	if next.Log.Level != cur.Log.Level && a.opts.LogLevel != nil {
+		var l slog.Level
+		if l.UnmarshalText([]byte(next.Log.Level)) == nil {
+			a.opts.LogLevel.Set(l)
+			changes = append(changes, fmt.Sprintf("log.level: %s → %s", cur.Log.Level, next.Log.Level))
+		}
+	}
+	// What a restart would apply stays as it runs: keep those sections of
+	// the running configuration, take the rest.
+	kept := next
+	kept.DataDir, kept.Mapping, kept.Log.Format = cur.DataDir, cur.Mapping, cur.Log.Format
+	kept.SCIM.Listen, kept.SCIM.BasePath = cur.SCIM.Listen, cur.SCIM.BasePath
+	kept.SCIM.Limits.ReadTimeout, kept.SCIM.Limits.WriteTimeout = cur.SCIM.Limits.ReadTimeout, cur.SCIM.Limits.WriteTimeout
+	kept.SCIM.Limits.IdleTimeout, kept.SCIM.Limits.MaxConnections = cur.SCIM.Limits.IdleTimeout, cur.SCIM.Limits.MaxConnections
+	kept.Admin.Listen, kept.Admin.ReadTimeout, kept.Admin.WriteTimeout = cur.Admin.Listen, cur.Admin.ReadTimeout, cur.Admin.WriteTimeout
+	kept.Admin.IdleTimeout, kept.Admin.MaxConnections = cur.Admin.IdleTimeout, cur.Admin.MaxConnections
+	a.cfg = kept
+	return append(changes, restart...), nil
+}
+
+func sectionChanged(diff []change, section string) bool {
+	for _, d := range diff {
+		if d.path == section || strings.HasPrefix(d.path, section+".") {
+			return true
+		}
+	}
+	return false
+}
+
+// change is one differing configuration value.
+type change struct {
+	path     string
+	note     string // "added", "removed"; "" for a changed value
+	old, new string // shown only for numbers, booleans and durations
+}
+
+func (c change) String() string {
+	if c.note != "" {
+		return c.path + " " + c.note
+	}
+	if c.old == "" && c.new == "" {
+		return c.path + " changed"
+	}
+	return fmt.Sprintf("%s: %s → %s", c.path, c.old, c.new)
+}
+
+// configChanges lists the paths (YAML names) whose values differ. Values
+// are shown only for numbers, booleans and durations: any string may be a
+// secret, a URL with credentials or a header.
+func configChanges(old, new Config) []change {
+	var out []change
+	diffValue(reflect.ValueOf(old), reflect.ValueOf(new), "", &out)
+	sort.Slice(out, func(i, j int) bool { return out[i].path < out[j].path })
+	return out
+}
+
+var durationType = reflect.TypeOf(time.Duration(0))
+
+func diffValue(a, b reflect.Value, path string, out *[]change) {
+	if reflect.DeepEqual(a.Interface(), b.Interface()) {
+		return
+	}
+	switch a.Kind() {
+	case reflect.Struct:
+		t := a.Type()
+		for i := 0; i < t.NumField(); i++ {
+			f := t.Field(i)
+			if !f.IsExported() {
+				continue
+			}
+			name, _, _ := strings.Cut(f.Tag.Get("yaml"), ",")
+			if name == "-" {
+				continue
+			}
+			if name == "" {
+				name = strings.ToLower(f.Name)
+			}
+			diffValue(a.Field(i), b.Field(i), join(path, name), out)
+		}
+		return
+	case reflect.Slice:
+		if a.Type() == reflect.TypeOf([]outbox.Target(nil)) {
+			diffTargets(a.Interface().([]outbox.Target), b.Interface().([]outbox.Target), path, out)
+			return
+		}
+	case reflect.Pointer:
+		if !a.IsNil() && !b.IsNil() {
+			diffValue(a.Elem(), b.Elem(), path, out)
+			return
+		}
+	case reflect.Bool, reflect.Int, reflect.Int64, reflect.Float64:
+		o, n := fmt.Sprint(a.Interface()), fmt.Sprint(b.Interface())
+		if a.Type() == durationType {
+			o, n = a.Interface().(time.Duration).String(), b.Interface().(time.Duration).String()
+		}
+		*out = append(*out, change{path: path, old: o, new: n})
+		return
+	}
+	*out = append(*out, change{path: path})
+}
+
+// diffTargets matches targets by name.
+func diffTargets(old, new []outbox.Target, path string, out *[]change) {
+	byName := map[string]outbox.Target{}
+	for _, t := range old {
+		byName[t.Name] = t
+	}
+	seen := map[string]bool{}
+	for _, t := range new {
+		seen[t.Name] = true
+		p := fmt.Sprintf("%s[%s]", path, t.Name)
+		if o, ok := byName[t.Name]; ok {
+			diffValue(reflect.ValueOf(o), reflect.ValueOf(t), p, out)
+		} else {
+			*out = append(*out, change{path: p, note: "added"})
+		}
+	}
+	for _, t := range old {
+		if !seen[t.Name] {
+			*out = append(*out, change{path: fmt.Sprintf("%s[%s]", path, t.Name), note: "removed"})
+		}
+	}
+}
