@@ -47,9 +47,13 @@ import (
 // the tree well-formed (bbolt keeps no data checksums; a JSON value that no
 // longer parses fails when it is read, as an error, not a crash); and a
 // corrupted key offset inside a branch page, which only bbolt's freelist
-// rebuild reads, in its own goroutine. Measured on a 1.3 GB file (800,000
-// keys, page cache warm): step 1 takes microseconds, step 2 about 0.1 s,
-// and the open itself about 0.35 s, most of it bbolt's rebuild.
+// rebuild reads, in its own goroutine.
+//
+// Cost, measured on a 1.3 GB file (800,000 keys; TestStartupCheckCost): the
+// check and the read-write open together take 1.3–1.4 s with a cold page
+// cache and 0.5–0.75 s with a warm one. Before step 2 the file is read
+// sequentially once (prefetch): bbolt's open alone, which walks the pages
+// in tree order, took 8 s on the cold file without it.
 
 // Meta page layout of bbolt's file format (go.etcd.io/bbolt/internal/common).
 const (
@@ -249,6 +253,27 @@ func walkBucket(b *bolt.Bucket, path string, depth int, res *dbCheck) error {
 	return nil
 }
 
+// prefetch reads the first n bytes of the file sequentially, so that the
+// walk that follows (and bbolt's own at open), which visit pages in tree
+// order, find them in the page cache: on a cold 1.3 GB file the walk took
+// 7.6–8.4 s by itself, and 0.8–1.1 s with this read before it.
+// Errors are ignored: the walk reports what matters.
+func prefetch(path string, n int64) {
+	f, err := os.Open(path)
+	if err != nil {
+		return
+	}
+	defer f.Close()
+	buf := make([]byte, 4<<20)
+	for off := int64(0); off < n; {
+		k, err := f.ReadAt(buf[:min(int64(len(buf)), n-off)], off)
+		off += int64(k)
+		if err != nil {
+			return
+		}
+	}
+}
+
 // boltOptions are the options the gateway opens its database with.
 func boltOptions() *bolt.Options {
 	return &bolt.Options{
@@ -277,6 +302,7 @@ func checkDatabase(path string) (dbCheck, error) {
 	if err != nil {
 		return res, err
 	}
+	prefetch(path, int64(res.Pages)*int64(res.PageSize))
 	err = protect(func() error {
 		db, err := bolt.Open(path, 0o600, &bolt.Options{ReadOnly: true, Timeout: time.Second})
 		if err != nil {
