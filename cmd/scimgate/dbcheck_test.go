@@ -96,7 +96,7 @@ func buildGoodDatabase(t *testing.T) (string, error) {
 // pageLayout is where the pages of a database file are.
 type pageLayout struct {
 	pageSize int
-	hwm      int // pages in use
+	hwm      int   // pages in use
 	leaves   []int // page ids
 	branches []int
 }
