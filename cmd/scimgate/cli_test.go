@@ -187,7 +187,7 @@ func startAdminGateway(t *testing.T) *adminGateway {
 	cfg.Outbox.Targets = append(cfg.Outbox.Targets, outbox.Target{Name: "app", URL: refuse.URL + "/hooks", Events: []string{"*"},
 		Secrets: []string{secret}, Timeout: 5 * time.Second})
 	a := startAppCfg(t, cfg, appOptions{})
-	t.Cleanup(func() { a.Close(context.Background()) })
+	t.Cleanup(func() { closeApp(t, a) })
 	return &adminGateway{app: a, admin: "http://" + a.AdminAddr(), dataDir: dir, received: rcv}
 }
 
