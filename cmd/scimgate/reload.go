@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"log/slog"
 	"reflect"
@@ -78,20 +79,41 @@ func restartNeeded(path string) bool {
 	return false
 }
 
-// reload applies a new configuration (see the top of this file) and
-// returns what changed, one line each, without any secret value.
-func (a *app) reload() ([]string, error) {
+// reload applies a new configuration (see the top of this file), logs the
+// outcome, and returns what changed, one line each, without any secret
+// value. trigger names the caller in the log ("SIGHUP", "admin API"). A
+// refused configuration is a *reloadError.
+func (a *app) reload(trigger string) ([]string, error) {
+	changes, level, err := a.applyReload()
+	var re *reloadError
+	switch {
+	case errors.As(err, &re):
+		a.logger.Error("configuration reload refused; the running configuration is kept", "trigger", trigger, "problems", re.Problems())
+	case err != nil:
+		a.logger.Error("configuration reload failed", "trigger", trigger, "err", err)
+	case len(changes) == 0:
+		a.logger.Info("configuration reloaded: no changes", "trigger", trigger)
+	default:
+		a.logger.Info("configuration reloaded", "trigger", trigger, "changes", changes)
+	}
+	if level != nil && a.opts.LogLevel != nil {
+		a.opts.LogLevel.Set(*level) // after the line above, which a higher level would hide
+	}
+	return changes, err
+}
+
+func (a *app) applyReload() (changes []string, level *slog.Level, err error) {
 	if a.opts.Reload == nil {
-		return nil, fmt.Errorf("reload is not available in this process")
+		return nil, nil, fmt.Errorf("reload is not available in this process")
 	}
 	next, err := a.opts.Reload()
 	if err != nil {
-		return nil, &reloadError{problems: strings.Split(strings.TrimPrefix(err.Error(), "invalid configuration:\n"), "\n")}
+		return nil, nil, &reloadError{problems: strings.Split(strings.TrimPrefix(err.Error(), "invalid configuration:\n"), "\n")}
 	}
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	cur := a.cfg
-	var changes, restart []string
+	var restart []string
 	diff := configChanges(cur, next)
 	for _, d := range diff {
 		if restartNeeded(d.path) {
@@ -104,7 +126,7 @@ func (a *app) reload() ([]string, error) {
 	switch {
 	case a.certs != nil && next.SCIM.TLS.CertFile != "":
 		if err := a.certs.load(next.SCIM.TLS.CertFile, next.SCIM.TLS.KeyFile); err != nil {
-			return nil, &reloadError{problems: []string{"scim.tls: " + err.Error()}}
+			return nil, nil, &reloadError{problems: []string{"scim.tls: " + err.Error()}}
 		}
 		changes = append(changes, "scim.tls: certificate reloaded")
 	case (a.certs != nil) != (next.SCIM.TLS.CertFile != ""):
@@ -135,7 +157,7 @@ func (a *app) reload() ([]string, error) {
 		err = apply("outbox", nil, nil)
 	}
 	if err != nil {
-		return nil, &reloadError{problems: []string{"outbox: " + err.Error()}}
+		return nil, nil, &reloadError{problems: []string{"outbox: " + err.Error()}}
 	}
 	if r, ok := any(a.scim).(scimReloader); ok {
 		err = apply("scim", r, func() ([]string, error) { return r.Reload(next.SCIM) })
@@ -143,7 +165,7 @@ func (a *app) reload() ([]string, error) {
 		err = apply("scim", nil, nil)
 	}
 	if err != nil {
-		return nil, fmt.Errorf("scim: %w (outbox changes, if any, are applied)", err)
+		return nil, nil, fmt.Errorf("scim: %w (outbox changes, if any, are applied)", err)
 	}
 	if r, ok := any(a.admin).(adminReloader); ok {
 		err = apply("admin", r, func() ([]string, error) { return r.Reload(next.Admin) })
@@ -151,12 +173,12 @@ func (a *app) reload() ([]string, error) {
 		err = apply("admin", nil, nil)
 	}
 	if err != nil {
-		return nil, fmt.Errorf("admin: %w (outbox and scim changes, if any, are applied)", err)
+		return nil, nil, fmt.Errorf("admin: %w (outbox and scim changes, if any, are applied)", err)
 	}
 	if next.Log.Level != cur.Log.Level && a.opts.LogLevel != nil {
 		var l slog.Level
 		if l.UnmarshalText([]byte(next.Log.Level)) == nil {
-			a.opts.LogLevel.Set(l)
+			level = &l
 			changes = append(changes, fmt.Sprintf("log.level: %s → %s", cur.Log.Level, next.Log.Level))
 		}
 	}
@@ -170,7 +192,7 @@ func (a *app) reload() ([]string, error) {
 	kept.Admin.Listen, kept.Admin.ReadTimeout, kept.Admin.WriteTimeout = cur.Admin.Listen, cur.Admin.ReadTimeout, cur.Admin.WriteTimeout
 	kept.Admin.IdleTimeout, kept.Admin.MaxConnections = cur.Admin.IdleTimeout, cur.Admin.MaxConnections
 	a.cfg = kept
-	return append(changes, restart...), nil
+	return append(changes, restart...), level, nil
 }
 
 func sectionChanged(diff []change, section string) bool {

@@ -116,28 +116,12 @@ loop:
 			runErr = err
 			break loop
 		case <-hup:
-			a.logReload("SIGHUP")
+			_, _ = a.reload("SIGHUP") // it logs the outcome
 		}
 	}
 	sctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	return errors.Join(runErr, a.Close(sctx))
-}
-
-// logReload reloads and logs the outcome.
-func (a *app) logReload(trigger string) {
-	changes, err := a.reload()
-	var re *reloadError
-	switch {
-	case errors.As(err, &re):
-		a.logger.Error("configuration reload refused; the running configuration is kept", "trigger", trigger, "problems", re.Problems())
-	case err != nil:
-		a.logger.Error("configuration reload failed", "trigger", trigger, "err", err)
-	case len(changes) == 0:
-		a.logger.Info("configuration reloaded: no changes", "trigger", trigger)
-	default:
-		a.logger.Info("configuration reloaded", "trigger", trigger, "changes", changes)
-	}
 }
 
 func (c *cli) validateCommand() *cobra.Command {
