@@ -68,11 +68,14 @@ type adminClient struct {
 func (c *cli) client(cmd *cobra.Command, f *adminFlags, needToken bool) (*adminClient, error) {
 	base := f.admin
 	if base == "" {
-		cfg, _, _, err := loadConfig(f.cf.value(cmd, c.getenv), c.getenv)
+		cfg, err := c.adminConfig(cmd, f)
 		if err != nil {
 			return nil, fmt.Errorf("%w (or pass --admin URL)", err)
 		}
-		host, port, _ := net.SplitHostPort(cfg.Admin.Listen)
+		host, port, err := net.SplitHostPort(cfg.Admin.Listen)
+		if err != nil {
+			return nil, fmt.Errorf("admin.listen %q is not host:port: set SCIMGATE_ADMIN_LISTEN, or pass --admin URL", cfg.Admin.Listen)
+		}
 		if host == "" || host == "0.0.0.0" || host == "::" {
 			host = "127.0.0.1"
 		}
@@ -92,6 +95,21 @@ func (c *cli) client(cmd *cobra.Command, f *adminFlags, needToken bool) (*adminC
 		return nil, errors.New("no admin token: set SCIMGATE_ADMIN_TOKEN (or SCIMGATE_ADMIN_TOKEN_FILE), or pass --token; the gateway printed it on first start")
 	}
 	return &adminClient{base: strings.TrimSuffix(base, "/"), token: token, http: &http.Client{Timeout: 60 * time.Second}}, nil
+}
+
+// adminConfig reads the configuration for admin.listen only: variables
+// the CLI's environment lacks (the gateway's secrets) are not errors here.
+func (c *cli) adminConfig(cmd *cobra.Command, f *adminFlags) (Config, error) {
+	path := f.cf.value(cmd, c.getenv)
+	if path == "" {
+		return DefaultConfig(newFileEnv(c.getenv).Get), nil
+	}
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return Config{}, err
+	}
+	cfg, _, err := parseConfig(path, data, c.getenv, true)
+	return cfg, err
 }
 
 // targetPath is /admin/targets/{t} with the name escaped.
@@ -124,7 +142,11 @@ func (c *adminClient) do(ctx context.Context, method, path string, body, out any
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode/100 != 2 {
-		return c.httpError(resp)
+		err := c.httpError(resp)
+		if ae, ok := err.(*apiError); ok && ae.Code == http.StatusNotFound && ae.Message == "" {
+			ae.Message = fmt.Sprintf("the gateway at %s does not serve %s %s (is it an older version than this scimgate, %s?)", c.base, method, strings.SplitN(path, "?", 2)[0], version)
+		}
+		return err
 	}
 	if out == nil {
 		_, _ = io.Copy(io.Discard, resp.Body)

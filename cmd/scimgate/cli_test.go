@@ -392,3 +392,27 @@ func grepLines(s, sub string) string {
 	}
 	return strings.Join(out, "\n")
 }
+
+// The admin commands read only admin.listen from a config: the gateway's
+// secrets need not be in the operator's environment.
+func TestAdminCommandsNeedOnlyAdminListen(t *testing.T) {
+	g := startAdminGateway(t)
+	cfg := filepath.Join(t.TempDir(), "c.yaml")
+	os.WriteFile(cfg, []byte("admin:\n  listen: ${ADMIN_ADDR}\nscim:\n  auth:\n    basic:\n      - {username: k, password: \"${SECRET_NOT_HERE}\"}\n"), 0o600)
+	env := fixedEnv("ADMIN_ADDR", g.app.AdminAddr(), "SCIMGATE_ADMIN_TOKEN", e2eToken)
+	if code, stdout, stderr := runCLI(t, env, "status", "--config", cfg); code != 0 || !strings.Contains(stdout, "users: 0") {
+		t.Errorf("status --config: %d %s%s", code, stdout, stderr)
+	}
+	// serve, which needs them, refuses the same file by name.
+	if code, _, stderr := runCLI(t, env, "validate", "--config", cfg); code != 1 || !strings.Contains(stderr, "SECRET_NOT_HERE") {
+		t.Errorf("validate: %d %s", code, stderr)
+	}
+	// A route this gateway does not serve says so.
+	code, _, stderr := runCLI(t, env, "backfill", "--target", "default", "--admin", "http://"+g.app.AdminAddr())
+	if code == 0 {
+		t.Skip("the gateway serves backfill now")
+	}
+	if !strings.Contains(stderr, "does not serve POST /admin/targets/default/backfill") {
+		t.Errorf("backfill on a gateway without it: %s", stderr)
+	}
+}

@@ -127,9 +127,25 @@ func LoadConfig(path string, getenv func(string) string) (Config, *yaml.Node, er
 
 // ParseConfig is LoadConfig on bytes; name labels errors.
 func ParseConfig(name string, data []byte, getenv func(string) string) (Config, *yaml.Node, error) {
+	return parseConfig(name, data, getenv, false)
+}
+
+// parseConfig is ParseConfig; lenient expands what it cannot resolve to
+// the reference's default or "" instead of failing (the admin commands read
+// only admin.listen, and need not have the gateway's secrets).
+func parseConfig(name string, data []byte, getenv func(string) string, lenient bool) (Config, *yaml.Node, error) {
 	env := newFileEnv(getenv)
+	lookup := env.Lookup
+	if lenient {
+		lookup = func(name string) (string, error) {
+			if v, err := lookupEnv(getenv, name); err == nil && v != "" {
+				return v, nil
+			}
+			return "", errLenient
+		}
+	}
 	cfg := DefaultConfig(env.Get)
-	if err := env.Err(); err != nil {
+	if err := env.Err(); err != nil && !lenient {
 		return cfg, nil, &ConfigError{File: name, Err: err}
 	}
 	var root yaml.Node
@@ -140,7 +156,7 @@ func ParseConfig(name string, data []byte, getenv func(string) string) (Config, 
 		return cfg, &root, nil
 	}
 	doc := root.Content[0]
-	if err := expandNode(doc, env.Lookup); err != nil {
+	if err := expandNode(doc, lookup); err != nil {
 		return cfg, nil, &ConfigError{File: name, Line: err.line, Err: err}
 	}
 	if err := checkKnown(doc, reflect.TypeOf(cfg), ""); err != nil {
@@ -159,6 +175,9 @@ func ParseConfig(name string, data []byte, getenv func(string) string) (Config, 
 	}
 	return cfg, doc, nil
 }
+
+// errLenient is a lenient lookup that found nothing.
+var errLenient = errors.New("unresolved")
 
 var envRef = regexp.MustCompile(`\$\{([A-Za-z_][A-Za-z0-9_]*)(:-([^}]*))?\}`)
 
@@ -192,6 +211,9 @@ func expandNode(n *yaml.Node, lookup func(string) (string, error)) *expandError 
 		n.Value = envRef.ReplaceAllStringFunc(n.Value, func(m string) string {
 			sub := envRef.FindStringSubmatch(m)
 			v, lerr := lookup(sub[1])
+			if errors.Is(lerr, errLenient) {
+				return sub[3] // the default, or ""
+			}
 			if lerr != nil {
 				if err == nil {
 					err = &expandError{line: n.Line, name: sub[1], err: lerr}
