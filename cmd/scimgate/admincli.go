@@ -444,7 +444,7 @@ whole retry budget: kept, counted in status, listed here. Without a subcommand: 
 		Short: "deliver dead letters again (the given ones, or --all)",
 		Long: `Move dead letters back to pending: each is delivered again with its original id, before the
 later pending events of the same user or group. Give their ids, or --all for every one.`,
-		Args: argsBetween(0, -1, "EVENT-IDs"),
+		Args: idsOrAll("replay", &all),
 		RunE: func(cmd *cobra.Command, args []string) error { return c.takeDeadLetters(cmd, &f, "replay", args, all) },
 	}
 	replay.Flags().BoolVar(&all, "all", false, "every dead letter of the target")
@@ -452,7 +452,7 @@ later pending events of the same user or group. Give their ids, or --all for eve
 	discard := &cobra.Command{
 		Use:   "discard (EVENT-ID… | --all)",
 		Short: "delete dead letters for good (the given ones, or --all)",
-		Args:  argsBetween(0, -1, "EVENT-IDs"),
+		Args:  idsOrAll("discard", &discardAll),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return c.takeDeadLetters(cmd, &f, "discard", args, discardAll)
 		},
@@ -513,16 +513,26 @@ func (c *cli) listDeadLetters(cmd *cobra.Command, f *adminFlags) error {
 	return nil
 }
 
-// takeDeadLetters replays or discards: the given ids in chunks (progress
-// shown), or all of them with an explicit --all. Neither is a usage error:
-// an empty request never means "all".
-func (c *cli) takeDeadLetters(cmd *cobra.Command, f *adminFlags, op string, ids []string, all bool) error {
-	switch {
-	case all && len(ids) > 0:
-		return usagef(cmd, "give EVENT-IDs or --all, not both")
-	case !all && len(ids) == 0:
-		return usagef(cmd, "give the EVENT-IDs of the dead letters to %s, or --all for every one", op)
+// idsOrAll accepts EVENT-IDs or --all, exactly one of the two: an empty
+// request never means "all" (issue 8, item 9).
+func idsOrAll(op string, all *bool) cobra.PositionalArgs {
+	return func(cmd *cobra.Command, ids []string) error {
+		if err := argsBetween(0, -1, "EVENT-IDs")(cmd, ids); err != nil {
+			return err
+		}
+		switch {
+		case *all && len(ids) > 0:
+			return usagef(cmd, "give EVENT-IDs or --all, not both")
+		case !*all && len(ids) == 0:
+			return usagef(cmd, "give the EVENT-IDs of the dead letters to %s, or --all for every one", op)
+		}
+		return nil
 	}
+}
+
+// takeDeadLetters replays or discards: the given ids in chunks (progress
+// shown), or all of them with --all.
+func (c *cli) takeDeadLetters(cmd *cobra.Command, f *adminFlags, op string, ids []string, all bool) error {
 	cl, err := c.client(cmd, f, true)
 	if err != nil {
 		return err
@@ -584,25 +594,24 @@ every event since TIME (RFC 3339). Live delivery order is not disturbed.
 Dead letters are replayed with 'scimgate dead-letters replay'.`,
 		Example: `  scimgate replay --target default --after 1200
   scimgate replay --target default --since 2026-11-23T00:00:00Z`,
+		// The flags are parsed when Args runs: the checks are here so that
+		// they apply before anything else (and to the docs test's parse).
 		Args: func(cmd *cobra.Command, args []string) error {
 			if len(args) > 0 {
 				return usagef(cmd, "unexpected argument %q: this replays history; to replay dead letters: scimgate dead-letters replay EVENT-ID… | --all", args[0])
 			}
+			if cmd.Flags().Changed("after") == cmd.Flags().Changed("since") {
+				return usagef(cmd, "give exactly one of --after SEQ and --since TIME")
+			}
+			if _, err := time.Parse(time.RFC3339, since); cmd.Flags().Changed("since") && err != nil {
+				return usagef(cmd, "--since %q is not an RFC 3339 time such as 2026-11-23T09:00:00Z", since)
+			}
 			return nil
 		},
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			hasAfter, hasSince := cmd.Flags().Changed("after"), cmd.Flags().Changed("since")
-			var body map[string]any
-			switch {
-			case hasAfter == hasSince:
-				return usagef(cmd, "give exactly one of --after SEQ and --since TIME")
-			case hasAfter:
-				body = map[string]any{"after": after}
-			default:
-				t, err := time.Parse(time.RFC3339, since)
-				if err != nil {
-					return usagef(cmd, "--since %q is not an RFC 3339 time such as 2026-11-23T09:00:00Z", since)
-				}
+			body := map[string]any{"after": after}
+			if cmd.Flags().Changed("since") {
+				t, _ := time.Parse(time.RFC3339, since)
 				body = map[string]any{"since": t.UTC().Format(time.RFC3339Nano)}
 			}
 			cl, err := c.client(cmd, &f, true)
