@@ -416,3 +416,29 @@ func TestAdminCommandsNeedOnlyAdminListen(t *testing.T) {
 		t.Errorf("backfill on a gateway without it: %s", stderr)
 	}
 }
+
+// Every example in the help parses as a command line of the tree.
+func TestHelpExamplesParse(t *testing.T) {
+	root := (&cli{getenv: fixedEnv()}).rootCommand()
+	n := 0
+	var walk func(*cobra.Command)
+	walk = func(cmd *cobra.Command) {
+		for _, line := range strings.Split(cmd.Example, "\n") {
+			line = strings.TrimSpace(line)
+			if scimgateArgs(line) == nil {
+				continue
+			}
+			n++
+			if err := checkSpan(line); err != nil {
+				t.Errorf("%s: example %q: %v", cmd.CommandPath(), line, err)
+			}
+		}
+		for _, sub := range cmd.Commands() {
+			walk(sub)
+		}
+	}
+	walk(root)
+	if n < 15 {
+		t.Errorf("only %d examples", n)
+	}
+}

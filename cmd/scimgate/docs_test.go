@@ -286,6 +286,12 @@ func words(s string) []string {
 // …`, `bin/scimgate …` or `go run ./cmd/scimgate …`), or nil.
 func scimgateArgs(cmd string) []string {
 	w := words(cmd)
+	for i, a := range w { // the shell's redirections and pipes are not arguments
+		if a == "|" || a == "&&" || a == ";" || strings.HasPrefix(a, "<") || strings.HasPrefix(a, ">") || strings.HasPrefix(a, "2>") {
+			w = w[:i]
+			break
+		}
+	}
 	for len(w) > 0 && strings.Contains(w[0], "=") && !strings.HasPrefix(w[0], "-") { // VAR=value prefixes
 		w = w[1:]
 	}

@@ -293,3 +293,28 @@ func TestRestoreRefusesBadFiles(t *testing.T) {
 		t.Error("a refused restore changed the database")
 	}
 }
+
+// restore works when the current database is the damaged one (the usual
+// reason to restore): it is kept, not opened.
+func TestRestoreOverDamagedDatabase(t *testing.T) {
+	dataDir := t.TempDir()
+	good, _ := os.ReadFile(goodDatabase(t))
+	if err := os.WriteFile(filepath.Join(dataDir, dbFile), good[:len(good)/50], 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var out strings.Builder
+	if err := restoreDatabase(goodDatabase(t), dataDir, time.Date(2026, 11, 23, 9, 10, 2, 0, time.UTC), &out); err != nil {
+		t.Fatalf("%v\n%s", err, out.String())
+	}
+	kept := filepath.Join(dataDir, dbFile+".pre-restore-20261123T091002Z")
+	if b, err := os.ReadFile(kept); err != nil || len(b) != len(good)/50 {
+		t.Errorf("kept database: %d bytes, %v", len(b), err)
+	}
+	if _, err := checkDatabase(filepath.Join(dataDir, dbFile)); err != nil {
+		t.Errorf("restored database: %v", err)
+	}
+	e, err := readEpochFile(dataDir)
+	if err != nil || !strings.HasPrefix(e.Boot, "restore-") {
+		t.Errorf("epoch file after restore: %+v %v", e, err)
+	}
+}
