@@ -87,6 +87,11 @@ func newLogger(cfg LogConfig, w io.Writer, level *slog.LevelVar) *slog.Logger {
 }
 
 func (c *cli) serve(ctx context.Context, path string, initEmpty bool) error {
+	// From the start: SIGHUP's default action would end the process, and
+	// one sent during start-up is a reload once the gateway runs.
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
 	cfg, err := loadServeConfig(path, c.getenv, c.stdout)
 	if err != nil {
 		return err
@@ -102,9 +107,6 @@ func (c *cli) serve(ctx context.Context, path string, initEmpty bool) error {
 		_ = a.Close(context.Background())
 		return err
 	}
-	hup := make(chan os.Signal, 1)
-	signal.Notify(hup, syscall.SIGHUP)
-	defer signal.Stop(hup)
 	var runErr error
 loop:
 	for {

@@ -292,3 +292,20 @@ func TestWave2TokenRotationWithSIGHUP(t *testing.T) {
 	}
 	t.Logf("%d requests during the rotation, %d failed", calls.Load(), failures.Load())
 }
+
+// The components reload with the signatures reload.go asserts: without
+// them a reload reports those sections as needing a restart.
+func TestWave2ReloadersPresent(t *testing.T) {
+	secret, _ := outbox.NewSecret()
+	a := startAppCfg(t, DefaultConfig(testEnv(t.TempDir(), "http://127.0.0.1:9/hooks", secret)), appOptions{})
+	defer closeApp(t, a)
+	if _, ok := any(a.dispatcher).(outboxReloader); !ok {
+		t.Error("outbox.Dispatcher has no Reload(outbox.Config) ([]string, error)")
+	}
+	if _, ok := any(a.scim).(scimReloader); !ok {
+		t.Error("gateway.Server has no Reload(gateway.Config) ([]string, error)")
+	}
+	if _, ok := any(a.admin).(adminReloader); !ok {
+		t.Error("gateway.Admin has no Reload(gateway.AdminConfig) ([]string, error)")
+	}
+}
