@@ -37,7 +37,10 @@ import (
 //     loaded through bbolt's own page assertions (page id and type), every
 //     key is read and must sort strictly after the previous one, every
 //     value's first and last byte is read, and nested buckets are walked
-//     to a bounded depth.
+//     to a bounded depth. Then every branch page is read again with plain
+//     reads (checkBranches): each key inside its page and in order, each
+//     child a page of the file that names itself — what the cursors do not
+//     read and bbolt's freelist rebuild does.
 //  3. The read-write open runs in such a goroutine too: bbolt's freelist
 //     rebuild then walks pages that step 2 has already read, and the
 //     inconsistencies it reports (a page referenced twice, a reachable
@@ -45,13 +48,15 @@ import (
 //
 // What it does not catch: a flipped bit inside a key or value that leaves
 // the tree well-formed (bbolt keeps no data checksums; a JSON value that no
-// longer parses fails when it is read, as an error, not a crash); and a
-// corrupted key offset inside a branch page, which only bbolt's freelist
-// rebuild reads, in its own goroutine.
+// longer parses fails when it is read, as an error, not a crash), nor a
+// page that is well-formed but reachable from two places (bbolt's rebuild
+// reports that at step 3, as a refused start, not a crash). bbolt's own
+// tx.Check (0.53 s on the file below, warm) adds the freelist accounting,
+// which NoFreelistSync files do not have; `scimgate restore` runs it.
 //
 // Cost, measured on a 1.3 GB file (800,000 keys; TestStartupCheckCost): the
-// check and the read-write open together take 1.3–1.4 s with a cold page
-// cache and 0.5–0.75 s with a warm one. Before step 2 the file is read
+// check and the read-write open together take 1.3–1.5 s with a cold page
+// cache and 0.55–0.7 s with a warm one. Before step 2 the file is read
 // sequentially once (prefetch): bbolt's open alone, which walks the pages
 // in tree order, took 8 s on the cold file without it.
 
@@ -216,20 +221,26 @@ func protect(fn func() error) error {
 	return <-done
 }
 
-// walkDatabase is step 2 on a read-only handle.
-func walkDatabase(db *bolt.DB, res *dbCheck) error {
-	return db.View(func(tx *bolt.Tx) error {
+// walkDatabase is step 2 on a read-only handle. It returns the root page
+// of every bucket that has pages of its own (for checkBranches).
+func walkDatabase(db *bolt.DB, res *dbCheck) ([]uint64, error) {
+	var roots []uint64
+	err := db.View(func(tx *bolt.Tx) error {
 		return tx.ForEach(func(name []byte, b *bolt.Bucket) error {
-			return walkBucket(b, fmt.Sprintf("%q", name), 1, res)
+			return walkBucket(b, fmt.Sprintf("%q", name), 1, res, &roots)
 		})
 	})
+	return roots, err
 }
 
-func walkBucket(b *bolt.Bucket, path string, depth int, res *dbCheck) error {
+func walkBucket(b *bolt.Bucket, path string, depth int, res *dbCheck, roots *[]uint64) error {
 	if depth > maxBucketDepth {
 		return fmt.Errorf("bucket %s: nested deeper than %d levels", path, maxBucketDepth)
 	}
 	res.Buckets++
+	if r := uint64(b.Root()); r != 0 { // 0: an inline bucket, inside its parent's leaf
+		*roots = append(*roots, r)
+	}
 	var prev []byte
 	c := b.Cursor()
 	for k, v := c.First(); k != nil; k, v = c.Next() {
@@ -240,7 +251,7 @@ func walkBucket(b *bolt.Bucket, path string, depth int, res *dbCheck) error {
 		res.Keys++
 		if v == nil {
 			if nb := b.Bucket(k); nb != nil {
-				if err := walkBucket(nb, fmt.Sprintf("%s/%q", path, k), depth+1, res); err != nil {
+				if err := walkBucket(nb, fmt.Sprintf("%s/%q", path, k), depth+1, res, roots); err != nil {
 					return err
 				}
 			}
@@ -272,6 +283,97 @@ func prefetch(path string, n int64) {
 			return
 		}
 	}
+}
+
+// Page types and element sizes of bbolt's format.
+const (
+	boltBranchPage = 0x01
+	boltLeafPage   = 0x02
+	boltElemSize   = 16 // branch: pos u32, ksize u32, pgid u64
+)
+
+// checkBranches reads every branch page under the given bucket roots with
+// plain reads (nothing mapped, so nothing can fault) and checks what the
+// cursor walk does not read: each element's key lies inside its page, the
+// keys are in order, and each child is a page of the file whose header
+// names it. bbolt's freelist rebuild reads those keys at open, in its own
+// goroutine, where a wild offset would crash the process.
+func checkBranches(path string, pageSize uint32, hwm uint64, roots []uint64) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	ps := int64(pageSize)
+	hdr := make([]byte, boltPageHeader)
+	var buf []byte
+	seen := map[uint64]bool{} // a page reached twice is a cycle or a shared page
+	var visit func(pgid uint64, depth int) error
+	visit = func(pgid uint64, depth int) error {
+		if depth > 64 {
+			return fmt.Errorf("page %d: the tree is deeper than 64 levels", pgid)
+		}
+		if pgid < 2 || pgid >= hwm {
+			return fmt.Errorf("page %d is outside the file's %d pages", pgid, hwm)
+		}
+		if seen[pgid] {
+			return fmt.Errorf("page %d is reached twice in the tree", pgid)
+		}
+		seen[pgid] = true
+		if _, err := f.ReadAt(hdr, int64(pgid)*ps); err != nil {
+			return fmt.Errorf("page %d: %v", pgid, err)
+		}
+		le := binary.LittleEndian
+		id, flags, count, overflow := le.Uint64(hdr), le.Uint16(hdr[8:]), int(le.Uint16(hdr[10:])), uint64(le.Uint32(hdr[12:]))
+		switch {
+		case id != pgid:
+			return fmt.Errorf("page %d identifies as page %d", pgid, id)
+		case flags == boltLeafPage:
+			return nil // the cursor walk read it
+		case flags != boltBranchPage:
+			return fmt.Errorf("page %d has type %#x, want a branch or leaf page", pgid, flags)
+		case pgid+overflow >= hwm:
+			return fmt.Errorf("branch page %d overflows past the file's %d pages", pgid, hwm)
+		}
+		span := int64(overflow+1) * ps
+		if int64(cap(buf)) < span {
+			buf = make([]byte, span)
+		}
+		page := buf[:span]
+		if _, err := f.ReadAt(page, int64(pgid)*ps); err != nil {
+			return fmt.Errorf("branch page %d: %v", pgid, err)
+		}
+		var prev []byte
+		children := make([]uint64, 0, count)
+		for i := 0; i < count; i++ {
+			at := int64(boltPageHeader + i*boltElemSize)
+			if at+boltElemSize > span {
+				return fmt.Errorf("branch page %d: %d elements do not fit in the page", pgid, count)
+			}
+			pos, ksize, child := int64(le.Uint32(page[at:])), int64(le.Uint32(page[at+4:])), le.Uint64(page[at+8:])
+			if at+pos+ksize > span {
+				return fmt.Errorf("branch page %d: the key of element %d lies outside the page", pgid, i)
+			}
+			key := page[at+pos : at+pos+ksize]
+			if prev != nil && bytes.Compare(prev, key) >= 0 {
+				return fmt.Errorf("branch page %d: keys out of order at element %d", pgid, i)
+			}
+			prev = append(prev[:0], key...)
+			children = append(children, child)
+		}
+		for _, c := range children {
+			if err := visit(c, depth+1); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	for _, r := range roots {
+		if err := visit(r, 0); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // boltOptions are the options the gateway opens its database with.
@@ -309,7 +411,11 @@ func checkDatabase(path string) (dbCheck, error) {
 			return err
 		}
 		defer db.Close()
-		return walkDatabase(db, &res)
+		roots, err := walkDatabase(db, &res)
+		if err == nil {
+			err = checkBranches(path, res.PageSize, res.Pages, roots)
+		}
+		return err
 	})
 	res.Elapsed = time.Since(start)
 	switch {
