@@ -20,45 +20,46 @@ import (
 // A damaged bbolt file must not crash the process: bbolt maps the file
 // into memory, so reading past the end of a truncated file is a SIGBUS,
 // a wild page number a SIGSEGV, and a page that fails bbolt's assertions
-// a panic — in a goroutine bbolt starts itself when it rebuilds the
-// freelist at open (NoFreelistSync), where nothing can recover it. A
-// container would restart in a loop with a goroutine dump. So before the
-// database is opened for writing, checkDatabase examines it in three
-// steps and turns every problem into one line:
+// a panic — and at open, with NoFreelistSync, bbolt rebuilds the freelist
+// by walking every page in a goroutine of its own, where nothing can
+// recover either. (On the first inconsistency that walk reports, bbolt
+// panics in the opening goroutine and closes its transaction while the
+// walker still uses it: a nil dereference in the walker, even when the
+// panic is recovered.) A container would restart in a loop with a
+// goroutine dump. So before the database is opened for writing,
+// checkDatabase examines it and turns every problem into one line:
 //
-//  1. Without mapping anything (plain reads): the file is not empty, both
-//     meta pages are read and at least one is valid (magic, version,
-//     FNV checksum, as bbolt checks them), and the file is at least as
-//     long as the valid meta's high-water mark says (truncation), with
-//     the root and freelist pages below that mark.
-//  2. Read-only, in a goroutine with debug.SetPanicOnFault so that a
-//     fault on the mapping is a recoverable panic: every bucket is walked
-//     with cursors, so every reachable branch, leaf and overflow page is
-//     loaded through bbolt's own page assertions (page id and type), every
-//     key is read and must sort strictly after the previous one, every
-//     value's first and last byte is read, and nested buckets are walked
-//     to a bounded depth. Then every branch page is read again with plain
-//     reads (checkBranches): each key inside its page and in order, each
-//     child a page of the file that names itself — what the cursors do not
-//     read and bbolt's freelist rebuild does.
-//  3. The read-write open runs in such a goroutine too: bbolt's freelist
-//     rebuild then walks pages that step 2 has already read, and the
-//     inconsistencies it reports (a page referenced twice, a reachable
-//     freed page) surface as a recoverable panic in the opening goroutine.
+//  1. Plain reads, nothing mapped (checkMeta): the file is not empty, both
+//     meta pages are read and at least one is valid (magic, version, FNV
+//     checksum, as bbolt checks them), the file is at least as long as the
+//     valid meta's high-water mark says (truncation), and the root and
+//     freelist pages are below that mark.
+//  2. The whole page tree, from the root bucket through every nested
+//     bucket, over a read-only view with every access bounds-checked, so
+//     that nothing can fault (checkTree): what bbolt's rebuild checks —
+//     every page reached once, below the mark, naming itself, a branch or
+//     a leaf; every key and value inside its page; keys in order within a
+//     page and within the range the parent gives it. The file is read
+//     sequentially first (prefetch), so the walk finds it in the page
+//     cache.
+//  3. Every bucket walked with bbolt's own cursors, read-only, in a
+//     goroutine with debug.SetPanicOnFault, where a fault is a recoverable
+//     panic: every key and both ends of every value through bbolt's own
+//     code and assertions, inline buckets included.
+//  4. The read-write open, in such a goroutine too: bbolt's rebuild then
+//     walks pages steps 2 and 3 have read and found sound.
 //
 // What it does not catch: a flipped bit inside a key or value that leaves
-// the tree well-formed (bbolt keeps no data checksums; a JSON value that no
-// longer parses fails when it is read, as an error, not a crash), nor a
-// page that is well-formed but reachable from two places (bbolt's rebuild
-// reports that at step 3, as a refused start, not a crash). bbolt's own
-// tx.Check (0.53 s on the file below, warm) adds the freelist accounting,
-// which NoFreelistSync files do not have; `scimgate restore` runs it.
+// the tree well-formed — bbolt keeps no data checksums; a value that no
+// longer decodes fails when it is read, as an error (the outbox's loader
+// stops the dispatcher on an undecodable event, see the report of
+// TestRandomBitFlipsNeverCrash). bbolt's own tx.Check (0.53 s on the file
+// below, warm) adds only freelist accounting, which NoFreelistSync files
+// do not keep; `scimgate restore` runs it on a backup.
 //
-// Cost, measured on a 1.3 GB file (800,000 keys; TestStartupCheckCost): the
-// check and the read-write open together take 1.3–1.5 s with a cold page
-// cache and 0.55–0.7 s with a warm one. Before step 2 the file is read
-// sequentially once (prefetch): bbolt's open alone, which walks the pages
-// in tree order, took 8 s on the cold file without it.
+// Cost, measured on a 1.3 GB file (800,000 keys; TestStartupCheckCost): see
+// the figures in the report of that test; bbolt's open alone, which walks
+// the pages in tree order, took 8 s on the cold file without the prefetch.
 
 // Meta page layout of bbolt's file format (go.etcd.io/bbolt/internal/common).
 const (
@@ -141,6 +142,7 @@ type dbCheck struct {
 	Buckets  int
 	Warning  string // e.g. one damaged meta page (bbolt uses the other)
 	Elapsed  time.Duration
+	root     uint64 // the root bucket's page
 }
 
 // checkMeta is step 1: it reports errEmptyDatabase for a zero-length file
@@ -190,7 +192,7 @@ func checkMeta(path string) (dbCheck, error) {
 	default:
 		return res, corrupt(path, "both meta pages are damaged: %s; %s", m0.problem, m1.problem)
 	}
-	res.PageSize, res.Pages, res.TxID = m.pageSize, m.pgid, m.txid
+	res.PageSize, res.Pages, res.TxID, res.root = m.pageSize, m.pgid, m.txid, m.root
 	if need := int64(m.pgid) * int64(m.pageSize); m.pgid > uint64(fi.Size()) || fi.Size() < need {
 		return res, corrupt(path, "the file is truncated: %d bytes, but its last transaction (%d) uses %d pages of %d bytes (%d bytes)",
 			fi.Size(), m.txid, m.pgid, m.pageSize, need)
@@ -221,26 +223,20 @@ func protect(fn func() error) error {
 	return <-done
 }
 
-// walkDatabase is step 2 on a read-only handle. It returns the root page
-// of every bucket that has pages of its own (for checkBranches).
-func walkDatabase(db *bolt.DB, res *dbCheck) ([]uint64, error) {
-	var roots []uint64
-	err := db.View(func(tx *bolt.Tx) error {
+// walkDatabase walks every bucket of a read-only handle with cursors.
+func walkDatabase(db *bolt.DB, res *dbCheck) error {
+	return db.View(func(tx *bolt.Tx) error {
 		return tx.ForEach(func(name []byte, b *bolt.Bucket) error {
-			return walkBucket(b, fmt.Sprintf("%q", name), 1, res, &roots)
+			return walkBucket(b, fmt.Sprintf("%q", name), 1, res)
 		})
 	})
-	return roots, err
 }
 
-func walkBucket(b *bolt.Bucket, path string, depth int, res *dbCheck, roots *[]uint64) error {
+func walkBucket(b *bolt.Bucket, path string, depth int, res *dbCheck) error {
 	if depth > maxBucketDepth {
 		return fmt.Errorf("bucket %s: nested deeper than %d levels", path, maxBucketDepth)
 	}
 	res.Buckets++
-	if r := uint64(b.Root()); r != 0 { // 0: an inline bucket, inside its parent's leaf
-		*roots = append(*roots, r)
-	}
 	var prev []byte
 	c := b.Cursor()
 	for k, v := c.First(); k != nil; k, v = c.Next() {
@@ -251,7 +247,7 @@ func walkBucket(b *bolt.Bucket, path string, depth int, res *dbCheck, roots *[]u
 		res.Keys++
 		if v == nil {
 			if nb := b.Bucket(k); nb != nil {
-				if err := walkBucket(nb, fmt.Sprintf("%s/%q", path, k), depth+1, res, roots); err != nil {
+				if err := walkBucket(nb, fmt.Sprintf("%s/%q", path, k), depth+1, res); err != nil {
 					return err
 				}
 			}
@@ -285,95 +281,146 @@ func prefetch(path string, n int64) {
 	}
 }
 
-// Page types and element sizes of bbolt's format.
+// Page types, flags and element sizes of bbolt's format.
 const (
 	boltBranchPage = 0x01
 	boltLeafPage   = 0x02
-	boltElemSize   = 16 // branch: pos u32, ksize u32, pgid u64
+	boltBucketLeaf = 0x01 // leaf element flag: the value is a bucket
+	boltElemSize   = 16   // branch: pos, ksize u32, pgid u64; leaf: flags, pos, ksize, vsize u32
+	boltBucketHdr  = 16   // a bucket value: root pgid u64, sequence u64 (then the inline page when root is 0)
 )
 
-// checkBranches reads every branch page under the given bucket roots with
-// plain reads (nothing mapped, so nothing can fault) and checks what the
-// cursor walk does not read: each element's key lies inside its page, the
-// keys are in order, and each child is a page of the file whose header
-// names it. bbolt's freelist rebuild reads those keys at open, in its own
-// goroutine, where a wild offset would crash the process.
-func checkBranches(path string, pageSize uint32, hwm uint64, roots []uint64) error {
-	f, err := os.Open(path)
-	if err != nil {
-		return err
+// checkTree walks the whole page tree of the file from the root bucket
+// over a read-only view of it (readPages), with bounds checked on every
+// access, so that nothing can fault. It checks what bbolt's freelist
+// rebuild checks at open — every page reached once, below the high-water
+// mark, naming itself, a branch or a leaf; each key inside its page; keys
+// in order within a page and within the range its parent gives it — and
+// follows nested buckets. It must find everything that rebuild would: the
+// rebuild runs in a goroutine of bbolt's own, and on the first problem it
+// panics in the opening goroutine and rolls its transaction back while its
+// walker still runs, which then dereferences the closed transaction (a
+// crash with a goroutine dump, whatever recovers the panic).
+func checkTree(view []byte, pageSize uint32, hwm, root uint64) (keys int, err error) {
+	ps := uint64(pageSize)
+	le := binary.LittleEndian
+	if uint64(len(view)) < hwm*ps {
+		return 0, fmt.Errorf("the file is shorter than its %d pages", hwm)
 	}
-	defer f.Close()
-	ps := int64(pageSize)
-	hdr := make([]byte, boltPageHeader)
-	var buf []byte
-	seen := map[uint64]bool{} // a page reached twice is a cycle or a shared page
-	var visit func(pgid uint64, depth int) error
-	visit = func(pgid uint64, depth int) error {
+	seen := make([]bool, hwm)
+	var pending []uint64 // roots of nested buckets, checked after the current one
+	var visit func(pgid uint64, min, max []byte, depth int) ([]byte, error)
+	visit = func(pgid uint64, min, max []byte, depth int) ([]byte, error) {
 		if depth > 64 {
-			return fmt.Errorf("page %d: the tree is deeper than 64 levels", pgid)
+			return nil, fmt.Errorf("page %d: the tree is deeper than 64 levels", pgid)
 		}
 		if pgid < 2 || pgid >= hwm {
-			return fmt.Errorf("page %d is outside the file's %d pages", pgid, hwm)
+			return nil, fmt.Errorf("page %d is outside the file's %d pages", pgid, hwm)
 		}
-		if seen[pgid] {
-			return fmt.Errorf("page %d is reached twice in the tree", pgid)
-		}
-		seen[pgid] = true
-		if _, err := f.ReadAt(hdr, int64(pgid)*ps); err != nil {
-			return fmt.Errorf("page %d: %v", pgid, err)
-		}
-		le := binary.LittleEndian
+		hdr := view[pgid*ps:]
 		id, flags, count, overflow := le.Uint64(hdr), le.Uint16(hdr[8:]), int(le.Uint16(hdr[10:])), uint64(le.Uint32(hdr[12:]))
 		switch {
 		case id != pgid:
-			return fmt.Errorf("page %d identifies as page %d", pgid, id)
-		case flags == boltLeafPage:
-			return nil // the cursor walk read it
-		case flags != boltBranchPage:
-			return fmt.Errorf("page %d has type %#x, want a branch or leaf page", pgid, flags)
-		case pgid+overflow >= hwm:
-			return fmt.Errorf("branch page %d overflows past the file's %d pages", pgid, hwm)
+			return nil, fmt.Errorf("page %d identifies as page %d", pgid, id)
+		case flags != boltBranchPage && flags != boltLeafPage:
+			return nil, fmt.Errorf("page %d has type %#x, not a branch or leaf page", pgid, flags)
+		case overflow >= hwm-pgid:
+			return nil, fmt.Errorf("page %d overflows past the file's %d pages", pgid, hwm)
 		}
-		span := int64(overflow+1) * ps
-		if int64(cap(buf)) < span {
-			buf = make([]byte, span)
-		}
-		page := buf[:span]
-		if _, err := f.ReadAt(page, int64(pgid)*ps); err != nil {
-			return fmt.Errorf("branch page %d: %v", pgid, err)
-		}
-		var prev []byte
-		children := make([]uint64, 0, count)
-		for i := 0; i < count; i++ {
-			at := int64(boltPageHeader + i*boltElemSize)
-			if at+boltElemSize > span {
-				return fmt.Errorf("branch page %d: %d elements do not fit in the page", pgid, count)
+		for p := pgid; p <= pgid+overflow; p++ {
+			if seen[p] {
+				return nil, fmt.Errorf("page %d is reached twice in the tree", p)
 			}
-			pos, ksize, child := int64(le.Uint32(page[at:])), int64(le.Uint32(page[at+4:])), le.Uint64(page[at+8:])
-			if at+pos+ksize > span {
-				return fmt.Errorf("branch page %d: the key of element %d lies outside the page", pgid, i)
-			}
-			key := page[at+pos : at+pos+ksize]
-			if prev != nil && bytes.Compare(prev, key) >= 0 {
-				return fmt.Errorf("branch page %d: keys out of order at element %d", pgid, i)
-			}
-			prev = append(prev[:0], key...)
-			children = append(children, child)
+			seen[p] = true
 		}
-		for _, c := range children {
-			if err := visit(c, depth+1); err != nil {
-				return err
+		page := view[pgid*ps : (pgid+overflow+1)*ps]
+		span := uint64(len(page))
+		if uint64(boltPageHeader)+uint64(count)*boltElemSize > span {
+			return nil, fmt.Errorf("page %d: %d elements do not fit in it", pgid, count)
+		}
+		// in returns b[off:off+n] or an error when it leaves the page.
+		in := func(off, n uint64, what string, i int) ([]byte, error) {
+			if off > span || n > span-off {
+				return nil, fmt.Errorf("page %d: the %s of element %d lies outside the page", pgid, what, i)
+			}
+			return page[off : off+n], nil
+		}
+		// Key order as bbolt checks it: after the previous key (or the
+		// parent's lower bound), before the parent's upper bound.
+		order := func(i int, key, prev []byte) error {
+			if prev != nil && bytes.Compare(prev, key) > 0 || i > 0 && bytes.Equal(prev, key) {
+				return fmt.Errorf("page %d: key %d is out of order", pgid, i)
+			}
+			if max != nil && bytes.Compare(key, max) >= 0 {
+				return fmt.Errorf("page %d: key %d is beyond its parent's range", pgid, i)
+			}
+			return nil
+		}
+		running := min
+		if flags == boltBranchPage {
+			var last []byte
+			for i := range count {
+				at := uint64(boltPageHeader) + uint64(i)*boltElemSize
+				pos, ksize, child := uint64(le.Uint32(page[at:])), uint64(le.Uint32(page[at+4:])), le.Uint64(page[at+8:])
+				key, err := in(at+pos, ksize, "key", i)
+				if err != nil {
+					return nil, err
+				}
+				if err := order(i, key, running); err != nil {
+					return nil, err
+				}
+				upper := max
+				if i+1 < count {
+					nat := at + boltElemSize
+					npos, nksize := uint64(le.Uint32(page[nat:])), uint64(le.Uint32(page[nat+4:]))
+					if upper, err = in(nat+npos, nksize, "key", i+1); err != nil {
+						return nil, err
+					}
+				}
+				if last, err = visit(child, key, upper, depth+1); err != nil {
+					return nil, err
+				}
+				running = last
+			}
+			return last, nil
+		}
+		var key []byte
+		for i := range count {
+			at := uint64(boltPageHeader) + uint64(i)*boltElemSize
+			eflags, pos, ksize, vsize := le.Uint32(page[at:]), uint64(le.Uint32(page[at+4:])), uint64(le.Uint32(page[at+8:])), uint64(le.Uint32(page[at+12:]))
+			var err error
+			if key, err = in(at+pos, ksize, "key", i); err != nil {
+				return nil, err
+			}
+			value, err := in(at+pos+ksize, vsize, "value", i)
+			if err != nil {
+				return nil, err
+			}
+			if err := order(i, key, running); err != nil {
+				return nil, err
+			}
+			running = key
+			keys++
+			if eflags&boltBucketLeaf != 0 {
+				if len(value) < boltBucketHdr {
+					return nil, fmt.Errorf("page %d: bucket %d has a value of %d bytes", pgid, i, len(value))
+				}
+				if r := le.Uint64(value); r != 0 { // 0: inline, inside this value
+					pending = append(pending, r)
+				}
 			}
 		}
-		return nil
+		return key, nil
 	}
-	for _, r := range roots {
-		if err := visit(r, 0); err != nil {
-			return err
+	pending = append(pending, root)
+	for len(pending) > 0 {
+		r := pending[len(pending)-1]
+		pending = pending[:len(pending)-1]
+		if _, err := visit(r, nil, nil, 0); err != nil {
+			return keys, err
 		}
 	}
-	return nil
+	return keys, nil
 }
 
 // boltOptions are the options the gateway opens its database with.
@@ -404,18 +451,23 @@ func checkDatabase(path string) (dbCheck, error) {
 	if err != nil {
 		return res, err
 	}
-	prefetch(path, int64(res.Pages)*int64(res.PageSize))
+	if err := withView(path, int64(res.Pages)*int64(res.PageSize), func(view []byte) error {
+		_, err := checkTree(view, res.PageSize, res.Pages, res.root)
+		return err
+	}); err != nil {
+		var ce *corruptError
+		if errors.As(err, &ce) {
+			return res, err
+		}
+		return res, corrupt(path, "%v", err)
+	}
 	err = protect(func() error {
 		db, err := bolt.Open(path, 0o600, &bolt.Options{ReadOnly: true, Timeout: time.Second})
 		if err != nil {
 			return err
 		}
 		defer db.Close()
-		roots, err := walkDatabase(db, &res)
-		if err == nil {
-			err = checkBranches(path, res.PageSize, res.Pages, roots)
-		}
-		return err
+		return walkDatabase(db, &res)
 	})
 	res.Elapsed = time.Since(start)
 	switch {

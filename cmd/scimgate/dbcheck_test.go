@@ -267,7 +267,7 @@ func TestDamagedDatabaseRefusedWithOneLine(t *testing.T) {
 		{"leaf page id bit-flipped", func(b []byte, l pageLayout) []byte {
 			b[l.leaves[len(l.leaves)/2]*l.pageSize] ^= 0x04
 			return b
-		}, "Page expected to be"},
+		}, "identifies as page"},
 		{"leaf page zeroed", func(b []byte, l pageLayout) []byte {
 			clear(b[l.leaves[len(l.leaves)/3]*l.pageSize:][:l.pageSize])
 			return b
@@ -282,7 +282,7 @@ func TestDamagedDatabaseRefusedWithOneLine(t *testing.T) {
 		{"branch key offset bit-flipped", func(b []byte, l pageLayout) []byte {
 			b[l.branches[0]*l.pageSize+16+3] ^= 0x40 // first element: pos u32, high byte
 			return b
-		}, "branch page"},
+		}, "lies outside the page"},
 		{"branch key size bit-flipped", func(b []byte, l pageLayout) []byte {
 			b[l.branches[0]*l.pageSize+16+7] ^= 0x40 // first element: ksize u32, high byte
 			return b
@@ -476,4 +476,51 @@ func TestStartupCheckCost(t *testing.T) {
 func lastLine(s string) string {
 	lines := strings.Split(strings.TrimSpace(s), "\n")
 	return lines[len(lines)-1]
+}
+
+// Flips where the structure is: the page header (id, type, count,
+// overflow) and the first elements' offsets, sizes and child page numbers
+// of branch pages and leaves (six branch pages and every tenth leaf; all
+// of them, every fifth leaf, with SCIMGATE_CORRUPT_FLIPS set). None may
+// crash the binary: these are what bbolt's own page walk at open reads in
+// its goroutine.
+func TestStructureFlipsNeverCrash(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs the binary")
+	}
+	l := layoutOf(t, goodDatabase(t))
+	type flip struct {
+		page, off int
+		bit       byte
+	}
+	var flips []flip
+	branches, every := l.branches[:min(6, len(l.branches))], 10
+	if os.Getenv("SCIMGATE_CORRUPT_FLIPS") != "" {
+		branches, every = l.branches, 5
+	}
+	for _, p := range branches {
+		for _, off := range []int{0, 8, 10, 13, 19, 23, 27, 31, 35, 43} { // header; element 0 and 1: pos, ksize, pgid high bytes
+			flips = append(flips, flip{p, off, 0x20})
+		}
+	}
+	for i, p := range l.leaves {
+		if i%every == 0 {
+			for _, off := range []int{0, 10, 13, 23, 27, 31, 43} { // header; element 0 and 1: pos, ksize, vsize
+				flips = append(flips, flip{p, off, 0x10})
+			}
+		}
+	}
+	crashes := 0
+	for _, f := range flips {
+		r := serveOn(t, damaged(t, func(b []byte, l pageLayout) []byte {
+			b[f.page*l.pageSize+f.off] ^= f.bit
+			return b
+		}))
+		if r.hung || r.signal != "" || r.exit > 1 || strings.Contains(r.stderr, "goroutine ") {
+			crashes++
+			i := strings.Index(r.stderr, "goroutine ")
+			t.Errorf("page %d byte %d bit %#x: hung %v exit %d signal %q\n%s", f.page, f.off, f.bit, r.hung, r.exit, r.signal, truncate(r.stderr[max(0, i-300):], 1500))
+		}
+	}
+	t.Logf("%d flips in page structure: %d crashes", len(flips), crashes)
 }
