@@ -480,7 +480,7 @@ func lastLine(s string) string {
 
 // Flips where the structure is: the page header (id, type, count,
 // overflow) and the first elements' offsets, sizes and child page numbers
-// of branch pages and leaves (six branch pages and every tenth leaf; all
+// of branch pages and leaves (four branch pages and every twentieth leaf; all
 // of them, every fifth leaf, with SCIMGATE_CORRUPT_FLIPS set). None may
 // crash the binary: these are what bbolt's own page walk at open reads in
 // its goroutine.
@@ -494,7 +494,7 @@ func TestStructureFlipsNeverCrash(t *testing.T) {
 		bit       byte
 	}
 	var flips []flip
-	branches, every := l.branches[:min(6, len(l.branches))], 10
+	branches, every := l.branches[:min(4, len(l.branches))], 20
 	if os.Getenv("SCIMGATE_CORRUPT_FLIPS") != "" {
 		branches, every = l.branches, 5
 	}
