@@ -486,8 +486,13 @@ func (a *Admin) reload(w http.ResponseWriter, r *http.Request) {
 	changes, err := a.reloadFn()
 	if err != nil {
 		var problems []string
-		for _, e := range flattenErrors(err) {
-			problems = append(problems, e.Error())
+		var listed interface{ Problems() []string }
+		if errors.As(err, &listed) {
+			problems = listed.Problems()
+		} else {
+			for _, e := range flattenErrors(err) {
+				problems = append(problems, e.Error())
+			}
 		}
 		writeJSON(w, http.StatusBadRequest, map[string]any{
 			"error":    "the new configuration was refused and the running one kept: fix the problems and reload again",

@@ -379,3 +379,10 @@ func NonEmptyTokens(ts []BearerToken) []BearerToken {
 	}
 	return out
 }
+
+// SecretHash returns the "sha256:<hex>" form of a configured secret, written
+// either as the secret itself or in that form, so two can be compared.
+func SecretHash(s string) string {
+	sum := hashSecret(s)
+	return "sha256:" + hex.EncodeToString(sum[:])
+}

@@ -33,8 +33,11 @@ func diffConfig(old, next *Config) []string {
 	}
 	ov, nv := reflect.ValueOf(old.Limits), reflect.ValueOf(next.Limits)
 	for i := range ov.NumField() {
+		name, _, _ := strings.Cut(ov.Type().Field(i).Tag.Get("yaml"), ",")
+		if listenerLimits[name] {
+			continue // bound to the listener: the application reports them as needing a restart
+		}
 		if a, b := ov.Field(i).Interface(), nv.Field(i).Interface(); a != b {
-			name, _, _ := strings.Cut(ov.Type().Field(i).Tag.Get("yaml"), ",")
 			out = append(out, fmt.Sprintf("scim.limits.%s: %v → %v", name, a, b))
 		}
 	}
@@ -57,5 +60,9 @@ func diffConfig(old, next *Config) []string {
 	}
 	return out
 }
+
+// listenerLimits are the limits the http.Server and the listener hold;
+// Reload does not apply them.
+var listenerLimits = map[string]bool{"read_timeout": true, "write_timeout": true, "idle_timeout": true, "max_connections": true}
 
 func list(l []string) string { return "[" + strings.Join(l, ", ") + "]" }

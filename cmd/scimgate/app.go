@@ -13,6 +13,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync"
 	"time"
@@ -20,6 +21,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	bolt "go.etcd.io/bbolt"
+	"golang.org/x/net/netutil"
 
 	"github.com/scimgate/scimgate/gateway"
 	"github.com/scimgate/scimgate/gateway/store"
@@ -33,20 +35,39 @@ const (
 	scimTokenFile     = "scim-token.sha256"
 	adminTokenFile    = "admin-token.sha256"
 	webhookSecretFile = "webhook-secret"
+	tokenKeyFile      = "oauth-token-key" // signs OAuth access tokens, so they survive a restart
 )
+
+// appOptions are what newApp needs beyond the validated configuration.
+type appOptions struct {
+	// InitEmpty lets an existing zero-length database file be initialised
+	// (serve --init); otherwise it is refused.
+	InitEmpty bool
+	// Reload loads and validates the configuration exactly as serve did at
+	// start (SIGHUP, POST /admin/reload). Nil: reload is not available.
+	Reload func() (Config, error)
+	// LogLevel, when set, is the logger's level; reload changes it.
+	LogLevel *slog.LevelVar
+}
 
 // app is one running gateway: the database, the SCIM and admin listeners
 // and the dispatcher. newApp wires, Start starts, Close stops (H3).
 type app struct {
-	cfg        Config
+	opts       appOptions
 	logger     *slog.Logger
 	db         *bolt.DB
 	store      *store.Store
+	mapper     *mapping.Mapper
+	feed       *outbox.Feed
 	dispatcher *outbox.Dispatcher
 	scim       *gateway.Server
 	admin      *gateway.Admin
 	registry   *prometheus.Registry
 	certs      *certReloader
+
+	mu    sync.Mutex // cfg and epoch, for reload and boot rotation
+	cfg   Config
+	epoch epochState
 
 	scimLn, adminLn net.Listener
 	scimSrv         *http.Server
@@ -56,9 +77,9 @@ type app struct {
 	runErr          chan error
 }
 
-// newApp opens the database and builds every component. cfg must be
-// validated, with its secrets prepared.
-func newApp(cfg Config, logger *slog.Logger) (*app, error) {
+// newApp checks and opens the database, applies the restore epoch, and
+// builds every component. cfg must be validated, with its secrets prepared.
+func newApp(cfg Config, logger *slog.Logger, opts appOptions) (*app, error) {
 	mapper, err := mapping.Compile(cfg.Mapping)
 	if err != nil {
 		return nil, fmt.Errorf("mapping: %w", err)
@@ -67,44 +88,81 @@ func newApp(cfg Config, logger *slog.Logger) (*app, error) {
 		return nil, fmt.Errorf("data dir: %w", err)
 	}
 	path := filepath.Join(cfg.DataDir, dbFile)
-	db, err := bolt.Open(path, 0o600, &bolt.Options{
-		Timeout: time.Second, // a second process on the same file fails fast
-		// Measured (DESIGN.md): no freelist sync + hashmap freelist keeps
-		// commits fast on a large file that has been emptied.
-		NoFreelistSync: true,
-		FreelistType:   bolt.FreelistMapType,
-		// Reads do not block the writer on remapping until the file passes this.
-		InitialMmapSize: 256 << 20,
-	})
+	fileEpoch, err := readEpochFile(cfg.DataDir)
 	if err != nil {
-		return nil, fmt.Errorf("open %s: %w (is another scimgate using this data dir?)", path, err)
+		return nil, err
 	}
+	db, check, err := openDatabase(path, opts.InitEmpty)
+	if err != nil {
+		return nil, err
+	}
+	if check.Warning != "" {
+		logger.Warn("database file damaged but readable: "+check.Warning, "path", path)
+	}
+	logger.Debug("database checked", "path", path, "bytes", check.Size, "pages", check.Pages, "keys", check.Keys, "elapsed", check.Elapsed)
+	var ep epochDecision
+	var mig store.Migration
 	err = db.Update(func(tx *bolt.Tx) error {
-		if err := store.InitBuckets(tx); err != nil {
+		var err error
+		if mig, err = store.Init(tx, logger); err != nil {
 			return err
 		}
-		return outbox.InitBuckets(tx)
+		if err := outbox.InitBuckets(tx); err != nil {
+			return err
+		}
+		ep, err = startEpoch(tx, fileEpoch)
+		return err
 	})
+	if err == nil {
+		err = writeEpochFile(cfg.DataDir, ep.epochState)
+	}
 	if err != nil {
 		db.Close()
 		return nil, fmt.Errorf("init %s: %w", path, err)
 	}
-	a := &app{cfg: cfg, logger: logger, db: db, registry: prometheus.NewRegistry(), runErr: make(chan error, 1)}
+	if ep.Restored {
+		logger.Warn("the database was restored or replaced since the last start: raised the restore epoch so that sequences and versions keep growing",
+			"epoch", ep.Epoch, "file_epoch", ep.FileEpoch, "database_epoch", ep.DBEpoch, "floor", ep.floor(),
+			"previous_last_sequence", ep.PreviousTailSeq, "sequence_raised", ep.Raised)
+	}
+	a := &app{opts: opts, cfg: cfg, epoch: ep.epochState, logger: logger, db: db, registry: prometheus.NewRegistry(), runErr: make(chan error, 3)}
 	om := outbox.NewMetrics()
 	a.dispatcher, err = outbox.NewDispatcher(db, cfg.Outbox, logger, om)
 	if err != nil {
 		db.Close()
 		return nil, err
 	}
-	a.store = store.New(db, mapper, store.Options{UserExtensions: mapper.UserExtensions(), OnCommit: a.dispatcher.Notify})
+	_ = mig // Init logged any migration and its collisions
+	a.feed = outbox.NewFeed(db, outbox.FeedConfig{MaxWait: cfg.API.MaxWait})
+	obs := newObserver(logger)
+	obs.init()
+	a.store = store.New(db, mapper, store.Options{UserExtensions: mapper.UserExtensions(),
+		OnCommit:     func() { a.dispatcher.Notify(); a.feed.Notify() },
+		VersionFloor: ep.floor(), Logger: logger, Observer: obs,
+		UnknownMembers: cfg.SCIM.UnknownMembers, MaxDepth: cfg.SCIM.Limits.MaxDepth})
+	a.dispatcher.SetSnapshot(a.store.Snapshot)
+	a.mapper = mapper
 	gm := gateway.NewMetrics()
 	a.scim = gateway.NewServer(cfg.SCIM, a.store, logger, gm)
-	a.registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	a.scim.SetMapper(mapper)
+	key, err := loadOrCreateTokenKey(cfg.DataDir)
+	if err != nil {
+		a.store.Close()
+		db.Close()
+		return nil, err
+	}
+	a.scim.SetTokenKey(key)
+	a.registry.MustRegister(obs.collectors()...)
+	buildInfo := prometheus.NewGauge(prometheus.GaugeOpts{Name: "scimgate_build_info", Help: "Always 1; the labels name the running build.",
+		ConstLabels: prometheus.Labels{"version": version, "goversion": runtime.Version()}})
+	buildInfo.Set(1)
+	a.registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), buildInfo)
 	a.registry.MustRegister(gm.Collectors()...)
 	a.registry.MustRegister(om.Collectors()...)
 	a.registry.MustRegister(newStoreCollector(a.store))
 	a.admin = gateway.NewAdmin(cfg.Admin, gateway.AdminDeps{DB: db, Store: a.store, SCIM: a.scim, Dispatcher: a.dispatcher,
-		Gatherer: a.registry, Logger: logger, Version: version})
+		Gatherer: a.registry, Logger: logger, Version: version, API: cfg.API, Feed: a.feed,
+		Reload: func() ([]string, error) { return a.reload("admin API") }})
 	if cfg.SCIM.TLS.CertFile != "" {
 		if a.certs, err = newCertReloader(cfg.SCIM.TLS.CertFile, cfg.SCIM.TLS.KeyFile); err != nil {
 			a.store.Close()
@@ -116,19 +174,29 @@ func newApp(cfg Config, logger *slog.Logger) (*app, error) {
 }
 
 // Start opens both listeners (errors come back here, synchronously) and
-// serves them, and runs the dispatcher.
+// serves them, and runs the dispatcher. Each listener bounds its open
+// connections (further clients wait in the kernel's accept queue) and its
+// servers time out slow reads, slow writes and idle keep-alives: a client
+// that trickles a body cannot hold a goroutine and a descriptor forever.
 func (a *app) Start() error {
-	var err error
-	if a.scimLn, err = net.Listen("tcp", a.cfg.SCIM.Listen); err != nil {
+	lim, alim := a.cfg.SCIM.Limits, a.cfg.Admin
+	ln, err := net.Listen("tcp", a.cfg.SCIM.Listen)
+	if err != nil {
 		return fmt.Errorf("scim listener: %w", err)
 	}
-	if a.adminLn, err = net.Listen("tcp", a.cfg.Admin.Listen); err != nil {
+	a.scimLn = netutil.LimitListener(ln, lim.MaxConnections)
+	if ln, err = net.Listen("tcp", a.cfg.Admin.Listen); err != nil {
 		a.scimLn.Close()
 		return fmt.Errorf("admin listener: %w", err)
 	}
-	a.scimSrv = &http.Server{Handler: a.scim, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute,
-		ErrorLog: slog.NewLogLogger(a.logger.Handler(), slog.LevelWarn)}
-	a.adminSrv = &http.Server{Handler: a.admin, ReadHeaderTimeout: 10 * time.Second}
+	a.adminLn = netutil.LimitListener(ln, alim.MaxConnections)
+	errLog := slog.NewLogLogger(a.logger.Handler(), slog.LevelWarn)
+	a.scimSrv = &http.Server{Handler: a.scim, ErrorLog: errLog,
+		ReadHeaderTimeout: min(10*time.Second, lim.ReadTimeout), ReadTimeout: lim.ReadTimeout,
+		WriteTimeout: lim.WriteTimeout, IdleTimeout: lim.IdleTimeout}
+	a.adminSrv = &http.Server{Handler: a.adminHandler(), ErrorLog: errLog,
+		ReadHeaderTimeout: min(10*time.Second, alim.ReadTimeout), ReadTimeout: alim.ReadTimeout,
+		WriteTimeout: alim.WriteTimeout, IdleTimeout: alim.IdleTimeout}
 	ctx, cancel := context.WithCancel(context.Background())
 	a.cancel = cancel
 	a.wg.Add(3)
@@ -166,7 +234,65 @@ func (a *app) Start() error {
 			"addr", a.scimLn.Addr().String())
 	}
 	a.logger.Info("scimgate started", "version", version, "scim", scheme+"://"+a.scimLn.Addr().String()+a.cfg.SCIM.BasePath,
-		"admin", a.adminLn.Addr().String(), "data_dir", a.cfg.DataDir, "targets", len(a.cfg.Outbox.Targets))
+		"admin", a.adminLn.Addr().String(), "data_dir", a.cfg.DataDir, "targets", len(a.cfg.Outbox.Targets), "epoch", a.epoch.Epoch)
+	return nil
+}
+
+// adminHandler is the admin API, plus one duty of this package: after a
+// successful online backup it rotates the boot id, so that the backup, if
+// it is later copied back by hand, carries a pair the epoch file no longer
+// holds and the next start raises the epoch (epoch.go).
+func (a *app) adminHandler() http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method != http.MethodGet || r.URL.Path != "/admin/backup" {
+			a.admin.ServeHTTP(w, r)
+			return
+		}
+		sw := &statusWriter{ResponseWriter: w}
+		a.admin.ServeHTTP(sw, r)
+		if sw.status == http.StatusOK || (sw.status == 0 && sw.wrote) {
+			if err := a.rotateBoot(); err != nil {
+				a.logger.Error("rotate the boot id after a backup", "err", err)
+			}
+		}
+	})
+}
+
+// statusWriter records the status of a response it passes through.
+type statusWriter struct {
+	http.ResponseWriter
+	status int
+	wrote  bool
+}
+
+func (w *statusWriter) WriteHeader(code int) {
+	if w.status == 0 {
+		w.status = code
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *statusWriter) Write(b []byte) (int, error) {
+	w.wrote = true
+	return w.ResponseWriter.Write(b)
+}
+
+// Unwrap lets http.ResponseController reach the connection (the backup
+// stream extends its own write deadline).
+func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+// rotateBoot writes a fresh boot id, database first, then the file.
+func (a *app) rotateBoot() error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	next := epochState{Epoch: a.epoch.Epoch, Boot: newBootID()}
+	if err := a.db.Update(func(tx *bolt.Tx) error { return outbox.WriteBoot(tx, next.Epoch, next.Boot) }); err != nil {
+		return err
+	}
+	if err := writeEpochFile(a.cfg.DataDir, next); err != nil {
+		return err
+	}
+	a.epoch = next
 	return nil
 }
 
@@ -179,8 +305,8 @@ func (a *app) Err() <-chan error { return a.runErr }
 
 // Close shuts down in a fixed order: stop accepting and finish in-flight
 // SCIM requests, stop the dispatcher (pending events stay in the outbox),
-// stop the store's writer, close the database. Every step runs; the first
-// error is returned.
+// stop the store's writer, rotate the boot id, close the database. Every
+// step runs; the errors are joined.
 func (a *app) Close(ctx context.Context) error {
 	var errs []error
 	if a.scimSrv != nil {
@@ -194,7 +320,7 @@ func (a *app) Close(ctx context.Context) error {
 	}
 	a.wg.Wait()
 	a.store.Close()
-	errs = append(errs, a.db.Close())
+	errs = append(errs, a.rotateBoot(), a.db.Close())
 	a.logger.Info("scimgate stopped")
 	return errors.Join(errs...)
 }
@@ -236,8 +362,8 @@ func (c *storeCollector) Collect(ch chan<- prometheus.Metric) {
 
 // certReloader serves a certificate that SIGHUP reloads from disk.
 type certReloader struct {
-	certFile, keyFile string
 	mu                sync.RWMutex
+	certFile, keyFile string
 	cert              *tls.Certificate
 }
 
@@ -247,12 +373,21 @@ func newCertReloader(certFile, keyFile string) (*certReloader, error) {
 }
 
 func (r *certReloader) reload() error {
-	cert, err := tls.LoadX509KeyPair(r.certFile, r.keyFile)
+	r.mu.RLock()
+	certFile, keyFile := r.certFile, r.keyFile
+	r.mu.RUnlock()
+	return r.load(certFile, keyFile)
+}
+
+// load reads the pair and serves it from the next handshake; on an error
+// the current certificate stays.
+func (r *certReloader) load(certFile, keyFile string) error {
+	cert, err := tls.LoadX509KeyPair(certFile, keyFile)
 	if err != nil {
 		return fmt.Errorf("load TLS certificate: %w", err)
 	}
 	r.mu.Lock()
-	r.cert = &cert
+	r.cert, r.certFile, r.keyFile = &cert, certFile, keyFile
 	r.mu.Unlock()
 	return nil
 }
@@ -275,7 +410,7 @@ func prepareSecrets(cfg *Config, out io.Writer) error {
 		return fmt.Errorf("data dir: %w", err)
 	}
 	if !cfg.SCIM.Auth.HasCredentials() {
-		h, err := loadOrCreateToken(filepath.Join(cfg.DataDir, scimTokenFile), "SCIM bearer token (give it to Okta: API Token / Entra: Secret Token)", out)
+		h, err := loadOrCreateToken(filepath.Join(cfg.DataDir, scimTokenFile), "SCIM bearer token (give it to Okta: API Token / Entra: Secret Token; export TOKEN=… for the README's curl)", out)
 		if err != nil {
 			return err
 		}
@@ -359,4 +494,25 @@ func newToken() (string, error) {
 		return "", err
 	}
 	return base64.RawURLEncoding.EncodeToString(b), nil
+}
+
+// loadOrCreateTokenKey returns the key that signs OAuth access tokens, kept
+// in the data dir (0600) so that tokens survive a restart; deleting the
+// file revokes every token at the next start.
+func loadOrCreateTokenKey(dataDir string) ([]byte, error) {
+	file := filepath.Join(dataDir, tokenKeyFile)
+	if b, err := os.ReadFile(file); err == nil {
+		key, err := base64.RawStdEncoding.DecodeString(strings.TrimSpace(string(b)))
+		if err != nil || len(key) < 32 {
+			return nil, fmt.Errorf("%s is not a base64 key of at least 32 bytes: delete it to generate a new one (OAuth access tokens issued so far stop working)", file)
+		}
+		return key, nil
+	} else if !errors.Is(err, os.ErrNotExist) {
+		return nil, err
+	}
+	key := make([]byte, 32)
+	if _, err := rand.Read(key); err != nil {
+		return nil, err
+	}
+	return key, writeFileAtomic(file, []byte(base64.RawStdEncoding.EncodeToString(key)+"\n"))
 }

@@ -26,6 +26,7 @@ type Config struct {
 	DataDir string              `yaml:"data_dir"`
 	SCIM    gateway.Config      `yaml:"scim"`
 	Admin   gateway.AdminConfig `yaml:"admin"`
+	API     gateway.APIConfig   `yaml:"api"`
 	Outbox  outbox.Config       `yaml:"outbox"`
 	Mapping mapping.Rules       `yaml:"mapping"`
 	Log     LogConfig           `yaml:"log"`
@@ -47,7 +48,8 @@ const (
 
 // DefaultConfig is what `scimgate serve` runs without --config: the same
 // as config.example.yaml under the same environment (a test keeps the two
-// equal).
+// equal). The command passes a fileEnv's Get as getenv, so that the _FILE
+// forms of the variables work here as in a config file.
 func DefaultConfig(getenv func(string) string) Config {
 	env := func(name, def string) string {
 		if v := getenv(name); v != "" {
@@ -59,6 +61,7 @@ func DefaultConfig(getenv func(string) string) Config {
 		DataDir: env("SCIMGATE_DATA_DIR", defaultDataDir),
 		SCIM:    gateway.DefaultConfig(),
 		Admin:   gateway.DefaultAdminConfig(),
+		API:     gateway.DefaultAPIConfig(),
 		Outbox:  outbox.DefaultConfig(),
 		Mapping: mapping.DefaultRules(),
 		Log:     LogConfig{Level: "info", Format: "json"},
@@ -67,6 +70,7 @@ func DefaultConfig(getenv func(string) string) Config {
 	cfg.SCIM.Auth.BearerTokens = gateway.Tokens(getenv("SCIMGATE_SCIM_TOKEN"))
 	cfg.Admin.Listen = env("SCIMGATE_ADMIN_LISTEN", defaultAdminListen)
 	cfg.Admin.Tokens = nonEmpty(getenv("SCIMGATE_ADMIN_TOKEN"))
+	cfg.API.Tokens = nonEmpty(getenv("SCIMGATE_API_TOKEN"))
 	cfg.Outbox.Targets = []outbox.Target{{
 		Name:    "default",
 		URL:     env("SCIMGATE_WEBHOOK_URL", defaultWebhookURL),
@@ -113,8 +117,9 @@ var ErrUnknownKey = errors.New("unknown key")
 
 // LoadConfig reads a config file on top of DefaultConfig. ${NAME} and
 // ${NAME:-default} in values are expanded from getenv (and only those: a
-// secret such as "$2a$10$…" is left alone). Unknown keys are errors. The
-// result is not yet validated: generated secrets are filled in first.
+// secret such as "$2a$10$…" is left alone); every variable may instead be
+// given as a file named by NAME_FILE (lookupEnv). Unknown keys are errors.
+// The result is not yet validated: generated secrets are filled in first.
 func LoadConfig(path string, getenv func(string) string) (Config, *yaml.Node, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
@@ -125,7 +130,27 @@ func LoadConfig(path string, getenv func(string) string) (Config, *yaml.Node, er
 
 // ParseConfig is LoadConfig on bytes; name labels errors.
 func ParseConfig(name string, data []byte, getenv func(string) string) (Config, *yaml.Node, error) {
-	cfg := DefaultConfig(getenv)
+	return parseConfig(name, data, getenv, false)
+}
+
+// parseConfig is ParseConfig; lenient expands what it cannot resolve to
+// the reference's default or "" instead of failing (the admin commands read
+// only admin.listen, and need not have the gateway's secrets).
+func parseConfig(name string, data []byte, getenv func(string) string, lenient bool) (Config, *yaml.Node, error) {
+	env := newFileEnv(getenv)
+	lookup := env.Lookup
+	if lenient {
+		lookup = func(name string) (string, error) {
+			if v, err := lookupEnv(getenv, name); err == nil && v != "" {
+				return v, nil
+			}
+			return "", errLenient
+		}
+	}
+	cfg := DefaultConfig(env.Get)
+	if err := env.Err(); err != nil && !lenient {
+		return cfg, nil, &ConfigError{File: name, Err: err}
+	}
 	var root yaml.Node
 	if err := yaml.Unmarshal(data, &root); err != nil {
 		return cfg, nil, &ConfigError{File: name, Err: err}
@@ -134,7 +159,7 @@ func ParseConfig(name string, data []byte, getenv func(string) string) (Config, 
 		return cfg, &root, nil
 	}
 	doc := root.Content[0]
-	if err := expandNode(doc, getenv); err != nil {
+	if err := expandNode(doc, lookup); err != nil {
 		return cfg, nil, &ConfigError{File: name, Line: err.line, Err: err}
 	}
 	if err := checkKnown(doc, reflect.TypeOf(cfg), ""); err != nil {
@@ -148,28 +173,39 @@ func ParseConfig(name string, data []byte, getenv func(string) string) (Config, 
 	}
 	cfg.SCIM.Auth.BearerTokens = gateway.NonEmptyTokens(cfg.SCIM.Auth.BearerTokens)
 	cfg.Admin.Tokens = nonEmpty(cfg.Admin.Tokens...)
+	cfg.API.Tokens = nonEmpty(cfg.API.Tokens...)
 	for i := range cfg.Outbox.Targets {
 		cfg.Outbox.Targets[i].Secrets = nonEmpty(cfg.Outbox.Targets[i].Secrets...)
 	}
 	return cfg, doc, nil
 }
 
+// errLenient is a lenient lookup that found nothing.
+var errLenient = errors.New("unresolved")
+
 var envRef = regexp.MustCompile(`\$\{([A-Za-z_][A-Za-z0-9_]*)(:-([^}]*))?\}`)
 
 type expandError struct {
 	line int
 	name string
+	err  error // from lookupEnv (the _FILE form); nil when simply unset
 }
 
 func (e *expandError) Error() string {
-	return fmt.Sprintf("${%s} is not set in the environment (write ${%s:-default} for a default)", e.name, e.name)
+	if e.err != nil {
+		return fmt.Sprintf("${%s}: %v", e.name, e.err)
+	}
+	return fmt.Sprintf("${%s} is not set in the environment (set %s or %s_FILE, or write ${%s:-default} for a default)", e.name, e.name, e.name, e.name)
 }
+
+func (e *expandError) Unwrap() error { return e.err }
 
 // expandNode expands environment references in every scalar value. A
 // ${NAME} without default that is unset (or empty) is an error, so a
 // missing secret is noticed at start, not at the first request; write
-// ${NAME:-} where empty is fine (a generated secret, for instance).
-func expandNode(n *yaml.Node, getenv func(string) string) *expandError {
+// ${NAME:-} where empty is fine (a generated secret, for instance). A
+// NAME_FILE that cannot be read is an error even with a default.
+func expandNode(n *yaml.Node, lookup func(string) (string, error)) *expandError {
 	switch n.Kind {
 	case yaml.ScalarNode:
 		if !strings.Contains(n.Value, "${") {
@@ -178,7 +214,17 @@ func expandNode(n *yaml.Node, getenv func(string) string) *expandError {
 		var err *expandError
 		n.Value = envRef.ReplaceAllStringFunc(n.Value, func(m string) string {
 			sub := envRef.FindStringSubmatch(m)
-			if v := getenv(sub[1]); v != "" {
+			v, lerr := lookup(sub[1])
+			if errors.Is(lerr, errLenient) {
+				return sub[3] // the default, or ""
+			}
+			if lerr != nil {
+				if err == nil {
+					err = &expandError{line: n.Line, name: sub[1], err: lerr}
+				}
+				return ""
+			}
+			if v != "" {
 				return v
 			}
 			if sub[2] != "" {
@@ -197,7 +243,7 @@ func expandNode(n *yaml.Node, getenv func(string) string) *expandError {
 		return err
 	default:
 		for _, c := range n.Content {
-			if err := expandNode(c, getenv); err != nil {
+			if err := expandNode(c, lookup); err != nil {
 				return err
 			}
 		}
@@ -335,7 +381,9 @@ func (c *Config) Validate(file string, doc *yaml.Node) error {
 	add := func(section string, err error) { errs = append(errs, locate(file, doc, section, err)...) }
 	add("scim", c.SCIM.Validate())
 	add("admin", c.Admin.Validate())
+	add("api", c.API.Validate())
 	add("outbox", c.Outbox.Validate())
+	errs = append(errs, c.distinctTokens(file, doc)...)
 	if _, err := mapping.Compile(c.Mapping); err != nil {
 		add("mapping", err)
 	}
@@ -353,6 +401,36 @@ func (c *Config) Validate(file string, doc *yaml.Node) error {
 		errs = append(errs, &ConfigError{File: file, Line: lineOf(doc, "data_dir"), Field: "data_dir", Err: errors.New("required")})
 	}
 	return errors.Join(errs...)
+}
+
+// distinctTokens refuses an app API token that is also a SCIM or admin
+// token: the API's tokens are accepted under /v1/ and nowhere else.
+func (c *Config) distinctTokens(file string, doc *yaml.Node) []error {
+	type use struct{ field, token string }
+	var uses []use
+	for i, t := range c.SCIM.Auth.BearerTokens {
+		uses = append(uses, use{fmt.Sprintf("scim.auth.bearer_tokens[%d]", i), t.Token})
+	}
+	for i, t := range c.Admin.Tokens {
+		uses = append(uses, use{fmt.Sprintf("admin.tokens[%d]", i), t})
+	}
+	for i, t := range c.API.Tokens {
+		uses = append(uses, use{fmt.Sprintf("api.tokens[%d]", i), t})
+	}
+	var errs []error
+	seen := map[string]string{}
+	for _, u := range uses {
+		if strings.TrimSpace(u.token) == "" {
+			continue
+		}
+		key := gateway.SecretHash(u.token)
+		if other, dup := seen[key]; dup && strings.HasPrefix(u.field, "api.") && !strings.HasPrefix(other, "api.") {
+			errs = append(errs, &ConfigError{File: file, Line: lineOf(doc, u.field), Field: u.field,
+				Err: fmt.Errorf("the same token as %s: the app API's tokens must differ from the SCIM and admin tokens (generate one with `scimgate token`)", other)})
+		}
+		seen[key] = u.field
+	}
+	return errs
 }
 
 // flatten splits errors.Join trees into their leaves.

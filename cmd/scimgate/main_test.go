@@ -122,7 +122,7 @@ func startApp(t *testing.T, getenv func(string) string) *app {
 	if err := cfg.Validate("(test)", nil); err != nil {
 		t.Fatal(err)
 	}
-	a, err := newApp(cfg, slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelWarn})))
+	a, err := newApp(cfg, slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelWarn})), appOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}

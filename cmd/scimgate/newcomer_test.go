@@ -148,7 +148,7 @@ func TestNewcomerPath(t *testing.T) {
 	// The app is fixed: replay delivers it.
 	_, heard = start("listen")
 	waitOutput(t, heard, "listening on", 10*time.Second)
-	if out := cli("replay"); !strings.Contains(out, "replayed 1") {
+	if out := cli("dead-letters", "replay", "--all"); !strings.Contains(out, "replayed 1") {
 		t.Errorf("replay: %s", out)
 	}
 	waitOutput(t, heard, "grace@example.com", 15*time.Second)

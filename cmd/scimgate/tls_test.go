@@ -8,6 +8,7 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
+	"errors"
 	"io"
 	"log/slog"
 	"math/big"
@@ -15,6 +16,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -54,7 +56,7 @@ func TestTLSServesAndReloads(t *testing.T) {
 	if err := cfg.Validate("(test)", nil); err != nil {
 		t.Fatal(err)
 	}
-	a, err := newApp(cfg, discard())
+	a, err := newApp(cfg, discard(), appOptions{Reload: func() (Config, error) { return cfg, nil }})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -83,16 +85,17 @@ func TestTLSServesAndReloads(t *testing.T) {
 	}
 	// What SIGHUP does: the renewed files are served from the next handshake.
 	writeCert(t, certFile, keyFile, 2)
-	if err := a.certs.reload(); err != nil {
-		t.Fatal(err)
+	if changes, err := a.reload("test"); err != nil || len(changes) != 1 || changes[0] != "scim.tls: certificate reloaded" {
+		t.Fatalf("reload: %q %v", changes, err)
 	}
 	if got := serial(); got != 2 {
 		t.Errorf("serial after reload = %d, want 2", got)
 	}
 	// A broken file keeps the old certificate.
 	os.WriteFile(certFile, []byte("garbage"), 0o600)
-	if err := a.certs.reload(); err == nil {
-		t.Error("reload of a broken certificate succeeded")
+	var re *reloadError
+	if _, err := a.reload("test"); !errors.As(err, &re) || !strings.Contains(err.Error(), "scim.tls") {
+		t.Errorf("reload of a broken certificate: %v", err)
 	}
 	if got := serial(); got != 2 {
 		t.Errorf("serial after failed reload = %d, want 2", got)

@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"net"
@@ -14,7 +13,10 @@ import (
 	"os"
 	"sort"
 	"strings"
+	"sync"
 	"time"
+
+	"github.com/spf13/cobra"
 
 	"github.com/scimgate/scimgate/gateway"
 	"github.com/scimgate/scimgate/gateway/scim"
@@ -23,28 +25,41 @@ import (
 
 func hashOf(token string) string { return gateway.HashToken(token) }
 
-// cmdMap runs the mapping on a sample SCIM resource: the way a platform
-// team writes and tests its YAML.
-func cmdMap(args []string, getenv func(string) string, stdin io.Reader, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("map", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	path := configFlag(fs, getenv)
-	kind := fs.String("type", "", "User or Group (default: from the resource's schemas)")
-	if err := fs.Parse(args); err != nil {
-		return errSilent
+func (c *cli) mapCommand() *cobra.Command {
+	var cf configFlag
+	var kind string
+	cmd := &cobra.Command{
+		Use:   "map [FILE]",
+		Short: "map a sample SCIM resource through the config's rules and print the record",
+		Long: `Map a sample SCIM User or Group (FILE, or stdin without it) through the mapping of the
+config and print the canonical record your app would receive, or the errors an identity
+provider would get. The way to write and test the YAML rules (docs/mapping.md).`,
+		Example: `  scimgate map --config examples/cybsafe.yaml user.json
+  scimgate map --config config.yaml --type Group < group.json`,
+		Args: argsBetween(0, 1, "at most one FILE"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return c.mapResource(cf.value(cmd, c.getenv), kind, args)
+		},
 	}
-	cfg, doc, name, err := loadConfig(*path, getenv)
+	cf.register(cmd)
+	cmd.Flags().StringVar(&kind, "type", "", "`User` or Group (default: from the resource's schemas)")
+	return cmd
+}
+
+// mapResource runs the mapping on a sample SCIM resource.
+func (c *cli) mapResource(path, kind string, args []string) error {
+	cfg, doc, name, err := loadConfig(path, c.getenv)
 	if err != nil {
 		return err
 	}
 	mapper, err := compileMapping(cfg, name, doc)
 	if err != nil {
-		fmt.Fprintln(stderr, formatErrors(err))
+		fmt.Fprintln(c.stderr, formatErrors(err))
 		return errSilent
 	}
-	in := stdin
-	if fs.NArg() > 0 {
-		f, err := os.Open(fs.Arg(0))
+	in := c.stdin
+	if len(args) > 0 && args[0] != "-" {
+		f, err := os.Open(args[0])
 		if err != nil {
 			return err
 		}
@@ -57,38 +72,38 @@ func cmdMap(args []string, getenv func(string) string, stdin io.Reader, stdout, 
 	if err := dec.Decode(&res); err != nil {
 		return fmt.Errorf("read SCIM resource: %w", err)
 	}
-	if *kind == "" {
-		*kind = "User"
+	if kind == "" {
+		kind = "User"
 		if v, _ := scim.Get(res, "schemas"); fmt.Sprint(v) != "" && strings.Contains(fmt.Sprint(v), scim.SchemaGroup) {
-			*kind = "Group"
+			kind = "Group"
 		}
 	}
 	var out any
-	switch strings.ToLower(*kind) {
+	switch strings.ToLower(kind) {
 	case "user":
 		norm, err := scim.Normalize(res, scim.NewUserResourceType(mapper.UserExtensions()...))
 		if err != nil {
-			return mapFailed(stderr, err)
+			return mapFailed(c.stderr, err)
 		}
 		r, err := mapper.MapUser(norm, noResolver{})
 		if err != nil {
-			return mapFailed(stderr, err)
+			return mapFailed(c.stderr, err)
 		}
 		out = r
 	case "group":
 		norm, err := scim.Normalize(res, scim.NewGroupResourceType())
 		if err != nil {
-			return mapFailed(stderr, err)
+			return mapFailed(c.stderr, err)
 		}
 		r, err := mapper.MapGroup(norm)
 		if err != nil {
-			return mapFailed(stderr, err)
+			return mapFailed(c.stderr, err)
 		}
 		out = r
 	default:
 		return fmt.Errorf("--type must be User or Group")
 	}
-	enc := json.NewEncoder(stdout)
+	enc := json.NewEncoder(c.stdout)
 	enc.SetIndent("", "  ")
 	return enc.Encode(out)
 }
@@ -107,25 +122,41 @@ type noResolver struct{}
 
 func (noResolver) ResolveUser(by, value string) (string, bool) { return "", false }
 
-// cmdListen is a local webhook receiver: it verifies each delivery's
-// Standard Webhooks signature and prints the event readably.
-func cmdListen(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("listen", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	path := configFlag(fs, getenv)
-	addr := fs.String("addr", "", "address to listen on (default: host:port of the first webhook target, 127.0.0.1:9000)")
-	secretFlag := fs.String("secret", "", "whsec_ secret (default: the target's, else the one the gateway generated in the data dir)")
-	raw := fs.Bool("json", false, "print each event as one line of JSON")
-	if err := fs.Parse(args); err != nil {
-		return errSilent
+func (c *cli) listenCommand() *cobra.Command {
+	var cf configFlag
+	var addr, secret string
+	var raw bool
+	cmd := &cobra.Command{
+		Use:   "listen",
+		Short: "a local webhook receiver that verifies signatures and prints events",
+		Long: `A local webhook receiver: it verifies each delivery's Standard Webhooks signature and prints
+the event. By default it listens where the gateway delivers by default (the first target's
+host:port, 127.0.0.1:9000) and verifies with the first target's secret, else with the secret
+the gateway generates in the data dir (either may start first).`,
+		Example: `  scimgate listen
+  scimgate listen --json --addr 127.0.0.1:9001`,
+		Args: noArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return c.listen(cmd.Context(), cf.value(cmd, c.getenv), addr, secret, raw)
+		},
 	}
-	cfg, _, _, err := loadConfig(*path, getenv)
+	cf.register(cmd)
+	cmd.Flags().StringVar(&addr, "addr", "", "`host:port` to listen on (default: the first target's, 127.0.0.1:9000)")
+	cmd.Flags().StringVar(&secret, "secret", "", "whsec_ `secret` to verify with (default: the target's, else data_dir/webhook-secret)")
+	cmd.Flags().BoolVar(&raw, "json", false, "print each event as one line of JSON")
+	return cmd
+}
+
+// listen is the receiver of `scimgate listen`.
+func (c *cli) listen(ctx context.Context, path, addr, secretFlag string, raw bool) error {
+	stdout := c.stdout
+	cfg, _, _, err := loadConfig(path, c.getenv)
 	if err != nil {
 		return err
 	}
 	var secrets []string
-	if *secretFlag != "" {
-		secrets = []string{*secretFlag}
+	if secretFlag != "" {
+		secrets = []string{secretFlag}
 	} else if len(cfg.Outbox.Targets) > 0 && len(cfg.Outbox.Targets[0].Secrets) > 0 {
 		secrets = cfg.Outbox.Targets[0].Secrets
 	} else if s, err := loadOrCreateWebhookSecret(cfg.DataDir); err == nil {
@@ -134,31 +165,34 @@ func cmdListen(ctx context.Context, args []string, getenv func(string) string, s
 	} else {
 		return fmt.Errorf("webhook secret: %w", err)
 	}
-	if *addr == "" {
-		*addr = "127.0.0.1:9000"
+	if addr == "" {
+		addr = "127.0.0.1:9000"
 		if len(cfg.Outbox.Targets) > 0 {
 			if u, err := url.Parse(cfg.Outbox.Targets[0].URL); err == nil && u.Host != "" {
-				*addr = u.Host
+				addr = u.Host
 			}
 		}
 	}
-	ln, err := net.Listen("tcp", *addr)
+	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return err
 	}
 	fmt.Fprintf(stdout, "listening on http://%s — verifying signatures with %d secret(s); Ctrl-C to stop\n", ln.Addr(), len(secrets))
-	srv := &http.Server{ReadHeaderTimeout: 10 * time.Second, Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	var mu sync.Mutex // one event's lines together
+	srv := &http.Server{ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second, Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, 10<<20))
 		if err != nil {
 			http.Error(w, "read body", http.StatusBadRequest)
 			return
 		}
+		mu.Lock()
+		defer mu.Unlock()
 		if err := outbox.Verify(secrets, r.Header, body, time.Now()); err != nil {
 			fmt.Fprintf(stdout, "✗ rejected delivery %s: %v\n", r.Header.Get("webhook-id"), err)
 			http.Error(w, "invalid signature", http.StatusUnauthorized)
 			return
 		}
-		printEvent(stdout, body, *raw)
+		printEvent(stdout, body, raw)
 		w.WriteHeader(http.StatusNoContent)
 	})}
 	go func() {

@@ -1,0 +1,167 @@
+package main
+
+import (
+	"errors"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/scimgate/scimgate/outbox"
+)
+
+// reloadRig is an in-process gateway whose configuration is a file the
+// test rewrites, reloaded as serve reloads it.
+type reloadRig struct {
+	t     *testing.T
+	path  string
+	a     *app
+	level *slog.LevelVar
+}
+
+const reloadBase = `data_dir: ${SCIMGATE_DATA_DIR}
+scim:
+  listen: 127.0.0.1:0
+  auth:
+    bearer_tokens: ["${SCIMGATE_SCIM_TOKEN}"]
+admin:
+  listen: 127.0.0.1:0
+  tokens: ["${SCIMGATE_ADMIN_TOKEN}"]
+outbox:
+  targets:
+    - name: default
+      url: http://127.0.0.1:9/hooks
+      secrets: ["${SCIMGATE_WEBHOOK_SECRET}"]
+log:
+  level: info
+`
+
+func newReloadRig(t *testing.T) *reloadRig {
+	t.Helper()
+	secret, _ := outbox.NewSecret()
+	env := testEnv(t.TempDir(), "http://127.0.0.1:9/hooks", secret)
+	r := &reloadRig{t: t, path: filepath.Join(t.TempDir(), "scimgate.yaml"), level: new(slog.LevelVar)}
+	r.write(reloadBase)
+	cfg, err := loadServeConfig(r.path, env, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.a = startAppCfg(t, cfg, appOptions{LogLevel: r.level,
+		Reload: func() (Config, error) { return loadServeConfig(r.path, env, io.Discard) }})
+	t.Cleanup(func() { closeApp(t, r.a) })
+	return r
+}
+
+func (r *reloadRig) write(yaml string) {
+	r.t.Helper()
+	if err := os.WriteFile(r.path, []byte(yaml), 0o600); err != nil {
+		r.t.Fatal(err)
+	}
+}
+
+// A configuration that fails validation is refused with its problems and
+// the running one is kept; a valid one is applied and what changed is
+// listed, without secret values, with what needs a restart said so.
+func TestReloadRefusesOrReportsChanges(t *testing.T) {
+	r := newReloadRig(t)
+	before := r.a.cfg
+	r.write(strings.Replace(reloadBase, "level: info", "level: loud", 1) + "scim:\n  nosuchkey: 1\n")
+	_, err := r.a.reload("test")
+	var re *reloadError
+	if !errors.As(err, &re) || len(re.Problems()) == 0 || !strings.Contains(err.Error(), r.path) {
+		t.Fatalf("reload of an invalid config = %v", err)
+	}
+	if asJSON(t, r.a.cfg) != asJSON(t, before) {
+		t.Error("a refused reload changed the running configuration")
+	}
+	r.write(strings.Replace(reloadBase, "level: info", "level: loud", 1))
+	if _, err := r.a.reload("test"); !errors.As(err, &re) || !strings.Contains(strings.Join(re.Problems(), "\n"), "log.level") {
+		t.Fatalf("reload with a bad log level = %v", err)
+	}
+
+	const newToken = "a-brand-new-scim-token-0123456789"
+	next := strings.NewReplacer(
+		"level: info", "level: debug",
+		`bearer_tokens: ["${SCIMGATE_SCIM_TOKEN}"]`, `bearer_tokens: ["${SCIMGATE_SCIM_TOKEN}", "`+newToken+`"]`,
+		"url: http://127.0.0.1:9/hooks", "url: http://127.0.0.1:10/hooks?key=s3cret-in-query",
+		"listen: 127.0.0.1:0\n  auth", "listen: 127.0.0.1:0\n  limits:\n    read_timeout: 10s\n  auth",
+	).Replace(reloadBase)
+	r.write(next)
+	changes, err := r.a.reload("test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	all := strings.Join(changes, "\n")
+	for _, want := range []string{
+		"log.level: info → debug",
+		"scim.limits.read_timeout: 30s → 10s: needs a restart",
+		"scim.auth.bearer_tokens",
+		"target default: url changed",
+	} {
+		if !strings.Contains(all, want) {
+			t.Errorf("changes lack %q:\n%s", want, all)
+		}
+	}
+	// Secrets never show: the token, a URL's query (the URL itself shows
+	// redacted to scheme://host/path, as in status).
+	if strings.Contains(all, newToken) || strings.Contains(all, "s3cret-in-query") {
+		t.Errorf("changes show secret values:\n%s", all)
+	}
+	if r.level.Level() != slog.LevelDebug {
+		t.Errorf("log level = %v after reload, want debug", r.level.Level())
+	}
+	// What needs a restart keeps running as it was.
+	if r.a.cfg.SCIM.Limits.ReadTimeout != 30*time.Second || r.a.cfg.Log.Level != "debug" {
+		t.Errorf("running config after reload: read_timeout %s, log level %s", r.a.cfg.SCIM.Limits.ReadTimeout, r.a.cfg.Log.Level)
+	}
+	// Nothing else changed: only what still needs a restart is reported.
+	changes, err = r.a.reload("test")
+	if err != nil || len(changes) != 1 || !strings.HasSuffix(changes[0], "needs a restart") {
+		t.Errorf("second reload: %q %v", changes, err)
+	}
+}
+
+func TestConfigChangesNamesTargets(t *testing.T) {
+	old := DefaultConfig(fixedEnv())
+	new := old
+	new.Outbox.Targets = []outbox.Target{{Name: "app", URL: "https://app/hooks"}}
+	var got []string
+	for _, c := range configChanges(old, new) {
+		got = append(got, c.String())
+	}
+	if strings.Join(got, "; ") != "outbox.targets[app] added; outbox.targets[default] removed" {
+		t.Errorf("changes = %q", got)
+	}
+}
+
+// SIGHUP to the real binary: a broken config is refused and the gateway
+// keeps serving; a good one is applied and logged.
+func TestSIGHUPReload(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs the binary")
+	}
+	bin := buildBinary(t)
+	dir := t.TempDir()
+	path := filepath.Join(dir, "scimgate.yaml")
+	good := strings.Replace(strings.Replace(reloadBase, "listen: 127.0.0.1:0\n  auth", "listen: ${SCIMGATE_LISTEN}\n  auth", 1),
+		"listen: 127.0.0.1:0\n  tokens", "listen: ${SCIMGATE_ADMIN_LISTEN}\n  tokens", 1)
+	os.WriteFile(path, []byte(good), 0o600)
+	secret, _ := outbox.NewSecret()
+	env := append(os.Environ(), "SCIMGATE_CONFIG="+path, "SCIMGATE_DATA_DIR="+dir, "SCIMGATE_SCIM_TOKEN="+e2eToken,
+		"SCIMGATE_ADMIN_TOKEN="+e2eToken, "SCIMGATE_WEBHOOK_SECRET="+secret)
+	g := startBinary(t, bin, env, freePort(t), freePort(t))
+	defer g.kill()
+	os.WriteFile(path, []byte(good+"bogus: 1\n"), 0o600)
+	g.cmd.Process.Signal(syscall.SIGHUP)
+	waitOutput(t, g.out, "configuration reload refused", 10*time.Second)
+	if status, _, err := tryDo(g.scim, "GET", "/Users", ""); err != nil || status != 200 {
+		t.Fatalf("after a refused reload: %d %v", status, err)
+	}
+	os.WriteFile(path, []byte(strings.Replace(good, "level: info", "level: warn", 1)), 0o600)
+	g.cmd.Process.Signal(syscall.SIGHUP)
+	waitOutput(t, g.out, "log.level: info → warn", 10*time.Second)
+}
