@@ -160,7 +160,7 @@ func (c *cli) validate(path string) error {
 		fmt.Fprintln(c.stderr, formatErrors(err))
 		return errSilent
 	}
-	fmt.Fprintf(c.stdout, "%s: ok (%d user rules, %d group rules, %d webhook targets)\n", name, len(cfg.Mapping.User), len(cfg.Mapping.Group), len(cfg.Outbox.Targets))
+	fmt.Fprintf(c.stdout, "%s: ok (%d user rules, %d group rules, %d targets)\n", name, len(cfg.Mapping.User), len(cfg.Mapping.Group), len(cfg.Outbox.Targets))
 	return nil
 }
 
