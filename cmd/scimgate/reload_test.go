@@ -165,3 +165,49 @@ func TestSIGHUPReload(t *testing.T) {
 	g.cmd.Process.Signal(syscall.SIGHUP)
 	waitOutput(t, g.out, "log.level: info → warn", 10*time.Second)
 }
+
+// Issue 12: the catalog reloads; a reload whose catalog drops a value some
+// user still holds is refused, naming it, and the running catalog is kept.
+func TestReloadCatalog(t *testing.T) {
+	r := newReloadRig(t)
+	catalog := func(values string) string {
+		return reloadBase + `mapping:
+  user:
+    - {to: login, from: userName, required: true}
+    - {to: roles, from: roles.value, type: list}
+  catalog:
+    - {name: Role, attribute: roles, values: [` + values + `]}
+`
+	}
+	r.write(catalog("{id: admin}, {id: editor}, {id: viewer}"))
+	changes, err := r.a.reload("test")
+	if err != nil || !strings.Contains(strings.Join(changes, "\n"), "mapping.catalog: type Role added (3 values)") {
+		t.Fatalf("first catalog: %q %v", changes, err)
+	}
+	base := "http://" + r.a.SCIMAddr() + "/scim/v2"
+	status, body, err := tryDo(base, "POST", "/Users", `{"userName":"ada@example.com","roles":[{"value":"editor"}]}`)
+	if err != nil || status != 201 {
+		t.Fatalf("create with a role: %d %v %v", status, body, err)
+	}
+	if status, _, _ := tryDo(base, "POST", "/Users", `{"userName":"eve@example.com","roles":[{"value":"owner"}]}`); status != 400 {
+		t.Errorf("a role outside the catalog = %d, want 400", status)
+	}
+	// Dropping editor, which ada holds, is refused.
+	r.write(catalog("{id: admin}, {id: viewer}, {id: owner}"))
+	_, err = r.a.reload("test")
+	var re *reloadError
+	if !errors.As(err, &re) || !strings.Contains(strings.Join(re.Problems(), "\n"), `Role "editor" is removed but still assigned to 1 user(s), e.g. `+body["id"].(string)) {
+		t.Fatalf("reload dropping an assigned value = %v", err)
+	}
+	if status, _, _ := tryDo(base, "POST", "/Users", `{"userName":"eve@example.com","roles":[{"value":"owner"}]}`); status != 400 {
+		t.Errorf("the refused catalog was applied: owner accepted (%d)", status)
+	}
+	// Dropping an unassigned value and adding one is applied.
+	r.write(catalog("{id: admin}, {id: editor}, {id: owner}"))
+	if changes, err := r.a.reload("test"); err != nil || !strings.Contains(strings.Join(changes, "\n"), "mapping.catalog") {
+		t.Fatalf("reload with a new value: %q %v", changes, err)
+	}
+	if status, _, _ := tryDo(base, "POST", "/Users", `{"userName":"eve@example.com","roles":[{"value":"owner"}]}`); status != 201 {
+		t.Errorf("the reloaded catalog's new value refused (%d)", status)
+	}
+}
