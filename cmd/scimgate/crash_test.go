@@ -1,6 +1,8 @@
 package main
 
 import (
+	"context"
+	"encoding/json"
 	"fmt"
 	"math/rand/v2"
 	"os"
@@ -12,6 +14,10 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/scimgate/scimgate/outbox"
 )
@@ -38,10 +44,62 @@ func TestCrashLosesNothing(t *testing.T) {
 		"SCIMGATE_DATA_DIR="+dir, "SCIMGATE_SCIM_TOKEN="+e2eToken, "SCIMGATE_ADMIN_TOKEN="+e2eToken,
 		"SCIMGATE_WEBHOOK_URL="+srv.URL+"/hooks", "SCIMGATE_WEBHOOK_SECRET="+secret)
 
+	created, deactivated, writes := crashCycles(t, bin, env, cycles)
+	// Recover: one more start, then everything acknowledged must be there.
+	g := startBinary(t, bin, env, freePort(t), freePort(t))
+	defer g.kill()
+	if len(created) == 0 {
+		t.Fatal("no write was acknowledged")
+	}
+	for id := range created {
+		status, body, err := tryDo(g.scim, "GET", "/Users/"+id, "")
+		if err != nil || status != 200 {
+			t.Fatalf("acknowledged user %s: status %d, err %v", id, status, err)
+		}
+		if deactivated[id] && body["active"] != false {
+			t.Errorf("acknowledged deactivation of %s lost: active = %v", id, body["active"])
+		}
+	}
+	rcv.waitFor(t, "every acknowledged change's event", 60*time.Second, func(evs []map[string]any) bool {
+		seen := map[string]bool{}
+		for _, ev := range evs {
+			if d, _ := ev["data"].(map[string]any); d != nil {
+				if u, _ := d["user"].(map[string]any); u != nil {
+					seen[ev["type"].(string)+"/"+fmt.Sprint(u["id"])] = true
+				}
+			}
+		}
+		for id := range created {
+			if !seen["user.created/"+id] {
+				return false
+			}
+		}
+		for id := range deactivated {
+			if !seen["user.deactivated/"+id] {
+				return false
+			}
+		}
+		return true
+	})
+	rcv.mu.Lock()
+	dups := 0
+	for _, n := range rcv.ids {
+		if n > 1 {
+			dups += n - 1
+		}
+	}
+	t.Logf("crash test: %d kill -9 cycles, %d acknowledged writes (%d creates, %d deactivations), %d events received, %d redelivered duplicates",
+		cycles, writes, len(created), len(deactivated), len(rcv.events), dups)
+	rcv.mu.Unlock()
+}
+
+// crashCycles runs 8 writers creating and deactivating users against the
+// binary, kills it with SIGKILL at a random moment, and repeats; it returns
+// the acknowledged creates and deactivations.
+func crashCycles(t *testing.T, bin string, env []string, cycles int) (created, deactivated map[string]bool, writes int) {
+	t.Helper()
 	var mu sync.Mutex
-	created := map[string]bool{}     // acknowledged creates
-	deactivated := map[string]bool{} // acknowledged deactivations
-	writes := 0
+	created, deactivated = map[string]bool{}, map[string]bool{} // acknowledged
 	for cycle := range cycles {
 		g := startBinary(t, bin, env, freePort(t), freePort(t))
 		stop := make(chan struct{})
@@ -87,54 +145,7 @@ func TestCrashLosesNothing(t *testing.T) {
 		close(stop)
 		wg.Wait()
 	}
-	// Recover: one more start, then everything acknowledged must be there.
-	g := startBinary(t, bin, env, freePort(t), freePort(t))
-	defer g.kill()
-	mu.Lock()
-	defer mu.Unlock()
-	if len(created) == 0 {
-		t.Fatal("no write was acknowledged")
-	}
-	for id := range created {
-		status, body, err := tryDo(g.scim, "GET", "/Users/"+id, "")
-		if err != nil || status != 200 {
-			t.Fatalf("acknowledged user %s: status %d, err %v", id, status, err)
-		}
-		if deactivated[id] && body["active"] != false {
-			t.Errorf("acknowledged deactivation of %s lost: active = %v", id, body["active"])
-		}
-	}
-	rcv.waitFor(t, "every acknowledged change's event", 60*time.Second, func(evs []map[string]any) bool {
-		seen := map[string]bool{}
-		for _, ev := range evs {
-			if d, _ := ev["data"].(map[string]any); d != nil {
-				if u, _ := d["user"].(map[string]any); u != nil {
-					seen[ev["type"].(string)+"/"+fmt.Sprint(u["id"])] = true
-				}
-			}
-		}
-		for id := range created {
-			if !seen["user.created/"+id] {
-				return false
-			}
-		}
-		for id := range deactivated {
-			if !seen["user.deactivated/"+id] {
-				return false
-			}
-		}
-		return true
-	})
-	rcv.mu.Lock()
-	dups := 0
-	for _, n := range rcv.ids {
-		if n > 1 {
-			dups += n - 1
-		}
-	}
-	t.Logf("crash test: %d kill -9 cycles, %d acknowledged writes (%d creates, %d deactivations), %d events received, %d redelivered duplicates",
-		cycles, writes, len(created), len(deactivated), len(rcv.events), dups)
-	rcv.mu.Unlock()
+	return created, deactivated, writes
 }
 
 // TestRunsAsNonRootWithOnlyDataWritable starts the binary as uid/gid 65534
@@ -224,4 +235,100 @@ func TestRunsAsNonRootWithOnlyDataWritable(t *testing.T) {
 			t.Errorf("%s has mode %v, want 0600", f, fi.Mode().Perm())
 		}
 	}
+}
+
+// TestCrashLosesNothingNATS is the crash test with examples/nats.yaml (a
+// JetStream target and no webhook) against a real in-process NATS server:
+// afterwards every acknowledged change's event is in the stream, and each
+// event exactly once — the redeliveries after each kill -9 are absorbed by
+// JetStream's duplicate window (Nats-Msg-Id = the event id).
+func TestCrashLosesNothingNATS(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and kills the binary")
+	}
+	cycles := 3
+	if v, err := strconv.Atoi(os.Getenv("SCIMGATE_CRASH_CYCLES")); err == nil && v > 0 {
+		cycles = v
+	}
+	ns, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: -1, JetStream: true, StoreDir: t.TempDir(), NoLog: true, NoSigs: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ns.Start()
+	t.Cleanup(func() { ns.Shutdown(); ns.WaitForShutdown() })
+	if !ns.ReadyForConnections(10 * time.Second) {
+		t.Fatal("nats server not ready")
+	}
+	bin := buildBinary(t)
+	dir := t.TempDir()
+	config, _ := filepath.Abs(examplePath("nats"))
+	env := append(os.Environ(), "SCIMGATE_CONFIG="+config, "SCIMGATE_NATS_URL="+ns.ClientURL(),
+		"SCIMGATE_DATA_DIR="+dir, "SCIMGATE_SCIM_TOKEN="+e2eToken, "SCIMGATE_ADMIN_TOKEN="+e2eToken)
+	created, deactivated, writes := crashCycles(t, bin, env, cycles)
+	if len(created) == 0 {
+		t.Fatal("no write was acknowledged")
+	}
+	g := startBinary(t, bin, env, freePort(t), freePort(t))
+	defer g.kill()
+
+	nc, err := nats.Connect(ns.ClientURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, _ := jetstream.New(nc)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	var perID map[string]int
+	var seen map[string]bool
+	for {
+		perID, seen = map[string]int{}, map[string]bool{}
+		stream, err := js.Stream(ctx, "SCIMGATE")
+		if err != nil {
+			t.Fatal(err)
+		}
+		info, _ := stream.Info(ctx)
+		for seq := uint64(1); info != nil && seq <= info.State.LastSeq; seq++ {
+			msg, err := stream.GetMsg(ctx, seq)
+			if err != nil {
+				continue // deleted or not there
+			}
+			var ev struct {
+				ID, Type string
+				Data     map[string]map[string]any
+			}
+			if err := json.Unmarshal(msg.Data, &ev); err != nil {
+				t.Fatal(err)
+			}
+			perID[msg.Header.Get("Nats-Msg-Id")]++
+			if u := ev.Data["user"]; u != nil {
+				seen[ev.Type+"/"+fmt.Sprint(u["id"])] = true
+			}
+		}
+		missing := 0
+		for id := range created {
+			if !seen["user.created/"+id] {
+				missing++
+			}
+		}
+		for id := range deactivated {
+			if !seen["user.deactivated/"+id] {
+				missing++
+			}
+		}
+		if missing == 0 {
+			break
+		}
+		if ctx.Err() != nil {
+			t.Fatalf("%d acknowledged changes have no event in the stream", missing)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	for id, n := range perID {
+		if n != 1 {
+			t.Errorf("event %s is in the stream %d times", id, n)
+		}
+	}
+	t.Logf("crash test with NATS: %d kill -9 cycles, %d acknowledged writes (%d creates, %d deactivations), %d messages in the stream, each once",
+		cycles, writes, len(created), len(deactivated), len(perID))
 }
