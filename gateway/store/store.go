@@ -150,6 +150,7 @@ type Store struct {
 	groups *kind
 
 	lastChange atomic.Int64 // unix nanos of the last committed change
+	writeCounters
 }
 
 // kind holds what users and groups have in common: their buckets, their
@@ -259,7 +260,8 @@ func (s *Store) GroupType() *scim.ResourceType { return s.groups.rt }
 // written, so the rest of a group-committed batch may still commit.
 func isClean(err error) bool {
 	var se *scim.Error
-	return errors.As(err, &se) || errors.Is(err, ErrNotFound) || errors.Is(err, ErrVersionMismatch)
+	return errors.As(err, &se) || errors.Is(err, ErrNotFound) || errors.Is(err, ErrVersionMismatch) ||
+		errors.Is(err, errConflict)
 }
 
 // Resource is a stored resource as the gateway renders it.
@@ -335,10 +337,17 @@ func (s *Store) LastChange() time.Time {
 
 // ---- helpers shared by users and groups ----
 
+// newID returns a UUID version 7 (RFC 9562): 48 bits of Unix
+// milliseconds, then random bits. Ids made later sort later, so a new
+// record's key lands at the end of its bucket (and a new member's keys at
+// the end of its group's range) instead of in a random leaf: fewer pages
+// dirtied per write, fuller pages on disk.
 func newID() string {
 	var b [16]byte
-	_, _ = rand.Read(b[:])
-	b[6] = b[6]&0x0f | 0x40
+	_, _ = rand.Read(b[6:])
+	ms := uint64(time.Now().UnixMilli())
+	b[0], b[1], b[2], b[3], b[4], b[5] = byte(ms>>40), byte(ms>>32), byte(ms>>24), byte(ms>>16), byte(ms>>8), byte(ms)
+	b[6] = b[6]&0x0f | 0x70
 	b[8] = b[8]&0x3f | 0x80
 	return fmt.Sprintf("%x-%x-%x-%x-%x", b[0:4], b[4:6], b[6:8], b[8:10], b[10:])
 }
@@ -387,22 +396,29 @@ func (k *kind) get(tx *bolt.Tx, id string) (*record, error) {
 }
 
 func (k *kind) put(tx *bolt.Tx, r *record) error {
-	if err := r.encodeData(); err != nil {
+	enc, err := k.encode(r)
+	if err != nil {
 		return err
 	}
-	// A member's display: the displayName when there is one, else the
-	// unique name (a group's displayName is both).
-	r.Display = k.nameOf(r.Doc)
-	if dn, _ := scim.Get(r.Doc, "displayName"); dn != nil {
-		if d, ok := dn.(string); ok && d != "" {
-			r.Display = d
-		}
+	return tx.Bucket(k.data).Put([]byte(r.ID), enc.bytes(r.Seq))
+}
+
+// decode decodes a stored record of k read from its bucket.
+func (k *kind) decode(id string, v []byte) (*record, error) {
+	var r record
+	if err := decodeJSON(v, &r); err != nil {
+		return nil, fmt.Errorf("decode %s %s: %w", k.event, id, err)
 	}
-	b, err := json.Marshal(r)
-	if err != nil {
-		return fmt.Errorf("encode %s %s: %w", k.event, r.ID, err)
+	return &r, nil
+}
+
+// getRS is get through a read set: the record of id as the snapshot holds it.
+func (k *kind) getRS(tx *bolt.Tx, rs *readSet, id string) (*record, error) {
+	v := rs.get(tx, k.data, []byte(id))
+	if v == nil {
+		return nil, ErrNotFound
 	}
-	return tx.Bucket(k.data).Put([]byte(r.ID), b)
+	return k.decode(id, v)
 }
 
 // nameOf returns the unique naming attribute of a doc ("" when absent).
@@ -416,14 +432,14 @@ func externalIDOf(doc map[string]any) string { return stringAttr(doc, "externalI
 
 // checkName enforces the required, unique name (compared by foldKey). id
 // is the resource being written ("" on create).
-func (k *kind) checkName(tx *bolt.Tx, doc map[string]any, id string) error {
+func (k *kind) checkName(tx *bolt.Tx, rs *readSet, doc map[string]any, id string) error {
 	name := k.nameOf(doc)
 	key := foldKey(name)
 	if key == "" {
 		return scim.Errorf(http.StatusBadRequest, scim.InvalidValue,
 			"%s is required: send a non-empty %q string in the %s", k.nameAttr, k.nameAttr, k.name)
 	}
-	if other := tx.Bucket(k.byName).Get([]byte(key)); other != nil && string(other) != id {
+	if other := rs.get(tx, k.byName, []byte(key)); other != nil && string(other) != id {
 		return scim.Errorf(http.StatusConflict, scim.Uniqueness,
 			"a %s with this %s already exists (id %s; names are compared ignoring case, surrounding spaces and Unicode normalisation form); link to it instead of creating a new one",
 			k.name, k.nameAttr, other)
@@ -510,8 +526,9 @@ func (k *kind) unindex(tx *bolt.Tx, r *record) error {
 	return addCounter(tx.Bucket(bucketMeta), k.count, -1)
 }
 
-// insert writes a new record with its creation-order position.
-func (k *kind) insert(tx *bolt.Tx, r *record) error {
+// insert writes a new record, prepared as enc, with its creation-order
+// position and its name and externalId index entries.
+func (k *kind) insert(tx *bolt.Tx, r *record, enc encoded) error {
 	seq, err := tx.Bucket(k.order).NextSequence()
 	if err != nil {
 		return err
@@ -529,7 +546,7 @@ func (k *kind) insert(tx *bolt.Tx, r *record) error {
 	if err := k.index(tx, nil, r); err != nil {
 		return err
 	}
-	return k.put(tx, r)
+	return tx.Bucket(k.data).Put([]byte(r.ID), enc.bytes(seq))
 }
 
 // checkIfMatch compares an If-Match header with the current version.

@@ -6,6 +6,8 @@ import (
 	"log/slog"
 	"runtime/debug"
 	"sync"
+	"sync/atomic"
+	"time"
 
 	bolt "go.etcd.io/bbolt"
 )
@@ -47,6 +49,9 @@ type writer struct {
 	// against stop and never be answered).
 	mu     sync.RWMutex
 	closed bool
+
+	commits, writes, busy atomic.Int64 // transactions, writes in them, ns inside db.Update
+	lockWait, applying    atomic.Int64 // ns of busy before the writes ran (bbolt's lock, tx begin), and running them
 }
 
 var errClosed = errors.New("store closed")
@@ -147,7 +152,11 @@ func (w *writer) commit(batch []writeReq) {
 	for len(batch) > 0 {
 		results := make([]error, len(batch))
 		failed := -1
+		t0 := time.Now()
+		var tIn, tOut time.Time
 		err := w.db.Update(func(tx *bolt.Tx) error {
+			tIn = time.Now()
+			defer func() { tOut = time.Now() }()
 			for i, req := range batch {
 				err := w.run(req.fn, tx)
 				results[i] = err
@@ -158,11 +167,18 @@ func (w *writer) commit(batch []writeReq) {
 			}
 			return nil
 		})
+		w.busy.Add(int64(time.Since(t0)))
+		if !tIn.IsZero() {
+			w.lockWait.Add(int64(tIn.Sub(t0)))
+			w.applying.Add(int64(tOut.Sub(tIn)))
+		}
+		w.commits.Add(1)
 		if failed >= 0 {
 			batch[failed].done <- results[failed]
 			batch = append(batch[:failed:failed], batch[failed+1:]...)
 			continue
 		}
+		w.writes.Add(int64(len(batch)))
 		for i, req := range batch {
 			if err != nil {
 				// Commit itself failed (disk error): nobody's write landed.
