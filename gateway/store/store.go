@@ -65,6 +65,28 @@ var (
 	keyActive     = []byte("users_active")
 )
 
+// appended are the buckets whose keys a write appends at the end (ids are
+// time-ordered, sequences grow, a group's new members have the newest
+// ids), and outbox_events, the event log the writer appends to. bbolt
+// splits a full page at its FillPercent (0.5 by default), which for keys
+// that only append leaves every page half empty: filling them to
+// appendedFill halves their pages on disk and the pages each commit
+// writes.
+var appended = [][]byte{bucketUsers, bucketGroups, bucketUsersOrder, bucketGroupsOrder, bucketUsersBlocks,
+	bucketGroupsBlocks, bucketMembers, []byte("outbox_events")}
+
+const appendedFill = 0.9
+
+// fillAppended sets the fill of the appended buckets for the transaction
+// (bbolt's FillPercent is not persistent).
+func fillAppended(tx *bolt.Tx) {
+	for _, name := range appended {
+		if b := tx.Bucket(name); b != nil {
+			b.FillPercent = appendedFill
+		}
+	}
+}
+
 // blockBits sets the size of a paging block: 1<<blockBits creation
 // sequence numbers share one live-count entry.
 const blockBits = 10
@@ -192,6 +214,7 @@ func New(db *bolt.DB, mapper *mapping.Mapper, opts Options) *Store {
 		return nil
 	})
 	s.w = newWriter(db, isClean, s.log)
+	s.w.begin = fillAppended
 	s.w.start()
 	s.remapQueued()
 	return s

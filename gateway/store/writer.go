@@ -36,6 +36,7 @@ type writeReq struct {
 // write caps at ~2,200/s and bolt's Batch with its 10 ms delay at ~1,400/s.
 type writer struct {
 	db      *bolt.DB
+	begin   func(tx *bolt.Tx) // called at the start of each transaction (nil: nothing)
 	isClean func(error) bool
 	log     *slog.Logger
 	queue   chan writeReq
@@ -157,6 +158,9 @@ func (w *writer) commit(batch []writeReq) {
 		err := w.db.Update(func(tx *bolt.Tx) error {
 			tIn = time.Now()
 			defer func() { tOut = time.Now() }()
+			if w.begin != nil {
+				w.begin(tx)
+			}
 			for i, req := range batch {
 				err := w.run(req.fn, tx)
 				results[i] = err
