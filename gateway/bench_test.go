@@ -240,6 +240,12 @@ func newBenchEnv(b *testing.B, delivery bool) *benchEnv {
 			b.Fatal(err)
 		}
 		opts.OnCommit = e.d.Notify
+	}
+	e.st = store.New(e.db, mapper, opts)
+	b.Cleanup(e.st.Close)
+	if delivery {
+		// Stopped before the store closes (cleanups run last first), as
+		// cmd/scimgate does.
 		ctx, cancel := context.WithCancel(context.Background())
 		done := make(chan error, 1)
 		go func() { done <- e.d.Run(ctx) }()
@@ -250,8 +256,6 @@ func newBenchEnv(b *testing.B, delivery bool) *benchEnv {
 			}
 		})
 	}
-	e.st = store.New(e.db, mapper, opts)
-	b.Cleanup(e.st.Close)
 	cfg := gateway.DefaultConfig()
 	cfg.Auth.BearerTokens = gateway.Tokens(gateway.HashToken(testToken))
 	srv := newHTTPServer(b, gateway.NewServer(cfg, e.st, discardLogger(), nil))

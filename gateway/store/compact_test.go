@@ -222,13 +222,24 @@ func TestFootprint(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	// Opening cold: release 1's options, then BoltOptions (the first open
-	// with them writes the freelist; the second is what every later start
-	// costs).
+	// Opening cold: as release 1 left the file (freelist rebuilt from every
+	// page), then after a clean shutdown with SyncFreelist.
 	for _, c := range []struct {
 		name string
 		opts *bolt.Options
-	}{{"rebuilt freelist (NoFreelistSync)", release1}, {"synced freelist, first open", BoltOptions()}, {"synced freelist", BoltOptions()}} {
+	}{{"rebuilt freelist (release 1, or after a crash)", release1}, {"after SyncFreelist at shutdown", BoltOptions()}} {
+		if c.opts != release1 {
+			db, err := bolt.Open(path, 0o600, BoltOptions())
+			if err != nil {
+				t.Fatal(err)
+			}
+			t0 := time.Now()
+			if err := SyncFreelist(db); err != nil {
+				t.Fatal(err)
+			}
+			t.Logf("SyncFreelist: %v", time.Since(t0).Round(time.Millisecond))
+			db.Close()
+		}
 		dropCache(t, path)
 		var before, after procMem
 		before.read()
@@ -274,7 +285,7 @@ func TestFootprint(t *testing.T) {
 	for _, c := range []struct {
 		name string
 		opts *bolt.Options
-	}{{"rebuilt freelist (NoFreelistSync)", release1}, {"synced freelist", BoltOptions()}} {
+	}{{"no freelist at commits (NoFreelistSync)", release1}, {"freelist written at every commit", &bolt.Options{Timeout: time.Second, FreelistType: bolt.FreelistMapType}}} {
 		db, err := bolt.Open(path, 0o600, c.opts)
 		if err != nil {
 			t.Fatal(err)
@@ -360,4 +371,90 @@ func (m *procMem) read() {
 			m.anon = kb << 10
 		}
 	}
+}
+
+// TestSyncFreelist: after SyncFreelist the file's current meta page points
+// at a freelist (the next open reads it); after an ordinary commit with
+// BoltOptions it points at none (the next open would rebuild it).
+func TestSyncFreelist(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "scimgate.db")
+	db, err := bolt.Open(path, 0o600, BoltOptions())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	put := func(k string, v []byte) {
+		t.Helper()
+		if err := db.Update(func(tx *bolt.Tx) error {
+			b, err := tx.CreateBucketIfNotExists([]byte("b"))
+			if err != nil {
+				return err
+			}
+			if v == nil {
+				return b.Delete([]byte(k))
+			}
+			return b.Put([]byte(k), v)
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i := range 50 {
+		put(fmt.Sprint(i), make([]byte, 8000)) // overflow pages, freed below
+	}
+	for i := range 50 {
+		put(fmt.Sprint(i), nil)
+	}
+	if metaFreelist(t, path) {
+		t.Fatal("a commit with BoltOptions wrote a freelist")
+	}
+	free := db.Stats().FreePageN
+	if err := SyncFreelist(db); err != nil {
+		t.Fatal(err)
+	}
+	if !metaFreelist(t, path) {
+		t.Fatal("after SyncFreelist the meta page points at no freelist")
+	}
+	if !db.NoFreelistSync {
+		t.Error("SyncFreelist left NoFreelistSync off")
+	}
+	db.Close()
+	db, err = bolt.Open(path, 0o600, BoltOptions())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := db.Stats().FreePageN; got < free-4 || free == 0 {
+		t.Errorf("free pages read back %d, had %d", got, free)
+	}
+	put("after", []byte("x"))
+	if metaFreelist(t, path) {
+		t.Error("the commit after the reopen kept the synced freelist")
+	}
+}
+
+// metaFreelist reads the file's two meta pages and reports whether the
+// current one (the higher transaction id) points at a freelist page.
+func metaFreelist(t *testing.T, path string) bool {
+	t.Helper()
+	f, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Page header (16 bytes), then magic, version, page size, flags (4
+	// each), root bucket (16), freelist, pgid, txid (8 each).
+	le := func(b []byte) uint64 {
+		var v uint64
+		for i := 7; i >= 0; i-- {
+			v = v<<8 | uint64(b[i])
+		}
+		return v
+	}
+	pageSize := int(le(append(f[24:28:28], 0, 0, 0, 0)))
+	var best, freelist uint64
+	for _, off := range []int{0, pageSize} {
+		m := f[off+16:]
+		if txid := le(m[48:56]); txid >= best {
+			best, freelist = txid, le(m[32:40])
+		}
+	}
+	return freelist != ^uint64(0)
 }

@@ -280,3 +280,17 @@ func (s *Store) WriterStats() WriterStats {
 		LockWait: time.Duration(s.w.lockWait.Load()), Applying: time.Duration(s.w.applying.Load()),
 		Conflicts: s.conflicts.Load(), Pessimistic: s.pessimistic.Load()}
 }
+
+// Submit runs fn in the writer's next shared transaction, with the SCIM
+// writes queued at that moment, and returns once that transaction has
+// committed (fsync) or failed. It is the seam for the other writers of the
+// file — the dispatcher's admissions and outcomes — so that their state
+// rides the SCIM writes' commits instead of taking bbolt's write lock and
+// an fsync of their own (measured in docs/performance.md). fn must only
+// read and write the database: no blocking, no calls back into the
+// store. Any error fn returns is taken as a storage failure: the shared
+// transaction is rolled back, fn's caller gets the error and the other
+// writes of the batch are committed again without it. fn may run more
+// than once (a batch retried without another write), so it must be
+// idempotent over tx; tx.OnCommit handlers fire once.
+func (s *Store) Submit(fn func(tx *bolt.Tx) error) error { return s.w.update(fn) }
