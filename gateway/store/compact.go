@@ -105,7 +105,7 @@ func CompactFile(path string, minFree float64, opts *bolt.Options) (CompactRepor
 	tmp := path + ".compact"
 	_ = os.Remove(tmp) // a leftover of an interrupted compaction
 	dstOpts := *opts
-	dstOpts.NoSync = true // one fsync at the end instead of one per chunk
+	dstOpts.NoSync = true          // one fsync at the end instead of one per chunk
 	dstOpts.NoFreelistSync = false // the copy starts with a synced freelist
 	dst, err := bolt.Open(tmp, 0o600, &dstOpts)
 	if err != nil {
