@@ -616,7 +616,7 @@ func (s *Store) memberIDs(tx *bolt.Tx, groupID string) []string {
 // decoding its SCIM document: ("User", "user", data) for a user,
 // ("Group", "member_group", data) for a nested group.
 func (s *Store) memberData(tx *bolt.Tx, id string) (typ, key string, data json.RawMessage, display string, err error) {
-	return s.memberDataRS(tx, &readSet{}, id)
+	return s.memberDataRS(tx, nil, id)
 }
 
 // memberDataRS is memberData reading through rs.
@@ -736,7 +736,7 @@ func (ops memberOps) rendered() []any {
 // applyDelta prepares and applies d for group g inside the writer (the
 // deletes, which run there).
 func (s *Store) applyDelta(tx *bolt.Tx, g *record, d delta) error {
-	ops, err := s.prepareMembers(tx, &readSet{}, g, d)
+	ops, err := s.prepareMembers(tx, nil, g, d)
 	if err != nil {
 		return err
 	}

@@ -62,11 +62,14 @@ type resolution struct {
 	ok            bool
 }
 
-// get reads key from bucket in tx and records what it saw. The slice is
-// valid only inside tx.
+// get reads key from bucket in tx and records what it saw (a nil rs
+// records nothing: a write prepared inside the writer, or the deletes).
+// The slice is valid only inside tx.
 func (rs *readSet) get(tx *bolt.Tx, bucket, key []byte) []byte {
 	v := tx.Bucket(bucket).Get(key)
-	rs.vals = append(rs.vals, readVal{bucket: bucket, key: key, val: bytes.Clone(v), present: v != nil})
+	if rs != nil {
+		rs.vals = append(rs.vals, readVal{bucket: bucket, key: key, val: bytes.Clone(v), present: v != nil})
+	}
 	return v
 }
 
@@ -101,11 +104,14 @@ func (r recResolver) ResolveUser(by, value string) (string, bool) {
 }
 
 func (s *Store) resolver(tx *bolt.Tx, rs *readSet) mapping.Resolver {
+	if rs == nil {
+		return txResolver{tx: tx, s: s}
+	}
 	return recResolver{txResolver: txResolver{tx: tx, s: s}, rs: rs}
 }
 
 // prepFunc prepares a write against tx (a snapshot, or the writer's own
-// transaction), recording what it reads in rs. It returns the apply step
+// transaction, with rs nil), recording what it reads in rs. It returns the apply step
 // the writer runs, or nil when there is nothing to write (an unchanged
 // resource), or a refusal. It must not write to tx.
 type prepFunc func(tx *bolt.Tx, rs *readSet) (apply writeFunc, err error)
@@ -135,7 +141,7 @@ func (s *Store) write(prep prepFunc) error {
 	}
 	s.pessimistic.Add(1)
 	return s.w.update(func(tx *bolt.Tx) error {
-		apply, err := prep(tx, &readSet{})
+		apply, err := prep(tx, nil)
 		if err != nil || apply == nil {
 			return err
 		}
