@@ -365,7 +365,9 @@ func BenchmarkOktaMix(b *testing.B) {
 	e := newBenchEnv(b, delivery)
 	c := e.c
 	stored, _ := strconv.Atoi(os.Getenv("SCIMGATE_USERS"))
-	pool := preload(b, e.st, max(2000, stored)) // members for the group pushes
+	// Members for the group pushes: enough that no group gets one twice
+	// in a run of b.N rounds (a fifth of them add 50).
+	pool := preload(b, e.st, max(2000, stored, b.N*50/5+1000))
 	var delivered0 int64
 	if full && delivery {
 		e.drain(b, 5*time.Minute) // the preload's events are not the run's
@@ -399,9 +401,12 @@ func BenchmarkOktaMix(b *testing.B) {
 	b.ResetTimer()
 	start := time.Now()
 	var wg sync.WaitGroup
-	for range 16 {
+	for client := range 16 {
 		g := <-groups
 		wg.Go(func() {
+			// Each group gets pool users it does not have yet (a cursor
+			// of its own), so every add of 50 is 50 new memberships.
+			cursor := client * len(pool) / 16
 			for i := 0; more(); i++ {
 				n := seq.Add(1)
 				name := fmt.Sprintf("bench.user%d@okta.local", n)
@@ -415,7 +420,8 @@ func BenchmarkOktaMix(b *testing.B) {
 					c.do(b, "PATCH", "/Users/"+id, `{"schemas":["urn:ietf:params:scim:api:messages:2.0:PatchOp"],"Operations":[{"op":"replace","value":{"active":false}}]}`, 204)
 				})
 				if i%5 == 4 {
-					body := add50Body(func(k int) string { return pool[(int(n)*50+k)%len(pool)] })
+					body := add50Body(func(k int) string { return pool[(cursor+k)%len(pool)] })
+					cursor += 50
 					timed(&groupLat, func() { c.do(b, "PATCH", "/Groups/"+g, body, 204) })
 				}
 			}
@@ -492,26 +498,26 @@ func BenchmarkGroupAdd50(b *testing.B) {
 	for _, clients := range []int{1, 16} {
 		b.Run(fmt.Sprintf("clients=%d", clients), func(b *testing.B) {
 			c, st := newBenchServer(b)
-			users := preload(b, st, 5000)
+			// Every add brings 50 users its group does not have yet.
+			users := preload(b, st, b.N*50/clients+1000)
 			groups := make(chan string, clients)
 			for i := range clients {
 				groups <- c.create(b, "/Groups", fmt.Sprintf(`{"schemas":["urn:ietf:params:scim:schemas:core:2.0:Group"],"displayName":"g%d","members":[]}`, i))
 			}
 			var lat latencies
-			var next, done atomic.Int64
-			add := func(g string) {
-				body := add50Body(func(int) string { return users[int(next.Add(1))%len(users)] })
-				t0 := time.Now()
-				c.do(b, "PATCH", "/Groups/"+g, body, 204)
-				lat.add(time.Since(t0))
-			}
+			var done atomic.Int64
 			b.ResetTimer()
 			var wg sync.WaitGroup
-			for range clients {
+			for client := range clients {
 				g := <-groups
 				wg.Go(func() {
+					cursor := client * len(users) / clients
 					for done.Add(1) <= int64(b.N) {
-						add(g)
+						body := add50Body(func(k int) string { return users[(cursor+k)%len(users)] })
+						cursor += 50
+						t0 := time.Now()
+						c.do(b, "PATCH", "/Groups/"+g, body, 204)
+						lat.add(time.Since(t0))
 					}
 				})
 			}

@@ -175,7 +175,7 @@ type load struct {
 	run   string // tags the names this run creates
 	mu    sync.Mutex
 	stats map[string]*kindStats
-	pool  []string // user ids for group adds
+	pool  []string // user ids for group adds: the preloaded users, then the mix's (under mu)
 	seq   atomic.Int64
 }
 
@@ -278,6 +278,11 @@ func (l *load) createUser(ctx context.Context, kind, name string) string {
 		ID string `json:"id"`
 	}
 	_ = json.Unmarshal(raw, &r)
+	if kind != "preload" && r.ID != "" {
+		l.mu.Lock()
+		l.pool = append(l.pool, r.ID)
+		l.mu.Unlock()
+	}
 	return r.ID
 }
 
@@ -293,6 +298,7 @@ func (l *load) mixRun(ctx context.Context) {
 	for c := range l.o.clients {
 		wg.Go(func() {
 			var group string
+			cursor := c * len(l.pool) / l.o.clients // where this client's group takes members from
 			if l.o.mix != "import" {
 				raw, ok := l.do(ctx, "group-create", "POST", "/Groups",
 					fmt.Sprintf(`{"schemas":["urn:ietf:params:scim:schemas:core:2.0:Group"],"displayName":"scimload %s %d","members":[]}`, l.run, c),
@@ -309,9 +315,9 @@ func (l *load) mixRun(ctx context.Context) {
 			for i := 0; more(); i++ {
 				switch l.o.mix {
 				case "okta":
-					l.oktaRound(ctx, group, i)
+					l.oktaRound(ctx, group, i, &cursor)
 				case "entra":
-					l.entraRound(ctx, group, i)
+					l.entraRound(ctx, group, i, &cursor)
 				case "import":
 					l.importRound(ctx)
 				}
@@ -323,7 +329,7 @@ func (l *load) mixRun(ctx context.Context) {
 
 const patchOp = `{"schemas":["urn:ietf:params:scim:api:messages:2.0:PatchOp"],"Operations":[`
 
-func (l *load) oktaRound(ctx context.Context, group string, i int) {
+func (l *load) oktaRound(ctx context.Context, group string, i int, cursor *int) {
 	name := l.userName("okta", int(l.seq.Add(1)))
 	l.do(ctx, "filter", "GET", "/Users?filter="+url.QueryEscape(`userName eq "`+name+`"`)+"&startIndex=1&count=100", "", http.StatusOK)
 	id := l.createUser(ctx, "create", name)
@@ -333,12 +339,12 @@ func (l *load) oktaRound(ctx context.Context, group string, i int) {
 	l.do(ctx, "replace", "PUT", "/Users/"+id, oktaUser(name, "Another"), http.StatusOK)
 	l.do(ctx, "deactivate", "PATCH", "/Users/"+id, patchOp+`{"op":"replace","value":{"active":false}}]}`, http.StatusOK, http.StatusNoContent)
 	if i%5 == 4 {
-		l.do(ctx, "group-add", "PATCH", "/Groups/"+group, patchOp+`{"op":"add","path":"members","value":[`+l.members()+`]}]}`,
+		l.do(ctx, "group-add", "PATCH", "/Groups/"+group, patchOp+`{"op":"add","path":"members","value":[`+l.members(cursor)+`]}]}`,
 			http.StatusOK, http.StatusNoContent)
 	}
 }
 
-func (l *load) entraRound(ctx context.Context, group string, i int) {
+func (l *load) entraRound(ctx context.Context, group string, i int, cursor *int) {
 	name := l.userName("entra", int(l.seq.Add(1)))
 	l.do(ctx, "filter", "GET", "/Users?filter="+url.QueryEscape(`userName eq "`+name+`"`), "", http.StatusOK)
 	id := l.createUser(ctx, "create", name)
@@ -349,7 +355,7 @@ func (l *load) entraRound(ctx context.Context, group string, i int) {
 		http.StatusOK, http.StatusNoContent)
 	l.do(ctx, "deactivate", "PATCH", "/Users/"+id, patchOp+`{"op":"Replace","path":"active","value":"False"}]}`, http.StatusOK, http.StatusNoContent)
 	if i%5 == 4 {
-		l.do(ctx, "group-add", "PATCH", "/Groups/"+group, patchOp+`{"op":"Add","path":"members","value":[`+l.members()+`]}]}`,
+		l.do(ctx, "group-add", "PATCH", "/Groups/"+group, patchOp+`{"op":"Add","path":"members","value":[`+l.members(cursor)+`]}]}`,
 			http.StatusOK, http.StatusNoContent)
 		l.do(ctx, "member-check", "GET", "/Groups?filter="+url.QueryEscape(`id eq "`+group+`" and members eq "`+id+`"`)+"&excludedAttributes=members", "", http.StatusOK)
 	}
@@ -361,14 +367,16 @@ func (l *load) importRound(ctx context.Context) {
 	l.do(ctx, "filter", "GET", "/Users?filter="+url.QueryEscape(`userName eq "`+l.userName("pool", rand.IntN(n))+`"`)+"&startIndex=1&count=100", "", http.StatusOK)
 }
 
-// members is -group-size member values from the pool.
-func (l *load) members() string {
+// members is the next -group-size member values from the pool, from the
+// client's cursor on: each of its group's adds brings users the group does
+// not have yet, until the pool (which the mix's creates grow) comes round.
+func (l *load) members(cursor *int) string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
 	vals := make([]string, 0, l.o.groupSize)
-	for range l.o.groupSize {
-		if len(l.pool) == 0 {
-			break
-		}
-		vals = append(vals, fmt.Sprintf(`{"value":%q}`, l.pool[int(l.seq.Add(1))%len(l.pool)]))
+	for range min(l.o.groupSize, len(l.pool)) {
+		vals = append(vals, fmt.Sprintf(`{"value":%q}`, l.pool[*cursor%len(l.pool)]))
+		*cursor++
 	}
 	return strings.Join(vals, ",")
 }
