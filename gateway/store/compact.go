@@ -57,7 +57,8 @@ type CompactReport struct {
 
 // CompactFile rewrites the bbolt file at path without its free pages when
 // at least minFree of it is free (DefaultCompactFree when 0), and leaves
-// it alone otherwise. It must run while nobody has the file open — at
+// it alone otherwise (with its freelist synced, see SyncFreelist). It
+// must run while nobody has the file open — at
 // start-up, before the application opens the database, or while the
 // application has closed it (the database, the store and the dispatcher
 // are stopped; SCIM requests wait or get 503 for that long). opts are the
@@ -99,8 +100,13 @@ func CompactFile(path string, minFree float64, opts *bolt.Options) (CompactRepor
 		rep.Free = 1 - float64(live)/float64(rep.Before)
 	}
 	if rep.Free < minFree {
+		// Opening rebuilt the freelist if the last run did not end with
+		// SyncFreelist; write it, so the application's open is quick.
+		if err := SyncFreelist(src); err != nil {
+			return rep, err
+		}
 		rep.Took = time.Since(start)
-		return rep, nil
+		return rep, src.Close()
 	}
 	tmp := path + ".compact"
 	_ = os.Remove(tmp) // a leftover of an interrupted compaction

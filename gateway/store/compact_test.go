@@ -70,6 +70,9 @@ func TestCompactFile(t *testing.T) {
 	if err != nil || rep.Compacted {
 		t.Fatalf("CompactFile at 99%% free: %+v, %v; want left alone", rep, err)
 	}
+	if !metaFreelist(t, path) {
+		t.Error("a file CompactFile left alone has no synced freelist: the next open would read every page")
+	}
 	rep, err = CompactFile(path, 0, nil)
 	if err != nil {
 		t.Fatal(err)
