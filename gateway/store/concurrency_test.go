@@ -8,6 +8,8 @@ import (
 	"sync"
 	"testing"
 
+	bolt "go.etcd.io/bbolt"
+
 	"github.com/scimgate/scimgate/gateway/scim"
 )
 
@@ -172,4 +174,49 @@ func versionOf(t *testing.T, v any) uint64 {
 		t.Fatal(err)
 	}
 	return uint64(u)
+}
+
+// TestSubmit: a function submitted to the writer commits in a transaction
+// it may share with SCIM writes; one that fails rolls back alone (its
+// writes gone, the SCIM writes beside it committed).
+func TestSubmit(t *testing.T) {
+	ts := newTestStore(t)
+	errBroken := errors.New("dispatcher state broken")
+	var wg sync.WaitGroup
+	results := make([]error, 40)
+	for i := range 40 {
+		wg.Go(func() {
+			if i%2 == 0 {
+				_, results[i] = ts.CreateUser(doc(t, fmt.Sprintf(`{"userName":"s%d@example.com"}`, i)))
+				return
+			}
+			results[i] = ts.Submit(func(tx *bolt.Tx) error {
+				if err := tx.Bucket(bucketMeta).Put([]byte(fmt.Sprintf("submit%02d", i)), []byte("x")); err != nil {
+					return err
+				}
+				if i%4 == 3 {
+					return errBroken
+				}
+				return nil
+			})
+		})
+	}
+	wg.Wait()
+	_ = ts.db.View(func(tx *bolt.Tx) error {
+		for i, err := range results {
+			v := tx.Bucket(bucketMeta).Get([]byte(fmt.Sprintf("submit%02d", i)))
+			switch {
+			case i%2 == 0 && err != nil:
+				t.Errorf("create %d beside submitted functions: %v", i, err)
+			case i%4 == 3 && (!errors.Is(err, errBroken) || v != nil):
+				t.Errorf("failing submit %d: %v, value %q; want its error and nothing stored", i, err, v)
+			case i%4 == 1 && (err != nil || v == nil):
+				t.Errorf("submit %d: %v, value %q; want committed", i, err, v)
+			}
+		}
+		return nil
+	})
+	if st, _ := ts.Stats(); st.Users != 20 {
+		t.Errorf("%d users, want 20", st.Users)
+	}
 }
