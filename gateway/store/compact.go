@@ -1,6 +1,7 @@
 package store
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"os"
@@ -177,4 +178,244 @@ func syncDir(dir string) error {
 	}
 	err = d.Sync()
 	return errors.Join(err, d.Close())
+}
+
+// CompactOnline compacts the database at path, open as db, while the
+// application keeps serving, and stops its writes only for the catch-up:
+//
+//  1. it copies a snapshot of db (one read transaction, bbolt.Compact)
+//     into path + ".compact" while writes go on;
+//  2. it calls stop, which must return once nothing writes to db any more
+//     — the store's writes held by Store.Pause, the dispatcher's Run ended
+//     (its outcomes committed) — and must not write itself;
+//  3. it brings the copy up to db's state — every bucket, nested bucket,
+//     key, value and sequence that changed since the snapshot, found by
+//     walking both files side by side — fsyncs it, truncates it to its last
+//     page and renames it over path (a crash leaves either file complete).
+//
+// The caller then reopens path, hands the new *bolt.DB to the store's
+// resume (and to the dispatcher it starts again and anything else holding
+// db), and closes db. When less than minFree of the file is free
+// (DefaultCompactFree when 0) nothing is done and stop is not called. Writes
+// wait during step 3 only: measured in docs/performance.md.
+func CompactOnline(db *bolt.DB, path string, minFree float64, stop func() error) (CompactReport, time.Duration, error) {
+	start := time.Now()
+	if minFree <= 0 {
+		minFree = DefaultCompactFree
+	}
+	var rep CompactReport
+	st, err := os.Stat(path)
+	if err != nil {
+		return rep, 0, err
+	}
+	rep.Before, rep.After = st.Size(), st.Size()
+	var live int64
+	_ = db.View(func(tx *bolt.Tx) error {
+		live = tx.Size() - int64(db.Stats().FreePageN)*int64(db.Info().PageSize)
+		return nil
+	})
+	if rep.Before > 0 {
+		rep.Free = 1 - float64(live)/float64(rep.Before)
+	}
+	if rep.Free < minFree {
+		rep.Took = time.Since(start)
+		return rep, 0, nil
+	}
+	tmp := path + ".compact"
+	_ = os.Remove(tmp)
+	opts := *BoltOptions()
+	opts.NoSync, opts.NoFreelistSync = true, false
+	dst, err := bolt.Open(tmp, 0o600, &opts)
+	if err != nil {
+		return rep, 0, fmt.Errorf("open %s: %w", tmp, err)
+	}
+	fail := func(err error) (CompactReport, time.Duration, error) {
+		dst.Close()
+		os.Remove(tmp)
+		return rep, 0, err
+	}
+	if err := bolt.Compact(dst, db, 64<<20); err != nil {
+		return fail(fmt.Errorf("compact %s: %w", path, err))
+	}
+	if err := stop(); err != nil {
+		return fail(fmt.Errorf("stop the writers of %s: %w", path, err))
+	}
+	paused := time.Now()
+	err = db.View(func(src *bolt.Tx) error {
+		return dst.Update(func(tx *bolt.Tx) error { return syncTx(tx, src) })
+	})
+	if err != nil {
+		return fail(fmt.Errorf("catch up %s: %w", tmp, err))
+	}
+	var used int64
+	_ = dst.View(func(tx *bolt.Tx) error { used = tx.Size(); return nil })
+	if err := dst.Sync(); err != nil {
+		return fail(fmt.Errorf("sync %s: %w", tmp, err))
+	}
+	if err := dst.Close(); err != nil {
+		os.Remove(tmp)
+		return rep, 0, fmt.Errorf("close %s: %w", tmp, err)
+	}
+	if err := truncateSync(tmp, used); err != nil {
+		os.Remove(tmp)
+		return rep, 0, err
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		os.Remove(tmp)
+		return rep, 0, fmt.Errorf("replace %s: %w", path, err)
+	}
+	if err := syncDir(filepath.Dir(path)); err != nil {
+		return rep, 0, err
+	}
+	rep.After, rep.Compacted, rep.Took = used, true, time.Since(start)
+	return rep, time.Since(paused), nil
+}
+
+// syncTx makes dst's buckets equal to src's: the top level holds only
+// buckets.
+func syncTx(dst, src *bolt.Tx) error {
+	var missing, extra [][]byte
+	var both [][]byte
+	c := src.Cursor()
+	for k, _ := c.First(); k != nil; k, _ = c.Next() {
+		if dst.Bucket(k) == nil {
+			missing = append(missing, bytes.Clone(k))
+		} else {
+			both = append(both, bytes.Clone(k))
+		}
+	}
+	c = dst.Cursor()
+	for k, _ := c.First(); k != nil; k, _ = c.Next() {
+		if src.Bucket(k) == nil {
+			extra = append(extra, bytes.Clone(k))
+		}
+	}
+	for _, k := range extra {
+		if err := dst.DeleteBucket(k); err != nil {
+			return err
+		}
+	}
+	for _, k := range missing {
+		b, err := dst.CreateBucket(k)
+		if err != nil {
+			return err
+		}
+		if err := copyBucket(b, src.Bucket(k)); err != nil {
+			return err
+		}
+	}
+	for _, k := range both {
+		if err := syncBucket(dst.Bucket(k), src.Bucket(k)); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// syncBucket makes d equal to s: it walks both in key order, collects the
+// differences (a cursor must not be used across changes to its bucket),
+// applies them, then does the same for the nested buckets both have.
+func syncBucket(d, s *bolt.Bucket) error {
+	if d.Sequence() != s.Sequence() {
+		if err := d.SetSequence(s.Sequence()); err != nil {
+			return err
+		}
+	}
+	type put struct{ k, v []byte }
+	var puts []put
+	var dels, newBuckets, delBuckets, nested [][]byte
+	cd, cs := d.Cursor(), s.Cursor()
+	kd, vd := cd.First()
+	ks, vs := cs.First()
+	for ks != nil || kd != nil {
+		cmp := 0
+		switch {
+		case kd == nil:
+			cmp = -1
+		case ks == nil:
+			cmp = 1
+		default:
+			cmp = bytes.Compare(ks, kd)
+		}
+		switch {
+		case cmp < 0: // only in s
+			if vs == nil {
+				newBuckets = append(newBuckets, bytes.Clone(ks))
+			} else {
+				puts = append(puts, put{bytes.Clone(ks), bytes.Clone(vs)})
+			}
+			ks, vs = cs.Next()
+		case cmp > 0: // only in d
+			if vd == nil {
+				delBuckets = append(delBuckets, bytes.Clone(kd))
+			} else {
+				dels = append(dels, bytes.Clone(kd))
+			}
+			kd, vd = cd.Next()
+		default:
+			switch {
+			case vs == nil && vd == nil:
+				nested = append(nested, bytes.Clone(ks))
+			case vs == nil: // a value became a bucket
+				dels = append(dels, bytes.Clone(kd))
+				newBuckets = append(newBuckets, bytes.Clone(ks))
+			case vd == nil: // a bucket became a value
+				delBuckets = append(delBuckets, bytes.Clone(kd))
+				puts = append(puts, put{bytes.Clone(ks), bytes.Clone(vs)})
+			case !bytes.Equal(vs, vd):
+				puts = append(puts, put{bytes.Clone(ks), bytes.Clone(vs)})
+			}
+			ks, vs = cs.Next()
+			kd, vd = cd.Next()
+		}
+	}
+	for _, k := range delBuckets {
+		if err := d.DeleteBucket(k); err != nil {
+			return err
+		}
+	}
+	for _, k := range dels {
+		if err := d.Delete(k); err != nil {
+			return err
+		}
+	}
+	for _, p := range puts {
+		if err := d.Put(p.k, p.v); err != nil {
+			return err
+		}
+	}
+	for _, k := range newBuckets {
+		b, err := d.CreateBucket(k)
+		if err != nil {
+			return err
+		}
+		if err := copyBucket(b, s.Bucket(k)); err != nil {
+			return err
+		}
+	}
+	for _, k := range nested {
+		if err := syncBucket(d.Bucket(k), s.Bucket(k)); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// copyBucket copies s, nested buckets and sequences included, into the
+// empty bucket d.
+func copyBucket(d, s *bolt.Bucket) error {
+	if err := d.SetSequence(s.Sequence()); err != nil {
+		return err
+	}
+	d.FillPercent = 1.0
+	return s.ForEach(func(k, v []byte) error {
+		if v != nil {
+			return d.Put(bytes.Clone(k), bytes.Clone(v))
+		}
+		nb, err := d.CreateBucket(bytes.Clone(k))
+		if err != nil {
+			return err
+		}
+		return copyBucket(nb, s.Bucket(k))
+	})
 }

@@ -309,11 +309,57 @@ func TestFootprint(t *testing.T) {
 		t.Logf("one-key commits on the emptied file (%d free pages), %s: %v each", free, c.name, (took / commits).Round(time.Microsecond))
 	}
 	runtime.GC()
-	rep, err := CompactFile(path, 0.3, nil)
+	// Compact online while SCIM creates go on from 4 clients; they are
+	// held only for the catch-up.
+	db, err = bolt.Open(path, 0o600, BoltOptions())
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Logf("events pruned, compacted: %+v", rep)
+	s = New(db, mapper, Options{})
+	var during atomic.Int64
+	stopLoad := make(chan struct{})
+	var load sync.WaitGroup
+	for c := range 4 {
+		load.Go(func() {
+			for i := 0; ; i++ {
+				select {
+				case <-stopLoad:
+					return
+				default:
+				}
+				if _, err := s.CreateUser(oktaDoc(n + c*1_000_000 + i)); err != nil {
+					t.Error(err)
+					return
+				}
+				during.Add(1)
+			}
+		})
+	}
+	var resume func(*bolt.DB)
+	t0 := time.Now()
+	rep, held, err := CompactOnline(db, path, 0.3, func() error {
+		close(stopLoad)
+		load.Wait()
+		var err error
+		resume, err = s.Pause()
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ndb, err := bolt.Open(path, 0o600, BoltOptions())
+	if err != nil {
+		t.Fatal(err)
+	}
+	resume(ndb)
+	db.Close()
+	t.Logf("compacted online in %v while %d users were created; SCIM writes held %v: %+v", time.Since(t0).Round(time.Millisecond),
+		during.Load(), held.Round(time.Millisecond), rep)
+	if st, _ := s.Stats(); st.Users != n+int(during.Load()) {
+		t.Errorf("users after online compaction: %d, want %d", st.Users, n+int(during.Load()))
+	}
+	s.Close()
+	ndb.Close()
 }
 
 // walkKV calls fn for every key and value of b and its nested buckets.
@@ -460,4 +506,202 @@ func metaFreelist(t *testing.T, path string) bool {
 		}
 	}
 	return freelist != ^uint64(0)
+}
+
+// TestCompactOnline: the file is compacted while the store keeps serving;
+// what was written after the snapshot (creates, a patch, a delete with its
+// membership events, a nested bucket added and one dropped, as the
+// dispatcher's state would) is in the copy, which equals the live file
+// bucket for bucket, key for key, sequence for sequence; a write issued
+// while the store is paused waits and lands in the new file; the store goes
+// on there.
+func TestCompactOnline(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "scimgate.db")
+	db, err := bolt.Open(path, 0o600, BoltOptions())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	if err := db.Update(initAll); err != nil {
+		t.Fatal(err)
+	}
+	mapper, _ := mapping.Compile(mapping.DefaultRules())
+	s := New(db, mapper, Options{})
+	defer s.Close()
+	var ids []string
+	for i := range 300 {
+		r, err := s.CreateUser(map[string]any{"userName": fmt.Sprintf("o%03d@example.com", i), "title": strings.Repeat("x", 2000)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, r.ID)
+	}
+	g, err := s.CreateGroup(map[string]any{"displayName": "all", "members": memberList(ids[:100])})
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = db.Update(func(tx *bolt.Tx) error { // the dispatcher's state, and pruned events
+		tb, err := tx.Bucket([]byte("outbox_targets")).CreateBucketIfNotExists([]byte("gone"))
+		if err != nil {
+			return err
+		}
+		if err := tb.Put([]byte("cursor"), be64(7)); err != nil {
+			return err
+		}
+		b := tx.Bucket([]byte("outbox_events"))
+		for seq := uint64(1); seq < outbox.Tail(tx)-5; seq++ {
+			if err := b.Delete(be64(seq)); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	var resume func(*bolt.DB)
+	defer func() { // a failure below must not leave the writer held (Close would wait)
+		if resume != nil {
+			resume(nil)
+		}
+	}()
+	waiting := make(chan error, 1)
+	var waitingID atomic.Value
+	rep, pause, err := CompactOnline(db, path, 0, func() error {
+		// After the snapshot: SCIM writes and the dispatcher's.
+		for i := range 20 {
+			if _, err := s.CreateUser(map[string]any{"userName": fmt.Sprintf("late%02d@example.com", i)}); err != nil {
+				return err
+			}
+		}
+		if _, err := s.PatchUser(ids[1], "", []scim.Operation{{Op: "replace", Path: &scim.Path{Attr: "title"}, Value: "late"}}); err != nil {
+			return err
+		}
+		if err := s.DeleteUser(ids[0], ""); err != nil { // a member: group.member_removed too
+			return err
+		}
+		err := db.Update(func(tx *bolt.Tx) error {
+			tb := tx.Bucket([]byte("outbox_targets"))
+			if err := tb.DeleteBucket([]byte("gone")); err != nil {
+				return err
+			}
+			nb, err := tb.CreateBucket([]byte("new"))
+			if err != nil {
+				return err
+			}
+			if _, err := nb.NextSequence(); err != nil {
+				return err
+			}
+			return nb.Put([]byte("cursor"), be64(42))
+		})
+		if err != nil {
+			return err
+		}
+		if resume, err = s.Pause(); err != nil {
+			return err
+		}
+		go func() { // issued while paused: waits for resume
+			r, err := s.CreateUser(map[string]any{"userName": "paused@example.com"})
+			if err == nil {
+				waitingID.Store(r.ID)
+			}
+			waiting <- err
+		}()
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("%+v, writes held %v", rep, pause)
+	if !rep.Compacted || rep.After >= rep.Before/2 {
+		t.Errorf("CompactOnline: %+v; want the file at most half its size", rep)
+	}
+	select {
+	case err := <-waiting:
+		t.Fatalf("a write issued during the pause finished before resume: %v", err)
+	default:
+	}
+	ndb, err := bolt.Open(path, 0o600, BoltOptions())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ndb.Close()
+	if diff := treeDiff(t, db, ndb); diff != "" {
+		t.Fatalf("the compacted file differs from the live one: %s", diff)
+	}
+	resume(ndb)
+	if err := <-waiting; err != nil {
+		t.Fatalf("the write held by the pause: %v", err)
+	}
+	id := waitingID.Load().(string)
+	for _, c := range []struct {
+		db   *bolt.DB
+		want bool
+	}{{db, false}, {ndb, true}} {
+		_ = c.db.View(func(tx *bolt.Tx) error {
+			if got := tx.Bucket(bucketUsers).Get([]byte(id)) != nil; got != c.want {
+				t.Errorf("the held write in the old file: %v, in the new: want %v", got, c.want)
+			}
+			return nil
+		})
+	}
+	// The store goes on in the new file; numbering continues.
+	var tail uint64
+	_ = ndb.View(func(tx *bolt.Tx) error { tail = outbox.Tail(tx); return nil })
+	r, err := s.CreateUser(map[string]any{"userName": "after@example.com"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = ndb.View(func(tx *bolt.Tx) error {
+		if tx.Bucket(bucketUsers).Get([]byte(r.ID)) == nil || outbox.Tail(tx) != tail+1 {
+			t.Errorf("after resume: user in new file %v, tail %d, want %d", tx.Bucket(bucketUsers).Get([]byte(r.ID)) != nil, outbox.Tail(tx), tail+1)
+		}
+		var errs []error
+		for err := range tx.Check() {
+			errs = append(errs, err)
+		}
+		if len(errs) > 0 {
+			t.Errorf("new file: %v", errs)
+		}
+		return nil
+	})
+	if gr, err := s.GetGroup(g.ID, true); err != nil || memberLen(gr) != 99 {
+		t.Errorf("group after compaction: %d members, %v; want 99", memberLen(gr), err)
+	}
+}
+
+// treeDiff describes the first difference between two files' buckets,
+// nested buckets, keys, values and sequences ("" when equal).
+func treeDiff(t *testing.T, a, b *bolt.DB) string {
+	t.Helper()
+	dump := func(db *bolt.DB) []string {
+		var out []string
+		var walk func(prefix string, bk *bolt.Bucket)
+		walk = func(prefix string, bk *bolt.Bucket) {
+			out = append(out, fmt.Sprintf("%s seq=%d", prefix, bk.Sequence()))
+			_ = bk.ForEach(func(k, v []byte) error {
+				if v == nil {
+					walk(prefix+"/"+string(k), bk.Bucket(k))
+				} else {
+					out = append(out, fmt.Sprintf("%s/%q=%q", prefix, k, v))
+				}
+				return nil
+			})
+		}
+		_ = db.View(func(tx *bolt.Tx) error {
+			return tx.ForEach(func(name []byte, bk *bolt.Bucket) error { walk(string(name), bk); return nil })
+		})
+		return out
+	}
+	x, y := dump(a), dump(b)
+	for i := range min(len(x), len(y)) {
+		if x[i] != y[i] {
+			return fmt.Sprintf("entry %d: live %.120s, copy %.120s", i, x[i], y[i])
+		}
+	}
+	if len(x) != len(y) {
+		return fmt.Sprintf("live has %d entries, copy %d", len(x), len(y))
+	}
+	return ""
 }

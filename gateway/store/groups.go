@@ -104,7 +104,7 @@ func (s *Store) GetGroup(id string, withMembers bool) (*Resource, error) {
 		return nil, err
 	}
 	var out *Resource
-	err := s.db.View(func(tx *bolt.Tx) error {
+	err := s.view(func(tx *bolt.Tx) error {
 		r, err := s.groups.get(tx, id)
 		if err != nil {
 			return err

@@ -160,7 +160,7 @@ func (s *Store) prepareView(fn func(tx *bolt.Tx) error) (err error) {
 			err = fmt.Errorf("%w (recovered panic)", ErrInternal)
 		}
 	}()
-	return s.db.View(fn)
+	return s.view(fn)
 }
 
 // writeCounters count how writes went, for tests and benchmarks.

@@ -157,7 +157,7 @@ type Observer interface {
 
 // Store is the bbolt-backed resource store. It is safe for concurrent use.
 type Store struct {
-	db     *bolt.DB
+	dbp    atomic.Pointer[bolt.DB] // swapped by Pause's resume
 	mapper *mapping.Mapper
 	now    func() time.Time
 	wake   func()
@@ -194,8 +194,9 @@ type kind struct {
 // New returns a Store over db, whose buckets InitBuckets must have created,
 // and starts its writer. Close stops it.
 func New(db *bolt.DB, mapper *mapping.Mapper, opts Options) *Store {
-	s := &Store{db: db, mapper: mapper, now: opts.Now, wake: opts.OnCommit, floor: opts.VersionFloor,
+	s := &Store{mapper: mapper, now: opts.Now, wake: opts.OnCommit, floor: opts.VersionFloor,
 		log: opts.Logger, obs: opts.Observer, reject: opts.UnknownMembers == UnknownReject, limits: scim.Limits{MaxDepth: opts.MaxDepth}}
+	s.dbp.Store(db)
 	if s.now == nil {
 		s.now = time.Now
 	}
@@ -225,7 +226,7 @@ func New(db *bolt.DB, mapper *mapping.Mapper, opts Options) *Store {
 // user.updated. A failure is logged and retried at the next start.
 func (s *Store) remapQueued() {
 	var queued []string
-	_ = s.db.View(func(tx *bolt.Tx) error {
+	_ = s.view(func(tx *bolt.Tx) error {
 		if b := tx.Bucket(bucketRemap); b != nil {
 			_ = b.ForEach(func(k, _ []byte) error { queued = append(queued, string(k)); return nil })
 		}
@@ -273,6 +274,28 @@ func groupKind() *kind {
 // Close waits for queued writes to commit and stops the writer. It does not
 // close the database.
 func (s *Store) Close() { s.w.close() }
+
+// view runs a read transaction on the store's current database.
+func (s *Store) view(fn func(tx *bolt.Tx) error) error { return s.dbp.Load().View(fn) }
+
+// Pause holds the store's writes: it returns once the writes queued before
+// it have committed and the writer is idle. Writes from then on wait (they
+// are not refused); reads go on. resume(db) makes the store use db from
+// then on — the same database, or the file CompactOnline replaced, opened
+// again (nil: the same) — and lets the writes go on; it must be called,
+// once, before Close.
+func (s *Store) Pause() (resume func(db *bolt.DB), err error) {
+	r, err := s.w.pause()
+	if err != nil {
+		return nil, err
+	}
+	return func(db *bolt.DB) {
+		if db != nil {
+			s.dbp.Store(db)
+		}
+		r(db)
+	}, nil
+}
 
 // UserType and GroupType return the resource types the store validates
 // against, for discovery endpoints and filter validation.
@@ -337,7 +360,7 @@ type Stats struct {
 // Stats returns the current counts.
 func (s *Store) Stats() (Stats, error) {
 	var st Stats
-	err := s.db.View(func(tx *bolt.Tx) error {
+	err := s.view(func(tx *bolt.Tx) error {
 		meta := tx.Bucket(bucketMeta)
 		st.Users = int(getCounter(meta, s.users.count))
 		st.ActiveUsers = int(getCounter(meta, keyActive))

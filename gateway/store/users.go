@@ -87,7 +87,7 @@ func (s *Store) GetUser(id string) (*Resource, error) {
 		return nil, err
 	}
 	var out *Resource
-	err := s.db.View(func(tx *bolt.Tx) error {
+	err := s.view(func(tx *bolt.Tx) error {
 		r, err := s.users.get(tx, id)
 		if err != nil {
 			return err
@@ -208,7 +208,7 @@ func (s *Store) updateUser(id, ifMatch string, next func(cur *record) (map[strin
 		return nil, err
 	}
 	if changed { // its groups as they are now that the write committed
-		_ = s.db.View(func(tx *bolt.Tx) error { s.addGroups(tx, out); return nil })
+		_ = s.view(func(tx *bolt.Tx) error { s.addGroups(tx, out); return nil })
 	}
 	return out, nil
 }

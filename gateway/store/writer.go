@@ -25,8 +25,17 @@ const maxBatch = 512
 type writeFunc func(tx *bolt.Tx) error
 
 type writeReq struct {
-	fn   writeFunc
-	done chan error
+	fn    writeFunc
+	done  chan error
+	pause *pauseReq // set on the marker Store.Pause queues instead of a write
+}
+
+// pauseReq holds the writer between batches: held is closed once the
+// batch before the marker has committed; the writer then waits for the
+// database to go on with.
+type pauseReq struct {
+	held    chan struct{}
+	release chan *bolt.DB
 }
 
 // writer commits whatever writes are queued in one bbolt transaction: group
@@ -115,34 +124,75 @@ func (w *writer) update(fn writeFunc) error {
 	return <-req.done
 }
 
+// pause queues a marker behind the writes already queued and returns once
+// they have committed and the writer is held; resume(db) lets it go on
+// with db (the same database or a reopened file).
+func (w *writer) pause() (resume func(db *bolt.DB), err error) {
+	p := &pauseReq{held: make(chan struct{}), release: make(chan *bolt.DB, 1)}
+	w.mu.RLock()
+	if w.closed {
+		w.mu.RUnlock()
+		return nil, errClosed
+	}
+	w.queue <- writeReq{pause: p}
+	w.mu.RUnlock()
+	<-p.held
+	var once sync.Once
+	return func(db *bolt.DB) { once.Do(func() { p.release <- db }) }, nil
+}
+
+// hold runs a pause marker: the writer waits for its release.
+func (w *writer) hold(p *pauseReq) {
+	close(p.held)
+	if db := <-p.release; db != nil {
+		w.db = db
+	}
+}
+
 func (w *writer) loop() {
 	batch := make([]writeReq, 0, maxBatch)
 	for {
 		batch = batch[:0]
 		select {
 		case req := <-w.queue:
+			if req.pause != nil {
+				w.hold(req.pause)
+				continue
+			}
 			batch = append(batch, req)
 		case <-w.stop:
 			// Drain what was queued before stop so no caller hangs.
 			for {
 				select {
 				case req := <-w.queue:
+					if req.pause != nil {
+						w.hold(req.pause)
+						continue
+					}
 					w.commit([]writeReq{req})
 				default:
 					return
 				}
 			}
 		}
+		var held *pauseReq
 	fill:
 		for len(batch) < maxBatch {
 			select {
 			case req := <-w.queue:
+				if req.pause != nil {
+					held = req.pause
+					break fill
+				}
 				batch = append(batch, req)
 			default:
 				break fill
 			}
 		}
 		w.commit(batch)
+		if held != nil {
+			w.hold(held)
+		}
 	}
 }
 
