@@ -473,7 +473,8 @@ func (s Summary) print(out io.Writer) {
 	if d := s.Delivery; d != nil {
 		fmt.Fprintf(out, "delivery: %d events received during the run (%.0f/s), %d bad signatures; commit→receiver p50 %.1f ms, p90 %.1f ms, p99 %.1f ms\n",
 			d.DuringRun, d.Rate, d.BadSignatures, d.P50, d.P90, d.P99)
-		fmt.Fprintf(out, "          backlog drained %.2f s after the run (%s); %d events received in all\n", d.DrainSeconds, d.DrainSource, d.Received)
+		fmt.Fprintf(out, "          backlog drained %.2f s after the run (%s); %d events received in all, %d of them again (at least once)\n",
+			d.DrainSeconds, d.DrainSource, d.Received, d.Duplicates)
 	}
 }
 
@@ -482,6 +483,7 @@ func (s Summary) print(out io.Writer) {
 // Delivery is what the receiver saw.
 type Delivery struct {
 	Received      int64   `json:"received"`
+	Duplicates    int64   `json:"duplicates"` // redeliveries of an event already received (at least once)
 	DuringRun     int64   `json:"during_run"`
 	Rate          float64 `json:"rate_per_s"`
 	BadSignatures int64   `json:"bad_signatures"`
@@ -501,6 +503,8 @@ type receiver struct {
 	n, bad  atomic.Int64
 	last    atomic.Int64 // unix nanos of the last arrival
 	counted bool         // lat collects (off after the run)
+	seen    map[string]bool
+	dups    int64
 }
 
 func startReceiver(addr, secret string) (*receiver, error) {
@@ -508,7 +512,7 @@ func startReceiver(addr, secret string) (*receiver, error) {
 	if err != nil {
 		return nil, fmt.Errorf("receiver: %w", err)
 	}
-	r := &receiver{secret: secret, counted: true}
+	r := &receiver{secret: secret, counted: true, seen: map[string]bool{}}
 	r.srv = &http.Server{Handler: http.HandlerFunc(r.serve), ReadHeaderTimeout: 10 * time.Second}
 	go r.srv.Serve(ln)
 	return r, nil
@@ -531,13 +535,16 @@ func (r *receiver) serve(w http.ResponseWriter, req *http.Request) {
 	var env struct {
 		OccurredAt time.Time `json:"occurred_at"`
 	}
-	if json.Unmarshal(body, &env) == nil && !env.OccurredAt.IsZero() {
-		r.mu.Lock()
-		if r.counted {
-			r.lat = append(r.lat, now.Sub(env.OccurredAt))
-		}
-		r.mu.Unlock()
+	r.mu.Lock()
+	if id := req.Header.Get(outbox.HeaderID); r.seen[id] {
+		r.dups++
+	} else {
+		r.seen[id] = true
 	}
+	if json.Unmarshal(body, &env) == nil && !env.OccurredAt.IsZero() && r.counted {
+		r.lat = append(r.lat, now.Sub(env.OccurredAt))
+	}
+	r.mu.Unlock()
 	r.n.Add(1)
 	r.last.Store(now.UnixNano())
 	w.WriteHeader(http.StatusNoContent)
@@ -546,6 +553,7 @@ func (r *receiver) serve(w http.ResponseWriter, req *http.Request) {
 func (r *receiver) reset() {
 	r.mu.Lock()
 	r.lat = r.lat[:0]
+	r.dups = 0
 	r.mu.Unlock()
 	r.n.Store(0)
 }
@@ -568,6 +576,9 @@ func (r *receiver) report(ctx context.Context, l *load, start time.Time) *Delive
 	}
 	d.DrainSeconds, d.DrainSource = r.drain(ctx, l, end)
 	d.Received, d.BadSignatures = r.n.Load(), r.bad.Load()
+	r.mu.Lock()
+	d.Duplicates = r.dups
+	r.mu.Unlock()
 	return d
 }
 
