@@ -2,6 +2,7 @@ package store
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"slices"
@@ -294,52 +295,97 @@ func (s *Store) updateGroup(id, ifMatch string, next func(tx *bolt.Tx, cur *reco
 	return out, nil
 }
 
+// deleteChunk bounds the members one transaction of DeleteGroup removes.
+var deleteChunk = 2000
+
 // DeleteGroup removes the group: first its members (group.member_removed
 // each, the group at a new version), its own memberships in other groups,
-// then group.deleted at a version above those events'.
+// then group.deleted at a version above those events'. A group of more than
+// deleteChunk members is emptied in several transactions of deleteChunk
+// members each (each a new version of the group, committed before the
+// next), so the writer is never held for the whole group — measured for
+// 50,000 members: one transaction of 1.1 s that every other write waited
+// for (BenchmarkDeleteBigGroup). The delete is acknowledged once the last
+// one, which removes the group, has committed; a crash in between leaves a
+// smaller group, and the identity provider's retry finishes it.
 func (s *Store) DeleteGroup(id, ifMatch string) error {
 	if err := checkID("id", id); err != nil {
 		return err
 	}
-	return s.w.update(func(tx *bolt.Tx) error {
-		k := s.groups
-		r, err := k.get(tx, id)
-		if err != nil {
+	for first := true; ; first = false {
+		done := false
+		err := s.w.update(func(tx *bolt.Tx) error {
+			k := s.groups
+			r, err := k.get(tx, id)
+			if err != nil {
+				return err
+			}
+			if first {
+				if err := checkIfMatch(ifMatch, r.Version); err != nil {
+					return err
+				}
+			}
+			now := s.now()
+			r.Version, r.Modified = s.nextVersion(r.Version), now
+			ids := s.firstMemberIDs(tx, id, deleteChunk+1)
+			if len(ids) > deleteChunk { // a chunk: the group stays, smaller, at its new version
+				if err := k.put(tx, r); err != nil {
+					return err
+				}
+				if err := s.applyDelta(tx, r, delta{remove: ids[:deleteChunk]}); err != nil {
+					return err
+				}
+				done = false
+				return s.touched(tx, now)
+			}
+			if err := r.encodeData(); err != nil {
+				return err
+			}
+			if err := s.applyDelta(tx, r, delta{remove: ids}); err != nil {
+				return err
+			}
+			if err := s.dropMemberships(tx, id, eventData(r), now); err != nil {
+				return err
+			}
+			// group.deleted comes after the member events, above their version.
+			r.Version = s.nextVersion(r.Version)
+			if err := r.encodeData(); err != nil {
+				return err
+			}
+			if err := k.unindex(tx, r); err != nil {
+				return err
+			}
+			if err := tx.Bucket(k.data).Delete([]byte(id)); err != nil {
+				return err
+			}
+			if err := tx.Bucket(bucketMemberCounts).Delete([]byte(id)); err != nil {
+				return err
+			}
+			if err := s.enqueue(tx, "group.deleted", []string{resKey("Group", id)}, dataOf("group", eventData(r)), nil); err != nil {
+				return err
+			}
+			done = true
+			return s.touched(tx, now)
+		})
+		switch {
+		case !first && errors.Is(err, ErrNotFound):
+			return nil // another delete finished it
+		case err != nil:
 			return err
+		case done:
+			return nil
 		}
-		if err := checkIfMatch(ifMatch, r.Version); err != nil {
-			return err
-		}
-		now := s.now()
-		r.Version = s.nextVersion(r.Version)
-		if err := r.encodeData(); err != nil {
-			return err
-		}
-		if err := s.applyDelta(tx, r, delta{remove: s.memberIDs(tx, id)}); err != nil {
-			return err
-		}
-		if err := s.dropMemberships(tx, id, eventData(r), now); err != nil {
-			return err
-		}
-		// group.deleted comes after the member events, above their version.
-		r.Version = s.nextVersion(r.Version)
-		if err := r.encodeData(); err != nil {
-			return err
-		}
-		if err := k.unindex(tx, r); err != nil {
-			return err
-		}
-		if err := tx.Bucket(k.data).Delete([]byte(id)); err != nil {
-			return err
-		}
-		if err := tx.Bucket(bucketMemberCounts).Delete([]byte(id)); err != nil {
-			return err
-		}
-		if err := s.enqueue(tx, "group.deleted", []string{resKey("Group", id)}, dataOf("group", eventData(r)), nil); err != nil {
-			return err
-		}
-		return s.touched(tx, now)
+	}
+}
+
+// firstMemberIDs lists up to n of the group's member ids, in id order.
+func (s *Store) firstMemberIDs(tx *bolt.Tx, groupID string, n int) []string {
+	ids := make([]string, 0, min(n, memberCount(tx, groupID)))
+	scanPrefix(tx.Bucket(bucketMembers), groupID, func(id, _ []byte) bool {
+		ids = append(ids, string(id))
+		return len(ids) < n
 	})
+	return ids
 }
 
 // splitMembers takes "members" out of a POST or PUT body and normalises the
