@@ -583,24 +583,38 @@ func (r *receiver) report(ctx context.Context, l *load, start time.Time) *Delive
 }
 
 // drain waits (at most 5 minutes) until the gateway has nothing left to
-// deliver — its admin status says so, or, without -admin, the receiver has
-// been idle for a second — and returns how long after since that was.
+// deliver and returns how long after since that was: with -admin, until its
+// status shows no backlog and nothing arrives for a quarter of a second
+// after (the status is published by the dispatcher's loop, so a zero read
+// just after the last commit may not count events it has yet to pull);
+// without, until the receiver has been idle for a second. The time is that
+// of the last arrival or of the zero backlog, whichever is later.
 func (r *receiver) drain(ctx context.Context, l *load, since time.Time) (float64, string) {
 	deadline := time.Now().Add(5 * time.Minute)
+	last := func() time.Time { return time.Unix(0, max(r.last.Load(), since.UnixNano())) }
 	if l.o.admin != "" {
 		for time.Now().Before(deadline) && ctx.Err() == nil {
 			backlog, err := l.backlog(ctx)
 			if err != nil {
 				return time.Since(since).Seconds(), "admin status unreadable: " + err.Error()
 			}
-			if backlog == 0 {
-				break
+			if backlog > 0 {
+				time.Sleep(10 * time.Millisecond)
+				continue
 			}
-			time.Sleep(10 * time.Millisecond)
+			zero := time.Now()
+			time.Sleep(250 * time.Millisecond)
+			if again, err := l.backlog(ctx); err == nil && again == 0 && !last().After(zero) {
+				end := zero
+				if a := last(); a.After(end) {
+					end = a
+				}
+				return end.Sub(since).Seconds(), "admin status: backlog 0"
+			}
 		}
-		return time.Since(since).Seconds(), "admin status: backlog 0"
+		return time.Since(since).Seconds(), "admin status: backlog not 0 after 5 minutes"
 	}
-	for time.Now().Before(deadline) && ctx.Err() == nil && time.Since(time.Unix(0, max(r.last.Load(), since.UnixNano()))) < time.Second {
+	for time.Now().Before(deadline) && ctx.Err() == nil && time.Since(last()) < time.Second {
 		time.Sleep(10 * time.Millisecond)
 	}
 	return max(0, time.Unix(0, r.last.Load()).Sub(since).Seconds()), "last arrival; the receiver then idle for 1 s"
