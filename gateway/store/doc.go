@@ -30,5 +30,10 @@
 //
 // Writes go through a single writer goroutine that commits whatever is
 // queued in one transaction (group commit); a write that panics there
-// fails alone and is logged, the writer goes on.
+// fails alone and is logged, the writer goes on. Creates, PUTs and PATCHes
+// are prepared outside it, in the caller's goroutine against a read
+// snapshot, and the writer only checks that what they read is unchanged
+// before applying the prepared bytes (prepare.go). Ids are UUID version 7,
+// so new keys append; CompactFile, SyncFreelist and BoltOptions are what
+// the application opens, closes and compacts the file with (compact.go).
 package store

@@ -27,8 +27,11 @@ import (
 // case folding (cases.Fold: "ſam" and "SAM" both give "sam", "Straße" gives
 // "strasse"), recomposed to NFC because folding can decompose.
 func foldKey(s string) string {
+	if isASCIIPrintable(s) { // the common case: nothing invisible, no allocation beyond lower-casing
+		return lowerASCII(strings.TrimSpace(s))
+	}
 	s = strings.TrimSpace(stripInvisible(s))
-	if isASCIIPrintable(s) { // the common case: no allocation beyond lower-casing
+	if isASCIIPrintable(s) {
 		return lowerASCII(s)
 	}
 	// A Caser keeps state, so each call makes its own.
@@ -39,6 +42,9 @@ func foldKey(s string) string {
 // §3.1 declares caseExact. Trimmed and NFC (the same characters in another
 // encoding are the same identifier), not folded.
 func exactKey(s string) string {
+	if isASCIIPrintable(s) {
+		return strings.TrimSpace(s)
+	}
 	s = strings.TrimSpace(stripInvisible(s))
 	if isASCIIPrintable(s) {
 		return s
@@ -67,6 +73,8 @@ func stripInvisible(s string) string {
 	}, s)
 }
 
+// isASCIIPrintable reports whether s is only 0x20–0x7E: none of them is
+// invisible (controls are below 0x20 and 0x7F).
 func isASCIIPrintable(s string) bool {
 	for i := 0; i < len(s); i++ {
 		if c := s[i]; c < 0x20 || c >= 0x7f {
@@ -90,6 +98,9 @@ func lowerASCII(s string) string {
 // class and code point and its position, never the value itself (it may be
 // an email address).
 func checkIdentifier(attr, value string) error {
+	if isASCIIPrintable(value) { // printable ASCII holds no invisible character
+		return nil
+	}
 	pos := 0
 	for _, r := range value {
 		pos++

@@ -102,7 +102,7 @@ func (s *Store) list(k *kind, q Query, render func(*bolt.Tx, *record, bool) *Res
 	q.Count = max(q.Count, 0)
 	var total int
 	var items []*Resource
-	err := s.db.View(func(tx *bolt.Tx) error {
+	err := s.view(func(tx *bolt.Tx) error {
 		p := &page{tx: tx, start: q.StartIndex, count: q.Count, budget: q.MemberBudget, render: render,
 			counted: k == s.groups && q.Members}
 		var err error

@@ -20,7 +20,7 @@ func (ts *testStore) addMembers(gid string, n int) []string {
 		for w := range 16 {
 			wg.Go(func() {
 				for i := w; i < len(chunk); i += 16 {
-					r, err := ts.CreateUser(doc(ts.t, fmt.Sprintf(`{"userName":"m%d-%s@example.com"}`, len(all)+i, gid[:8])))
+					r, err := ts.CreateUser(doc(ts.t, fmt.Sprintf(`{"userName":"m%d-%s@example.com"}`, len(all)+i, gid)))
 					if err != nil {
 						ts.t.Error(err)
 						return

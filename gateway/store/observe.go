@@ -41,13 +41,20 @@ func (s *Store) ignoredMembers(tx *bolt.Tx, groupID string, n int) {
 	if n == 0 {
 		return
 	}
-	tx.OnCommit(func() {
-		s.log.Warn("group write named member ids that are not users or groups of this gateway; they were ignored (scim.unknown_members: ignore)",
-			"group_id", groupID, "unknown_members", n)
-		if s.obs != nil {
-			s.observe(func() { s.obs.UnknownMembers(groupID, n) })
-		}
-	})
+	tx.OnCommit(func() { s.reportIgnored(groupID, n) })
+}
+
+// reportIgnored logs and reports ignored member ids now: for a write that
+// had nothing else to change, so commits nothing.
+func (s *Store) reportIgnored(groupID string, n int) {
+	if n == 0 {
+		return
+	}
+	s.log.Warn("group write named member ids that are not users or groups of this gateway; they were ignored (scim.unknown_members: ignore)",
+		"group_id", groupID, "unknown_members", n)
+	if s.obs != nil {
+		s.observe(func() { s.obs.UnknownMembers(groupID, n) })
+	}
 }
 
 // observe calls the Observer. A panic there is logged and goes no

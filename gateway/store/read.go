@@ -175,7 +175,7 @@ func (s *Store) records(k *kind, ck byte, q RecordQuery) (RecordPage, error) {
 	filtered := q.Active != nil || !q.UpdatedSince.IsZero()
 	examine := max(minExamine, examineFactor*limit)
 	page := RecordPage{Records: []json.RawMessage{}}
-	err = s.db.View(func(tx *bolt.Tx) error {
+	err = s.view(func(tx *bolt.Tx) error {
 		page.Sequence = outbox.Tail(tx)
 		data := tx.Bucket(k.data)
 		c := tx.Bucket(k.order).Cursor()
@@ -227,7 +227,7 @@ func (s *Store) oneRecord(k *kind, id string) (json.RawMessage, error) {
 		return nil, err
 	}
 	var out json.RawMessage
-	err := s.db.View(func(tx *bolt.Tx) error {
+	err := s.view(func(tx *bolt.Tx) error {
 		v := tx.Bucket(k.data).Get([]byte(id))
 		if v == nil {
 			return ErrNotFound
@@ -252,7 +252,7 @@ func (s *Store) GroupMembers(id, cursor string, limit int) (MemberPage, error) {
 	}
 	limit = clampLimit(limit)
 	page := MemberPage{Members: []Member{}}
-	err = s.db.View(func(tx *bolt.Tx) error {
+	err = s.view(func(tx *bolt.Tx) error {
 		if tx.Bucket(bucketGroups).Get([]byte(id)) == nil {
 			return ErrNotFound
 		}
@@ -282,7 +282,7 @@ func (s *Store) UserGroups(id, cursor string, limit int) (RecordPage, error) {
 	}
 	limit = clampLimit(limit)
 	page := RecordPage{Records: []json.RawMessage{}}
-	err = s.db.View(func(tx *bolt.Tx) error {
+	err = s.view(func(tx *bolt.Tx) error {
 		if tx.Bucket(bucketUsers).Get([]byte(id)) == nil {
 			return ErrNotFound
 		}

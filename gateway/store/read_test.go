@@ -266,7 +266,8 @@ func buildBenchDB(b testing.TB, path string, n, members int) {
 		b.Fatal(err)
 	}
 	mapper, _ := mapping.Compile(mapping.DefaultRules())
-	s := &Store{db: db, mapper: mapper, now: time.Now, users: userKind(), groups: groupKind()}
+	s := &Store{mapper: mapper, now: time.Now, users: userKind(), groups: groupKind()}
+	s.dbp.Store(db)
 	now := time.Now()
 	var ids []string
 	for done := 0; done < n; {
@@ -280,7 +281,7 @@ func buildBenchDB(b testing.TB, path string, n, members int) {
 					return err
 				}
 				r := &record{ID: newID(), Created: now, Modified: now, Version: 1, Doc: d, Record: res.Record}
-				if err := s.users.insert(tx, r); err != nil {
+				if err := s.users.insertNew(tx, r); err != nil {
 					return err
 				}
 				if err := indexEmails(tx, nil, r); err != nil {
@@ -296,7 +297,7 @@ func buildBenchDB(b testing.TB, path string, n, members int) {
 	}
 	if members > 0 {
 		g := &record{ID: newID(), Created: now, Modified: now, Version: 1, Doc: map[string]any{"displayName": "Big"}, Record: map[string]any{"name": "Big"}}
-		if err := db.Update(func(tx *bolt.Tx) error { return s.groups.insert(tx, g) }); err != nil {
+		if err := db.Update(func(tx *bolt.Tx) error { return s.groups.insertNew(tx, g) }); err != nil {
 			b.Fatal(err)
 		}
 		for off := 0; off < members; off += 5000 {

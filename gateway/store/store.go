@@ -65,6 +65,28 @@ var (
 	keyActive     = []byte("users_active")
 )
 
+// appended are the buckets whose keys a write appends at the end (ids are
+// time-ordered, sequences grow, a group's new members have the newest
+// ids), and outbox_events, the event log the writer appends to. bbolt
+// splits a full page at its FillPercent (0.5 by default), which for keys
+// that only append leaves every page half empty: filling them to
+// appendedFill halves their pages on disk and the pages each commit
+// writes.
+var appended = [][]byte{bucketUsers, bucketGroups, bucketUsersOrder, bucketGroupsOrder, bucketUsersBlocks,
+	bucketGroupsBlocks, bucketMembers, []byte("outbox_events")}
+
+const appendedFill = 0.9
+
+// fillAppended sets the fill of the appended buckets for the transaction
+// (bbolt's FillPercent is not persistent).
+func fillAppended(tx *bolt.Tx) {
+	for _, name := range appended {
+		if b := tx.Bucket(name); b != nil {
+			b.FillPercent = appendedFill
+		}
+	}
+}
+
 // blockBits sets the size of a paging block: 1<<blockBits creation
 // sequence numbers share one live-count entry.
 const blockBits = 10
@@ -135,7 +157,7 @@ type Observer interface {
 
 // Store is the bbolt-backed resource store. It is safe for concurrent use.
 type Store struct {
-	db     *bolt.DB
+	dbp    atomic.Pointer[bolt.DB] // swapped by Pause's resume
 	mapper *mapping.Mapper
 	now    func() time.Time
 	wake   func()
@@ -150,6 +172,7 @@ type Store struct {
 	groups *kind
 
 	lastChange atomic.Int64 // unix nanos of the last committed change
+	writeCounters
 }
 
 // kind holds what users and groups have in common: their buckets, their
@@ -171,8 +194,9 @@ type kind struct {
 // New returns a Store over db, whose buckets InitBuckets must have created,
 // and starts its writer. Close stops it.
 func New(db *bolt.DB, mapper *mapping.Mapper, opts Options) *Store {
-	s := &Store{db: db, mapper: mapper, now: opts.Now, wake: opts.OnCommit, floor: opts.VersionFloor,
+	s := &Store{mapper: mapper, now: opts.Now, wake: opts.OnCommit, floor: opts.VersionFloor,
 		log: opts.Logger, obs: opts.Observer, reject: opts.UnknownMembers == UnknownReject, limits: scim.Limits{MaxDepth: opts.MaxDepth}}
+	s.dbp.Store(db)
 	if s.now == nil {
 		s.now = time.Now
 	}
@@ -191,6 +215,7 @@ func New(db *bolt.DB, mapper *mapping.Mapper, opts Options) *Store {
 		return nil
 	})
 	s.w = newWriter(db, isClean, s.log)
+	s.w.begin = fillAppended
 	s.w.start()
 	s.remapQueued()
 	return s
@@ -201,7 +226,7 @@ func New(db *bolt.DB, mapper *mapping.Mapper, opts Options) *Store {
 // user.updated. A failure is logged and retried at the next start.
 func (s *Store) remapQueued() {
 	var queued []string
-	_ = s.db.View(func(tx *bolt.Tx) error {
+	_ = s.view(func(tx *bolt.Tx) error {
 		if b := tx.Bucket(bucketRemap); b != nil {
 			_ = b.ForEach(func(k, _ []byte) error { queued = append(queued, string(k)); return nil })
 		}
@@ -250,6 +275,28 @@ func groupKind() *kind {
 // close the database.
 func (s *Store) Close() { s.w.close() }
 
+// view runs a read transaction on the store's current database.
+func (s *Store) view(fn func(tx *bolt.Tx) error) error { return s.dbp.Load().View(fn) }
+
+// Pause holds the store's writes: it returns once the writes queued before
+// it have committed and the writer is idle. Writes from then on wait (they
+// are not refused); reads go on. resume(db) makes the store use db from
+// then on — the same database, or the file CompactOnline replaced, opened
+// again (nil: the same) — and lets the writes go on; it must be called,
+// once, before Close.
+func (s *Store) Pause() (resume func(db *bolt.DB), err error) {
+	r, err := s.w.pause()
+	if err != nil {
+		return nil, err
+	}
+	return func(db *bolt.DB) {
+		if db != nil {
+			s.dbp.Store(db)
+		}
+		r(db)
+	}, nil
+}
+
 // UserType and GroupType return the resource types the store validates
 // against, for discovery endpoints and filter validation.
 func (s *Store) UserType() *scim.ResourceType  { return s.users.rt }
@@ -259,7 +306,8 @@ func (s *Store) GroupType() *scim.ResourceType { return s.groups.rt }
 // written, so the rest of a group-committed batch may still commit.
 func isClean(err error) bool {
 	var se *scim.Error
-	return errors.As(err, &se) || errors.Is(err, ErrNotFound) || errors.Is(err, ErrVersionMismatch)
+	return errors.As(err, &se) || errors.Is(err, ErrNotFound) || errors.Is(err, ErrVersionMismatch) ||
+		errors.Is(err, errConflict)
 }
 
 // Resource is a stored resource as the gateway renders it.
@@ -312,7 +360,7 @@ type Stats struct {
 // Stats returns the current counts.
 func (s *Store) Stats() (Stats, error) {
 	var st Stats
-	err := s.db.View(func(tx *bolt.Tx) error {
+	err := s.view(func(tx *bolt.Tx) error {
 		meta := tx.Bucket(bucketMeta)
 		st.Users = int(getCounter(meta, s.users.count))
 		st.ActiveUsers = int(getCounter(meta, keyActive))
@@ -335,10 +383,17 @@ func (s *Store) LastChange() time.Time {
 
 // ---- helpers shared by users and groups ----
 
+// newID returns a UUID version 7 (RFC 9562): 48 bits of Unix
+// milliseconds, then random bits. Ids made later sort later, so a new
+// record's key lands at the end of its bucket (and a new member's keys at
+// the end of its group's range) instead of in a random leaf: fewer pages
+// dirtied per write, fuller pages on disk.
 func newID() string {
 	var b [16]byte
-	_, _ = rand.Read(b[:])
-	b[6] = b[6]&0x0f | 0x40
+	_, _ = rand.Read(b[6:])
+	ms := uint64(time.Now().UnixMilli())
+	b[0], b[1], b[2], b[3], b[4], b[5] = byte(ms>>40), byte(ms>>32), byte(ms>>24), byte(ms>>16), byte(ms>>8), byte(ms)
+	b[6] = b[6]&0x0f | 0x70
 	b[8] = b[8]&0x3f | 0x80
 	return fmt.Sprintf("%x-%x-%x-%x-%x", b[0:4], b[4:6], b[6:8], b[8:10], b[10:])
 }
@@ -387,22 +442,29 @@ func (k *kind) get(tx *bolt.Tx, id string) (*record, error) {
 }
 
 func (k *kind) put(tx *bolt.Tx, r *record) error {
-	if err := r.encodeData(); err != nil {
+	enc, err := k.encode(r)
+	if err != nil {
 		return err
 	}
-	// A member's display: the displayName when there is one, else the
-	// unique name (a group's displayName is both).
-	r.Display = k.nameOf(r.Doc)
-	if dn, _ := scim.Get(r.Doc, "displayName"); dn != nil {
-		if d, ok := dn.(string); ok && d != "" {
-			r.Display = d
-		}
+	return tx.Bucket(k.data).Put([]byte(r.ID), enc.bytes(r.Seq))
+}
+
+// decode decodes a stored record of k read from its bucket.
+func (k *kind) decode(id string, v []byte) (*record, error) {
+	var r record
+	if err := decodeJSON(v, &r); err != nil {
+		return nil, fmt.Errorf("decode %s %s: %w", k.event, id, err)
 	}
-	b, err := json.Marshal(r)
-	if err != nil {
-		return fmt.Errorf("encode %s %s: %w", k.event, r.ID, err)
+	return &r, nil
+}
+
+// getRS is get through a read set: the record of id as the snapshot holds it.
+func (k *kind) getRS(tx *bolt.Tx, rs *readSet, id string) (*record, error) {
+	v := rs.get(tx, k.data, []byte(id))
+	if v == nil {
+		return nil, ErrNotFound
 	}
-	return tx.Bucket(k.data).Put([]byte(r.ID), b)
+	return k.decode(id, v)
 }
 
 // nameOf returns the unique naming attribute of a doc ("" when absent).
@@ -416,14 +478,14 @@ func externalIDOf(doc map[string]any) string { return stringAttr(doc, "externalI
 
 // checkName enforces the required, unique name (compared by foldKey). id
 // is the resource being written ("" on create).
-func (k *kind) checkName(tx *bolt.Tx, doc map[string]any, id string) error {
+func (k *kind) checkName(tx *bolt.Tx, rs *readSet, doc map[string]any, id string) error {
 	name := k.nameOf(doc)
 	key := foldKey(name)
 	if key == "" {
 		return scim.Errorf(http.StatusBadRequest, scim.InvalidValue,
 			"%s is required: send a non-empty %q string in the %s", k.nameAttr, k.nameAttr, k.name)
 	}
-	if other := tx.Bucket(k.byName).Get([]byte(key)); other != nil && string(other) != id {
+	if other := rs.get(tx, k.byName, []byte(key)); other != nil && string(other) != id {
 		return scim.Errorf(http.StatusConflict, scim.Uniqueness,
 			"a %s with this %s already exists (id %s; names are compared ignoring case, surrounding spaces and Unicode normalisation form); link to it instead of creating a new one",
 			k.name, k.nameAttr, other)
@@ -510,8 +572,9 @@ func (k *kind) unindex(tx *bolt.Tx, r *record) error {
 	return addCounter(tx.Bucket(bucketMeta), k.count, -1)
 }
 
-// insert writes a new record with its creation-order position.
-func (k *kind) insert(tx *bolt.Tx, r *record) error {
+// insert writes a new record, prepared as enc, with its creation-order
+// position and its name and externalId index entries.
+func (k *kind) insert(tx *bolt.Tx, r *record, enc encoded) error {
 	seq, err := tx.Bucket(k.order).NextSequence()
 	if err != nil {
 		return err
@@ -529,7 +592,7 @@ func (k *kind) insert(tx *bolt.Tx, r *record) error {
 	if err := k.index(tx, nil, r); err != nil {
 		return err
 	}
-	return k.put(tx, r)
+	return tx.Bucket(k.data).Put([]byte(r.ID), enc.bytes(seq))
 }
 
 // checkIfMatch compares an If-Match header with the current version.

@@ -24,44 +24,55 @@ func (s *Store) CreateUser(doc map[string]any) (*Resource, error) {
 	if err := userIdentifiers(doc, nil); err != nil {
 		return nil, err
 	}
-	id, now := newID(), s.now()
+	id, k := newID(), s.users
 	var out *Resource
-	err = s.w.update(func(tx *bolt.Tx) error {
-		k := s.users
-		if err := k.checkName(tx, doc, ""); err != nil {
-			return err
+	err = s.write(func(tx *bolt.Tx, rs *readSet) (writeFunc, error) {
+		if err := k.checkName(tx, rs, doc, ""); err != nil {
+			return nil, err
 		}
-		if err := s.checkMatch(tx, doc, ""); err != nil {
-			return err
-		}
-		res, err := s.mapper.MapUser(doc, txResolver{tx: tx, s: s})
+		res, err := s.mapper.MapUser(doc, s.resolver(tx, rs))
 		if err != nil {
-			return err
+			return nil, err
 		}
-		s.warned(tx, "user", id, res.WarnedFields)
+		now := s.now()
 		r := &record{ID: id, Created: now, Modified: now, Version: s.nextVersion(0), Doc: doc, Record: res.Record}
-		if err := k.insert(tx, r); err != nil {
-			return err
+		enc, err := k.encode(r)
+		if err != nil {
+			return nil, err
 		}
-		if err := indexEmails(tx, nil, r); err != nil {
-			return err
+		created, err := newEvent("user.created", []string{resKey("User", id)}, dataOf("user", r.Data), nil)
+		if err != nil {
+			return nil, err
 		}
-		if isActive(doc) {
-			if err := addCounter(tx.Bucket(bucketMeta), keyActive, 1); err != nil {
+		idents := s.identifiers(r)
+		out = k.resource(r) // a new user is in no group
+		return func(tx *bolt.Tx) error {
+			if err := s.checkMatch(tx, doc, ""); err != nil {
 				return err
 			}
-		}
-		if err := setRefs(tx, id, res.Refs); err != nil {
-			return err
-		}
-		if err := s.enqueue(tx, "user.created", []string{resKey("User", id)}, dataOf("user", eventData(r)), nil); err != nil {
-			return err
-		}
-		if err := s.resolveDependants(tx, r, nil, now); err != nil {
-			return err
-		}
-		out = k.resource(r)
-		return s.touched(tx, now)
+			s.warned(tx, "user", id, res.WarnedFields)
+			if err := k.insert(tx, r, enc); err != nil {
+				return err
+			}
+			if err := indexEmails(tx, nil, r); err != nil {
+				return err
+			}
+			if isActive(doc) {
+				if err := addCounter(tx.Bucket(bucketMeta), keyActive, 1); err != nil {
+					return err
+				}
+			}
+			if err := setRefs(tx, id, res.Refs); err != nil {
+				return err
+			}
+			if err := s.enqueueAll(tx, created); err != nil {
+				return err
+			}
+			if err := s.resolveDependants(tx, r, idents, now); err != nil {
+				return err
+			}
+			return s.touched(tx, now)
+		}, nil
 	})
 	if err != nil {
 		s.rejected("user", err)
@@ -76,7 +87,7 @@ func (s *Store) GetUser(id string) (*Resource, error) {
 		return nil, err
 	}
 	var out *Resource
-	err := s.db.View(func(tx *bolt.Tx) error {
+	err := s.view(func(tx *bolt.Tx) error {
 		r, err := s.users.get(tx, id)
 		if err != nil {
 			return err
@@ -90,8 +101,14 @@ func (s *Store) GetUser(id string) (*Resource, error) {
 // userResource renders a user with its (read-only, derived) groups.
 func (s *Store) userResource(tx *bolt.Tx, r *record) *Resource {
 	res := s.users.resource(r)
+	s.addGroups(tx, res)
+	return res
+}
+
+// addGroups fills in the groups attribute of a rendered user.
+func (s *Store) addGroups(tx *bolt.Tx, res *Resource) {
 	var groups []any
-	scanPrefix(tx.Bucket(bucketMemberOf), r.ID, func(tail, _ []byte) bool {
+	scanPrefix(tx.Bucket(bucketMemberOf), res.ID, func(tail, _ []byte) bool {
 		gid := string(tail)
 		g := map[string]any{"value": gid, "type": "direct"}
 		if _, _, _, display, err := s.memberData(tx, gid); err == nil {
@@ -103,7 +120,6 @@ func (s *Store) userResource(tx *bolt.Tx, r *record) *Resource {
 	if len(groups) > 0 {
 		res.Doc["groups"] = groups
 	}
-	return res
 }
 
 // ReplaceUser replaces the user's attributes with a PUT body. Read-only
@@ -115,12 +131,18 @@ func (s *Store) ReplaceUser(id, ifMatch string, doc map[string]any) (*Resource, 
 		return nil, err
 	}
 	return s.updateUser(id, ifMatch, func(cur *record) (map[string]any, error) {
+		next := doc
 		if _, ok := scim.Get(doc, "active"); !ok {
 			if v, ok := scim.Get(cur.Doc, "active"); ok {
-				doc["active"] = v
+				// A copy: the write may be prepared again on another snapshot.
+				next = make(map[string]any, len(doc)+1)
+				for k, v := range doc {
+					next[k] = v
+				}
+				next["active"] = v
 			}
 		}
-		return doc, nil
+		return next, nil
 	})
 }
 
@@ -143,79 +165,64 @@ func (s *Store) updateUser(id, ifMatch string, next func(cur *record) (map[strin
 	if err := checkID("id", id); err != nil {
 		return nil, err
 	}
+	k := s.users
 	var out *Resource
-	err := s.w.update(func(tx *bolt.Tx) error {
-		k := s.users
-		cur, err := k.get(tx, id)
+	changed := false
+	err := s.write(func(tx *bolt.Tx, rs *readSet) (writeFunc, error) {
+		cur, err := k.getRS(tx, rs, id)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		if err := checkIfMatch(ifMatch, cur.Version); err != nil {
-			return err
+			return nil, err
 		}
 		doc, err := next(cur)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		if jsonEqual(doc, cur.Doc) {
-			out = s.userResource(tx, cur)
-			return nil
+			out, changed = s.userResource(tx, cur), false
+			return nil, nil
 		}
 		if err := userIdentifiers(doc, cur.Doc); err != nil {
-			return err
+			return nil, err
 		}
-		if err := k.checkName(tx, doc, id); err != nil {
-			return err
+		if err := k.checkName(tx, rs, doc, id); err != nil {
+			return nil, err
 		}
-		if err := s.checkMatch(tx, doc, id); err != nil {
-			return err
-		}
-		res, err := s.mapper.MapUser(doc, txResolver{tx: tx, s: s})
+		res, err := s.mapper.MapUser(doc, s.resolver(tx, rs))
 		if err != nil {
-			return err
+			return nil, err
 		}
-		s.warned(tx, "user", id, res.WarnedFields)
 		now := s.now()
 		r := &record{ID: id, Seq: cur.Seq, Created: cur.Created, Modified: now, Version: s.nextVersion(cur.Version), Doc: doc, Record: res.Record}
-		if err := s.writeUser(tx, cur, r, res.Refs, now); err != nil {
-			return err
+		w, err := s.prepareUserWrite(cur, r, &res, now)
+		if err != nil {
+			return nil, err
 		}
-		out = s.userResource(tx, r)
-		return s.touched(tx, now)
+		out, changed = k.resource(r), true
+		return w, nil
 	})
 	if err != nil {
 		s.rejected("user", err)
 		return nil, err
 	}
+	if changed { // its groups as they are now that the write committed
+		_ = s.view(func(tx *bolt.Tx) error { s.addGroups(tx, out); return nil })
+	}
 	return out, nil
 }
 
-// writeUser stores r over cur, moves its indexes and enqueues the event the
-// change amounts to, if any.
-func (s *Store) writeUser(tx *bolt.Tx, cur, r *record, refs []mapping.Ref, now time.Time) error {
+// prepareUserWrite prepares storing r over cur: the encoded record, the
+// event the change amounts to, if any, and the apply step that moves its
+// indexes and counters.
+func (s *Store) prepareUserWrite(cur, r *record, res *mapping.Result, now time.Time) (writeFunc, error) {
 	k := s.users
-	if err := k.index(tx, cur, r); err != nil {
-		return err
-	}
-	if err := indexEmails(tx, cur, r); err != nil {
-		return err
-	}
-	if err := k.put(tx, r); err != nil {
-		return err
+	enc, err := k.encode(r)
+	if err != nil {
+		return nil, err
 	}
 	wasActive, active := isActive(cur.Doc), isActive(r.Doc)
-	if wasActive != active {
-		delta := 1
-		if !active {
-			delta = -1
-		}
-		if err := addCounter(tx.Bucket(bucketMeta), keyActive, delta); err != nil {
-			return err
-		}
-	}
-	if err := setRefs(tx, r.ID, refs); err != nil {
-		return err
-	}
 	changes := mapping.Diff(cur.Record, r.Record)
 	typ := "user.updated"
 	switch {
@@ -226,12 +233,49 @@ func (s *Store) writeUser(tx *bolt.Tx, cur, r *record, refs []mapping.Ref, now t
 	case len(changes) == 0:
 		typ = ""
 	}
+	var evs []event
 	if typ != "" {
-		if err := s.enqueue(tx, typ, []string{resKey("User", r.ID)}, dataOf("user", eventData(r)), changes); err != nil {
+		ev, err := newEvent(typ, []string{resKey("User", r.ID)}, dataOf("user", r.Data), changes)
+		if err != nil {
+			return nil, err
+		}
+		evs = append(evs, ev)
+	}
+	idents := s.newIdentifiers(r, cur)
+	return func(tx *bolt.Tx) error {
+		if err := s.checkMatch(tx, r.Doc, r.ID); err != nil {
 			return err
 		}
-	}
-	return s.resolveDependants(tx, r, cur, now)
+		s.warned(tx, "user", r.ID, res.WarnedFields)
+		if err := k.index(tx, cur, r); err != nil {
+			return err
+		}
+		if err := indexEmails(tx, cur, r); err != nil {
+			return err
+		}
+		if err := tx.Bucket(k.data).Put([]byte(r.ID), enc.bytes(r.Seq)); err != nil {
+			return err
+		}
+		if wasActive != active {
+			delta := 1
+			if !active {
+				delta = -1
+			}
+			if err := addCounter(tx.Bucket(bucketMeta), keyActive, delta); err != nil {
+				return err
+			}
+		}
+		if err := setRefs(tx, r.ID, res.Refs); err != nil {
+			return err
+		}
+		if err := s.enqueueAll(tx, evs...); err != nil {
+			return err
+		}
+		if err := s.resolveDependants(tx, r, idents, now); err != nil {
+			return err
+		}
+		return s.touched(tx, now)
+	}, nil
 }
 
 // DeleteUser removes the user (Entra's hard delete). Its memberships go
@@ -479,23 +523,11 @@ func dropResolved(tx *bolt.Tx, dep, target string) error {
 }
 
 // resolveDependants re-maps every user whose reference waits for one of
-// r's identifiers (id, externalId, userName, emails) that cur did not
-// already have, emitting user.updated for each whose record changes. This
-// is how a manager pushed after their reports is linked without a resync.
-func (s *Store) resolveDependants(tx *bolt.Tx, r, cur *record, now time.Time) error {
-	keys := s.identifiers(r)
-	if cur != nil {
-		had := map[string]bool{}
-		for _, k := range s.identifiers(cur) {
-			had[k] = true
-		}
-		keys = keys[:0:0]
-		for _, k := range s.identifiers(r) {
-			if !had[k] {
-				keys = append(keys, k)
-			}
-		}
-	}
+// keys (r's identifiers — id, externalId, userName, emails — that it did
+// not have before: newIdentifiers), emitting user.updated for each whose
+// record changes. This is how a manager pushed after their reports is
+// linked without a resync.
+func (s *Store) resolveDependants(tx *bolt.Tx, r *record, keys []string, now time.Time) error {
 	pending := tx.Bucket(bucketRefsPending)
 	var dependants []string
 	for _, value := range keys {
@@ -512,6 +544,25 @@ func (s *Store) resolveDependants(tx *bolt.Tx, r, cur *record, now time.Time) er
 		}
 	}
 	return nil
+}
+
+// newIdentifiers are r's identifiers that cur (nil: none) did not have.
+func (s *Store) newIdentifiers(r, cur *record) []string {
+	keys := s.identifiers(r)
+	if cur == nil {
+		return keys
+	}
+	had := map[string]bool{}
+	for _, k := range s.identifiers(cur) {
+		had[k] = true
+	}
+	out := keys[:0:0]
+	for _, k := range keys {
+		if !had[k] {
+			out = append(out, k)
+		}
+	}
+	return out
 }
 
 // remapUser maps user id again (its references may resolve differently

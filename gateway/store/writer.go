@@ -6,6 +6,8 @@ import (
 	"log/slog"
 	"runtime/debug"
 	"sync"
+	"sync/atomic"
+	"time"
 
 	bolt "go.etcd.io/bbolt"
 )
@@ -23,8 +25,17 @@ const maxBatch = 512
 type writeFunc func(tx *bolt.Tx) error
 
 type writeReq struct {
-	fn   writeFunc
-	done chan error
+	fn    writeFunc
+	done  chan error
+	pause *pauseReq // set on the marker Store.Pause queues instead of a write
+}
+
+// pauseReq holds the writer between batches: held is closed once the
+// batch before the marker has committed; the writer then waits for the
+// database to go on with.
+type pauseReq struct {
+	held    chan struct{}
+	release chan *bolt.DB
 }
 
 // writer commits whatever writes are queued in one bbolt transaction: group
@@ -34,6 +45,7 @@ type writeReq struct {
 // write caps at ~2,200/s and bolt's Batch with its 10 ms delay at ~1,400/s.
 type writer struct {
 	db      *bolt.DB
+	begin   func(tx *bolt.Tx) // called at the start of each transaction (nil: nothing)
 	isClean func(error) bool
 	log     *slog.Logger
 	queue   chan writeReq
@@ -47,6 +59,9 @@ type writer struct {
 	// against stop and never be answered).
 	mu     sync.RWMutex
 	closed bool
+
+	commits, writes, busy atomic.Int64 // transactions, writes in them, ns inside db.Update
+	lockWait, applying    atomic.Int64 // ns of busy before the writes ran (bbolt's lock, tx begin), and running them
 }
 
 var errClosed = errors.New("store closed")
@@ -109,34 +124,75 @@ func (w *writer) update(fn writeFunc) error {
 	return <-req.done
 }
 
+// pause queues a marker behind the writes already queued and returns once
+// they have committed and the writer is held; resume(db) lets it go on
+// with db (the same database or a reopened file).
+func (w *writer) pause() (resume func(db *bolt.DB), err error) {
+	p := &pauseReq{held: make(chan struct{}), release: make(chan *bolt.DB, 1)}
+	w.mu.RLock()
+	if w.closed {
+		w.mu.RUnlock()
+		return nil, errClosed
+	}
+	w.queue <- writeReq{pause: p}
+	w.mu.RUnlock()
+	<-p.held
+	var once sync.Once
+	return func(db *bolt.DB) { once.Do(func() { p.release <- db }) }, nil
+}
+
+// hold runs a pause marker: the writer waits for its release.
+func (w *writer) hold(p *pauseReq) {
+	close(p.held)
+	if db := <-p.release; db != nil {
+		w.db = db
+	}
+}
+
 func (w *writer) loop() {
 	batch := make([]writeReq, 0, maxBatch)
 	for {
 		batch = batch[:0]
 		select {
 		case req := <-w.queue:
+			if req.pause != nil {
+				w.hold(req.pause)
+				continue
+			}
 			batch = append(batch, req)
 		case <-w.stop:
 			// Drain what was queued before stop so no caller hangs.
 			for {
 				select {
 				case req := <-w.queue:
+					if req.pause != nil {
+						w.hold(req.pause)
+						continue
+					}
 					w.commit([]writeReq{req})
 				default:
 					return
 				}
 			}
 		}
+		var held *pauseReq
 	fill:
 		for len(batch) < maxBatch {
 			select {
 			case req := <-w.queue:
+				if req.pause != nil {
+					held = req.pause
+					break fill
+				}
 				batch = append(batch, req)
 			default:
 				break fill
 			}
 		}
 		w.commit(batch)
+		if held != nil {
+			w.hold(held)
+		}
 	}
 }
 
@@ -147,7 +203,14 @@ func (w *writer) commit(batch []writeReq) {
 	for len(batch) > 0 {
 		results := make([]error, len(batch))
 		failed := -1
+		t0 := time.Now()
+		var tIn, tOut time.Time
 		err := w.db.Update(func(tx *bolt.Tx) error {
+			tIn = time.Now()
+			defer func() { tOut = time.Now() }()
+			if w.begin != nil {
+				w.begin(tx)
+			}
 			for i, req := range batch {
 				err := w.run(req.fn, tx)
 				results[i] = err
@@ -158,11 +221,18 @@ func (w *writer) commit(batch []writeReq) {
 			}
 			return nil
 		})
+		w.busy.Add(int64(time.Since(t0)))
+		if !tIn.IsZero() {
+			w.lockWait.Add(int64(tIn.Sub(t0)))
+			w.applying.Add(int64(tOut.Sub(tIn)))
+		}
+		w.commits.Add(1)
 		if failed >= 0 {
 			batch[failed].done <- results[failed]
 			batch = append(batch[:failed:failed], batch[failed+1:]...)
 			continue
 		}
+		w.writes.Add(int64(len(batch)))
 		for i, req := range batch {
 			if err != nil {
 				// Commit itself failed (disk error): nobody's write landed.
