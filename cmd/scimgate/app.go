@@ -99,6 +99,13 @@ func newApp(cfg Config, logger *slog.Logger, opts appOptions) (*app, error) {
 	if check.Warning != "" {
 		logger.Warn("database file damaged but readable: "+check.Warning, "path", path)
 	}
+	switch c := check.Compaction; {
+	case check.CompactionErr != nil:
+		logger.Warn("start-up compaction failed; the file is used as it was", "path", path, "err", check.CompactionErr)
+	case c.Compacted:
+		logger.Info("database compacted at start-up: it was mostly free", "path", path, "bytes_before", c.Before,
+			"bytes_after", c.After, "free", fmt.Sprintf("%.0f%%", 100*c.Free), "took", c.Took)
+	}
 	logger.Debug("database checked", "path", path, "bytes", check.Size, "pages", check.Pages, "keys", check.Keys, "elapsed", check.Elapsed)
 	var ep epochDecision
 	var mig store.Migration
@@ -320,6 +327,11 @@ func (a *app) Close(ctx context.Context) error {
 	}
 	a.wg.Wait()
 	a.store.Close()
+	// Nothing writes any more: write the freelist once, so that the next
+	// start reads it instead of every page of the file.
+	if err := store.SyncFreelist(a.db); err != nil {
+		a.logger.Warn("could not write the freelist at shutdown; the next start reads the whole file", "err", err)
+	}
 	errs = append(errs, a.rotateBoot(), a.db.Close())
 	a.logger.Info("scimgate stopped")
 	return errors.Join(errs...)

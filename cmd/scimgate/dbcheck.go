@@ -12,6 +12,8 @@ import (
 	"time"
 
 	bolt "go.etcd.io/bbolt"
+
+	"github.com/scimgate/scimgate/gateway/store"
 	berrors "go.etcd.io/bbolt/errors"
 )
 
@@ -143,7 +145,11 @@ type dbCheck struct {
 	Buckets  int
 	Warning  string // e.g. one damaged meta page (bbolt uses the other)
 	Elapsed  time.Duration
-	root     uint64 // the root bucket's page
+	// Compaction is what the start-up compaction did; CompactionErr why it
+	// could not (the file is then used as it was).
+	Compaction    store.CompactReport
+	CompactionErr error
+	root          uint64 // the root bucket's page
 }
 
 // checkMeta is step 1: it reports errEmptyDatabase for a zero-length file
@@ -425,17 +431,7 @@ func checkTree(view []byte, pageSize uint32, hwm, root uint64) (keys int, err er
 }
 
 // boltOptions are the options the gateway opens its database with.
-func boltOptions() *bolt.Options {
-	return &bolt.Options{
-		Timeout: time.Second, // a second process on the same file fails fast
-		// Measured (DESIGN.md): no freelist sync + hashmap freelist keeps
-		// commits fast on a large file that has been emptied.
-		NoFreelistSync: true,
-		FreelistType:   bolt.FreelistMapType,
-		// Reads do not block the writer on remapping until the file passes this.
-		InitialMmapSize: 256 << 20,
-	}
-}
+func boltOptions() *bolt.Options { return store.BoltOptions() }
 
 // lockError is the lock timeout, with the hint that belongs to it only.
 func lockError(path string, err error) error {
@@ -492,6 +488,19 @@ func openDatabase(path string, initEmpty bool) (*bolt.DB, dbCheck, error) {
 		return nil, res, fmt.Errorf("%s is empty; if this is a new installation, delete it or start with --init", path)
 	case err != nil:
 		return nil, res, err
+	}
+	// A file that is mostly free is rewritten without its free pages
+	// before it is opened (and any other gets its freelist synced, so the
+	// open does not read every page); on failure the file is left intact.
+	if err == nil {
+		err = protect(func() (err error) {
+			res.Compaction, err = store.CompactFile(path, store.DefaultCompactFree, boltOptions())
+			return err
+		})
+		if errors.Is(err, berrors.ErrTimeout) {
+			return nil, res, lockError(path, err)
+		}
+		res.CompactionErr, err = err, nil
 	}
 	var db *bolt.DB
 	err = protect(func() (err error) {

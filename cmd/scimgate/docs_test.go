@@ -634,10 +634,42 @@ func notRunnable(root string, w []string, line string) (err error, checked bool)
 		return checkStreamNames(root, w), true
 	case w[0] == "go" && len(w) > 1 && w[1] == "test":
 		return checkGoTest(root, w), true
-	case strings.Contains(w[0], "=") && len(w) > 2 && w[1] == "go" && w[2] == "test": // VAR=1 go test …
-		return checkGoTest(root, w[1:]), true
+	case strings.Contains(w[0], "="): // VAR=1 [VAR=2 …] go test …
+		i := 0
+		for i < len(w) && strings.Contains(w[i], "=") && !strings.HasPrefix(w[i], "-") {
+			i++
+		}
+		if i+1 < len(w) && w[i] == "go" && w[i+1] == "test" {
+			return checkGoTest(root, w[i:]), true
+		}
+	case w[0] == "scimload":
+		// A load run of minutes against a gateway on the default ports:
+		// its flags are the ones scimload defines.
+		return checkScimloadFlags(root, w), true
 	}
 	return nil, false
+}
+
+// checkScimloadFlags builds cmd/scimload and checks that every flag the line
+// passes is one its -h lists.
+func checkScimloadFlags(root string, w []string) error {
+	bin := filepath.Join(os.TempDir(), "scimload-docs-check")
+	build := exec.Command("go", "build", "-o", bin, "./cmd/scimload")
+	build.Dir = root
+	if out, err := build.CombinedOutput(); err != nil {
+		return fmt.Errorf("cmd/scimload does not build: %v\n%s", err, out)
+	}
+	help, _ := exec.Command(bin, "-h").CombinedOutput()
+	for _, a := range w[1:] {
+		if !strings.HasPrefix(a, "-") {
+			continue
+		}
+		name, _, _ := strings.Cut(strings.TrimLeft(a, "-"), "=")
+		if !regexp.MustCompile(`(?m)^\s+-` + regexp.QuoteMeta(name) + `\b`).Match(help) {
+			return fmt.Errorf("scimload has no flag -%s", name)
+		}
+	}
+	return nil
 }
 
 // checkNamedPathsAndVars: paths a docker/kubectl/helm line names exist,
