@@ -69,7 +69,7 @@ func (c *AdminConfig) Validate() error {
 // Admin serves /healthz, /readyz and /metrics without a token, and the
 // operator API under /admin/ behind the admin token.
 type Admin struct {
-	db         *bolt.DB
+	dbp        atomic.Pointer[bolt.DB] // SetDB replaces it (online compaction)
 	store      *store.Store
 	scim       *Server
 	dispatcher *outbox.Dispatcher
@@ -82,6 +82,7 @@ type Admin struct {
 	apiMaxWait time.Duration
 	feed       *outbox.Feed
 	reloadFn   func() ([]string, error)
+	compactFn  func(force bool) (store.CompactReport, error)
 }
 
 // AdminDeps are what the admin API reports on.
@@ -100,13 +101,17 @@ type AdminDeps struct {
 	// Reload applies the configuration again (POST /admin/reload, the same
 	// as SIGHUP); it returns what changed, or why the new one was refused.
 	Reload func() ([]string, error)
+	// Compact compacts the database online (POST /admin/compact); force
+	// compacts even a file that is not mostly free.
+	Compact func(force bool) (store.CompactReport, error)
 }
 
 // NewAdmin builds the admin handler.
 func NewAdmin(cfg AdminConfig, d AdminDeps) *Admin {
-	a := &Admin{db: d.DB, store: d.Store, scim: d.SCIM, dispatcher: d.Dispatcher, gatherer: d.Gatherer, feed: d.Feed, reloadFn: d.Reload,
+	a := &Admin{store: d.Store, scim: d.SCIM, dispatcher: d.Dispatcher, gatherer: d.Gatherer, feed: d.Feed, reloadFn: d.Reload, compactFn: d.Compact,
 		logger: d.Logger.With("component", "admin"), started: time.Now(), version: d.Version, mux: http.NewServeMux()}
 	a.creds.Store(newAdminCreds(cfg, d.API))
+	a.dbp.Store(d.DB)
 	a.mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 	})
@@ -125,6 +130,7 @@ func NewAdmin(cfg AdminConfig, d AdminDeps) *Admin {
 	a.mux.HandleFunc("POST /admin/targets/{target}/backfill", a.auth(a.backfill))
 	a.mux.HandleFunc("POST /admin/targets/{target}/history", a.auth(a.history))
 	a.mux.HandleFunc("POST /admin/reload", a.auth(a.reload))
+	a.mux.HandleFunc("POST /admin/compact", a.auth(a.compact))
 	a.mux.HandleFunc("GET /admin/backup", a.auth(a.backup))
 	a.apiRoutes(d.API)
 	return a
@@ -173,6 +179,10 @@ func (a *Admin) Reload(cfg AdminConfig, api APIConfig) ([]string, error) {
 	return changes, nil
 }
 
+// SetDB makes the admin API read db from then on (readiness, backups): the
+// file an online compaction replaced, opened again.
+func (a *Admin) SetDB(db *bolt.DB) { a.dbp.Store(db) }
+
 // ServeHTTP implements http.Handler.
 func (a *Admin) ServeHTTP(w http.ResponseWriter, r *http.Request) { a.mux.ServeHTTP(w, r) }
 
@@ -213,7 +223,7 @@ func (a *Admin) auth(next http.HandlerFunc) http.HandlerFunc {
 
 func (a *Admin) readyz(w http.ResponseWriter, r *http.Request) {
 	var problems []string
-	if err := a.db.View(func(*bolt.Tx) error { return nil }); err != nil {
+	if err := a.dbp.Load().View(func(*bolt.Tx) error { return nil }); err != nil {
 		problems = append(problems, "database: "+err.Error())
 	}
 	if !a.dispatcher.Ready() {
@@ -505,6 +515,25 @@ func (a *Admin) reload(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, map[string]any{"reloaded": true, "changes": changes})
 }
 
+// compact rewrites the database without its free pages while serving
+// (?force=true even when it is not mostly free).
+func (a *Admin) compact(w http.ResponseWriter, r *http.Request) {
+	if a.compactFn == nil {
+		writeError(w, http.StatusNotImplemented, "this gateway cannot compact its database online")
+		return
+	}
+	force := r.URL.Query().Get("force") == "true"
+	// A large file takes a few seconds: no write deadline for this answer.
+	_ = http.NewResponseController(w).SetWriteDeadline(time.Time{})
+	rep, err := a.compactFn(force)
+	if err != nil {
+		a.internal(w, "compact", err)
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"compacted": rep.Compacted, "bytes_before": rep.Before, "bytes_after": rep.After,
+		"free_before": rep.Free, "took_seconds": rep.Took.Seconds()})
+}
+
 // flattenErrors splits errors.Join trees into their leaves.
 func flattenErrors(err error) []error {
 	if j, ok := err.(interface{ Unwrap() []error }); ok {
@@ -537,7 +566,7 @@ func (a *Admin) backup(w http.ResponseWriter, r *http.Request) {
 	// A large file takes as long as it takes: no write deadline for this
 	// response (the listener's write_timeout bounds every other one).
 	_ = http.NewResponseController(w).SetWriteDeadline(time.Time{})
-	err := a.db.View(func(tx *bolt.Tx) error {
+	err := a.dbp.Load().View(func(tx *bolt.Tx) error {
 		w.Header().Set("Content-Type", "application/octet-stream")
 		w.Header().Set("Content-Disposition", `attachment; filename="scimgate.db"`)
 		w.Header().Set("Content-Length", strconv.FormatInt(tx.Size(), 10))

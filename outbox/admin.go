@@ -102,7 +102,7 @@ func (d *Dispatcher) Status() ([]TargetStatus, error) {
 	_, targets := d.config()
 	now := d.now()
 	out := make([]TargetStatus, 0, len(targets))
-	err := d.db.View(func(tx *bolt.Tx) error {
+	err := d.database().View(func(tx *bolt.Tx) error {
 		events := tx.Bucket(bucketEvents)
 		for _, t := range targets {
 			st := TargetStatus{Name: t.cfg.Name, Type: t.cfg.kind(), URL: t.redacted}
@@ -222,7 +222,7 @@ func (d *Dispatcher) DeadLetters(target string, after uint64, limit int) ([]Dead
 	}
 	limit = min(limit, 1000)
 	out := []DeadLetter{}
-	err := d.db.View(func(tx *bolt.Tx) error {
+	err := d.database().View(func(tx *bolt.Tx) error {
 		b := targetBucket(tx, target)
 		if b == nil {
 			return nil
@@ -251,7 +251,7 @@ func (d *Dispatcher) DeadLetter(target, eventID string) (DeadLetter, error) {
 	}
 	var dl DeadLetter
 	found := false
-	err := d.db.View(func(tx *bolt.Tx) error {
+	err := d.database().View(func(tx *bolt.Tx) error {
 		b := targetBucket(tx, target)
 		if b == nil {
 			return nil
@@ -328,7 +328,7 @@ func (d *Dispatcher) takeDead(target string, ids []string, replay bool) (int, er
 	}
 	ids = slices.Compact(slices.Sorted(slices.Values(ids)))
 	var upTo uint64 // "all": the highest position when it starts
-	err := d.db.View(func(tx *bolt.Tx) error {
+	err := d.database().View(func(tx *bolt.Tx) error {
 		b := targetBucket(tx, target)
 		var missing []string
 		for _, id := range ids {

@@ -228,7 +228,7 @@ func (d *Dispatcher) backfill(ctx context.Context, name string) (BackfillStatus,
 	defer d.mu.RUnlock()
 
 	var prev, partial *backfillRecord
-	err = d.db.View(func(tx *bolt.Tx) error {
+	err = d.database().View(func(tx *bolt.Tx) error {
 		b := targetBucket(tx, name)
 		if b == nil {
 			return nil
@@ -293,7 +293,7 @@ func (d *Dispatcher) backfill(ctx context.Context, name string) (BackfillStatus,
 // copies the file into the target's spool in chunks. On error it removes
 // what it stored and puts prev (the last backfill's record) back.
 func (d *Dispatcher) takeSnapshot(ctx context.Context, t *target, snap SnapshotFunc, prev *backfillRecord) (backfillRecord, error) {
-	f, err := os.CreateTemp(filepath.Dir(d.db.Path()), ".scimgate-snapshot-*.spool")
+	f, err := os.CreateTemp(filepath.Dir(d.database().Path()), ".scimgate-snapshot-*.spool")
 	if err != nil {
 		return backfillRecord{}, fmt.Errorf("create spool file: %w", err)
 	}
@@ -306,7 +306,7 @@ func (d *Dispatcher) takeSnapshot(ctx context.Context, t *target, snap SnapshotF
 	var seq uint64
 	total, phase := 0, -1
 	var lenBuf [binary.MaxVarintLen64]byte
-	err = d.db.View(func(tx *bolt.Tx) error {
+	err = d.database().View(func(tx *bolt.Tx) error {
 		seq = logTail(tx)
 		return snap(tx, func(ev Event) error {
 			if err := ctx.Err(); err != nil {
@@ -538,7 +538,7 @@ func (s *scheduler) admitSpool(l *lane, room int) error {
 	}
 	var adm []spooled
 	phase := bf.phase
-	err := s.d.db.View(func(tx *bolt.Tx) error {
+	err := s.d.database().View(func(tx *bolt.Tx) error {
 		sp := targetBucket(tx, name).Bucket(bucketSpool)
 		c := sp.Cursor()
 		for k, v := c.Seek(be64(bf.next + 1)); k != nil && len(adm) < min(room, pullChunk); k, v = c.Next() {

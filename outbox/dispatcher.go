@@ -49,7 +49,7 @@ const (
 // Run. Its admin methods are safe for concurrent use, with or without Run;
 // they write to the database, so never call them inside a bolt transaction.
 type Dispatcher struct {
-	db        *bolt.DB
+	dbp       atomic.Pointer[bolt.DB] // replaced by Suspend's resume (online compaction)
 	logger    *slog.Logger
 	metrics   *Metrics
 	newSender func(Target, Config, *Metrics) (Sender, error) // newSender; tests replace it
@@ -141,7 +141,6 @@ func NewDispatcher(db *bolt.DB, cfg Config, logger *slog.Logger, m *Metrics) (*D
 		logger = slog.New(slog.DiscardHandler)
 	}
 	d := &Dispatcher{
-		db:        db,
 		logger:    logger.With("component", "dispatcher"),
 		metrics:   m,
 		newSender: newSender,
@@ -152,6 +151,7 @@ func NewDispatcher(db *bolt.DB, cfg Config, logger *slog.Logger, m *Metrics) (*D
 		kick:      make(chan struct{}, 1),
 		snap:      map[string]laneSnap{},
 	}
+	d.dbp.Store(db)
 	targets, err := d.buildTargets(cfg, nil, nil)
 	if err != nil {
 		return nil, err
@@ -242,6 +242,29 @@ func (d *Dispatcher) closeSender(t *target) {
 	})
 }
 
+// database is the database the dispatcher works on.
+func (d *Dispatcher) database() *bolt.DB { return d.dbp.Load() }
+
+// Suspend holds the dispatcher's writes to its database while Run is not
+// running: admin calls that write (replay, discard, pause, retry …) wait
+// until resume, which makes the dispatcher use db from then on (the file
+// an online compaction replaced, opened again; nil: the same database) and
+// lets them go on. Reads go on meanwhile. It fails while Run runs: stop
+// Run first, and call Run again after resume. resume must be called once.
+func (d *Dispatcher) Suspend() (resume func(db *bolt.DB), err error) {
+	d.mu.Lock()
+	if d.running.Load() {
+		d.mu.Unlock()
+		return nil, errors.New("outbox: suspend while Run runs: stop it first")
+	}
+	return func(db *bolt.DB) {
+		if db != nil {
+			d.dbp.Store(db)
+		}
+		d.mu.Unlock()
+	}, nil
+}
+
 // Notify wakes Run to look for new events. It never blocks and is safe to
 // call from tx.OnCommit.
 func (d *Dispatcher) Notify() {
@@ -278,7 +301,7 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 
 	d.mu.Lock()
 	var s *scheduler
-	err := d.db.Update(func(tx *bolt.Tx) error {
+	err := d.database().Update(func(tx *bolt.Tx) error {
 		var err error
 		s, err = d.load(tx)
 		return err
@@ -370,7 +393,7 @@ func (d *Dispatcher) commitLoop(ops <-chan *op, errc chan<- error) {
 					o.done <- failed
 					continue
 				}
-				err := d.db.Update(o.fn)
+				err := d.database().Update(o.fn)
 				if err == nil && o.after != nil {
 					o.after()
 				}
@@ -386,7 +409,7 @@ func (d *Dispatcher) commitLoop(ops <-chan *op, errc chan<- error) {
 			if failed != nil {
 				continue
 			}
-			err := d.db.Update(func(tx *bolt.Tx) error {
+			err := d.database().Update(func(tx *bolt.Tx) error {
 				for _, o := range run {
 					if err := o.fn(tx); err != nil {
 						return err
@@ -426,7 +449,7 @@ func (d *Dispatcher) writeLocked(fn func(tx *bolt.Tx) error, after func()) error
 		d.ops <- o
 		return <-o.done
 	}
-	return d.db.Update(fn)
+	return d.database().Update(fn)
 }
 
 // inRunLocked runs f on the scheduler goroutine and waits for it. It reports

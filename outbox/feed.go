@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -64,7 +65,7 @@ type FeedPage struct {
 // costs one goroutine and one channel receive, and one commit wakes all of
 // them with one channel close.
 type Feed struct {
-	db  *bolt.DB
+	dbp atomic.Pointer[bolt.DB] // SetDB replaces it (online compaction)
 	cfg FeedConfig
 
 	mu    sync.Mutex
@@ -85,8 +86,14 @@ func NewFeed(db *bolt.DB, cfg FeedConfig) *Feed {
 	if cfg.MaxWait <= 0 {
 		cfg.MaxWait = time.Minute
 	}
-	return &Feed{db: db, cfg: cfg, ch: make(chan struct{})}
+	f := &Feed{cfg: cfg, ch: make(chan struct{})}
+	f.dbp.Store(db)
+	return f
 }
+
+// SetDB makes the feed read db from then on: the file an online compaction
+// replaced, opened again. Reads under way finish on the database they began.
+func (f *Feed) SetDB(db *bolt.DB) { f.dbp.Store(db) }
 
 // Notify wakes every waiting read. It never blocks and is safe to call from
 // tx.OnCommit.
@@ -155,7 +162,7 @@ func (f *Feed) Read(ctx context.Context, q FeedQuery) (FeedPage, error) {
 
 func (f *Feed) read(after uint64, limit int, m matcher) (FeedPage, error) {
 	page := FeedPage{Events: []json.RawMessage{}, Next: after}
-	err := f.db.View(func(tx *bolt.Tx) error {
+	err := f.dbp.Load().View(func(tx *bolt.Tx) error {
 		events, meta := tx.Bucket(bucketEvents), tx.Bucket(bucketMeta)
 		if events == nil || meta == nil {
 			return errNoBuckets

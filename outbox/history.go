@@ -87,7 +87,7 @@ func (d *Dispatcher) ReplayHistory(target string, after uint64, since time.Time)
 	}
 
 	var from, to uint64
-	err = d.db.View(func(tx *bolt.Tx) error {
+	err = d.database().View(func(tx *bolt.Tx) error {
 		b := targetBucket(tx, target)
 		if b == nil {
 			to = 0 // never delivered anything
@@ -119,7 +119,7 @@ func (d *Dispatcher) ReplayHistory(target string, after uint64, since time.Time)
 	// Count in chunks: a range can be the whole retained log.
 	var res HistoryResult
 	for next := from - 1; next < to; {
-		err := d.db.View(func(tx *bolt.Tx) error {
+		err := d.database().View(func(tx *bolt.Tx) error {
 			b := targetBucket(tx, target)
 			events, pending, dead, rb := tx.Bucket(bucketEvents), b.Bucket(bucketPending), b.Bucket(bucketDead), b.Bucket(bucketReplay)
 			c := events.Cursor()
@@ -215,7 +215,7 @@ func (s *scheduler) refillHistory(l *lane, room int) error {
 	h, name := l.hist, l.t.cfg.Name
 	var adm []*item
 	last, done, examined := h.rec.Next, false, 0
-	err := s.d.db.View(func(tx *bolt.Tx) error {
+	err := s.d.database().View(func(tx *bolt.Tx) error {
 		b := targetBucket(tx, name)
 		events, dead, rb := tx.Bucket(bucketEvents), b.Bucket(bucketDead), b.Bucket(bucketReplay)
 		c := events.Cursor()

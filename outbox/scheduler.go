@@ -388,7 +388,7 @@ func (l *lane) admitLimit() uint64 {
 func (s *scheduler) pull() error {
 	prev := s.seenTail
 	var fresh []Event
-	err := s.d.db.View(func(tx *bolt.Tx) error {
+	err := s.d.database().View(func(tx *bolt.Tx) error {
 		c := tx.Bucket(bucketEvents).Cursor()
 		for k, v := c.Seek(be64(prev + 1)); k != nil && len(fresh) < pullChunk; k, v = c.Next() {
 			ev, err := decodeEvent(fromBE64(k), v)
@@ -462,7 +462,7 @@ func (s *scheduler) refill(l *lane) error {
 	}
 	room = s.window - len(l.items)
 	var evs []Event
-	err := s.d.db.View(func(tx *bolt.Tx) error {
+	err := s.d.database().View(func(tx *bolt.Tx) error {
 		c := tx.Bucket(bucketEvents).Cursor()
 		n := 0
 		for k, v := c.Seek(be64(l.cursor + 1)); k != nil && n < room && len(evs) < pullChunk && fromBE64(k) <= limit; k, v = c.Next() {
@@ -962,7 +962,7 @@ func (s *scheduler) prune(now time.Time) error {
 	}
 	cutoff := now.Add(-max(s.cfg.Retention, s.cfg.FeedRetention)).UnixNano()
 	var keys []uint64
-	err := d.db.View(func(tx *bolt.Tx) error {
+	err := d.database().View(func(tx *bolt.Tx) error {
 		c := tx.Bucket(bucketEvents).Cursor()
 		for k, v := c.First(); k != nil && len(keys) < pruneChunk; k, v = c.Next() {
 			seq := fromBE64(k)
@@ -1053,13 +1053,13 @@ func (s *scheduler) reconfigure(p *reloadPlan) {
 			if old.use != t.use && !old.use.retired {
 				s.retire(old)
 			}
-			_ = s.d.db.View(func(tx *bolt.Tx) error { // pull did not count for it meanwhile
+			_ = s.d.database().View(func(tx *bolt.Tx) error { // pull did not count for it meanwhile
 				l.unadmitted = countMatching(tx.Bucket(bucketEvents), l.cursor, t.match)
 				return nil
 			})
 		} else if l == nil {
 			var err error
-			err = s.d.db.View(func(tx *bolt.Tx) error {
+			err = s.d.database().View(func(tx *bolt.Tx) error {
 				b := targetBucket(tx, name)
 				if b == nil {
 					return fmt.Errorf("state bucket of %s missing", name)
@@ -1078,7 +1078,7 @@ func (s *scheduler) reconfigure(p *reloadPlan) {
 				s.retire(old)
 			}
 			if !slices.Equal(old.cfg.Events, t.cfg.Events) {
-				_ = s.d.db.View(func(tx *bolt.Tx) error {
+				_ = s.d.database().View(func(tx *bolt.Tx) error {
 					l.unadmitted = countMatching(tx.Bucket(bucketEvents), l.cursor, t.match)
 					return nil
 				})

@@ -89,16 +89,12 @@ func CompactFile(path string, minFree float64, opts *bolt.Options) (CompactRepor
 		return rep, fmt.Errorf("open %s: %w", path, err)
 	}
 	defer src.Close()
-	var live int64
 	err = src.View(func(tx *bolt.Tx) error {
-		live = tx.Size() - int64(src.Stats().FreePageN)*int64(src.Info().PageSize)
+		rep.Free = freeShare(src, tx)
 		return nil
 	})
 	if err != nil {
 		return rep, err
-	}
-	if rep.Before > 0 {
-		rep.Free = 1 - float64(live)/float64(rep.Before)
 	}
 	if rep.Free < minFree {
 		// Opening rebuilt the freelist if the last run did not end with
@@ -159,6 +155,20 @@ func CompactFile(path string, minFree float64, opts *bolt.Options) (CompactRepor
 	return rep, nil
 }
 
+// freeShare is the share of db's pages, up to its highest, that are free
+// or freed by the last commits (pending until no reader needs them). The
+// file itself is larger: bbolt grows it in steps of AllocSize (16 MiB), and
+// that tail is sparse, not on disk, so it does not count as free.
+func freeShare(db *bolt.DB, tx *bolt.Tx) float64 {
+	used := tx.Size()
+	if used <= 0 {
+		return 0
+	}
+	st := db.Stats()
+	free := int64(st.FreePageN+st.PendingPageN) * int64(db.Info().PageSize)
+	return float64(free) / float64(used)
+}
+
 func truncateSync(path string, size int64) error {
 	f, err := os.OpenFile(path, os.O_RDWR, 0)
 	if err != nil {
@@ -209,14 +219,10 @@ func CompactOnline(db *bolt.DB, path string, minFree float64, stop func() error)
 		return rep, 0, err
 	}
 	rep.Before, rep.After = st.Size(), st.Size()
-	var live int64
 	_ = db.View(func(tx *bolt.Tx) error {
-		live = tx.Size() - int64(db.Stats().FreePageN)*int64(db.Info().PageSize)
+		rep.Free = freeShare(db, tx)
 		return nil
 	})
-	if rep.Before > 0 {
-		rep.Free = 1 - float64(live)/float64(rep.Before)
-	}
 	if rep.Free < minFree {
 		rep.Took = time.Since(start)
 		return rep, 0, nil

@@ -46,6 +46,7 @@ func TestCompactFile(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	churn(t, s, 600)
 	s.Close()
 	// Prune every event but the last, as the dispatcher does once delivered.
 	var tail uint64
@@ -540,6 +541,7 @@ func TestCompactOnline(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	churn(t, s, 600)
 	err = db.Update(func(tx *bolt.Tx) error { // the dispatcher's state, and pruned events
 		tb, err := tx.Bucket([]byte("outbox_targets")).CreateBucketIfNotExists([]byte("gone"))
 		if err != nil {
@@ -704,4 +706,19 @@ func treeDiff(t *testing.T, a, b *bolt.DB) string {
 		return fmt.Sprintf("live has %d entries, copy %d", len(x), len(y))
 	}
 	return ""
+}
+
+// churn creates n users with large titles and deletes them: once their
+// events are pruned, their pages are free (a leaver wave).
+func churn(t *testing.T, s *Store, n int) {
+	t.Helper()
+	for i := range n {
+		r, err := s.CreateUser(map[string]any{"userName": fmt.Sprintf("leaver%04d@example.com", i), "title": strings.Repeat("y", 2000)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := s.DeleteUser(r.ID, ""); err != nil {
+			t.Fatal(err)
+		}
+	}
 }
