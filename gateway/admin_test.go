@@ -49,7 +49,7 @@ func newAdminEnv(t *testing.T) *adminEnv {
 }
 
 // newAdminEnvAPI is newAdminEnv with the app API configured.
-func newAdminEnvAPI(t *testing.T, api gateway.APIConfig) *adminEnv {
+func newAdminEnvAPI(t testing.TB, api gateway.APIConfig) *adminEnv {
 	t.Helper()
 	env := &adminEnv{reload: func() ([]string, error) { return nil, errors.New("no configuration in this test") }}
 	env.status.Store(204)

@@ -2,6 +2,7 @@ package gateway_test
 
 import (
 	"bytes"
+	"context"
 	"crypto/sha256"
 	"encoding/json"
 	"net/http"
@@ -142,6 +143,111 @@ func FuzzHandlers(f *testing.F) {
 		}
 		if ct := rec.Header().Get("Content-Type"); rec.Body.Len() > 0 && ct != "application/scim+json" {
 			t.Fatalf("%s %s: Content-Type %q", method, target, ct)
+		}
+	})
+}
+
+// FuzzAdminAndAppAPI drives the admin listener — the operator API under
+// /admin/ and the app API under /v1/ — with arbitrary methods, paths,
+// queries, tokens and bodies, against a real store, a running dispatcher
+// and the feed over one bbolt file, and checks after every request that:
+//   - no status is 5xx other than 501 and 503;
+//   - a token opens only its own API: the app token nothing under /admin/,
+//     the admin token nothing under /v1/, no token or a wrong one neither;
+//   - the store stays readable.
+//
+// Run longer with: go test -run '^$' -fuzz FuzzAdminAndAppAPI -fuzztime 5m ./gateway/
+func FuzzAdminAndAppAPI(f *testing.F) {
+	const (
+		noToken = iota
+		admin
+		app
+		wrong
+	)
+	seeds := []struct {
+		method, path, query string
+		token               uint8
+		body                string
+	}{
+		{"GET", "/v1/users", "limit=2&active=true", app, ""},
+		{"GET", "/v1/users", "cursor=!!&updated_since=yesterday", app, ""},
+		{"GET", "/v1/users/UID", "", app, ""},
+		{"GET", "/v1/users/UID/groups", "limit=0", app, ""},
+		{"GET", "/v1/groups/GID/members", "limit=1001", app, ""},
+		{"GET", "/v1/groups", "", admin, ""},
+		{"GET", "/v1/events", "after=0&limit=5&types=user.*,group.member_added", app, ""},
+		{"GET", "/v1/events", "after=99999999999999&wait=10ms&types=**", app, ""},
+		{"GET", "/admin/status", "", app, ""},
+		{"GET", "/admin/status", "", admin, ""},
+		{"GET", "/admin/targets/app/dead-letters", "after=x&limit=-1", admin, ""},
+		{"POST", "/admin/targets/app/discard", "", admin, `{"ids":[]}`},
+		{"POST", "/admin/targets/app/discard", "", admin, `{"id":["x"]}`},
+		{"POST", "/admin/targets/app/replay", "", admin, `{"all":true}`},
+		{"POST", "/admin/targets/app/history", "", admin, `{"after":"0","since":"2026-01-01T00:00:00Z"}`},
+		{"POST", "/admin/targets/nope/pause", "reason=x", admin, ""},
+		{"POST", "/admin/targets/app/retry", "", admin, `{"ids":["UID"]}`},
+		{"POST", "/admin/reload", "", wrong, ""},
+		{"POST", "/admin/compact", "force=true", admin, ""},
+		{"GET", "/admin/backup", "", noToken, ""},
+		{"GET", "/metrics", "", noToken, ""},
+	}
+	for _, s := range seeds {
+		f.Add(s.method, s.path, s.query, s.token, []byte(s.body))
+	}
+	env := newAdminEnvAPI(f, gateway.APIConfig{Tokens: []string{gateway.HashToken(apiToken)}, MaxWait: 20 * time.Millisecond})
+	env.reload = func() ([]string, error) { return nil, nil }
+	st := env.scim.store
+	user, err := st.CreateUser(map[string]any{"userName": "fuzz@example.com"})
+	if err != nil {
+		f.Fatal(err)
+	}
+	group, err := st.CreateGroup(map[string]any{"displayName": "fuzz", "members": []any{map[string]any{"value": user.ID}}})
+	if err != nil {
+		f.Fatal(err)
+	}
+	tokens := map[uint8]string{admin: adminToken, app: apiToken, wrong: "wrong-token-0123456789abcdef"}
+	f.Fuzz(func(t *testing.T, method, path, query string, token uint8, body []byte) {
+		switch method {
+		case "GET", "POST", "PUT", "PATCH", "DELETE", "HEAD":
+		default:
+			return
+		}
+		if !strings.HasPrefix(path, "/") || strings.ContainsAny(path, " \r\n\t#?%") || strings.ContainsAny(query, " \r\n\t#") {
+			return // not a request line a client can send
+		}
+		path = strings.NewReplacer("UID", user.ID, "GID", group.ID).Replace(path)
+		body = bytes.ReplaceAll(body, []byte("UID"), []byte(user.ID))
+		target := path
+		if query != "" {
+			target += "?" + strings.NewReplacer(`"`, "%22").Replace(query)
+		}
+		if _, err := url.ParseRequestURI("http://admin.test" + target); err != nil {
+			return
+		}
+		token %= 4
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		req := httptest.NewRequestWithContext(ctx, method, "http://admin.test"+target, bytes.NewReader(body))
+		if tok := tokens[token]; tok != "" {
+			req.Header.Set("Authorization", "Bearer "+tok)
+		}
+		req.Header.Set("Content-Type", "application/json")
+		rec := httptest.NewRecorder()
+		env.adminAPI.ServeHTTP(rec, req)
+		if rec.Code >= 500 && rec.Code != http.StatusServiceUnavailable && rec.Code != http.StatusNotImplemented {
+			t.Fatalf("%s %s: %d %s", method, target, rec.Code, rec.Body.String())
+		}
+		ok := rec.Code < 300
+		clean := strings.TrimRight(path, "/")
+		switch {
+		case !ok:
+		case strings.HasPrefix(clean, "/admin") && token != admin:
+			t.Fatalf("%s %s with token %d: %d; only the admin token opens /admin/", method, target, token, rec.Code)
+		case strings.HasPrefix(clean, "/v1") && token != app:
+			t.Fatalf("%s %s with token %d: %d; only an app token opens /v1/", method, target, token, rec.Code)
+		}
+		if _, _, err := st.ListUsers(store.Query{StartIndex: 1, Count: 10}); err != nil {
+			t.Fatalf("store unreadable after %s %s: %v", method, target, err)
 		}
 	})
 }

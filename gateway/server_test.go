@@ -61,7 +61,7 @@ func mustOpenDB(t testing.TB) *bolt.DB {
 
 // testServer is the SCIM API over a real store on a real bbolt file.
 type testServer struct {
-	t     *testing.T
+	t     testing.TB
 	url   string
 	store *store.Store
 	srv   *httptest.Server
@@ -152,7 +152,7 @@ func (ts *testServer) do(method, path, body string, headers ...string) response 
 }
 
 // must fails the test unless the status is want.
-func (r response) must(t *testing.T, want int) response {
+func (r response) must(t testing.TB, want int) response {
 	t.Helper()
 	if r.status != want {
 		t.Fatalf("status = %d, want %d; body: %s", r.status, want, r.raw)
