@@ -526,8 +526,8 @@ func (d *Dispatcher) ResumeRetry(target string) (int, error) {
 // event IDs, or every pending event when ids is empty — and lifts a
 // Retry-After hold on the target. It is durable: the new attempt times are
 // stored, so it works without Run too (the next Run attempts them at once).
-// It returns how many pending events it covered (events in flight included;
-// they are being attempted). An ID that is not pending for the target
+// It returns how many pending events it covered, events in flight included:
+// should their attempt fail, the next is due at once. An ID that is not pending for the target
 // (never admitted yet, delivered, or dead-lettered: replay those) makes it
 // change nothing and return ErrNotFound naming the IDs.
 func (d *Dispatcher) RetryNow(target string, ids []string) (int, error) {

@@ -294,3 +294,42 @@ func TestRetryNowRealReceiver(t *testing.T) {
 	rc.waitAcked(t, 5*time.Second, evs)
 	t.Logf("10 backed-off events delivered %v after RetryNow", time.Since(start).Round(time.Millisecond))
 }
+
+// The race TestRetryNowRealReceiver hit now and then: RetryNow while the
+// first attempts are under way, and they then fail. Their next attempt is
+// due at once, not after the backoff (10 minutes here).
+func TestRetryNowDuringAttempt(t *testing.T) {
+	secret := mustSecret(t)
+	release := make(chan struct{})
+	arrived := make(chan struct{}, 10)
+	rc := newReceiver(t, secret, func(w http.ResponseWriter, r *http.Request, dl delivery, attempt int) int {
+		if attempt == 1 {
+			arrived <- struct{}{}
+			<-release
+			return http.StatusServiceUnavailable
+		}
+		return 0
+	})
+	db := mustOpenDB(t)
+	cfg := testConfig(rc.srv.URL, secret)
+	cfg.Backoff = []time.Duration{0, 10 * time.Minute}
+	d := newTestDispatcher(t, db, cfg)
+	runDispatcher(t, d)
+	var evs []Event
+	for i := range 3 {
+		evs = append(evs, userEvent("user.created", fmt.Sprint("u", i)))
+	}
+	evs = enqueue(t, db, d, evs...)
+	for range evs {
+		select {
+		case <-arrived:
+		case <-time.After(5 * time.Second):
+			t.Fatal("the first attempts did not arrive")
+		}
+	}
+	if n, err := d.RetryNow("app", nil); err != nil || n != len(evs) {
+		t.Fatalf("RetryNow = %d, %v; want %d (in flight)", n, err, len(evs))
+	}
+	close(release) // the attempts under way fail now, after RetryNow
+	rc.waitAcked(t, 5*time.Second, evs)
+}

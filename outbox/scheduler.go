@@ -92,7 +92,8 @@ type item struct {
 	res     []string // deduplicated Resources
 	st      deliveryState
 	flying  bool
-	heapIdx int // index in lane.ready, -1 if absent
+	retry   bool // RetryNow came while flying: if this attempt fails, the next is due at once
+	heapIdx int  // index in lane.ready, -1 if absent
 }
 
 // resQueue is the FIFO of pending events that concern one resource key.
@@ -652,6 +653,8 @@ func (s *scheduler) start(l *lane, it *item, now time.Time) {
 func (s *scheduler) handle(r result) {
 	s.inflight--
 	l, it, d := r.l, r.it, s.d
+	retry := it.retry
+	it.retry = false
 	if r.t.use.inflight--; r.t.use.retired && r.t.use.inflight == 0 {
 		s.closeRetired(r.t)
 	}
@@ -694,6 +697,9 @@ func (s *scheduler) handle(r result) {
 		}
 		it.st.Attempts++
 		wait := s.backoff(it.st.Attempts)
+		if retry { // the operator asked for a retry while this attempt was under way
+			wait = 0
+		}
 		if retryAfter > 0 {
 			wait = min(retryAfter, s.cfg.RetryAfterMax)
 			if hold := now.Add(wait); hold.After(l.holdUntil) {
@@ -871,7 +877,11 @@ func (s *scheduler) retryNow(l *lane, ids []string, done func(error)) (int, []st
 	}
 	var changes []change
 	for _, it := range match {
-		if it.flying || !it.st.NextAttemptAt.After(now) {
+		if it.flying {
+			it.retry = true // its outcome is not known yet: a failure retries at once
+			continue
+		}
+		if !it.st.NextAttemptAt.After(now) {
 			continue
 		}
 		it.st.NextAttemptAt = now
