@@ -105,54 +105,74 @@ func CompactFile(path string, minFree float64, opts *bolt.Options) (CompactRepor
 		rep.Took = time.Since(start)
 		return rep, src.Close()
 	}
-	tmp := path + ".compact"
-	_ = os.Remove(tmp) // a leftover of an interrupted compaction
-	dstOpts := *opts
-	dstOpts.NoSync = true          // one fsync at the end instead of one per chunk
-	dstOpts.NoFreelistSync = false // the copy starts with a synced freelist
-	dst, err := bolt.Open(tmp, 0o600, &dstOpts)
+	dst, tmp, err := openCopy(path, opts)
 	if err != nil {
-		return rep, fmt.Errorf("open %s: %w", tmp, err)
-	}
-	fail := func(err error) (CompactReport, error) {
-		dst.Close()
-		os.Remove(tmp)
 		return rep, err
 	}
 	if err := bolt.Compact(dst, src, 64<<20); err != nil {
-		return fail(fmt.Errorf("compact %s: %w", path, err))
+		dst.Close()
+		os.Remove(tmp)
+		return rep, fmt.Errorf("compact %s: %w", path, err)
 	}
+	used, err := installCopy(dst, tmp, path, func() error {
+		if err := src.Close(); err != nil {
+			return fmt.Errorf("close %s: %w", path, err)
+		}
+		return nil
+	})
+	if err != nil {
+		return rep, err
+	}
+	rep.After, rep.Compacted, rep.Took = used, true, time.Since(start)
+	return rep, nil
+}
+
+// openCopy creates path + ".compact" (removing a leftover of an interrupted
+// compaction) for a copy of the database, opened with opts but without an
+// fsync per commit (installCopy syncs once) and with its freelist synced.
+func openCopy(path string, opts *bolt.Options) (*bolt.DB, string, error) {
+	tmp := path + ".compact"
+	_ = os.Remove(tmp)
+	o := *opts
+	o.NoSync, o.NoFreelistSync = true, false
+	dst, err := bolt.Open(tmp, 0o600, &o)
+	if err != nil {
+		return nil, "", fmt.Errorf("open %s: %w", tmp, err)
+	}
+	return dst, tmp, nil
+}
+
+// installCopy fsyncs and closes the copy dst at tmp, truncates it to its
+// last page (bbolt grows a file in steps of 16 MiB ahead of its pages;
+// nothing past the last page is referenced), calls beforeRename, renames it
+// over path and fsyncs the directory: a crash leaves either file complete.
+// It returns the new file's size; on failure tmp is removed.
+func installCopy(dst *bolt.DB, tmp, path string, beforeRename func() error) (int64, error) {
 	var used int64
 	_ = dst.View(func(tx *bolt.Tx) error { used = tx.Size(); return nil })
-	if err := dst.Sync(); err != nil {
-		return fail(fmt.Errorf("sync %s: %w", tmp, err))
+	err := dst.Sync()
+	if err != nil {
+		err = fmt.Errorf("sync %s: %w", tmp, err)
 	}
-	if err := dst.Close(); err != nil {
+	if cerr := dst.Close(); err == nil && cerr != nil {
+		err = fmt.Errorf("close %s: %w", tmp, cerr)
+	}
+	if err == nil {
+		err = truncateSync(tmp, used)
+	}
+	if err == nil && beforeRename != nil {
+		err = beforeRename()
+	}
+	if err == nil {
+		if rerr := os.Rename(tmp, path); rerr != nil {
+			err = fmt.Errorf("replace %s: %w", path, rerr)
+		}
+	}
+	if err != nil {
 		os.Remove(tmp)
-		return rep, fmt.Errorf("close %s: %w", tmp, err)
+		return 0, err
 	}
-	// bbolt grows a file in steps of 16 MiB ahead of its pages; nothing
-	// past the last page is referenced, so the copy ends there.
-	if err := truncateSync(tmp, used); err != nil {
-		os.Remove(tmp)
-		return rep, err
-	}
-	if err := src.Close(); err != nil {
-		os.Remove(tmp)
-		return rep, fmt.Errorf("close %s: %w", path, err)
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		os.Remove(tmp)
-		return rep, fmt.Errorf("replace %s: %w", path, err)
-	}
-	if err := syncDir(filepath.Dir(path)); err != nil {
-		return rep, err
-	}
-	if st, err := os.Stat(path); err == nil {
-		rep.After = st.Size()
-	}
-	rep.Compacted, rep.Took = true, time.Since(start)
-	return rep, nil
+	return used, syncDir(filepath.Dir(path))
 }
 
 // freeShare is the share of db's pages, up to its highest, that are free
@@ -227,13 +247,9 @@ func CompactOnline(db *bolt.DB, path string, minFree float64, stop func() error)
 		rep.Took = time.Since(start)
 		return rep, 0, nil
 	}
-	tmp := path + ".compact"
-	_ = os.Remove(tmp)
-	opts := *BoltOptions()
-	opts.NoSync, opts.NoFreelistSync = true, false
-	dst, err := bolt.Open(tmp, 0o600, &opts)
+	dst, tmp, err := openCopy(path, BoltOptions())
 	if err != nil {
-		return rep, 0, fmt.Errorf("open %s: %w", tmp, err)
+		return rep, 0, err
 	}
 	fail := func(err error) (CompactReport, time.Duration, error) {
 		dst.Close()
@@ -253,80 +269,40 @@ func CompactOnline(db *bolt.DB, path string, minFree float64, stop func() error)
 	if err != nil {
 		return fail(fmt.Errorf("catch up %s: %w", tmp, err))
 	}
-	var used int64
-	_ = dst.View(func(tx *bolt.Tx) error { used = tx.Size(); return nil })
-	if err := dst.Sync(); err != nil {
-		return fail(fmt.Errorf("sync %s: %w", tmp, err))
-	}
-	if err := dst.Close(); err != nil {
-		os.Remove(tmp)
-		return rep, 0, fmt.Errorf("close %s: %w", tmp, err)
-	}
-	if err := truncateSync(tmp, used); err != nil {
-		os.Remove(tmp)
-		return rep, 0, err
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		os.Remove(tmp)
-		return rep, 0, fmt.Errorf("replace %s: %w", path, err)
-	}
-	if err := syncDir(filepath.Dir(path)); err != nil {
+	used, err := installCopy(dst, tmp, path, nil)
+	if err != nil {
 		return rep, 0, err
 	}
 	rep.After, rep.Compacted, rep.Took = used, true, time.Since(start)
 	return rep, time.Since(paused), nil
 }
 
-// syncTx makes dst's buckets equal to src's: the top level holds only
-// buckets.
-func syncTx(dst, src *bolt.Tx) error {
-	var missing, extra [][]byte
-	var both [][]byte
-	c := src.Cursor()
-	for k, _ := c.First(); k != nil; k, _ = c.Next() {
-		if dst.Bucket(k) == nil {
-			missing = append(missing, bytes.Clone(k))
-		} else {
-			both = append(both, bytes.Clone(k))
-		}
-	}
-	c = dst.Cursor()
-	for k, _ := c.First(); k != nil; k, _ = c.Next() {
-		if src.Bucket(k) == nil {
-			extra = append(extra, bytes.Clone(k))
-		}
-	}
-	for _, k := range extra {
-		if err := dst.DeleteBucket(k); err != nil {
-			return err
-		}
-	}
-	for _, k := range missing {
-		b, err := dst.CreateBucket(k)
-		if err != nil {
-			return err
-		}
-		if err := copyBucket(b, src.Bucket(k)); err != nil {
-			return err
-		}
-	}
-	for _, k := range both {
-		if err := syncBucket(dst.Bucket(k), src.Bucket(k)); err != nil {
-			return err
-		}
-	}
-	return nil
-}
+// syncTx makes dst's buckets equal to src's.
+func syncTx(dst, src *bolt.Tx) error { return syncNode(dst, src) }
 
-// syncBucket makes d equal to s: it walks both in key order, collects the
-// differences (a cursor must not be used across changes to its bucket),
-// applies them, then does the same for the nested buckets both have.
+// syncBucket makes d equal to s, its sequence included.
 func syncBucket(d, s *bolt.Bucket) error {
 	if d.Sequence() != s.Sequence() {
 		if err := d.SetSequence(s.Sequence()); err != nil {
 			return err
 		}
 	}
+	return syncNode(d, s)
+}
+
+// node is what a transaction's root and a bucket have in common.
+type node interface {
+	Cursor() *bolt.Cursor
+	Bucket(name []byte) *bolt.Bucket
+	CreateBucket(name []byte) (*bolt.Bucket, error)
+	DeleteBucket(name []byte) error
+}
+
+// syncNode makes d's keys, values and nested buckets equal to s's: it walks
+// both in key order, collects the differences (a cursor must not be used
+// across changes to its bucket), applies them, then does the same for the
+// nested buckets both have. A transaction's root holds only buckets.
+func syncNode(d, s node) error {
 	type put struct{ k, v []byte }
 	var puts []put
 	var dels, newBuckets, delBuckets, nested [][]byte
@@ -380,14 +356,20 @@ func syncBucket(d, s *bolt.Bucket) error {
 			return err
 		}
 	}
-	for _, k := range dels {
-		if err := d.Delete(k); err != nil {
-			return err
+	if len(dels) > 0 || len(puts) > 0 {
+		b, ok := d.(*bolt.Bucket)
+		if !ok {
+			return errors.New("compact: a value at the top level of the database")
 		}
-	}
-	for _, p := range puts {
-		if err := d.Put(p.k, p.v); err != nil {
-			return err
+		for _, k := range dels {
+			if err := b.Delete(k); err != nil {
+				return err
+			}
+		}
+		for _, p := range puts {
+			if err := b.Put(p.k, p.v); err != nil {
+				return err
+			}
 		}
 	}
 	for _, k := range newBuckets {
