@@ -947,28 +947,7 @@ func TestNATSLatency(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer cc.Stop()
-	samples := 200
-	if os.Getenv("SCIMGATE_SOAK") == "1" {
-		samples = 2000
-	}
-	lat := make([]time.Duration, 0, samples)
-	for i := range samples {
-		enqueue(t, db, d, userEvent("user.updated", fmt.Sprint("u", i%10)))
-		committed := time.Now()
-		select {
-		case at := <-arrived:
-			lat = append(lat, at.Sub(committed))
-		case <-time.After(5 * time.Second):
-			t.Fatal("event not in the stream")
-		}
-		time.Sleep(time.Millisecond)
-	}
-	slices.Sort(lat)
-	p := func(q float64) time.Duration { return lat[int(q*float64(len(lat)-1))] }
-	t.Logf("commit → stream, %d samples: p50 %v, p90 %v, p99 %v, max %v", len(lat), p(.5), p(.9), p(.99), lat[len(lat)-1])
-	if p(.5) > 100*time.Millisecond {
-		t.Errorf("p50 latency %v, want well under the poll interval", p(.5))
-	}
+	measureLatency(t, db, d, arrived, "stream")
 }
 
 // FuzzStreamSubject: parseSubject never panics, and a template it accepts
