@@ -2,7 +2,6 @@ package gateway_test
 
 import (
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -18,6 +17,7 @@ import (
 
 	"github.com/scimgate/scimgate/gateway"
 	"github.com/scimgate/scimgate/gateway/store"
+	"github.com/scimgate/scimgate/internal/dbtest"
 	"github.com/scimgate/scimgate/mapping"
 	"github.com/scimgate/scimgate/outbox"
 )
@@ -41,21 +41,7 @@ func mustOpenDB(t testing.TB) *bolt.DB {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() {
-		err := db.View(func(tx *bolt.Tx) error {
-			var errs []error
-			for err := range tx.Check() { // drain: Check's channel is unbuffered
-				errs = append(errs, err)
-			}
-			return errors.Join(errs...)
-		})
-		if err != nil {
-			t.Errorf("bolt consistency: %v", err)
-		}
-		if err := db.Close(); err != nil {
-			t.Errorf("close bolt: %v", err)
-		}
-	})
+	dbtest.CloseWhenDone(t, db)
 	return db
 }
 

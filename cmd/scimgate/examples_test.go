@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -23,6 +22,7 @@ import (
 
 	"github.com/scimgate/scimgate/gateway"
 	"github.com/scimgate/scimgate/gateway/store"
+	"github.com/scimgate/scimgate/internal/dbtest"
 	"github.com/scimgate/scimgate/mapping"
 	"github.com/scimgate/scimgate/outbox"
 )
@@ -86,21 +86,7 @@ func newExServer(t *testing.T, name, auth string) *exServer {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() {
-		err := db.View(func(tx *bolt.Tx) error {
-			var errs []error
-			for err := range tx.Check() { // drain: Check's channel is unbuffered
-				errs = append(errs, err)
-			}
-			return errors.Join(errs...)
-		})
-		if err != nil {
-			t.Errorf("bolt consistency: %v", err)
-		}
-		if err := db.Close(); err != nil {
-			t.Errorf("close bolt: %v", err)
-		}
-	})
+	dbtest.CloseWhenDone(t, db)
 	mapper, err := mapping.Compile(cfg.Mapping)
 	if err != nil {
 		t.Fatal(err)

@@ -15,6 +15,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/scimgate/scimgate/gateway/scim"
+	"github.com/scimgate/scimgate/internal/dbtest"
 	"github.com/scimgate/scimgate/mapping"
 	"github.com/scimgate/scimgate/outbox"
 )
@@ -659,12 +660,8 @@ func TestCompactOnline(t *testing.T) {
 		if tx.Bucket(bucketUsers).Get([]byte(r.ID)) == nil || outbox.Tail(tx) != tail+1 {
 			t.Errorf("after resume: user in new file %v, tail %d, want %d", tx.Bucket(bucketUsers).Get([]byte(r.ID)) != nil, outbox.Tail(tx), tail+1)
 		}
-		var errs []error
-		for err := range tx.Check() {
-			errs = append(errs, err)
-		}
-		if len(errs) > 0 {
-			t.Errorf("new file: %v", errs)
+		if err := dbtest.Check(tx); err != nil {
+			t.Errorf("new file: %v", err)
 		}
 		return nil
 	})

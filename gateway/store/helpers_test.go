@@ -14,6 +14,7 @@ import (
 	bolt "go.etcd.io/bbolt"
 
 	"github.com/scimgate/scimgate/gateway/scim"
+	"github.com/scimgate/scimgate/internal/dbtest"
 	"github.com/scimgate/scimgate/mapping"
 	"github.com/scimgate/scimgate/outbox"
 )
@@ -26,21 +27,7 @@ func openDB(t testing.TB, path string) *bolt.DB {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() {
-		err := db.View(func(tx *bolt.Tx) error {
-			var errs []error
-			for err := range tx.Check() { // drain: Check's channel is unbuffered
-				errs = append(errs, err)
-			}
-			return errors.Join(errs...)
-		})
-		if err != nil {
-			t.Errorf("bolt consistency: %v", err)
-		}
-		if err := db.Close(); err != nil {
-			t.Errorf("close bolt: %v", err)
-		}
-	})
+	dbtest.CloseWhenDone(t, db)
 	err = db.Update(func(tx *bolt.Tx) error {
 		if err := InitBuckets(tx); err != nil {
 			return err
