@@ -170,9 +170,12 @@ func TestAdminAPI(t *testing.T) {
 	}
 
 	createUser(t, env.scim, "ada@example.com")
-	waitUntil(t, "first delivery", func() bool { return env.got.Load() == 1 })
+	// The receiver counts a delivery before the dispatcher records it.
 	var st gateway.Status
-	env.call(t, "GET", "/admin/status", adminToken, &st)
+	waitUntil(t, "first delivery recorded", func() bool {
+		env.call(t, "GET", "/admin/status", adminToken, &st)
+		return env.got.Load() == 1 && len(st.Targets) == 1 && st.Targets[0].Delivered == 1
+	})
 	if st.Users != 1 || st.ActiveUsers != 1 || st.LastSCIMChange.IsZero() || st.LastSCIMRequest.IsZero() || len(st.Targets) != 1 {
 		t.Fatalf("status = %+v", st)
 	}
@@ -220,7 +223,10 @@ func TestAdminAPI(t *testing.T) {
 		t.Errorf("paused: %+v, delivered %d", st.Targets[0], env.got.Load())
 	}
 	env.call(t, "POST", "/admin/targets/app/resume", adminToken, nil)
-	waitUntil(t, "delivery after resume", func() bool { return env.got.Load() == 3 })
+	waitUntil(t, "delivery after resume, recorded", func() bool {
+		env.call(t, "GET", "/admin/status", adminToken, &st)
+		return env.got.Load() == 3 && st.Targets[0].Delivered == 3
+	})
 
 	// Metrics parse as Prometheus text and carry the figures.
 	resp, err := http.Get(env.admin + "/metrics")
