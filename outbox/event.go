@@ -192,7 +192,7 @@ func peekType(v []byte) string {
 	if rest, ok := bytes.CutPrefix(v, idKey); ok {
 		if i := bytes.IndexByte(rest, '"'); i >= 0 && bytes.HasPrefix(rest[i:], typeKey) {
 			rest = rest[i+len(typeKey):]
-			if j := bytes.IndexByte(rest, '"'); j >= 0 && bytes.IndexByte(rest[:j], '\\') < 0 {
+			if j := bytes.IndexByte(rest, '"'); j >= 0 && plainASCII(rest[:j]) {
 				return string(rest[:j])
 			}
 		}
@@ -202,6 +202,19 @@ func peekType(v []byte) string {
 	}
 	_ = json.Unmarshal(v, &t)
 	return t.Type
+}
+
+// plainASCII reports whether b holds only printable ASCII other than the
+// backslash: bytes a JSON decode returns as they are. Anything else (escapes,
+// control characters, invalid UTF-8, which a decode replaces) takes the full
+// decode.
+func plainASCII(b []byte) bool {
+	for _, c := range b {
+		if c < 0x20 || c >= 0x7f || c == '\\' {
+			return false
+		}
+	}
+	return true
 }
 
 // envelopeTime is RFC 3339 in UTC with milliseconds.

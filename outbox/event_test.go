@@ -105,6 +105,27 @@ func TestEnqueueInvalid(t *testing.T) {
 	}
 }
 
+// peekType's shortcut returns only bytes a decode would return as they are;
+// invalid UTF-8 and control characters, which a decode replaces or refuses,
+// take the full decode (a CI fuzz run found the invalid UTF-8 case).
+func TestPeekTypeAgreesWithDecode(t *testing.T) {
+	for _, v := range []string{
+		"{\"id\":\"\",\"type\":\"\x93\"}",
+		"{\"id\":\"e\",\"type\":\"user.\xff\xfecreated\",\"at\":1}",
+		"{\"id\":\"e\",\"type\":\"a\tb\"}",
+		`{"id":"e","type":"gr\u00fcn"}`,
+		`{"id":"e","type":"grün"}`,
+	} {
+		var s struct {
+			Type string `json:"type"`
+		}
+		_ = json.Unmarshal([]byte(v), &s)
+		if got := peekType([]byte(v)); got != s.Type {
+			t.Errorf("peekType(%q) = %q, a decode says %q", v, got, s.Type)
+		}
+	}
+}
+
 func TestEnvelope(t *testing.T) {
 	ev := Event{
 		ID: "evt_abc", Seq: 42, Type: "user.updated",
