@@ -579,3 +579,103 @@ func BenchmarkScale(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkAppAPI is the app's side through HTTP, as an app calls it: a
+// page of 100 canonical records from /v1/users (the first, and any page by
+// its cursor) and a page of 100 members of a 50,000-member group, at 1,000
+// and at 100,000 stored users. Paging must stay flat (O(page)).
+//
+//	go test -run '^$' -bench AppAPI -benchtime 2000x ./gateway/
+func BenchmarkAppAPI(b *testing.B) {
+	for _, n := range []int{1_000, 100_000} {
+		e := newBenchEnv(b, false)
+		ids := preload(b, e.st, n)
+		admin := gateway.NewAdmin(gateway.AdminConfig{Listen: "127.0.0.1:0", Tokens: []string{gateway.HashToken(adminToken)}},
+			gateway.AdminDeps{DB: e.db, Store: e.st, Logger: discardLogger(), Version: "bench",
+				API: gateway.APIConfig{Tokens: []string{gateway.HashToken(apiToken)}, MaxWait: time.Second}})
+		api := &benchClient{base: newHTTPServer(b, admin), hc: e.c.hc}
+		// A group of min(n, 50,000) members, added 1,000 per PATCH.
+		g := e.c.create(b, "/Groups", `{"schemas":["urn:ietf:params:scim:schemas:core:2.0:Group"],"displayName":"everyone"}`)
+		members := ids[:min(n, 50_000)]
+		for chunk := range slices.Chunk(members, 1000) {
+			vals := make([]string, len(chunk))
+			for i, id := range chunk {
+				vals[i] = `{"value":"` + id + `"}`
+			}
+			e.c.do(b, "PATCH", "/Groups/"+g, `{"schemas":["urn:ietf:params:scim:api:messages:2.0:PatchOp"],"Operations":[{"op":"add","path":"members","value":[`+strings.Join(vals, ",")+`]}]}`, 204)
+		}
+		userCursors := api.cursors(b, "/v1/users?limit=100")
+		memberCursors := api.cursors(b, "/v1/groups/"+g+"/members?limit=100")
+		b.Logf("%d users: %d user pages, %d member pages", n, len(userCursors), len(memberCursors))
+		for _, bench := range []struct {
+			name, path string
+			cursors    []string
+		}{
+			{"users/first", "/v1/users?limit=100", nil},
+			{"users/any", "/v1/users?limit=100", userCursors},
+			{"members/first", "/v1/groups/" + g + "/members?limit=100", nil},
+			{"members/any", "/v1/groups/" + g + "/members?limit=100", memberCursors},
+		} {
+			b.Run(fmt.Sprintf("%s/users=%d", bench.name, n), func(b *testing.B) {
+				lat := make([]time.Duration, 0, b.N)
+				for b.Loop() {
+					path := bench.path
+					if len(bench.cursors) > 0 {
+						path += "&cursor=" + url.QueryEscape(bench.cursors[mrand.IntN(len(bench.cursors))])
+					}
+					start := time.Now()
+					api.apiGet(b, path, nil)
+					lat = append(lat, time.Since(start))
+				}
+				slices.Sort(lat)
+				b.ReportMetric(ms(lat[len(lat)/2]), "p50-ms")
+				b.ReportMetric(ms(lat[len(lat)*99/100]), "p99-ms")
+			})
+		}
+	}
+}
+
+// apiGet GETs an app API path with the app token and decodes the page.
+func (c *benchClient) apiGet(b *testing.B, path string, page any) {
+	req, _ := http.NewRequest("GET", c.base+path, nil)
+	req.Header.Set("Authorization", "Bearer "+apiToken)
+	resp, err := c.hc.Do(req)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != 200 {
+		body, _ := io.ReadAll(resp.Body)
+		b.Fatalf("GET %s: %d %s", path, resp.StatusCode, body)
+	}
+	if page == nil {
+		_, _ = io.Copy(io.Discard, resp.Body)
+		return
+	}
+	if err := json.NewDecoder(resp.Body).Decode(page); err != nil {
+		b.Fatal(err)
+	}
+}
+
+// cursors walks every page of an app API list and returns the cursor of
+// each page after the first.
+func (c *benchClient) cursors(b *testing.B, path string) []string {
+	var out []string
+	next := ""
+	for {
+		p := path
+		if next != "" {
+			p += "&cursor=" + url.QueryEscape(next)
+		}
+		var page struct {
+			Data       []json.RawMessage `json:"data"`
+			NextCursor *string           `json:"next_cursor"`
+		}
+		c.apiGet(b, p, &page)
+		if len(page.Data) == 0 || page.NextCursor == nil || *page.NextCursor == "" {
+			return out
+		}
+		next = *page.NextCursor
+		out = append(out, next)
+	}
+}
