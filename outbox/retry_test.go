@@ -179,24 +179,7 @@ func TestRetryNowAfterOutage(t *testing.T) {
 // RetryNow lifts a Retry-After hold on the target.
 func TestRetryNowClearsRetryAfter(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		db := mustOpenDB(t)
-		cfg := syncConfig()
-		cfg.RetryAfterMax = time.Hour
-		d := newTestDispatcher(t, db, cfg)
-		log := newAttemptLog()
-		d.targets[0].sender = SenderFunc(func(ctx context.Context, ev Event) error {
-			if log.add(ev.ID) == 1 && ev.Type == "user.created" {
-				return &StatusError{StatusCode: 429, RetryAfter: time.Hour}
-			}
-			return nil
-		})
-		runDispatcher(t, d)
-		log.reset()
-		a := enqueue(t, db, d, userEvent("user.created", "u1"))[0]
-		time.Sleep(time.Second)
-		b := enqueue(t, db, d, userEvent("user.updated", "u2"))[0]
-		time.Sleep(time.Minute)
-		synctest.Wait()
+		d, log, a, b := rateLimited(t, time.Hour)
 		if got := log.get(b.ID); len(got) != 0 {
 			t.Fatalf("held target attempted %v", got)
 		}

@@ -8,6 +8,7 @@ import (
 	"crypto/x509/pkix"
 	"encoding/json"
 	"encoding/pem"
+	"errors"
 	"fmt"
 	"math/big"
 	"net"
@@ -24,6 +25,23 @@ import (
 
 // streamConfig returns testConfig's fast retries with one stream target
 // "app" (timeout 2s).
+// checkValidate checks that cfg validates when field is empty, and
+// otherwise that Validate names field with an error that is is.
+func checkValidate(t *testing.T, cfg Config, field string, is error) {
+	t.Helper()
+	err := cfg.Validate()
+	if field == "" {
+		if err != nil {
+			t.Fatalf("Validate: %v", err)
+		}
+		return
+	}
+	var fe *FieldError
+	if !errors.As(err, &fe) || fe.Field != field || !errors.Is(err, is) {
+		t.Fatalf("Validate = %v, want %s: %v", err, field, is)
+	}
+}
+
 func streamConfig(tg Target) Config {
 	cfg := testConfig("")
 	tg.Name = "app"

@@ -861,18 +861,7 @@ func TestNATSConfigValidate(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			c := ok()
 			tc.mod(c)
-			cfg := streamConfig(Target{Type: TypeNATS, NATS: c})
-			err := cfg.Validate()
-			if tc.field == "" {
-				if err != nil {
-					t.Fatalf("Validate: %v", err)
-				}
-				return
-			}
-			var fe *FieldError
-			if !errors.As(err, &fe) || fe.Field != tc.field || !errors.Is(err, tc.is) {
-				t.Fatalf("Validate = %v, want %s: %v", err, tc.field, tc.is)
-			}
+			checkValidate(t, streamConfig(Target{Type: TypeNATS, NATS: c}), tc.field, tc.is)
 		})
 	}
 	// A password in a URL or a secret is never echoed.

@@ -175,24 +175,7 @@ func TestMaxAgeDeadLetters(t *testing.T) {
 // Retry-After is clamped to retry_after_max and holds the whole target.
 func TestRetryAfterHoldsTarget(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		db := mustOpenDB(t)
-		cfg := syncConfig()
-		cfg.RetryAfterMax = 30 * time.Second
-		d := newTestDispatcher(t, db, cfg)
-		log := newAttemptLog()
-		d.targets[0].sender = SenderFunc(func(ctx context.Context, ev Event) error {
-			if log.add(ev.ID) == 1 && ev.Type == "user.created" {
-				return &StatusError{StatusCode: 429, RetryAfter: time.Hour}
-			}
-			return nil
-		})
-		runDispatcher(t, d)
-		log.reset()
-		a := enqueue(t, db, d, userEvent("user.created", "u1"))[0]
-		time.Sleep(time.Second)
-		b := enqueue(t, db, d, userEvent("user.updated", "u2"))[0]
-		time.Sleep(time.Minute)
-		synctest.Wait()
+		_, log, a, b := rateLimited(t, 30*time.Second)
 		if got, want := log.get(a.ID), []time.Duration{0, 30 * time.Second}; !slices.Equal(got, want) {
 			t.Errorf("rate-limited event attempted at %v, want %v", got, want)
 		}
@@ -200,6 +183,34 @@ func TestRetryAfterHoldsTarget(t *testing.T) {
 			t.Errorf("other event attempted at %v, want %v (target held)", got, want)
 		}
 	})
+}
+
+// rateLimited runs a dispatcher (inside a synctest bubble) whose receiver
+// answers the first attempt of a user.created 429 with Retry-After of an
+// hour, capped at retryAfterMax. It enqueues that event (a), a second later
+// an unrelated one (b), and returns a minute after that, once the bubble is
+// idle.
+func rateLimited(t *testing.T, retryAfterMax time.Duration) (d *Dispatcher, log *attemptLog, a, b Event) {
+	t.Helper()
+	db := mustOpenDB(t)
+	cfg := syncConfig()
+	cfg.RetryAfterMax = retryAfterMax
+	d = newTestDispatcher(t, db, cfg)
+	log = newAttemptLog()
+	d.targets[0].sender = SenderFunc(func(ctx context.Context, ev Event) error {
+		if log.add(ev.ID) == 1 && ev.Type == "user.created" {
+			return &StatusError{StatusCode: 429, RetryAfter: time.Hour}
+		}
+		return nil
+	})
+	runDispatcher(t, d)
+	log.reset()
+	a = enqueue(t, db, d, userEvent("user.created", "u1"))[0]
+	time.Sleep(time.Second)
+	b = enqueue(t, db, d, userEvent("user.updated", "u2"))[0]
+	time.Sleep(time.Minute)
+	synctest.Wait()
+	return d, log, a, b
 }
 
 // Per resource, one event at a time and in order; unrelated resources up to

@@ -60,17 +60,7 @@ func exampleApp(t *testing.T, name, dataDir string, kv ...string) *app {
 // scimCall makes one SCIM request with an Authorization header.
 func scimCall(t *testing.T, a *app, auth, method, path, body string) (int, map[string]any) {
 	t.Helper()
-	req, _ := http.NewRequest(method, "http://"+a.SCIMAddr()+"/scim/v2"+path, strings.NewReader(body))
-	req.Header.Set("Authorization", auth)
-	req.Header.Set("Content-Type", "application/scim+json")
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	var m map[string]any
-	_ = json.NewDecoder(resp.Body).Decode(&m)
-	return resp.StatusCode, m
+	return scimAuthDo(t, "http://"+a.SCIMAddr()+"/scim/v2", auth, method, path, body)
 }
 
 // recorder is a webhook receiver keeping the bodies.

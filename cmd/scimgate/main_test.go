@@ -134,8 +134,15 @@ func startApp(t *testing.T, getenv func(string) string) *app {
 
 func scimDo(t *testing.T, base, method, path, body string) (int, map[string]any) {
 	t.Helper()
+	return scimAuthDo(t, base, "Bearer "+e2eToken, method, path, body)
+}
+
+// scimAuthDo makes one SCIM request with the given Authorization header and
+// returns the status and the decoded body.
+func scimAuthDo(t *testing.T, base, auth, method, path, body string) (int, map[string]any) {
+	t.Helper()
 	req, _ := http.NewRequest(method, base+path, strings.NewReader(body))
-	req.Header.Set("Authorization", "Bearer "+e2eToken)
+	req.Header.Set("Authorization", auth)
 	req.Header.Set("Content-Type", "application/scim+json")
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
