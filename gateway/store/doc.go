@@ -5,12 +5,12 @@
 // acknowledged change and no event is ever lost, and no event is emitted for
 // a change that did not commit.
 //
-// Bucket layout, schema 2 (one bbolt file, shared with the outbox). fold(v)
+// Bucket layout, schema 3 (one bbolt file, shared with the outbox). fold(v)
 // is foldKey (trim, NFC, full case folding, invisible characters dropped),
 // exact(v) is exactKey (trim, NFC); ids never contain 0x00, and a prefix
 // lookup only accepts a whole id after "value 0x00":
 //
-//	meta                 "schema" → "2"; counters; "last_change"
+//	meta                 "schema" → "3"; counters; "last_change"
 //	users                id → JSON(record)
 //	users_by_name        fold(userName) → id                  unique
 //	users_name_shadowed  fold(userName) 0x00 id → be64(seq)   migrated look-alikes (see Collision)

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/http"
 	"strings"
+	"sync"
 	"unicode"
 
 	bolt "go.etcd.io/bbolt"
@@ -25,7 +26,8 @@ import (
 // invisible; new values containing them are refused, old ones still index
 // consistently), surrounding white space trimmed, Unicode NFC, then full
 // case folding (cases.Fold: "ſam" and "SAM" both give "sam", "Straße" gives
-// "strasse"), recomposed to NFC because folding can decompose.
+// "strasse"), recomposed to NFC because folding can decompose, and last
+// each rune replaced by its case class's representative (caseClass).
 func foldKey(s string) string {
 	if isASCIIPrintable(s) { // the common case: nothing invisible, no allocation beyond lower-casing
 		return lowerASCII(strings.TrimSpace(s))
@@ -35,8 +37,68 @@ func foldKey(s string) string {
 		return lowerASCII(s)
 	}
 	// A Caser keeps state, so each call makes its own.
-	return norm.NFC.String(cases.Fold().String(norm.NFC.String(s)))
+	return caseClasses(norm.NFC.String(cases.Fold().String(norm.NFC.String(s))))
 }
+
+// caseClasses makes foldKey idempotent by construction. cases.Fold is not:
+// for Cherokee it maps each small letter to its capital (as Unicode's
+// CaseFolding.txt does) and each capital back to the small letter, so
+// "ꮪ" → "Ꮪ" → "ꮪ", and two names differing only in Cherokee case could
+// get different keys. Every rune Fold leaves unfixed is replaced by the
+// smallest rune of its simple case class (unicode.SimpleFold's orbit), the
+// one representative every member of the class maps to; a rune of such a
+// class is replaced by the same representative whatever Fold did to it
+// first. Runes Fold fixes (every ASCII letter, "é", "ß"'s "ss") are kept,
+// so keys written by schema 2 are unchanged except where they held such a
+// class (the schema 3 migration re-keys them).
+func caseClasses(s string) string {
+	unstable := unstableFold()
+	i := strings.IndexFunc(s, func(r rune) bool { return unstable[r] })
+	if i < 0 {
+		return s
+	}
+	return s[:i] + strings.Map(func(r rune) rune {
+		if unstable[r] {
+			return classMin(r)
+		}
+		return r
+	}, s[i:])
+}
+
+// classMin returns the smallest rune of r's simple case-folding orbit.
+func classMin(r rune) rune {
+	min := r
+	for f := unicode.SimpleFold(r); f != r; f = unicode.SimpleFold(f) {
+		if f < min {
+			min = f
+		}
+	}
+	return min
+}
+
+// unstableFold is the set of runes that belong to a case class in which
+// cases.Fold does not settle: folding a rune of the class gives a rune that
+// folding changes again. Computed once from the tables (about 2,800 runes
+// have a case class; 172, the Cherokee letters, are unstable with
+// golang.org/x/text v0.43.0).
+var unstableFold = sync.OnceValue(func() map[rune]bool {
+	set := map[rune]bool{}
+	fold := cases.Fold()
+	for r := rune(0x80); r <= unicode.MaxRune; r++ {
+		if unicode.SimpleFold(r) == r {
+			continue
+		}
+		f := fold.String(string(r))
+		if fold.String(f) == f {
+			continue
+		}
+		set[r] = true
+		for g := unicode.SimpleFold(r); g != r; g = unicode.SimpleFold(g) {
+			set[g] = true
+		}
+	}
+	return set
+})
 
 // exactKey is the key of a case-exact identifier: externalId, which RFC 7643
 // §3.1 declares caseExact. Trimmed and NFC (the same characters in another

@@ -5,6 +5,8 @@ import (
 	"net/http"
 	"strings"
 	"testing"
+	"unicode"
+	"unicode/utf8"
 
 	bolt "go.etcd.io/bbolt"
 
@@ -200,4 +202,32 @@ func FuzzKeys(f *testing.F) {
 			t.Fatalf("detail quotes the value: %v", err)
 		}
 	})
+}
+
+// TestFoldKeyIdempotentEveryRune checks every rune, alone and after an
+// ASCII prefix: the key of a key is itself, and a rune and each member of
+// its simple case class get the same key. Cherokee was the case cases.Fold
+// got wrong ("ꮪ" → "Ꮪ" → "ꮪ"; FuzzKeys found it in CI).
+func TestFoldKeyIdempotentEveryRune(t *testing.T) {
+	bad := 0
+	for r := rune(0x80); r <= unicode.MaxRune && bad < 10; r++ {
+		if !utf8.ValidRune(r) {
+			continue
+		}
+		for _, s := range []string{string(r), "00000000000" + string(r)} {
+			if k := foldKey(s); foldKey(k) != k {
+				t.Errorf("foldKey not stable: %q → %q → %q", s, k, foldKey(k))
+				bad++
+			}
+		}
+		if f := unicode.SimpleFold(r); f != r && strings.IndexFunc(string(r), invisible) < 0 {
+			if a, b := foldKey(string(r)), foldKey(string(f)); a != b {
+				t.Errorf("%U and %U are one case class but get keys %q and %q", r, f, a, b)
+				bad++
+			}
+		}
+	}
+	if a, b := foldKey("ꮪꮪ"), foldKey("ᏚᏚ"); a != b {
+		t.Errorf("Cherokee small and capital: %q and %q", a, b)
+	}
 }

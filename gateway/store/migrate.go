@@ -71,8 +71,8 @@ func Init(tx *bolt.Tx, logger *slog.Logger) (Migration, error) {
 		return Migration{}, fmt.Errorf("create bucket %s: %w", bucketMeta, err)
 	}
 	m := Migration{From: string(meta.Get(keySchema)), To: SchemaVersion}
-	if m.From != "" && m.From != "1" && m.From != SchemaVersion {
-		return m, fmt.Errorf("%w: file has %q, this binary reads %q (and migrates \"1\")", ErrSchemaVersion, m.From, SchemaVersion)
+	if m.From != "" && m.From != "1" && m.From != "2" && m.From != SchemaVersion {
+		return m, fmt.Errorf("%w: file has %q, this binary reads %q (and migrates \"1\" and \"2\")", ErrSchemaVersion, m.From, SchemaVersion)
 	}
 	for _, name := range allBuckets {
 		if _, err := tx.CreateBucketIfNotExists(name); err != nil {
@@ -82,9 +82,13 @@ func Init(tx *bolt.Tx, logger *slog.Logger) (Migration, error) {
 	if m.From == SchemaVersion {
 		return m, nil
 	}
-	if m.From == "1" {
-		if err := migrate1(tx, &m); err != nil {
-			return m, fmt.Errorf("migrate store schema 1 to %s: %w", SchemaVersion, err)
+	if m.From == "1" || m.From == "2" {
+		migrate := migrate1
+		if m.From == "2" {
+			migrate = migrate2
+		}
+		if err := migrate(tx, &m); err != nil {
+			return m, fmt.Errorf("migrate store schema %s to %s: %w", m.From, SchemaVersion, err)
 		}
 		m.Took = time.Since(start)
 		for _, c := range m.Collisions {
@@ -119,7 +123,7 @@ func migrate1(tx *bolt.Tx, m *Migration) error {
 	}
 	users, groups := userKind(), groupKind()
 	for _, k := range []*kind{users, groups} {
-		n, err := reindex(tx, k, m)
+		n, err := reindex(tx, k, m, true)
 		if err != nil {
 			return err
 		}
@@ -160,10 +164,32 @@ func migrate1(tx *bolt.Tx, m *Migration) error {
 	return flush()
 }
 
-// reindex writes the name, externalId (and, for users, email and resolved
-// reference) index entries of every resource of k, in creation order, so
-// that of two colliding names the older is indexed.
-func reindex(tx *bolt.Tx, k *kind, m *Migration) (int, error) {
+// migrate2 re-keys a schema 2 file: schema 3's foldKey gives a different
+// key where a name held a Cherokee letter (cases.Fold was not idempotent
+// there; see caseClasses), so the name, externalId, email and shadowed-name
+// indexes and the pending references are rebuilt. The resolved references
+// and member counts schema 2 kept are right as they are.
+func migrate2(tx *bolt.Tx, m *Migration) error {
+	if err := resetBuckets(tx, bucketUsersByName, bucketUsersByExtID, bucketUsersByEmail, bucketUsersShadowed,
+		bucketGroupsByName, bucketGroupsByExtID, bucketGroupsShadowed); err != nil {
+		return err
+	}
+	users, groups := userKind(), groupKind()
+	var err error
+	if m.Users, err = reindex(tx, users, m, false); err != nil {
+		return err
+	}
+	if m.Groups, err = reindex(tx, groups, m, false); err != nil {
+		return err
+	}
+	return rekeyPending(tx, m)
+}
+
+// reindex writes the name, externalId (and, for users, email) index
+// entries of every resource of k, in creation order, so that of two
+// colliding names the older is indexed; from release 1 (refs) also the
+// resolved references, which release 1 did not keep.
+func reindex(tx *bolt.Tx, k *kind, m *Migration, refs bool) (int, error) {
 	byName, sh, byExt := tx.Bucket(k.byName), tx.Bucket(k.shadowed), tx.Bucket(k.byExtID)
 	data := tx.Bucket(k.data)
 	n := 0
@@ -198,6 +224,9 @@ func reindex(tx *bolt.Tx, k *kind, m *Migration) (int, error) {
 		}
 		if err := indexEmails(tx, nil, &r); err != nil {
 			return n, err
+		}
+		if !refs {
+			continue
 		}
 		// Release 1 kept no index of resolved references. A record field
 		// whose value is the id of another user is taken for one: when

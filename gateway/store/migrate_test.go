@@ -235,13 +235,13 @@ func TestInitRefusesUnknownSchema(t *testing.T) {
 	defer db.Close()
 	err = db.Update(func(tx *bolt.Tx) error {
 		b, _ := tx.CreateBucket(bucketMeta)
-		return b.Put(keySchema, []byte("3"))
+		return b.Put(keySchema, []byte("4"))
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if err := db.Update(InitBuckets); !errors.Is(err, ErrSchemaVersion) {
-		t.Errorf("Init on schema 3 = %v, want ErrSchemaVersion", err)
+		t.Errorf("Init on schema 4 = %v, want ErrSchemaVersion", err)
 	}
 }
 
@@ -308,4 +308,52 @@ func TestMigrateScale(t *testing.T) {
 	}
 	t.Logf("migrated %d users, %d groups, %d memberships in %v (commit included); allocated %d MB, heap in use %d MB before, peak %d MB",
 		m.Users, m.Groups, m.Memberships, took.Round(time.Millisecond), (after.TotalAlloc-before.TotalAlloc)>>20, before.HeapInuse>>20, peak>>20)
+}
+
+// TestMigrateSchema2Rekeys: a schema 2 file keyed a userName holding a
+// Cherokee capital by cases.Fold's small letter (the unstable fold); Init
+// re-keys it, so the same name in the other case is a duplicate (409) and
+// a filter in either case finds the user.
+func TestMigrateSchema2Rekeys(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "scimgate.db")
+	ts := newTestStoreAt(t, path, mapping.DefaultRules())
+	id := ts.createUser(`{"userName":"Ꮪam@example.com"}`)
+	ts.Close()
+	if err := ts.db.Update(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketUsersByName)
+		if err := b.Delete([]byte("Ꮪam@example.com")); err != nil {
+			return err
+		}
+		if err := b.Put([]byte("ꮪam@example.com"), []byte(id)); err != nil { // schema 2's key
+			return err
+		}
+		return tx.Bucket(bucketMeta).Put(keySchema, []byte("2"))
+	}); err != nil {
+		t.Fatal(err)
+	}
+	var m Migration
+	if err := ts.db.Update(func(tx *bolt.Tx) (err error) { m, err = Init(tx, nil); return err }); err != nil {
+		t.Fatal(err)
+	}
+	if m.From != "2" || m.To != SchemaVersion || m.Users != 1 {
+		t.Fatalf("migration %+v, want 2 → %s over 1 user", m, SchemaVersion)
+	}
+	mapper, err := mapping.Compile(mapping.DefaultRules())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ts2 := New(ts.db, mapper, Options{})
+	defer ts2.Close()
+	_, err = ts2.CreateUser(doc(t, `{"userName":"ꮪAM@example.com"}`))
+	wantSCIMError(t, "create of the same name in the other case", err, 409, scim.Uniqueness)
+	for _, name := range []string{"ꮪam@example.com", "ᏚAM@example.com"} {
+		f, err := scim.ParseFilter(`userName eq "` + name + `"`)
+		if err != nil {
+			t.Fatal(err)
+		}
+		n, got, err := ts2.ListUsers(Query{Filter: f, Count: 10})
+		if err != nil || n != 1 || len(got) != 1 || got[0].ID != id {
+			t.Errorf("userName eq %q: %d %v %v, want %s", name, n, ids(got), err, id)
+		}
+	}
 }

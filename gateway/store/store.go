@@ -24,8 +24,10 @@ import (
 // SchemaVersion is the layout version kept under meta/schema. Version 2
 // derives index keys with foldKey/exactKey (version 1 lower-cased them) and
 // adds member counts, resolved-reference and shadowed-name buckets; Init
-// migrates a version 1 file (see migrate.go).
-const SchemaVersion = "2"
+// migrates a version 1 file (see migrate.go). Version 3 keys a name holding
+// a Cherokee letter by its case class (foldKey is idempotent); Init re-keys
+// a version 2 file.
+const SchemaVersion = "3"
 
 var (
 	bucketMeta          = []byte("meta")
