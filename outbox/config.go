@@ -3,11 +3,15 @@ package outbox
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"net/http"
 	"net/url"
 	"regexp"
+	"slices"
 	"strings"
 	"time"
+
+	"gopkg.in/yaml.v3"
 )
 
 // Config is the outbox section of the application's YAML configuration.
@@ -39,6 +43,9 @@ type Config struct {
 	// PollInterval is how often the dispatcher looks for new events when no
 	// Notify arrives.
 	PollInterval time.Duration `yaml:"poll_interval"`
+	// Transports are the target types implemented outside the engine, by
+	// type name; the command fills them (not YAML).
+	Transports map[string]Transport `yaml:"-"`
 }
 
 // Target is one downstream consumer of events: a webhook (the default), a
@@ -73,6 +80,9 @@ type Target struct {
 	NATS *NATSConfig `yaml:"nats"`
 	// Kafka configures a target of type kafka.
 	Kafka *KafkaConfig `yaml:"kafka"`
+	// Rest configures a target of type rest (an action target, package
+	// outbox/rest), kept as YAML so that its errors name their lines.
+	Rest yaml.Node `yaml:"rest"`
 }
 
 // Target types.
@@ -80,7 +90,17 @@ const (
 	TypeWebhook = "webhook"
 	TypeNATS    = "nats"
 	TypeKafka   = "kafka"
+	TypeRest    = "rest" // built by a Transport (outbox/rest)
 )
+
+// transportNames lists the types of c.Transports for an error message.
+func (c *Config) transportNames() string {
+	names := slices.Sorted(maps.Keys(c.Transports))
+	if len(names) == 0 {
+		return ""
+	}
+	return ", " + strings.Join(names, ", ")
+}
 
 // kind returns the target's type with the default applied.
 func (t Target) kind() string {
@@ -244,7 +264,19 @@ func (c *Config) Validate() error {
 				invalid(f("nats"), "only a target of type nats takes a nats section")
 			}
 		default:
-			invalid(f("type"), "%q: use webhook (the default), nats or kafka", t.Type)
+			if tr, ok := c.Transports[kind]; ok {
+				if t.URL != "" {
+					invalid(f("url"), "a %s target takes its address in its %s section, not url", kind, kind)
+				}
+				if tr.Validate != nil {
+					errs = append(errs, tr.Validate(t, fmt.Sprintf("outbox.targets[%d]", i))...)
+				}
+				break
+			}
+			invalid(f("type"), "%q: use webhook (the default), nats, kafka%s", t.Type, c.transportNames())
+		}
+		if !t.Rest.IsZero() && kind != TypeRest {
+			invalid(f("rest"), "only a target of type rest takes a rest section")
 		}
 		for j, p := range t.Events {
 			if !patternRe.MatchString(p) {

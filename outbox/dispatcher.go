@@ -178,7 +178,14 @@ func (d *Dispatcher) buildTargets(cfg Config, old map[string]*target, rebuild fu
 		if o := old[tc.Name]; o != nil && !rebuild(tc.Name) {
 			t.sender, t.use = o.sender, o.use
 		} else {
-			snd, err := d.newSender(tc, cfg, d.metrics)
+			var snd Sender
+			var err error
+			if tr, ok := cfg.Transports[tc.kind()]; ok {
+				snd, err = tr.New(tc, Env{Config: cfg, Metrics: d.metrics, State: d.State(tc.Name),
+					Logger: d.logger.With(logKeyTarget, tc.Name)})
+			} else {
+				snd, err = d.newSender(tc, cfg, d.metrics)
+			}
 			if err != nil {
 				for _, b := range out {
 					if o := old[b.cfg.Name]; o == nil || o.use != b.use {

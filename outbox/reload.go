@@ -10,6 +10,7 @@ import (
 	"time"
 
 	bolt "go.etcd.io/bbolt"
+	"gopkg.in/yaml.v3"
 )
 
 // reloadPlan is a Reload handed to a running scheduler.
@@ -181,7 +182,18 @@ func findTarget(ts []*target, name string) *target {
 func senderChanged(a, b Target) bool {
 	return a.kind() != b.kind() || a.URL != b.URL || !maps.Equal(a.Headers, b.Headers) ||
 		!slices.Equal(a.Secrets, b.Secrets) || a.Timeout != b.Timeout ||
-		!reflect.DeepEqual(a.NATS, b.NATS) || !reflect.DeepEqual(a.Kafka, b.Kafka)
+		!reflect.DeepEqual(a.NATS, b.NATS) || !reflect.DeepEqual(a.Kafka, b.Kafka) || !sameNode(&a.Rest, &b.Rest)
+}
+
+// sameNode reports whether two YAML sections hold the same content (lines
+// and styles aside).
+func sameNode(a, b *yaml.Node) bool {
+	if a.IsZero() || b.IsZero() {
+		return a.IsZero() == b.IsZero()
+	}
+	x, errA := yaml.Marshal(a)
+	y, errB := yaml.Marshal(b)
+	return errA == nil && errB == nil && string(x) == string(y)
 }
 
 // targetChanges describes what changed in a target, never with a secret,
@@ -228,6 +240,9 @@ func targetChanges(o, n *target) []string {
 	}
 	if !reflect.DeepEqual(a.Kafka, b.Kafka) && a.kind() == b.kind() {
 		add("kafka settings changed")
+	}
+	if !sameNode(&a.Rest, &b.Rest) && a.kind() == b.kind() {
+		add("%s settings changed", a.kind())
 	}
 	if !slices.Equal(a.Events, b.Events) {
 		add("events %v → %v (applies to events admitted from now on)", a.Events, b.Events)

@@ -765,10 +765,13 @@ func (s *scheduler) delivered(l *lane, it *item, now time.Time) {
 	if s.d.logger.Enabled(context.Background(), slog.LevelDebug) {
 		s.d.logger.Debug("Delivered", logKeyTarget, name, logKeyEventID, it.ev.ID, logKeyAttempt, it.st.Attempts+1)
 	}
-	key := it.key
+	key, id := it.key, it.ev.ID
 	s.submit(func(tx *bolt.Tx) error {
 		b := targetBucket(tx, name)
 		if err := b.Bucket(bucketPending).Delete(be64(key)); err != nil {
+			return err
+		}
+		if err := clearProgress(b, id); err != nil {
 			return err
 		}
 		return deleteSpooled(b, key)
@@ -797,6 +800,9 @@ func (s *scheduler) dead(l *lane, it *item, body string) {
 			return err
 		}
 		if err := deleteSpooled(b, key); err != nil { // the dead letter carries its own copy
+			return err
+		}
+		if err := clearProgress(b, dl.Event.ID); err != nil { // a replay starts the steps afresh
 			return err
 		}
 		if err := putJSON(b.Bucket(bucketDead), k, dl); err != nil {

@@ -259,8 +259,8 @@ func checkKnown(n *yaml.Node, t reflect.Type, path string) *ConfigError {
 	for t.Kind() == reflect.Pointer {
 		t = t.Elem()
 	}
-	if reflect.PointerTo(t).Implements(unmarshalerType) {
-		return nil // the type checks its own keys
+	if reflect.PointerTo(t).Implements(unmarshalerType) || t == nodeType {
+		return nil // the type (or, for a YAML section, its transport) checks its own keys
 	}
 	switch {
 	case n.Kind == yaml.MappingNode && t.Kind() == reflect.Struct:
@@ -297,7 +297,10 @@ func checkKnown(n *yaml.Node, t reflect.Type, path string) *ConfigError {
 	return nil
 }
 
-var unmarshalerType = reflect.TypeOf((*yaml.Unmarshaler)(nil)).Elem()
+var (
+	unmarshalerType = reflect.TypeOf((*yaml.Unmarshaler)(nil)).Elem()
+	nodeType        = reflect.TypeOf(yaml.Node{})
+)
 
 func join(path, key string) string {
 	if path == "" {
