@@ -66,6 +66,7 @@ func DefaultConfig(getenv func(string) string) Config {
 		Mapping: mapping.DefaultRules(),
 		Log:     LogConfig{Level: "info", Format: "json"},
 	}
+	cfg.Outbox.Transports = transports()
 	cfg.SCIM.Listen = env("SCIMGATE_LISTEN", defaultListen)
 	cfg.SCIM.Auth.BearerTokens = gateway.Tokens(getenv("SCIMGATE_SCIM_TOKEN"))
 	cfg.Admin.Listen = env("SCIMGATE_ADMIN_LISTEN", defaultAdminListen)
