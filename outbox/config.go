@@ -43,9 +43,10 @@ type Config struct {
 	// PollInterval is how often the dispatcher looks for new events when no
 	// Notify arrives.
 	PollInterval time.Duration `yaml:"poll_interval"`
-	// Transports are the target types implemented outside the engine, by
-	// type name; the command fills them (not YAML).
-	Transports map[string]Transport `yaml:"-"`
+	// Transports are the target types, by type name: every type lives in
+	// its own package under outbox/ and the command fills them (not YAML).
+	// A target whose type has no Transport is a configuration error.
+	Transports map[string]Transport `yaml:"-" json:"-"`
 }
 
 // Target is one downstream consumer of events: a webhook (the default), a
@@ -56,7 +57,8 @@ type Target struct {
 	// Name is unique and matches [a-z0-9_-]+. It keys the target's stored
 	// state, so renaming a target starts it afresh.
 	Name string `yaml:"name"`
-	// Type is "webhook" (the default when empty), "nats" or "kafka".
+	// Type is "webhook" (the default when empty) or another type of
+	// Config.Transports: "nats", "kafka", "rest".
 	Type string `yaml:"type"`
 	// URL is the http or https endpoint events are POSTed to (webhook).
 	URL string `yaml:"url"`
@@ -93,13 +95,17 @@ const (
 	TypeRest    = "rest" // built by a Transport (outbox/rest)
 )
 
-// transportNames lists the types of c.Transports for an error message.
+// transportNames lists the types of c.Transports for an error message,
+// the default first.
 func (c *Config) transportNames() string {
 	names := slices.Sorted(maps.Keys(c.Transports))
-	if len(names) == 0 {
-		return ""
+	if i := slices.Index(names, TypeWebhook); i >= 0 {
+		names = slices.Insert(slices.Delete(names, i, i+1), 0, TypeWebhook+" (the default)")
 	}
-	return ", " + strings.Join(names, ", ")
+	if len(names) == 0 {
+		return "a registered target type (none is)"
+	}
+	return strings.Join(names, ", ")
 }
 
 // kind returns the target's type with the default applied.
@@ -222,58 +228,18 @@ func (c *Config) Validate() error {
 			names[t.Name] = i
 		}
 		kind := t.kind()
-		switch kind {
-		case TypeWebhook:
-			if t.URL == "" {
-				bad(f("url"), ErrRequired)
-			} else if u, err := url.Parse(t.URL); err != nil {
-				invalid(f("url"), "does not parse") // the parse error would echo the URL, which may hold a token
-			} else if u.Scheme != "http" && u.Scheme != "https" {
-				invalid(f("url"), "scheme must be http or https")
-			} else if u.Host == "" {
-				invalid(f("url"), "host required")
+		if tr, ok := c.Transports[kind]; ok {
+			if tr.Validate != nil {
+				errs = append(errs, tr.Validate(t, fmt.Sprintf("outbox.targets[%d]", i))...)
 			}
-			if t.NATS != nil {
-				invalid(f("nats"), "only a target of type nats takes a nats section")
-			}
-			if t.Kafka != nil {
-				invalid(f("kafka"), "only a target of type kafka takes a kafka section")
-			}
-		case TypeNATS:
-			if t.URL != "" {
-				invalid(f("url"), "a nats target takes its servers in nats.urls, not url")
-			}
-			if t.NATS == nil {
-				bad(f("nats"), ErrRequired)
-			} else {
-				errs = append(errs, t.NATS.validate("outbox."+f("nats"))...)
-			}
-			if t.Kafka != nil {
-				invalid(f("kafka"), "only a target of type kafka takes a kafka section")
-			}
-		case TypeKafka:
-			if t.URL != "" {
-				invalid(f("url"), "a kafka target takes its brokers in kafka.brokers, not url")
-			}
-			if t.Kafka == nil {
-				bad(f("kafka"), ErrRequired)
-			} else {
-				errs = append(errs, t.Kafka.validate("outbox."+f("kafka"))...)
-			}
-			if t.NATS != nil {
-				invalid(f("nats"), "only a target of type nats takes a nats section")
-			}
-		default:
-			if tr, ok := c.Transports[kind]; ok {
-				if t.URL != "" {
-					invalid(f("url"), "a %s target takes its address in its %s section, not url", kind, kind)
-				}
-				if tr.Validate != nil {
-					errs = append(errs, tr.Validate(t, fmt.Sprintf("outbox.targets[%d]", i))...)
-				}
-				break
-			}
-			invalid(f("type"), "%q: use webhook (the default), nats, kafka%s", t.Type, c.transportNames())
+		} else {
+			invalid(f("type"), "%q: use %s", t.Type, c.transportNames())
+		}
+		if t.NATS != nil && kind != TypeNATS {
+			invalid(f("nats"), "only a target of type nats takes a nats section")
+		}
+		if t.Kafka != nil && kind != TypeKafka {
+			invalid(f("kafka"), "only a target of type kafka takes a kafka section")
 		}
 		if !t.Rest.IsZero() && kind != TypeRest {
 			invalid(f("rest"), "only a target of type rest takes a rest section")
@@ -293,9 +259,6 @@ func (c *Config) Validate() error {
 			case strings.ContainsAny(v, "\r\n\x00"):
 				invalid(f("headers"), "value of %s contains a line break", ck)
 			}
-		}
-		if len(t.Secrets) == 0 && kind == TypeWebhook {
-			bad(f("secrets"), ErrRequired)
 		}
 		for j, s := range t.Secrets {
 			field := fmt.Sprintf("targets[%d].secrets[%d]", i, j)
@@ -357,8 +320,9 @@ func (m matcher) match(typ string) bool {
 	return false
 }
 
-// redactURL returns scheme://host/path of raw: no userinfo, query or fragment.
-func redactURL(raw string) string {
+// RedactURL returns scheme://host/path of raw: no userinfo, query or
+// fragment, which may hold a token.
+func RedactURL(raw string) string {
 	u, err := url.Parse(raw)
 	if err != nil {
 		return "<invalid url>"

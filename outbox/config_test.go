@@ -2,6 +2,7 @@ package outbox
 
 import (
 	"errors"
+	"maps"
 	"strings"
 	"testing"
 	"time"
@@ -16,6 +17,7 @@ func TestConfigValidate(t *testing.T) {
 			{Name: "audit-2", URL: "https://audit.example/in?token=x", Events: []string{"user.*", "group.member_added", "*"},
 				Headers: map[string]string{"X-Api-Key": "k"}, Secrets: []string{secret, secret}, Timeout: 5 * time.Second},
 		}
+		cfg.Transports = maps.Clone(TestTransports)
 		return cfg
 	}
 	if cfg := good(); cfg.Validate() != nil {
@@ -23,6 +25,17 @@ func TestConfigValidate(t *testing.T) {
 	}
 	if cfg := DefaultConfig(); cfg.Validate() != nil {
 		t.Fatalf("DefaultConfig: %v", cfg.Validate())
+	}
+	// The engine knows no type by itself: a target whose type has no
+	// Transport (even the default, webhook) is a configuration error.
+	{
+		cfg := good()
+		cfg.Transports = nil
+		err := cfg.Validate()
+		var fe *FieldError
+		if !errors.As(err, &fe) || fe.Field != "outbox.targets[0].type" || !errors.Is(err, ErrInvalid) {
+			t.Errorf("Validate without transports = %v, want outbox.targets[0].type invalid", err)
+		}
 	}
 	tests := []struct {
 		name   string
@@ -103,7 +116,7 @@ func TestMatcher(t *testing.T) {
 }
 
 func TestRedactURL(t *testing.T) {
-	if got, want := redactURL("https://user:pw@hooks.example:8443/in/x?token=s3cret#f"), "https://hooks.example:8443/in/x"; got != want {
-		t.Errorf("redactURL = %q, want %q", got, want)
+	if got, want := RedactURL("https://user:pw@hooks.example:8443/in/x?token=s3cret#f"), "https://hooks.example:8443/in/x"; got != want {
+		t.Errorf("RedactURL = %q, want %q", got, want)
 	}
 }

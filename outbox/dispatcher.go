@@ -49,10 +49,9 @@ const (
 // Run. Its admin methods are safe for concurrent use, with or without Run;
 // they write to the database, so never call them inside a bolt transaction.
 type Dispatcher struct {
-	dbp       atomic.Pointer[bolt.DB] // replaced by Suspend's resume (online compaction)
-	logger    *slog.Logger
-	metrics   *Metrics
-	newSender func(Target, Config, *Metrics) (Sender, error) // newSender; tests replace it
+	dbp     atomic.Pointer[bolt.DB] // replaced by Suspend's resume (online compaction)
+	logger  *slog.Logger
+	metrics *Metrics
 
 	// cfgMu guards the configuration that Reload replaces. Run copies what
 	// it needs when it starts and receives Reload's changes through post.
@@ -141,15 +140,14 @@ func NewDispatcher(db *bolt.DB, cfg Config, logger *slog.Logger, m *Metrics) (*D
 		logger = slog.New(slog.DiscardHandler)
 	}
 	d := &Dispatcher{
-		logger:    logger.With("component", "dispatcher"),
-		metrics:   m,
-		newSender: newSender,
-		now:       time.Now,
-		jitter:    defaultJitter,
-		chunk:     adminChunk,
-		wake:      make(chan struct{}, 1),
-		kick:      make(chan struct{}, 1),
-		snap:      map[string]laneSnap{},
+		logger:  logger.With("component", "dispatcher"),
+		metrics: m,
+		now:     time.Now,
+		jitter:  defaultJitter,
+		chunk:   adminChunk,
+		wake:    make(chan struct{}, 1),
+		kick:    make(chan struct{}, 1),
+		snap:    map[string]laneSnap{},
 	}
 	d.dbp.Store(db)
 	targets, err := d.buildTargets(cfg, nil, nil)
@@ -174,17 +172,17 @@ func (d *Dispatcher) buildTargets(cfg Config, old map[string]*target, rebuild fu
 	var out []*target
 	for _, tc := range cfg.Targets {
 		tc = tc.withDefaults()
-		t := &target{cfg: tc, redacted: tc.describe(), match: newMatcher(tc.Events)}
+		t := &target{cfg: tc, redacted: cfg.describe(tc), match: newMatcher(tc.Events)}
 		if o := old[tc.Name]; o != nil && !rebuild(tc.Name) {
 			t.sender, t.use = o.sender, o.use
 		} else {
 			var snd Sender
 			var err error
-			if tr, ok := cfg.Transports[tc.kind()]; ok {
+			if tr, ok := cfg.Transports[tc.kind()]; ok && tr.New != nil {
 				snd, err = tr.New(tc, Env{Config: cfg, Metrics: d.metrics, State: d.State(tc.Name),
 					Logger: d.logger.With(logKeyTarget, tc.Name)})
 			} else {
-				snd, err = d.newSender(tc, cfg, d.metrics)
+				err = fmt.Errorf("outbox: target %s: no transport for type %q", tc.Name, tc.kind())
 			}
 			if err != nil {
 				for _, b := range out {

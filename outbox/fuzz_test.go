@@ -42,19 +42,6 @@ func FuzzPeekType(f *testing.F) {
 	})
 }
 
-// A Retry-After value never yields a negative wait or a panic.
-func FuzzParseRetryAfter(f *testing.F) {
-	for _, s := range []string{"120", "0", "-1", "Wed, 01 Jan 2025 00:01:30 GMT", "soon", "99999999999999999999", " 5 "} {
-		f.Add(s)
-	}
-	now := time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC)
-	f.Fuzz(func(t *testing.T, v string) {
-		if d, ok := parseRetryAfter(v, now); d < 0 || (!ok && d != 0) {
-			t.Errorf("parseRetryAfter(%q) = %v, %v", v, d, ok)
-		}
-	})
-}
-
 // Feed queries from an app: any types and numbers give events or a clear
 // error (a bad pattern, a cursor gone), never a panic or another error.
 func FuzzFeedQuery(f *testing.F) {

@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"net/http"
 	"net/http/httptest"
 	"path/filepath"
@@ -87,8 +88,16 @@ func testConfig(url string, secrets ...string) Config {
 	cfg.PollInterval = 50 * time.Millisecond
 	cfg.FeedRetention = 0 // pruning tests set Retention alone
 	cfg.Targets = []Target{{Name: "app", URL: url, Secrets: secrets, Timeout: 2 * time.Second}}
+	cfg.Transports = maps.Clone(TestTransports)
 	return cfg
 }
+
+// TestTransports are the real transports (outbox/webhook, outbox/nats,
+// outbox/kafka) by type, for the engine's tests that deliver through them.
+// Package outbox cannot import them (they import it), so transports_test.go,
+// in package outbox_test and linked into the same test binary, fills this
+// map in its init, before any test runs.
+var TestTransports = map[string]Transport{}
 
 func newTestDispatcher(t testing.TB, db *bolt.DB, cfg Config) *Dispatcher {
 	t.Helper()

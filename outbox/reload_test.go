@@ -30,22 +30,29 @@ func (s *trackedSender) Close() error {
 	return nil
 }
 
-// trackSenders makes d build trackedSenders and returns them by target, in
+// trackSenders makes cfg's transports (and those of the configs cloned
+// from it afterwards) build trackedSenders and returns them by target, in
 // build order.
-func trackSenders(d *Dispatcher) func(name string) []*trackedSender {
+func trackSenders(cfg *Config) func(name string) []*trackedSender {
 	var mu sync.Mutex
 	built := map[string][]*trackedSender{}
-	d.newSender = func(t Target, cfg Config, m *Metrics) (Sender, error) {
-		s, err := newSender(t, cfg, m)
-		if err != nil {
-			return nil, err
+	wrapped := make(map[string]Transport, len(cfg.Transports))
+	for typ, tr := range cfg.Transports {
+		build := tr.New
+		tr.New = func(t Target, env Env) (Sender, error) {
+			s, err := build(t, env)
+			if err != nil {
+				return nil, err
+			}
+			ts := &trackedSender{Sender: s}
+			mu.Lock()
+			built[t.Name] = append(built[t.Name], ts)
+			mu.Unlock()
+			return ts, nil
 		}
-		ts := &trackedSender{Sender: s}
-		mu.Lock()
-		built[t.Name] = append(built[t.Name], ts)
-		mu.Unlock()
-		return ts, nil
+		wrapped[typ] = tr
 	}
+	cfg.Transports = wrapped
 	return func(name string) []*trackedSender {
 		mu.Lock()
 		defer mu.Unlock()
@@ -182,12 +189,12 @@ func TestReloadInFlight(t *testing.T) {
 	db := mustOpenDB(t)
 	cfg := testConfig(a.srv.URL, secret)
 	d := newTestDispatcher(t, db, cfg)
-	senders := trackSenders(d)
+	senders := trackSenders(&cfg)
 	// NewDispatcher built the first sender before tracking: rebuild it tracked.
 	d.closeSender(d.targets[0])
 	d.targets[0].use = &senderUse{}
 	var err error
-	if d.targets[0].sender, err = d.newSender(d.targets[0].cfg, cfg, nil); err != nil {
+	if d.targets[0].sender, err = cfg.Transports[TypeWebhook].New(d.targets[0].cfg, Env{Config: cfg}); err != nil {
 		t.Fatal(err)
 	}
 	runDispatcher(t, d)
@@ -238,7 +245,7 @@ func TestReloadWithoutRun(t *testing.T) {
 	db := mustOpenDB(t)
 	cfg := testConfig(a.srv.URL, secret)
 	d := newTestDispatcher(t, db, cfg)
-	senders := trackSenders(d)
+	senders := trackSenders(&cfg)
 	cfg2 := cloneConfig(cfg)
 	cfg2.Targets = append(cfg2.Targets, Target{Name: "b", URL: b.srv.URL, Secrets: []string{secret}})
 	cfg2.Targets[0].Timeout = 3 * time.Second

@@ -81,6 +81,27 @@ func Sign(secrets []string, id string, ts time.Time, body []byte) (string, error
 	return signKeys(keys, id, ts.Unix(), body), nil
 }
 
+// Signer signs messages with a target's decoded secrets, as Sign does;
+// a transport builds one per target. The zero Signer has no secrets.
+type Signer struct{ keys [][]byte }
+
+// NewSigner decodes secrets (see Sign); it fails without a secret or on
+// one that is not whsec_ followed by base64, never echoing it.
+func NewSigner(secrets []string) (Signer, error) {
+	keys, err := decodeSecrets(secrets)
+	if err != nil {
+		return Signer{}, err
+	}
+	return Signer{keys: keys}, nil
+}
+
+// Empty reports whether s has no secret.
+func (s Signer) Empty() bool { return len(s.keys) == 0 }
+
+// Sign returns the webhook-signature header value of a message whose
+// webhook-timestamp is ts (unix seconds).
+func (s Signer) Sign(id string, ts int64, body []byte) string { return signKeys(s.keys, id, ts, body) }
+
 func signKeys(keys [][]byte, id string, ts int64, body []byte) string {
 	var sb strings.Builder
 	for i, k := range keys {

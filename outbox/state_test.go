@@ -135,9 +135,9 @@ func TestTransportValidation(t *testing.T) {
 	}
 	cfg.Targets[0].Rest = *n.Content[0]
 	cfg.Targets = append(cfg.Targets, Target{Name: "b", Type: "soap"})
-	cfg.Transports = map[string]Transport{TypeRest: {}}
+	cfg.Transports[TypeRest] = Transport{}
 	err := cfg.Validate()
-	for _, want := range []string{"targets[0].rest: invalid: only a target of type rest", `targets[1].type: invalid: "soap": use webhook (the default), nats, kafka, rest`} {
+	for _, want := range []string{"targets[0].rest: invalid: only a target of type rest", `targets[1].type: invalid: "soap": use webhook (the default), kafka, nats, rest`} {
 		if err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("Validate = %v, want %q", err, want)
 		}

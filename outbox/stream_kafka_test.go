@@ -488,7 +488,7 @@ func TestKafkaTLS(t *testing.T) {
 	sent := enqueue(t, db, d, userEvent("user.created", "u1"))
 	waitStatus(t, d, 20*time.Second, "delivered", func(st TargetStatus) bool { return st.Delivered == 1 })
 	ctc := &TLSConfig{CAFile: pki.CA, CertFile: pki.ClientCert, KeyFile: pki.ClientKey}
-	tc, err := ctc.build("test")
+	tc, err := ctc.Build("test")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -506,51 +506,6 @@ func TestKafkaTLS(t *testing.T) {
 			t.Errorf("last_error %q, want the certificate problem", st.LastError)
 		}
 	})
-}
-
-// TestKafkaClassify checks the classification of broker answers the other
-// tests do not provoke.
-func TestKafkaClassify(t *testing.T) {
-	snd, err := newKafkaSender(kafkaTarget("127.0.0.1:1", nil), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	s := snd.(*kafkaSender)
-	defer s.Close()
-	rec := &kgo.Record{Topic: testTopic, Key: []byte("User/u1"), Value: []byte(`{}`)}
-	for _, tc := range []struct {
-		err    error
-		reason string
-		class  string
-	}{
-		{kerr.NotLeaderForPartition, ReasonLeader, "retry"},
-		{kerr.NotEnoughReplicas, ReasonLeader, "retry"},
-		{kerr.TopicAuthorizationFailed, ReasonAuth, "pause"},
-		{kerr.ClusterAuthorizationFailed, ReasonAuth, "pause"},
-		{kerr.SaslAuthenticationFailed, ReasonAuth, "pause"},
-		{kerr.InvalidRecord, ReasonRejected, "permanent"},
-		{kerr.UnknownTopicOrPartition, ReasonMissing, "retry"},
-		{kerr.PolicyViolation, ReasonRejected, "retry"},
-		{context.DeadlineExceeded, ReasonTimeout, "retry"},
-		{kgo.ErrClientClosed, ReasonUnavailable, "retry"},
-	} {
-		got := s.classify(t.Context(), tc.err, rec, time.Now())
-		var se *StreamError
-		if !errors.As(got, &se) || se.Reason != tc.reason || !errors.Is(got, tc.err) {
-			t.Errorf("classify(%v) = %v, want reason %s wrapping it", tc.err, got, tc.reason)
-			continue
-		}
-		var pe *pauseError
-		class := "retry"
-		if IsPermanent(got) {
-			class = "permanent"
-		} else if errors.As(got, &pe) {
-			class = "pause"
-		}
-		if class != tc.class {
-			t.Errorf("classify(%v) = %v: %s, want %s", tc.err, got, class, tc.class)
-		}
-	}
 }
 
 func TestKafkaConfigValidate(t *testing.T) {
@@ -596,9 +551,6 @@ func TestKafkaConfigValidate(t *testing.T) {
 	cfg := streamConfig(Target{Type: TypeKafka, Kafka: c})
 	if err := cfg.Validate(); err == nil || strings.Contains(err.Error(), "hunter2-pw") {
 		t.Errorf("Validate = %v: want an error without the password", err)
-	}
-	if got := kafkaKey(Event{Type: "snapshot.completed"}); string(got) != "snapshot" {
-		t.Errorf("key of an event about no resource = %q, want snapshot", got)
 	}
 }
 

@@ -185,7 +185,7 @@ func TestNATSOktaRun(t *testing.T) {
 	c := s.CachedInfo().Config
 	if !slices.Equal(c.Subjects, []string{"scimgate.>"}) || c.Storage != jetstream.FileStorage ||
 		c.Retention != jetstream.LimitsPolicy || c.Discard != jetstream.DiscardOld ||
-		c.Duplicates != DefaultNATSDuplicateWindow || c.MaxAge != 48*time.Hour || c.Replicas != 1 {
+		c.Duplicates != 10*time.Minute || c.MaxAge != 48*time.Hour || c.Replicas != 1 {
 		t.Errorf("created stream config: subjects %v, storage %v, retention %v, discard %v, duplicates %v, max age %v, replicas %d",
 			c.Subjects, c.Storage, c.Retention, c.Discard, c.Duplicates, c.MaxAge, c.Replicas)
 	}
@@ -379,68 +379,6 @@ func TestNATSStreamFull(t *testing.T) {
 	}
 	waitStatus(t, d, 10*time.Second, "delivered", func(st TargetStatus) bool { return st.Delivered == 3 })
 	checkStream(t, sent, natsMessages(t, js, "SCIMGATE"))
-}
-
-// TestNATSClassify checks the classification of failures that the other
-// tests cannot provoke with one server (a stream without a leader) or that
-// need no server at all.
-func TestNATSClassify(t *testing.T) {
-	ns := startNATS(t, nil)
-	js := ns.js(t)
-	if _, err := js.CreateStream(t.Context(), jetstream.StreamConfig{Name: "SCIMGATE", Subjects: []string{"scimgate.>"}}); err != nil {
-		t.Fatal(err)
-	}
-	snd, err := newNATSSender(natsTarget(ns.url(), nil), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	s := snd.(*natsSender)
-	defer s.Close()
-	sjs, nc, err := s.connect(t.Context())
-	if err != nil {
-		t.Fatal(err)
-	}
-	api := func(code int, errCode jetstream.ErrorCode, desc string) error {
-		return fmt.Errorf("nats: %w", &jetstream.APIError{Code: code, ErrorCode: errCode, Description: desc})
-	}
-	for _, tc := range []struct {
-		name   string
-		err    error
-		reason string
-		class  string // retry, permanent, pause
-	}{
-		{"no responders, stream there", jetstream.ErrNoStreamResponse, ReasonLeader, "retry"},
-		{"full", api(503, 10077, "maximum messages exceeded"), ReasonFull, "retry"},
-		{"other stream", api(400, 10060, "expected stream does not match"), ReasonNotInStream, "permanent"},
-		{"too large for the stream", jetstream.ErrStreamMessageExceedsMaximum, ReasonTooLarge, "permanent"},
-		{"max_payload", nats.ErrMaxPayload, ReasonTooLarge, "permanent"},
-		{"authorization", nats.ErrAuthorization, ReasonAuth, "pause"},
-		{"timeout", context.DeadlineExceeded, ReasonTimeout, "retry"},
-		{"jetstream off", jetstream.ErrJetStreamNotEnabledForAccount, ReasonUnavailable, "retry"},
-		{"leader", api(503, 10008, "JetStream cluster stream leader not found"), ReasonLeader, "retry"},
-		{"unknown api error", api(500, 10999, "something else"), ReasonRejected, "retry"},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			got := s.classify(t.Context(), sjs, nc, "scimgate.user.created", 10, time.Now(), tc.err)
-			var se *StreamError
-			if !errors.As(got, &se) || se.Reason != tc.reason {
-				t.Fatalf("classify(%v) = %v, want reason %s", tc.err, got, tc.reason)
-			}
-			var pe *pauseError
-			class := "retry"
-			if IsPermanent(got) {
-				class = "permanent"
-			} else if errors.As(got, &pe) {
-				class = "pause"
-			}
-			if class != tc.class {
-				t.Errorf("classify(%v) = %v: %s, want %s", tc.err, got, class, tc.class)
-			}
-			if !errors.Is(got, tc.err) && !errors.Is(got, errors.Unwrap(tc.err)) {
-				t.Errorf("classify(%v) = %v, which does not wrap the cause", tc.err, got)
-			}
-		})
-	}
 }
 
 // TestNATSDuplicateAbsorbed: the same event published twice (an ack lost,
@@ -755,76 +693,12 @@ func TestNATSCloseReconnects(t *testing.T) {
 	sent := enqueue(t, db, d, userEvent("user.created", "u1"))
 	waitUntil(t, 10*time.Second, "first event", func() bool { return natsCount(t, js, "SCIMGATE") == 1 })
 	stop()
-	snd := d.targets[0].sender.(*natsSender)
-	snd.mu.Lock()
-	closed := snd.nc == nil
-	snd.mu.Unlock()
-	if !closed {
-		t.Error("the connection is still open after Run returned")
-	}
+	// The server sees the sender's connection go: only the test's is left.
+	waitUntil(t, 5*time.Second, "the sender's connection closed", func() bool { return ns.srv.NumClients() == 1 })
 	runDispatcher(t, d)
 	sent = append(sent, enqueue(t, db, d, userEvent("user.updated", "u1"))...)
 	waitUntil(t, 10*time.Second, "second event", func() bool { return natsCount(t, js, "SCIMGATE") == 2 })
 	checkStream(t, sent, natsMessages(t, js, "SCIMGATE"))
-}
-
-func TestNATSSubjectTemplate(t *testing.T) {
-	for _, tc := range []struct {
-		tmpl, typ, want, stream, err string
-	}{
-		{tmpl: "scimgate.{type}", typ: "group.member_added", want: "scimgate.group.member_added", stream: "scimgate.>"},
-		{tmpl: "acme.idp.{kind}.{action}", typ: "user.created", want: "acme.idp.user.created", stream: "acme.idp.>"},
-		{tmpl: "events", typ: "user.created", want: "events", stream: "events"},
-		{tmpl: "a.{kind}.b", typ: "snapshot.started", want: "a.snapshot.b", stream: "a.>"},
-		{tmpl: "{type}", typ: "user.created", want: "user.created", stream: "create_stream needs"},
-		{tmpl: "x-{type}", typ: "user.created", want: "x-user.created", stream: "create_stream needs"},
-		{tmpl: "scimgate.{id}", err: "unknown placeholder {id}"},
-		{tmpl: "scimgate.>", err: "may not contain"},
-		{tmpl: "scimgate..{type}", err: "empty token"},
-		{tmpl: "scimgate.{type}.", err: "empty token"},
-		{tmpl: "a b.{type}", err: "may not contain"},
-		{tmpl: "a.{type", err: "may not contain"},
-	} {
-		tmpl, err := parseSubject(tc.tmpl)
-		if tc.err != "" {
-			if err == nil || !strings.Contains(err.Error(), tc.err) {
-				t.Errorf("parseSubject(%q) = %v, want an error containing %q", tc.tmpl, err, tc.err)
-			}
-			continue
-		}
-		if err != nil {
-			t.Errorf("parseSubject(%q): %v", tc.tmpl, err)
-			continue
-		}
-		if got := tmpl.render(tc.typ); got != tc.want {
-			t.Errorf("%q.render(%q) = %q, want %q", tc.tmpl, tc.typ, got, tc.want)
-		}
-		subs, err := tmpl.streamSubjects()
-		if got := strings.Join(subs, ","); err != nil {
-			got = err.Error()
-			if !strings.Contains(got, tc.stream) {
-				t.Errorf("%q.streamSubjects() error %q, want %q", tc.tmpl, got, tc.stream)
-			}
-		} else if got != tc.stream {
-			t.Errorf("%q.streamSubjects() = %q, want %q", tc.tmpl, got, tc.stream)
-		}
-	}
-	for _, tc := range []struct {
-		filter, subject string
-		want            bool
-	}{
-		{"scimgate.>", "scimgate.user.created", true},
-		{"scimgate.>", "scimgate", false},
-		{"scimgate.*", "scimgate.user.created", false},
-		{"scimgate.*.created", "scimgate.user.created", true},
-		{"scimgate.user.>", "scimgate.group.created", false},
-		{"events", "events", true},
-		{">", "a.b", true},
-	} {
-		if got := subjectMatch(tc.filter, tc.subject); got != tc.want {
-			t.Errorf("subjectMatch(%q, %q) = %v, want %v", tc.filter, tc.subject, got, tc.want)
-		}
-	}
 }
 
 func TestNATSConfigValidate(t *testing.T) {
@@ -871,9 +745,6 @@ func TestNATSConfigValidate(t *testing.T) {
 	cfg := streamConfig(Target{Type: TypeNATS, NATS: c})
 	if err := cfg.Validate(); err == nil || strings.Contains(err.Error(), "hunter2") {
 		t.Errorf("Validate = %v: want errors without the secrets", err)
-	}
-	if got := (&NATSConfig{URLs: []string{"nats://u:hunter2@h:4222,tls://k:4443"}}).hosts(); !slices.Equal(got, []string{"h:4222", "k:4443"}) {
-		t.Errorf("hosts() = %v", got)
 	}
 }
 
@@ -937,32 +808,4 @@ func TestNATSLatency(t *testing.T) {
 	}
 	defer cc.Stop()
 	measureLatency(t, db, d, arrived, "stream")
-}
-
-// FuzzStreamSubject: parseSubject never panics, and a template it accepts
-// renders valid subjects for every event type, all captured by the
-// subjects of the stream create_stream would make.
-//
-//	go test -run '^$' -fuzz FuzzStreamSubject -fuzztime 10s ./outbox/
-func FuzzStreamSubject(f *testing.F) {
-	for _, s := range []string{"scimgate.{type}", "a.{kind}.v1.{action}", "events", "{type}", "x.{type}.", "a..b", "a.{nope}", "{{type}}", "a.{type}{kind}"} {
-		f.Add(s)
-	}
-	types := []string{"user.created", "user.deactivated", "group.member_added", "group.members_snapshot", "snapshot.started", "snapshot.completed"}
-	f.Fuzz(func(t *testing.T, raw string) {
-		tmpl, err := parseSubject(raw)
-		if err != nil {
-			return
-		}
-		filters, ferr := tmpl.streamSubjects()
-		for _, typ := range types {
-			subj := tmpl.render(typ)
-			if strings.ContainsAny(subj, " \t\r\n*>{}") || slices.Contains(strings.Split(subj, "."), "") {
-				t.Fatalf("template %q renders invalid subject %q for %s", raw, subj, typ)
-			}
-			if ferr == nil && !slices.ContainsFunc(filters, func(f string) bool { return subjectMatch(f, subj) }) {
-				t.Fatalf("template %q: subject %q (%s) is not captured by the created stream's subjects %v", raw, subj, typ, filters)
-			}
-		}
-	})
 }

@@ -16,6 +16,10 @@ type Transport struct {
 	// New builds t's sender (t has its defaults applied). A sender that
 	// also implements io.Closer is closed when the dispatcher stops using it.
 	New func(t Target, env Env) (Sender, error)
+	// Describe, if set, names where t delivers for status and logs,
+	// without secrets (a stream's servers and topic); without it, the
+	// target's URL is shown without userinfo or query.
+	Describe func(t Target) string
 }
 
 // Env is what the engine offers a transport's sender.

@@ -1,6 +1,11 @@
 package main
 
-import "github.com/scimgate/scimgate/outbox"
+import (
+	"github.com/scimgate/scimgate/outbox"
+	"github.com/scimgate/scimgate/outbox/kafka"
+	"github.com/scimgate/scimgate/outbox/nats"
+	"github.com/scimgate/scimgate/outbox/webhook"
+)
 
 // transports returns the outbox target types, by type name, that live in
 // their own packages under outbox/ (as alertmanager's notify/<receiver>
@@ -9,5 +14,9 @@ import "github.com/scimgate/scimgate/outbox"
 // transport is registered here and only here; DefaultConfig installs the
 // map, so serve, validate and reload all see it.
 func transports() map[string]outbox.Transport {
-	return map[string]outbox.Transport{}
+	return map[string]outbox.Transport{
+		outbox.TypeWebhook: webhook.Transport(),
+		outbox.TypeNATS:    nats.Transport(),
+		outbox.TypeKafka:   kafka.Transport(),
+	}
 }

@@ -1,10 +1,17 @@
-package outbox
+// Package kafka is the outbox's Apache Kafka transport: each event is one
+// record produced into a topic, keyed by its resource, with acks=all and an
+// idempotent producer. The command registers Transport() under the type
+// "kafka"; the settings are outbox.KafkaConfig (the target's kafka section).
+package kafka
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"net"
+	"os"
 	"regexp"
 	"strconv"
 	"strings"
@@ -18,46 +25,85 @@ import (
 	"github.com/twmb/franz-go/pkg/sasl"
 	"github.com/twmb/franz-go/pkg/sasl/plain"
 	"github.com/twmb/franz-go/pkg/sasl/scram"
+
+	"github.com/scimgate/scimgate/outbox"
 )
 
-// KafkaConfig is the kafka section of a target of type kafka: an Apache
-// Kafka topic that events are produced into, one record per event, keyed by
-// the resource it concerns, with acks=all and an idempotent producer.
-// docs/streams.md describes every key.
-type KafkaConfig struct {
-	// Brokers are the seed brokers, host:port; an entry may hold several
-	// separated by commas (as SCIMGATE_KAFKA_BROKERS may).
-	Brokers []string `yaml:"brokers"`
-	// Topic receives every event.
-	Topic string `yaml:"topic"`
-	// CreateTopic creates the topic when it is missing, with Partitions
-	// and ReplicationFactor below and the brokers' defaults otherwise. An
-	// existing topic is never changed.
-	CreateTopic bool `yaml:"create_topic"`
-	// Partitions of a created topic; 0 means 1, which keeps every event in
-	// one total order (docs/streams.md, ordering).
-	Partitions int32 `yaml:"partitions"`
-	// ReplicationFactor of a created topic; 0 means the brokers' default.
-	ReplicationFactor int16 `yaml:"replication_factor"`
-	// MaxMessageBytes bounds a record batch, as the topic's
-	// max.message.bytes does (the smaller of the two applies); 0 means
-	// 1000000. A larger event is dead-lettered.
-	MaxMessageBytes int32 `yaml:"max_message_bytes"`
-	// TLS configures TLS to the brokers.
-	TLS *TLSConfig `yaml:"tls"`
-	// SASL authenticates to the brokers.
-	SASL *KafkaSASL `yaml:"sasl"`
+// Transport returns the Kafka transport, for outbox.Config.Transports.
+func Transport() outbox.Transport {
+	return outbox.Transport{
+		Validate: Validate,
+		New:      func(t outbox.Target, _ outbox.Env) (outbox.Sender, error) { return New(t) },
+		Describe: Describe,
+	}
 }
 
-// KafkaSASL is SASL authentication for a kafka target.
-type KafkaSASL struct {
-	// Mechanism is PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512.
-	Mechanism string `yaml:"mechanism"`
-	Username  string `yaml:"username"`
-	// Password, or PasswordFile: a file read at every connection, so that a
-	// rotated secret is picked up without a restart.
-	Password     string `yaml:"password"`
-	PasswordFile string `yaml:"password_file"`
+// Validate checks a kafka target's own settings: its kafka section, and
+// no url. prefix is the target's YAML path ("outbox.targets[2]").
+func Validate(t outbox.Target, prefix string) []error {
+	var errs []error
+	if t.URL != "" {
+		errs = append(errs, invalidField(prefix+".url", "a kafka target takes its brokers in kafka.brokers, not url"))
+	}
+	if t.Kafka == nil {
+		return append(errs, &outbox.FieldError{Field: prefix + ".kafka", Err: outbox.ErrRequired})
+	}
+	return append(errs, validate(t.Kafka, prefix+".kafka")...)
+}
+
+// Describe names where t delivers, for status and logs: its brokers and
+// topic.
+func Describe(t outbox.Target) string {
+	if t.Kafka == nil {
+		return "kafka"
+	}
+	return "kafka://" + strings.Join(t.Kafka.Brokers, ",") + " topic " + t.Kafka.Topic
+}
+
+func invalidField(field, format string, args ...any) error {
+	return &outbox.FieldError{Field: field, Err: fmt.Errorf("%w: %s", outbox.ErrInvalid, fmt.Sprintf(format, args...))}
+}
+
+// readSecret returns value, or the content of file without its trailing
+// line break when file is set. The error names the key, never the value.
+func readSecret(value, file, field string) (string, error) {
+	if file == "" {
+		return value, nil
+	}
+	b, err := os.ReadFile(file)
+	if err != nil {
+		return "", fmt.Errorf("%s: %w", field, err)
+	}
+	s := strings.TrimRight(string(b), "\r\n")
+	if s == "" {
+		return "", fmt.Errorf("%s: %s is empty", field, file)
+	}
+	return s, nil
+}
+
+// splitList splits entries that hold several comma-separated values and
+// drops empty ones.
+func splitList(in []string) []string {
+	var out []string
+	for _, e := range in {
+		for _, v := range strings.Split(e, ",") {
+			if v = strings.TrimSpace(v); v != "" {
+				out = append(out, v)
+			}
+		}
+	}
+	return out
+}
+
+// tlsAuthError reports whether err is a certificate verification failure:
+// every event would fail the same way until the configuration is fixed.
+func tlsAuthError(err error) bool {
+	var ua x509.UnknownAuthorityError
+	var he x509.HostnameError
+	var ci x509.CertificateInvalidError
+	var ve *tls.CertificateVerificationError
+	var ae tls.AlertError
+	return errors.As(err, &ua) || errors.As(err, &he) || errors.As(err, &ci) || errors.As(err, &ve) || errors.As(err, &ae)
 }
 
 // DefaultKafkaMaxMessageBytes is the record batch limit of a kafka target
@@ -67,7 +113,7 @@ const DefaultKafkaMaxMessageBytes = 1000000
 var topicNameRe = regexp.MustCompile(`^[a-zA-Z0-9._-]{1,249}$`)
 
 // withDefaults returns c with brokers split and defaults applied.
-func (c KafkaConfig) withDefaults() KafkaConfig {
+func withDefaults(c outbox.KafkaConfig) outbox.KafkaConfig {
 	c.Brokers = splitList(c.Brokers)
 	if c.Partitions == 0 {
 		c.Partitions = 1
@@ -81,14 +127,14 @@ func (c KafkaConfig) withDefaults() KafkaConfig {
 	return c
 }
 
-func (c *KafkaConfig) validate(prefix string) []error {
+func validate(c *outbox.KafkaConfig, prefix string) []error {
 	var errs []error
 	bad := func(field, format string, args ...any) {
 		errs = append(errs, invalidField(prefix+"."+field, format, args...))
 	}
 	brokers := splitList(c.Brokers)
 	if len(brokers) == 0 {
-		errs = append(errs, &FieldError{Field: prefix + ".brokers", Err: ErrRequired})
+		errs = append(errs, &outbox.FieldError{Field: prefix + ".brokers", Err: outbox.ErrRequired})
 	}
 	for i, b := range brokers {
 		host, port, err := net.SplitHostPort(b)
@@ -98,7 +144,7 @@ func (c *KafkaConfig) validate(prefix string) []error {
 	}
 	switch {
 	case c.Topic == "":
-		errs = append(errs, &FieldError{Field: prefix + ".topic", Err: ErrRequired})
+		errs = append(errs, &outbox.FieldError{Field: prefix + ".topic", Err: outbox.ErrRequired})
 	case c.Topic == "." || c.Topic == ".." || !topicNameRe.MatchString(c.Topic):
 		bad("topic", "%q is not a Kafka topic name (letters, digits, '.', '_', '-'; at most 249)", c.Topic)
 	}
@@ -111,23 +157,23 @@ func (c *KafkaConfig) validate(prefix string) []error {
 	if c.MaxMessageBytes != 0 && (c.MaxMessageBytes < 1024 || c.MaxMessageBytes > 1<<30) {
 		bad("max_message_bytes", "must be between 1024 and 1073741824")
 	}
-	errs = append(errs, c.TLS.validate(prefix+".tls")...)
+	errs = append(errs, c.TLS.Validate(prefix+".tls")...)
 	if a := c.SASL; a != nil {
 		switch strings.ToUpper(a.Mechanism) {
 		case "PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512":
 		case "":
-			errs = append(errs, &FieldError{Field: prefix + ".sasl.mechanism", Err: fmt.Errorf("%w: PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512", ErrRequired)})
+			errs = append(errs, &outbox.FieldError{Field: prefix + ".sasl.mechanism", Err: fmt.Errorf("%w: PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512", outbox.ErrRequired)})
 		default:
 			bad("sasl.mechanism", "%q: use PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512", a.Mechanism)
 		}
 		if a.Username == "" {
-			errs = append(errs, &FieldError{Field: prefix + ".sasl.username", Err: ErrRequired})
+			errs = append(errs, &outbox.FieldError{Field: prefix + ".sasl.username", Err: outbox.ErrRequired})
 		}
 		switch {
 		case a.Password != "" && a.PasswordFile != "":
 			bad("sasl.password_file", "set password or password_file, not both")
 		case a.Password == "" && a.PasswordFile == "":
-			errs = append(errs, &FieldError{Field: prefix + ".sasl.password", Err: fmt.Errorf("%w: or password_file", ErrRequired)})
+			errs = append(errs, &outbox.FieldError{Field: prefix + ".sasl.password", Err: fmt.Errorf("%w: or password_file", outbox.ErrRequired)})
 		}
 	}
 	return errs
@@ -137,9 +183,9 @@ func (c *KafkaConfig) validate(prefix string) []error {
 // first Send and dials lazily, so brokers that are down never stop the
 // gateway from starting; Close closes it, and a later Send builds a new one.
 type kafkaSender struct {
-	cfg     KafkaConfig
+	cfg     outbox.KafkaConfig
 	timeout time.Duration
-	keys    [][]byte
+	signer  outbox.Signer
 	extra   [][2]string
 	hosts   string
 	now     func() time.Time
@@ -162,29 +208,33 @@ type kafkaDialErr struct {
 	err  error
 }
 
-func newKafkaSender(t Target, m *Metrics) (Sender, error) {
+// New returns the sender of a kafka target. Its client dials on the first
+// Send.
+func New(t outbox.Target) (outbox.Sender, error) {
 	if t.Kafka == nil {
 		return nil, fmt.Errorf("outbox: target %s: kafka section required", t.Name)
 	}
-	t = t.withDefaults()
-	cfg := t.Kafka.withDefaults()
+	if t.Timeout == 0 {
+		t.Timeout = outbox.DefaultTimeout
+	}
+	cfg := withDefaults(*t.Kafka)
 	s := &kafkaSender{cfg: cfg, timeout: t.Timeout, now: time.Now,
 		hosts: strings.Join(cfg.Brokers, ","), limit: cfg.MaxMessageBytes}
 	var err error
-	if s.keys, s.extra, err = targetExtras(t); err != nil {
+	if s.signer, s.extra, err = outbox.StreamExtras(t); err != nil {
 		return nil, err
 	}
 	return s, nil
 }
 
-func (s *kafkaSender) fail(reason string, err error, format string, args ...any) *StreamError {
-	return streamErr("kafka", reason, err, format, args...)
+func (s *kafkaSender) fail(reason string, err error, format string, args ...any) *outbox.StreamError {
+	return &outbox.StreamError{System: "kafka", Reason: reason, Detail: fmt.Sprintf(format, args...), Err: err}
 }
 
 // kafkaKey is a record's key: the primary resource of the event (the first
 // Resources entry, "User/<id>" or "Group/<id>"), or the first part of its
 // type ("snapshot") for an event about no resource.
-func kafkaKey(ev Event) []byte {
+func kafkaKey(ev outbox.Event) []byte {
 	if len(ev.Resources) > 0 && ev.Resources[0] != "" {
 		return []byte(ev.Resources[0])
 	}
@@ -203,7 +253,7 @@ func recordBound(r *kgo.Record) int {
 }
 
 // Send produces ev and waits until every in-sync replica has it (acks=all).
-func (s *kafkaSender) Send(ctx context.Context, ev Event) error {
+func (s *kafkaSender) Send(ctx context.Context, ev outbox.Event) error {
 	ctx, cancel := context.WithTimeout(ctx, s.timeout)
 	defer cancel()
 	cl, lim, err := s.client(ctx, false)
@@ -212,7 +262,7 @@ func (s *kafkaSender) Send(ctx context.Context, ev Event) error {
 	}
 	body := ev.Envelope()
 	rec := &kgo.Record{Topic: s.cfg.Topic, Key: kafkaKey(ev), Value: body}
-	for _, h := range streamHeaders(ev, body, s.keys, s.extra, s.now()) {
+	for _, h := range outbox.StreamHeaders(ev, body, s.signer, s.extra, s.now()) {
 		rec.Headers = append(rec.Headers, kgo.RecordHeader{Key: h[0], Value: []byte(h[1])})
 	}
 	if n := recordBound(rec); n > int(lim.bytes) {
@@ -221,7 +271,7 @@ func (s *kafkaSender) Send(ctx context.Context, ev Event) error {
 			return err
 		}
 		if n > int(lim.bytes) {
-			return Permanent(s.tooLarge(n, lim, nil))
+			return outbox.Permanent(s.tooLarge(n, lim, nil))
 		}
 	}
 	start := time.Now()
@@ -243,8 +293,7 @@ func (s *kafkaSender) Send(ctx context.Context, ev Event) error {
 		}
 	}
 	err = s.classify(ctx, err, rec, start)
-	var pe *pauseError
-	if errors.As(err, &pe) {
+	if outbox.IsPauseTarget(err) {
 		s.mu.Lock()
 		s.drop(cl)
 		s.mu.Unlock()
@@ -271,9 +320,9 @@ type kafkaLimit struct {
 
 func (s *kafkaSender) tooLarge(n int, lim kafkaLimit, err error) error {
 	if lim.byTopic {
-		return s.fail(ReasonTooLarge, err, "the record (about %d bytes) exceeds topic %s's max.message.bytes (%d); raise it, then replay the dead letter", n, s.cfg.Topic, lim.bytes)
+		return s.fail(outbox.ReasonTooLarge, err, "the record (about %d bytes) exceeds topic %s's max.message.bytes (%d); raise it, then replay the dead letter", n, s.cfg.Topic, lim.bytes)
 	}
-	return s.fail(ReasonTooLarge, err, "the record (about %d bytes) exceeds kafka.max_message_bytes (%d); raise it (and the topic's max.message.bytes), then replay the dead letter", n, lim.bytes)
+	return s.fail(outbox.ReasonTooLarge, err, "the record (about %d bytes) exceeds kafka.max_message_bytes (%d); raise it (and the topic's max.message.bytes), then replay the dead letter", n, lim.bytes)
 }
 
 // client returns the client and its batch limit, building the client and
@@ -289,8 +338,7 @@ func (s *kafkaSender) client(ctx context.Context, refresh bool) (*kgo.Client, ka
 	}
 	if !s.ready || refresh {
 		if err := s.prepare(ctx); err != nil {
-			var pe *pauseError
-			if errors.As(err, &pe) {
+			if outbox.IsPauseTarget(err) {
 				s.drop(s.cl)
 			}
 			return nil, kafkaLimit{}, err
@@ -319,22 +367,22 @@ func (s *kafkaSender) build(limit int32) error {
 		kgo.MetadataMinAge(time.Second),
 		kgo.WithHooks(kafkaHook{s}),
 	}
-	if c.TLS.on() {
-		tc, err := c.TLS.build("kafka.tls")
+	if c.TLS.On() {
+		tc, err := c.TLS.Build("kafka.tls")
 		if err != nil {
-			return PauseTarget(s.fail(ReasonAuth, err, "cannot read the TLS files; fix them, then resume the target"))
+			return outbox.PauseTarget(s.fail(outbox.ReasonAuth, err, "cannot read the TLS files; fix them, then resume the target"))
 		}
 		opts = append(opts, kgo.DialTLSConfig(tc))
 	}
 	if a := c.SASL; a != nil {
 		if _, err := readSecret(a.Password, a.PasswordFile, "kafka.sasl.password_file"); err != nil {
-			return PauseTarget(s.fail(ReasonAuth, err, "cannot read the credentials; fix the file, then resume the target"))
+			return outbox.PauseTarget(s.fail(outbox.ReasonAuth, err, "cannot read the credentials; fix the file, then resume the target"))
 		}
 		opts = append(opts, kgo.SASL(kafkaMechanism(*a)))
 	}
 	cl, err := kgo.NewClient(opts...)
 	if err != nil {
-		return s.fail(ReasonRejected, err, "kafka client options")
+		return s.fail(outbox.ReasonRejected, err, "kafka client options")
 	}
 	if s.cl != nil {
 		s.cl.Close() // sends in flight on it fail with ErrClientClosed and are retried
@@ -345,7 +393,7 @@ func (s *kafkaSender) build(limit int32) error {
 
 // kafkaMechanism returns the SASL mechanism; the password file is read at
 // every authentication.
-func kafkaMechanism(a KafkaSASL) sasl.Mechanism {
+func kafkaMechanism(a outbox.KafkaSASL) sasl.Mechanism {
 	pass := func() (string, error) {
 		p, err := readSecret(a.Password, a.PasswordFile, "kafka.sasl.password_file")
 		if err != nil {
@@ -445,40 +493,40 @@ func (s *kafkaSender) classify(ctx context.Context, err error, rec *kgo.Record, 
 		// read it again, so that the next batches fit.
 		_, lim, cerr := s.client(ctx, true)
 		if n := recordBound(rec); cerr == nil && n > int(lim.bytes) {
-			return Permanent(s.tooLarge(n, lim, err))
+			return outbox.Permanent(s.tooLarge(n, lim, err))
 		}
-		return s.fail(ReasonTooLarge, err, "a batch was larger than topic %s accepts; the producer now batches to its limit", topic)
+		return s.fail(outbox.ReasonTooLarge, err, "a batch was larger than topic %s accepts; the producer now batches to its limit", topic)
 	case errors.Is(err, kerr.TopicAuthorizationFailed):
-		return PauseTarget(s.fail(ReasonAuth, err, "not authorized on topic %s; grant the principal WRITE and DESCRIBE on it (and CREATE for create_topic), then resume the target", topic))
+		return outbox.PauseTarget(s.fail(outbox.ReasonAuth, err, "not authorized on topic %s; grant the principal WRITE and DESCRIBE on it (and CREATE for create_topic), then resume the target", topic))
 	case errors.Is(err, kerr.ClusterAuthorizationFailed):
-		return PauseTarget(s.fail(ReasonAuth, err, "not authorized to produce: the idempotent producer needs WRITE on topic %s (Kafka 3.0 and later) or IDEMPOTENT_WRITE on the cluster (earlier brokers), and create_topic needs CREATE; grant them, then resume the target", topic))
+		return outbox.PauseTarget(s.fail(outbox.ReasonAuth, err, "not authorized to produce: the idempotent producer needs WRITE on topic %s (Kafka 3.0 and later) or IDEMPOTENT_WRITE on the cluster (earlier brokers), and create_topic needs CREATE; grant them, then resume the target", topic))
 	case isKafkaAuth(err):
-		return PauseTarget(s.fail(ReasonAuth, err, "%s refused the connection's credentials or TLS; fix kafka.sasl or kafka.tls, then resume the target", s.hosts))
+		return outbox.PauseTarget(s.fail(outbox.ReasonAuth, err, "%s refused the connection's credentials or TLS; fix kafka.sasl or kafka.tls, then resume the target", s.hosts))
 	case errors.Is(err, kerr.UnknownTopicOrPartition), errors.Is(err, kerr.UnknownTopicID):
-		return s.fail(ReasonMissing, err, "topic %s does not exist; create it or set kafka.create_topic: true", topic)
+		return s.fail(outbox.ReasonMissing, err, "topic %s does not exist; create it or set kafka.create_topic: true", topic)
 	case errors.Is(err, kerr.NotLeaderForPartition), errors.Is(err, kerr.LeaderNotAvailable),
 		errors.Is(err, kerr.FencedLeaderEpoch), errors.Is(err, kerr.UnknownLeaderEpoch),
 		errors.Is(err, kerr.NotEnoughReplicas), errors.Is(err, kerr.NotEnoughReplicasAfterAppend),
 		errors.Is(err, kerr.BrokerNotAvailable), errors.Is(err, kerr.ReplicaNotAvailable):
-		return s.fail(ReasonLeader, err, "topic %s is changing leaders or lacks in-sync replicas", topic)
+		return s.fail(outbox.ReasonLeader, err, "topic %s is changing leaders or lacks in-sync replicas", topic)
 	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, kgo.ErrRecordTimeout), errors.Is(err, kgo.ErrRecordRetries):
 		if d := s.dial.Load(); d != nil && !d.at.Before(start) {
 			if isKafkaAuth(d.err) {
-				return PauseTarget(s.fail(ReasonAuth, d.err, "%s refused the connection's credentials or TLS; fix kafka.sasl or kafka.tls, then resume the target", d.host))
+				return outbox.PauseTarget(s.fail(outbox.ReasonAuth, d.err, "%s refused the connection's credentials or TLS; fix kafka.sasl or kafka.tls, then resume the target", d.host))
 			}
-			return s.fail(ReasonUnavailable, d.err, "cannot reach broker %s", d.host)
+			return s.fail(outbox.ReasonUnavailable, d.err, "cannot reach broker %s", d.host)
 		}
-		return s.fail(ReasonTimeout, err, "no acknowledgement from topic %s within %v", topic, s.timeout)
+		return s.fail(outbox.ReasonTimeout, err, "no acknowledgement from topic %s within %v", topic, s.timeout)
 	case errors.Is(err, kgo.ErrClientClosed):
-		return s.fail(ReasonUnavailable, err, "the producer was closed or rebuilt")
+		return s.fail(outbox.ReasonUnavailable, err, "the producer was closed or rebuilt")
 	case errors.Is(err, kerr.InvalidRecord), errors.Is(err, kerr.CorruptMessage):
-		return Permanent(s.fail(ReasonRejected, err, "topic %s refused the record", topic))
+		return outbox.Permanent(s.fail(outbox.ReasonRejected, err, "topic %s refused the record", topic))
 	}
 	var ke *kerr.Error
 	if errors.As(err, &ke) {
-		return s.fail(ReasonRejected, err, "topic %s refused the record", topic)
+		return s.fail(outbox.ReasonRejected, err, "topic %s refused the record", topic)
 	}
-	return s.fail(ReasonUnavailable, err, "produce to topic %s", topic)
+	return s.fail(outbox.ReasonUnavailable, err, "produce to topic %s", topic)
 }
 
 // Close closes the client. A later Send builds a new one.

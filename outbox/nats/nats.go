@@ -1,4 +1,8 @@
-package outbox
+// Package nats is the outbox's NATS JetStream transport: each event is one
+// message published into a stream, with the PubAck as delivery. The
+// command registers Transport() under the type "nats"; the settings are
+// outbox.NATSConfig (the target's nats section).
+package nats
 
 import (
 	"context"
@@ -10,7 +14,6 @@ import (
 	"os"
 	"regexp"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -19,174 +22,51 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/scimgate/scimgate/outbox"
 )
 
-// NATSConfig is the nats section of a target of type nats: a NATS JetStream
-// stream that events are published into, one message per event, with the
-// PubAck as delivery. docs/streams.md describes every key.
-type NATSConfig struct {
-	// URLs are the NATS servers, e.g. ["nats://127.0.0.1:4222"]; an entry
-	// may hold several separated by commas (as SCIMGATE_NATS_URL may).
-	// Schemes: nats, tls (TLS required), ws, wss; none means nats.
-	URLs []string `yaml:"urls"`
-	// Subject is the subject template; DefaultNATSSubject when empty.
-	// {type} is the event type ("user.created"), {kind} its first part
-	// ("user"), {action} the rest ("created").
-	Subject string `yaml:"subject"`
-	// Stream is the JetStream stream the subjects must belong to. Every
-	// publish expects it (Nats-Expected-Stream), so a subject captured by
-	// another stream is refused rather than stored elsewhere.
-	Stream string `yaml:"stream"`
-	// CreateStream creates the stream when it is missing, with subjects
-	// "<fixed prefix of Subject>.>", file storage, limits retention,
-	// MaxAge, DuplicateWindow and Replicas below. An existing stream is
-	// never changed.
-	CreateStream bool `yaml:"create_stream"`
-	// MaxAge is how long a created stream keeps messages; 0 means 168h.
-	MaxAge time.Duration `yaml:"max_age"`
-	// DuplicateWindow is a created stream's deduplication window on
-	// Nats-Msg-Id (the event id); 0 means 10m, and it must be at least 2m.
-	DuplicateWindow time.Duration `yaml:"duplicate_window"`
-	// Replicas of a created stream (1 to 5); 0 means 1.
-	Replicas int `yaml:"replicas"`
-
-	// At most one way to authenticate: User with Password or PasswordFile;
-	// Token or TokenFile; NKeySeedFile; or CredsFile (a JWT and its NKey
-	// seed, as `nsc` writes them). Files are read at every (re)connect, so
-	// a rotated secret is picked up without a restart.
-	User         string `yaml:"user"`
-	Password     string `yaml:"password"`
-	PasswordFile string `yaml:"password_file"`
-	Token        string `yaml:"token"`
-	TokenFile    string `yaml:"token_file"`
-	NKeySeedFile string `yaml:"nkey_seed_file"`
-	CredsFile    string `yaml:"creds_file"`
-	// TLS configures TLS (also used for tls:// URLs).
-	TLS *TLSConfig `yaml:"tls"`
+// Transport returns the NATS transport, for outbox.Config.Transports.
+func Transport() outbox.Transport {
+	return outbox.Transport{
+		Validate: Validate,
+		New:      func(t outbox.Target, _ outbox.Env) (outbox.Sender, error) { return New(t) },
+		Describe: Describe,
+	}
 }
 
-// DefaultNATSSubject is the subject template of a nats target that sets
+// Validate checks a nats target's own settings: its nats section, and no
+// url. prefix is the target's YAML path ("outbox.targets[2]").
+func Validate(t outbox.Target, prefix string) []error {
+	var errs []error
+	if t.URL != "" {
+		errs = append(errs, invalidField(prefix+".url", "a nats target takes its servers in nats.urls, not url"))
+	}
+	if t.NATS == nil {
+		return append(errs, &outbox.FieldError{Field: prefix + ".nats", Err: outbox.ErrRequired})
+	}
+	return append(errs, validate(t.NATS, prefix+".nats")...)
+}
+
+// Describe names where t delivers, for status and logs: its servers
+// (without credentials) and stream.
+func Describe(t outbox.Target) string {
+	if t.NATS == nil {
+		return "nats"
+	}
+	return "nats://" + strings.Join(hosts(t.NATS), ",") + " stream " + t.NATS.Stream
+}
+
+// DefaultSubject is the subject template of a nats target that sets
 // none: scimgate.user.created, scimgate.group.member_added, …
-const DefaultNATSSubject = "scimgate.{type}"
+const DefaultSubject = "scimgate.{type}"
 
 // Defaults of a stream created by a nats target.
 const (
-	DefaultNATSMaxAge          = 168 * time.Hour
-	DefaultNATSDuplicateWindow = 10 * time.Minute
-	minNATSDuplicateWindow     = 2 * time.Minute
+	DefaultMaxAge          = 168 * time.Hour
+	DefaultDuplicateWindow = 10 * time.Minute
+	minDuplicateWindow     = 2 * time.Minute
 )
-
-// Headers set on every stream message (NATS and Kafka) besides webhook-id,
-// and webhook-timestamp and webhook-signature when the target has secrets.
-const (
-	HeaderEventType   = "scimgate-event-type"
-	HeaderSequence    = "scimgate-sequence"
-	HeaderContentType = "content-type"
-)
-
-// TLSConfig is the TLS section of a stream target. TLS is on when Enabled
-// is true or a file is set; without CAFile the system roots verify the
-// server.
-type TLSConfig struct {
-	Enabled bool `yaml:"enabled"`
-	// CAFile is a PEM bundle of the CAs that sign the server certificate.
-	CAFile string `yaml:"ca_file"`
-	// CertFile and KeyFile are a PEM client certificate and its key, for
-	// servers that require one (mutual TLS).
-	CertFile string `yaml:"cert_file"`
-	KeyFile  string `yaml:"key_file"`
-	// ServerName overrides the name verified in the server certificate.
-	ServerName string `yaml:"server_name"`
-}
-
-func (c *TLSConfig) on() bool {
-	return c != nil && (c.Enabled || c.CAFile != "" || c.CertFile != "")
-}
-
-func (c *TLSConfig) validate(prefix string) []error {
-	if c == nil {
-		return nil
-	}
-	var errs []error
-	if (c.CertFile == "") != (c.KeyFile == "") {
-		errs = append(errs, invalidField(prefix+".cert_file", "cert_file and key_file go together"))
-	}
-	return errs
-}
-
-// build reads the files; it runs at every connect, so renewed certificates
-// are picked up. prefix names the YAML section in errors.
-func (c *TLSConfig) build(prefix string) (*tls.Config, error) {
-	tc := &tls.Config{MinVersion: tls.VersionTLS12, ServerName: c.ServerName}
-	if c.CAFile != "" {
-		pem, err := os.ReadFile(c.CAFile)
-		if err != nil {
-			return nil, fmt.Errorf("%s.ca_file: %w", prefix, err)
-		}
-		tc.RootCAs = x509.NewCertPool()
-		if !tc.RootCAs.AppendCertsFromPEM(pem) {
-			return nil, fmt.Errorf("%s.ca_file: %s holds no PEM certificate", prefix, c.CAFile)
-		}
-	}
-	if c.CertFile != "" {
-		cert, err := tls.LoadX509KeyPair(c.CertFile, c.KeyFile)
-		if err != nil {
-			return nil, fmt.Errorf("%s.cert_file: %w", prefix, err)
-		}
-		tc.Certificates = []tls.Certificate{cert}
-	}
-	return tc, nil
-}
-
-// StreamError is why a publish to a NATS or Kafka target failed. Its text
-// is what status shows as last_error and what a dead letter keeps: what
-// happened, in the broker's words, and what to fix. It never holds a
-// secret. The dispatcher acts on the Permanent / PauseTarget wrapping; the
-// Reason is for logs, metrics and tests.
-type StreamError struct {
-	// System is "nats" or "kafka".
-	System string
-	// Reason is one of the Reason* constants.
-	Reason string
-	// Detail says what happened and what to do.
-	Detail string
-	// Err is the client's error, if any.
-	Err error
-}
-
-// Reasons of a StreamError, with the dispatcher's treatment.
-const (
-	ReasonUnavailable = "unavailable"           // broker down or unreachable, no responders: retried
-	ReasonTimeout     = "timeout"               // no acknowledgement in time: retried (a duplicate is possible)
-	ReasonLeader      = "leader_change"         // not leader, leader election, too few replicas: retried
-	ReasonMissing     = "missing"               // stream or topic missing and not created: retried
-	ReasonFull        = "full"                  // stream limits with discard new: retried
-	ReasonAuth        = "auth"                  // credentials refused, permission or ACL denied, TLS or credential files: target paused
-	ReasonTooLarge    = "too_large"             // larger than the broker accepts: dead-lettered
-	ReasonNotInStream = "subject_not_in_stream" // the subject is not captured by the stream: dead-lettered
-	ReasonRejected    = "rejected"              // any other refusal: retried, or dead-lettered when invalid
-)
-
-func (e *StreamError) Error() string {
-	s := e.System + ": " + e.Detail
-	if e.Err != nil {
-		s += ": " + e.Err.Error()
-	}
-	return s
-}
-
-// Unwrap returns the client's error.
-func (e *StreamError) Unwrap() error { return e.Err }
-
-// streamErr builds a StreamError; permanent and pause wrap it for the
-// dispatcher.
-func streamErr(system, reason string, err error, format string, args ...any) *StreamError {
-	return &StreamError{System: system, Reason: reason, Detail: fmt.Sprintf(format, args...), Err: err}
-}
-
-func invalidField(field, format string, args ...any) error {
-	return &FieldError{Field: field, Err: fmt.Errorf("%w: %s", ErrInvalid, fmt.Sprintf(format, args...))}
-}
 
 // readSecret returns value, or the content of file without its trailing
 // line break when file is set. The error names the key, never the value.
@@ -230,41 +110,8 @@ func tlsAuthError(err error) bool {
 	return errors.As(err, &ua) || errors.As(err, &he) || errors.As(err, &ci) || errors.As(err, &ve) || errors.As(err, &ae)
 }
 
-// streamHeaders returns the headers every stream message carries, in
-// order: webhook-id, type, sequence, content type, then the webhook
-// signature headers when the target has secrets, then its own headers.
-func streamHeaders(ev Event, body []byte, keys [][]byte, extra [][2]string, now time.Time) [][2]string {
-	h := make([][2]string, 0, 6+len(extra))
-	h = append(h,
-		[2]string{HeaderID, ev.ID},
-		[2]string{HeaderEventType, ev.Type},
-		[2]string{HeaderSequence, strconv.FormatUint(ev.Seq, 10)},
-		[2]string{HeaderContentType, "application/json"})
-	if len(keys) > 0 {
-		ts := now.Unix()
-		h = append(h,
-			[2]string{HeaderTimestamp, strconv.FormatInt(ts, 10)},
-			[2]string{HeaderSignature, signKeys(keys, ev.ID, ts, body)})
-	}
-	return append(h, extra...)
-}
-
-// targetExtras returns a target's signing keys (none without secrets) and
-// its configured headers, sorted by name so that messages are stable.
-func targetExtras(t Target) ([][]byte, [][2]string, error) {
-	var keys [][]byte
-	if len(t.Secrets) > 0 {
-		var err error
-		if keys, err = decodeSecrets(t.Secrets); err != nil {
-			return nil, nil, fmt.Errorf("outbox: target %s: %w", t.Name, err)
-		}
-	}
-	extra := make([][2]string, 0, len(t.Headers))
-	for k, v := range t.Headers {
-		extra = append(extra, [2]string{k, v})
-	}
-	slices.SortFunc(extra, func(a, b [2]string) int { return strings.Compare(a[0], b[0]) })
-	return keys, extra, nil
+func invalidField(field, format string, args ...any) error {
+	return &outbox.FieldError{Field: field, Err: fmt.Errorf("%w: %s", outbox.ErrInvalid, fmt.Sprintf(format, args...))}
 }
 
 // Subject templates.
@@ -356,7 +203,7 @@ func (t subjectTemplate) streamSubjects() ([]string, error) {
 		return []string{t.parts[0].lit}, nil
 	}
 	if t.parts[0].ph != "" || !strings.HasSuffix(t.parts[0].lit, ".") {
-		return nil, fmt.Errorf("create_stream needs a subject that starts with fixed tokens followed by a dot, as in %q, to derive the stream's subjects; %q does not", DefaultNATSSubject, t.raw)
+		return nil, fmt.Errorf("create_stream needs a subject that starts with fixed tokens followed by a dot, as in %q, to derive the stream's subjects; %q does not", DefaultSubject, t.raw)
 	}
 	return []string{t.parts[0].lit + ">"}, nil
 }
@@ -380,16 +227,16 @@ func subjectMatch(filter, subject string) bool {
 
 // withDefaults returns c with the subject, stream settings and URLs
 // normalized.
-func (c NATSConfig) withDefaults() NATSConfig {
+func withDefaults(c outbox.NATSConfig) outbox.NATSConfig {
 	c.URLs = natsURLs(c.URLs)
 	if c.Subject == "" {
-		c.Subject = DefaultNATSSubject
+		c.Subject = DefaultSubject
 	}
 	if c.MaxAge == 0 {
-		c.MaxAge = DefaultNATSMaxAge
+		c.MaxAge = DefaultMaxAge
 	}
 	if c.DuplicateWindow == 0 {
-		c.DuplicateWindow = DefaultNATSDuplicateWindow
+		c.DuplicateWindow = DefaultDuplicateWindow
 	}
 	if c.Replicas == 0 {
 		c.Replicas = 1
@@ -409,14 +256,14 @@ func natsURLs(in []string) []string {
 	return out
 }
 
-func (c *NATSConfig) validate(prefix string) []error {
+func validate(c *outbox.NATSConfig, prefix string) []error {
 	var errs []error
 	bad := func(field, format string, args ...any) {
 		errs = append(errs, invalidField(prefix+"."+field, format, args...))
 	}
 	urls := natsURLs(c.URLs)
 	if len(urls) == 0 {
-		errs = append(errs, &FieldError{Field: prefix + ".urls", Err: ErrRequired})
+		errs = append(errs, &outbox.FieldError{Field: prefix + ".urls", Err: outbox.ErrRequired})
 	}
 	for i, raw := range urls {
 		u, err := url.Parse(raw)
@@ -431,13 +278,13 @@ func (c *NATSConfig) validate(prefix string) []error {
 	}
 	switch {
 	case c.Stream == "":
-		errs = append(errs, &FieldError{Field: prefix + ".stream", Err: ErrRequired})
+		errs = append(errs, &outbox.FieldError{Field: prefix + ".stream", Err: outbox.ErrRequired})
 	case len(c.Stream) > 255 || !streamNameRe.MatchString(c.Stream):
 		bad("stream", "%q is not a JetStream stream name (no spaces, dots, *, >, / or \\)", c.Stream)
 	}
 	subject := c.Subject
 	if subject == "" {
-		subject = DefaultNATSSubject
+		subject = DefaultSubject
 	}
 	tmpl, err := parseSubject(subject)
 	if err != nil {
@@ -450,13 +297,13 @@ func (c *NATSConfig) validate(prefix string) []error {
 	if c.MaxAge < 0 {
 		bad("max_age", "must not be negative")
 	}
-	if c.DuplicateWindow < 0 || (c.DuplicateWindow > 0 && c.DuplicateWindow < minNATSDuplicateWindow) {
-		bad("duplicate_window", "must be at least %v, so that a redelivery after a lost PubAck or a restart is absorbed", minNATSDuplicateWindow)
+	if c.DuplicateWindow < 0 || (c.DuplicateWindow > 0 && c.DuplicateWindow < minDuplicateWindow) {
+		bad("duplicate_window", "must be at least %v, so that a redelivery after a lost PubAck or a restart is absorbed", minDuplicateWindow)
 	}
 	if c.MaxAge > 0 && c.DuplicateWindow > c.MaxAge {
 		bad("duplicate_window", "must not exceed max_age")
-	} else if c.MaxAge > 0 && c.DuplicateWindow == 0 && DefaultNATSDuplicateWindow > c.MaxAge {
-		bad("max_age", "must be at least the duplicate window (%v)", DefaultNATSDuplicateWindow)
+	} else if c.MaxAge > 0 && c.DuplicateWindow == 0 && DefaultDuplicateWindow > c.MaxAge {
+		bad("max_age", "must be at least the duplicate window (%v)", DefaultDuplicateWindow)
 	}
 	if c.Replicas < 0 || c.Replicas > 5 {
 		bad("replicas", "must be between 1 and 5")
@@ -466,11 +313,11 @@ func (c *NATSConfig) validate(prefix string) []error {
 		methods++
 		switch {
 		case c.User == "":
-			errs = append(errs, &FieldError{Field: prefix + ".user", Err: ErrRequired})
+			errs = append(errs, &outbox.FieldError{Field: prefix + ".user", Err: outbox.ErrRequired})
 		case c.Password != "" && c.PasswordFile != "":
 			bad("password_file", "set password or password_file, not both")
 		case c.Password == "" && c.PasswordFile == "":
-			errs = append(errs, &FieldError{Field: prefix + ".password", Err: fmt.Errorf("%w: a user needs a password or password_file", ErrRequired)})
+			errs = append(errs, &outbox.FieldError{Field: prefix + ".password", Err: fmt.Errorf("%w: a user needs a password or password_file", outbox.ErrRequired)})
 		}
 	}
 	if c.Token != "" || c.TokenFile != "" {
@@ -488,13 +335,13 @@ func (c *NATSConfig) validate(prefix string) []error {
 	if methods > 1 {
 		bad("user", "choose one way to authenticate: user/password, token, nkey_seed_file or creds_file")
 	}
-	errs = append(errs, c.TLS.validate(prefix+".tls")...)
+	errs = append(errs, c.TLS.Validate(prefix+".tls")...)
 	return errs
 }
 
 // hosts returns the servers as host:port, without scheme or credentials,
 // for status.
-func (c *NATSConfig) hosts() []string {
+func hosts(c *outbox.NATSConfig) []string {
 	var out []string
 	for _, raw := range natsURLs(c.URLs) {
 		u, err := url.Parse(raw)
@@ -519,11 +366,11 @@ const natsConnectRetry = time.Second
 // starting) and reconnects by itself; Close disconnects, and a later Send
 // connects again.
 type natsSender struct {
-	cfg      NATSConfig
+	cfg      outbox.NATSConfig
 	subject  subjectTemplate
 	subjects []string // of a created stream
 	timeout  time.Duration
-	keys     [][]byte
+	signer   outbox.Signer
 	extra    [][2]string
 	hosts    string
 	now      func() time.Time
@@ -545,37 +392,40 @@ type natsViolation struct {
 	text string
 }
 
-func newNATSSender(t Target, m *Metrics) (Sender, error) {
+// New returns the sender of a nats target. It connects on the first Send.
+func New(t outbox.Target) (outbox.Sender, error) {
 	if t.NATS == nil {
 		return nil, fmt.Errorf("outbox: target %s: nats section required", t.Name)
 	}
-	t = t.withDefaults()
-	cfg := t.NATS.withDefaults()
+	if t.Timeout == 0 {
+		t.Timeout = outbox.DefaultTimeout
+	}
+	cfg := withDefaults(*t.NATS)
 	tmpl, err := parseSubject(cfg.Subject)
 	if err != nil {
 		return nil, fmt.Errorf("outbox: target %s: nats.subject: %w", t.Name, err)
 	}
 	s := &natsSender{cfg: cfg, subject: tmpl, timeout: t.Timeout, now: time.Now,
-		hosts: strings.Join(cfg.hosts(), ",")}
+		hosts: strings.Join(hosts(&cfg), ",")}
 	if cfg.CreateStream {
 		if s.subjects, err = tmpl.streamSubjects(); err != nil {
 			return nil, fmt.Errorf("outbox: target %s: nats.subject: %w", t.Name, err)
 		}
 	}
-	if s.keys, s.extra, err = targetExtras(t); err != nil {
+	if s.signer, s.extra, err = outbox.StreamExtras(t); err != nil {
 		return nil, err
 	}
 	return s, nil
 }
 
-func (s *natsSender) fail(reason string, err error, format string, args ...any) *StreamError {
-	return streamErr("nats", reason, err, format, args...)
+func (s *natsSender) fail(reason string, err error, format string, args ...any) *outbox.StreamError {
+	return &outbox.StreamError{System: "nats", Reason: reason, Detail: fmt.Sprintf(format, args...), Err: err}
 }
 
 // Send publishes ev to the stream and waits for the PubAck. A duplicate
 // PubAck (the event id was already stored within the duplicate window) is
 // a delivery too.
-func (s *natsSender) Send(ctx context.Context, ev Event) error {
+func (s *natsSender) Send(ctx context.Context, ev outbox.Event) error {
 	ctx, cancel := context.WithTimeout(ctx, s.timeout)
 	defer cancel()
 	js, nc, err := s.connect(ctx)
@@ -585,7 +435,7 @@ func (s *natsSender) Send(ctx context.Context, ev Event) error {
 	subj := s.subject.render(ev.Type)
 	body := ev.Envelope()
 	msg := &nats.Msg{Subject: subj, Data: body, Header: nats.Header{}}
-	for _, h := range streamHeaders(ev, body, s.keys, s.extra, s.now()) {
+	for _, h := range outbox.StreamHeaders(ev, body, s.signer, s.extra, s.now()) {
 		msg.Header[h[0]] = []string{h[1]} // as written: NATS headers are case-sensitive
 	}
 	start := time.Now()
@@ -615,7 +465,7 @@ func (s *natsSender) connect(ctx context.Context) (jetstream.JetStream, *nats.Co
 		if !s.nc.IsConnected() {
 			// Reconnecting. Without a reconnect buffer nothing is published
 			// behind our back later, so fail now and let the outbox retry.
-			return nil, nil, s.fail(ReasonUnavailable, s.nc.LastError(),
+			return nil, nil, s.fail(outbox.ReasonUnavailable, s.nc.LastError(),
 				"connection to %s lost, reconnecting", s.hosts)
 		}
 		if s.cfg.CreateStream && !s.created {
@@ -634,7 +484,7 @@ func (s *natsSender) connect(ctx context.Context) (jetstream.JetStream, *nats.Co
 		var js jetstream.JetStream
 		if js, err = jetstream.New(nc); err != nil {
 			nc.Close()
-			err = s.fail(ReasonRejected, err, "JetStream")
+			err = s.fail(outbox.ReasonRejected, err, "JetStream")
 		} else {
 			s.nc, s.js, s.created, s.failErr = nc, js, false, nil
 			if s.cfg.CreateStream {
@@ -645,8 +495,7 @@ func (s *natsSender) connect(ctx context.Context) (jetstream.JetStream, *nats.Co
 			return js, nc, nil
 		}
 	}
-	var pe *pauseError
-	if !errors.As(err, &pe) { // a paused target dials again as soon as it is resumed
+	if !outbox.IsPauseTarget(err) { // a paused target dials again as soon as it is resumed
 		s.failAt, s.failErr = time.Now(), err
 	}
 	return nil, nil, err
@@ -667,7 +516,7 @@ func (s *natsSender) dial() (*nats.Conn, error) {
 		nats.NoCallbacksAfterClientClose(),
 	}
 	pause := func(err error) error {
-		return PauseTarget(s.fail(ReasonAuth, err, "cannot read the credentials; fix the file, then resume the target"))
+		return outbox.PauseTarget(s.fail(outbox.ReasonAuth, err, "cannot read the credentials; fix the file, then resume the target"))
 	}
 	switch {
 	case c.User != "":
@@ -706,8 +555,8 @@ func (s *natsSender) dial() (*nats.Conn, error) {
 		}
 		opts = append(opts, nats.UserCredentials(c.CredsFile)) // read at every connect
 	}
-	if c.TLS.on() {
-		tc, err := c.TLS.build("nats.tls")
+	if c.TLS.On() {
+		tc, err := c.TLS.Build("nats.tls")
 		if err != nil {
 			return nil, pause(err)
 		}
@@ -724,11 +573,11 @@ func (s *natsSender) classifyConnect(err error) error {
 	err = s.redact(err)
 	switch {
 	case isNATSAuth(err):
-		return PauseTarget(s.fail(ReasonAuth, err, "%s refused the credentials; fix the nats credentials, then resume the target", s.hosts))
+		return outbox.PauseTarget(s.fail(outbox.ReasonAuth, err, "%s refused the credentials; fix the nats credentials, then resume the target", s.hosts))
 	case tlsAuthError(err) || errors.Is(err, nats.ErrSecureConnRequired) || errors.Is(err, nats.ErrSecureConnWanted):
-		return PauseTarget(s.fail(ReasonAuth, err, "TLS with %s failed; fix nats.tls or the URLs' scheme, then resume the target", s.hosts))
+		return outbox.PauseTarget(s.fail(outbox.ReasonAuth, err, "TLS with %s failed; fix nats.tls or the URLs' scheme, then resume the target", s.hosts))
 	}
-	return s.fail(ReasonUnavailable, err, "cannot connect to %s", s.hosts)
+	return s.fail(outbox.ReasonUnavailable, err, "cannot connect to %s", s.hosts)
 }
 
 // redact replaces URLs with credentials in err's text by their host.
@@ -795,43 +644,43 @@ func (s *natsSender) classify(ctx context.Context, js jetstream.JetStream, nc *n
 	isAPI := errors.As(err, &api)
 	switch {
 	case errors.Is(err, nats.ErrMaxPayload):
-		return Permanent(s.fail(ReasonTooLarge, err, "the message (%d bytes) is larger than the server's max_payload (%d bytes); raise max_payload on the server, then replay the dead letter", size, nc.MaxPayload()))
+		return outbox.Permanent(s.fail(outbox.ReasonTooLarge, err, "the message (%d bytes) is larger than the server's max_payload (%d bytes); raise max_payload on the server, then replay the dead letter", size, nc.MaxPayload()))
 	case errors.Is(err, jetstream.ErrStreamMessageExceedsMaximum):
 		limit := ""
 		if st, lerr := js.Stream(ctx, stream); lerr == nil {
 			limit = fmt.Sprintf(" (%d bytes)", st.CachedInfo().Config.MaxMsgSize)
 		}
-		return Permanent(s.fail(ReasonTooLarge, err, "the message (%d bytes) exceeds stream %s's max_msg_size%s; raise it, then replay the dead letter", size, stream, limit))
+		return outbox.Permanent(s.fail(outbox.ReasonTooLarge, err, "the message (%d bytes) exceeds stream %s's max_msg_size%s; raise it, then replay the dead letter", size, stream, limit))
 	case isAPI && api.ErrorCode == 10060: // JSStreamNotMatchErr: the subject is another stream's
-		return Permanent(s.fail(ReasonNotInStream, err, "subject %s is captured by another stream, not %s; change nats.subject or the streams' subjects, then replay the dead letter", subj, stream))
+		return outbox.Permanent(s.fail(outbox.ReasonNotInStream, err, "subject %s is captured by another stream, not %s; change nats.subject or the streams' subjects, then replay the dead letter", subj, stream))
 	case errors.Is(err, jetstream.ErrJetStreamNotEnabled), errors.Is(err, jetstream.ErrJetStreamNotEnabledForAccount):
-		return s.fail(ReasonUnavailable, err, "JetStream is not enabled on %s for this account", s.hosts)
+		return s.fail(outbox.ReasonUnavailable, err, "JetStream is not enabled on %s for this account", s.hosts)
 	case errors.Is(err, jetstream.ErrStreamNotFound), subj != "" && errors.Is(err, jetstream.ErrNoStreamResponse):
 		return s.diagnose(ctx, js, subj, err)
 	case isNATSAuth(err):
-		return PauseTarget(s.fail(ReasonAuth, err, "not authorized; grant the nats user publish permission on %s (and $JS.API.> for create_stream), then resume the target", s.subjectHint(subj)))
+		return outbox.PauseTarget(s.fail(outbox.ReasonAuth, err, "not authorized; grant the nats user publish permission on %s (and $JS.API.> for create_stream), then resume the target", s.subjectHint(subj)))
 	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, nats.ErrTimeout):
 		if v := s.perm.Load(); v != nil && !v.at.Before(start) {
-			return PauseTarget(s.fail(ReasonAuth, err, "the server refused the publish (%s); grant the nats user publish permission on the subjects and subscribe permission on _INBOX.>, then resume the target", v.text))
+			return outbox.PauseTarget(s.fail(outbox.ReasonAuth, err, "the server refused the publish (%s); grant the nats user publish permission on the subjects and subscribe permission on _INBOX.>, then resume the target", v.text))
 		}
 		if !nc.IsConnected() {
-			return s.fail(ReasonUnavailable, err, "connection to %s lost", s.hosts)
+			return s.fail(outbox.ReasonUnavailable, err, "connection to %s lost", s.hosts)
 		}
-		return s.fail(ReasonTimeout, err, "no PubAck from stream %s within %v", stream, s.timeout)
+		return s.fail(outbox.ReasonTimeout, err, "no PubAck from stream %s within %v", stream, s.timeout)
 	case errors.Is(err, nats.ErrConnectionClosed), errors.Is(err, nats.ErrConnectionReconnecting),
 		errors.Is(err, nats.ErrReconnectBufExceeded), errors.Is(err, nats.ErrNoServers),
 		errors.Is(err, nats.ErrDisconnected), errors.Is(err, jetstream.ErrNoStreamResponse):
-		return s.fail(ReasonUnavailable, err, "not connected to %s", s.hosts)
+		return s.fail(outbox.ReasonUnavailable, err, "not connected to %s", s.hosts)
 	case errors.Is(err, context.Canceled):
 		return err // shutting down; the event stays pending
 	case isAPI && api.ErrorCode == 10077 && strings.Contains(api.Description, "maximum"):
-		return s.fail(ReasonFull, err, "stream %s is full and discards new messages; raise its limits", stream)
+		return s.fail(outbox.ReasonFull, err, "stream %s is full and discards new messages; raise its limits", stream)
 	case isAPI && strings.Contains(strings.ToLower(api.Description), "leader"):
-		return s.fail(ReasonLeader, err, "stream %s is electing a leader", stream)
+		return s.fail(outbox.ReasonLeader, err, "stream %s is electing a leader", stream)
 	case isAPI:
-		return s.fail(ReasonRejected, err, "stream %s refused the message", stream)
+		return s.fail(outbox.ReasonRejected, err, "stream %s refused the message", stream)
 	}
-	return s.fail(ReasonRejected, s.redact(err), "publish to stream %s", stream)
+	return s.fail(outbox.ReasonRejected, s.redact(err), "publish to stream %s", stream)
 }
 
 // subjectHint names the subject of a failed publish, or the subjects of a
@@ -861,23 +710,23 @@ func (s *natsSender) diagnose(ctx context.Context, js jetstream.JetStream, subj 
 			}
 			return errNATSCreated
 		}
-		return s.fail(ReasonMissing, perr, "stream %s does not exist; create it with subjects that include %s, or set nats.create_stream: true", stream, s.subjectHint(subj))
+		return s.fail(outbox.ReasonMissing, perr, "stream %s does not exist; create it with subjects that include %s, or set nats.create_stream: true", stream, s.subjectHint(subj))
 	case err != nil:
 		var api *jetstream.APIError
 		if isNATSAuth(err) || (errors.As(err, &api) && api.Code == 403) {
-			return PauseTarget(s.fail(ReasonAuth, err, "not authorized to look up stream %s; grant the nats user access to $JS.API.STREAM.INFO.%s, then resume the target", stream, stream))
+			return outbox.PauseTarget(s.fail(outbox.ReasonAuth, err, "not authorized to look up stream %s; grant the nats user access to $JS.API.STREAM.INFO.%s, then resume the target", stream, stream))
 		}
-		return s.fail(ReasonUnavailable, perr, "stream %s did not answer (JetStream unavailable or electing a leader): %v", stream, err)
+		return s.fail(outbox.ReasonUnavailable, perr, "stream %s did not answer (JetStream unavailable or electing a leader): %v", stream, err)
 	}
 	if subj == "" {
-		return s.fail(ReasonUnavailable, perr, "stream %s did not answer", stream)
+		return s.fail(outbox.ReasonUnavailable, perr, "stream %s did not answer", stream)
 	}
 	subjects := st.CachedInfo().Config.Subjects
 	if !slices.ContainsFunc(subjects, func(f string) bool { return subjectMatch(f, subj) }) {
-		return Permanent(s.fail(ReasonNotInStream, perr, "subject %s is not in stream %s (subjects %s); add it to the stream's subjects or change nats.subject, then replay the dead letter",
+		return outbox.Permanent(s.fail(outbox.ReasonNotInStream, perr, "subject %s is not in stream %s (subjects %s); add it to the stream's subjects or change nats.subject, then replay the dead letter",
 			subj, stream, strings.Join(subjects, ", ")))
 	}
-	return s.fail(ReasonLeader, perr, "stream %s did not acknowledge (leader election or restart)", stream)
+	return s.fail(outbox.ReasonLeader, perr, "stream %s did not acknowledge (leader election or restart)", stream)
 }
 
 // Close disconnects. A later Send connects again.
