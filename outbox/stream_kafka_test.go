@@ -615,3 +615,59 @@ func TestKafkaLatency(t *testing.T) {
 	}
 	measureLatency(t, db, d, arrived, "consumer")
 }
+
+// TestKafkaTopicRecreated (issue 17 item 6): a topic deleted while the
+// target runs, then created again (by the target's create_topic, or by the
+// operator), takes deliveries again without a restart: the producer must
+// forget the old topic id instead of failing with UNKNOWN_TOPIC_ID
+// forever, and the error while it is missing must not tell the operator to
+// set a create_topic that is already set.
+func TestKafkaTopicRecreated(t *testing.T) {
+	for _, create := range []bool{true, false} {
+		t.Run(fmt.Sprintf("create_topic=%v", create), func(t *testing.T) {
+			kc := startKafka(t)
+			adm := kadm.NewClient(kc.client(t))
+			if _, err := adm.CreateTopic(t.Context(), 1, 1, nil, testTopic); err != nil {
+				t.Fatal(err)
+			}
+			db := mustOpenDB(t)
+			tg := kafkaTarget(kc.addr, func(c *KafkaConfig) { c.CreateTopic = create })
+			d := newTestDispatcher(t, db, streamConfig(tg))
+			runDispatcher(t, d)
+			enqueue(t, db, d, userEvent("user.created", "u1"))
+			waitStatus(t, d, 20*time.Second, "the first event", func(st TargetStatus) bool { return st.Delivered == 1 })
+
+			resp, err := adm.DeleteTopics(t.Context(), testTopic)
+			if err == nil {
+				err = resp.Error()
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !create {
+				sent := enqueue(t, db, d, userEvent("user.created", "u2"))
+				st := waitStatus(t, d, 20*time.Second, "a failed attempt", func(st TargetStatus) bool { return st.LastError != "" })
+				if !strings.Contains(st.LastError, "topic "+testTopic+" does not exist") || st.DeadLetters != 0 || st.Paused {
+					t.Errorf("status %+v, want a retried 'does not exist'", st)
+				}
+				if _, err := adm.CreateTopic(t.Context(), 1, 1, nil, testTopic); err != nil {
+					t.Fatal(err)
+				}
+				waitStatus(t, d, 20*time.Second, "delivered after the topic is back", func(st TargetStatus) bool { return st.Delivered == 2 })
+				checkStream(t, sent, kc.records(t, 1))
+				return
+			}
+			sent := enqueue(t, db, d, userEvent("user.created", "u2"), userEvent("user.updated", "u2"))
+			st := waitStatus(t, d, 20*time.Second, "delivered into the re-created topic", func(st TargetStatus) bool {
+				return st.Delivered == 3 || st.DeadLetters > 0 || st.Paused
+			})
+			if st.Delivered != 3 {
+				t.Fatalf("status %+v, want 3 delivered", st)
+			}
+			if strings.Contains(st.LastError, "create_topic: true") {
+				t.Errorf("last_error %q tells to set create_topic, which is set", st.LastError)
+			}
+			checkStream(t, sent, kc.records(t, 2))
+		})
+	}
+}

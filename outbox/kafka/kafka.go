@@ -280,9 +280,18 @@ func (s *kafkaSender) Send(ctx context.Context, ev outbox.Event) error {
 		return nil
 	}
 	if errors.Is(err, kerr.UnknownTopicOrPartition) || errors.Is(err, kerr.UnknownTopicID) {
+		// The topic is gone, or was deleted and created again under a new
+		// id: the client would keep producing to the id and partitions it
+		// knows (UNKNOWN_TOPIC_ID until a restart). Make it forget them, so
+		// that the next produce looks the topic up afresh, and check (and
+		// create) the topic again.
 		s.mu.Lock()
-		s.ready = false // check (and create) the topic again
+		purge := s.cl == cl
+		s.ready = false
 		s.mu.Unlock()
+		if purge {
+			cl.PurgeTopicsFromClient(s.cfg.Topic)
+		}
 		if s.cfg.CreateTopic {
 			if cl, _, err = s.client(ctx, false); err != nil {
 				return err
@@ -503,6 +512,9 @@ func (s *kafkaSender) classify(ctx context.Context, err error, rec *kgo.Record, 
 	case isKafkaAuth(err):
 		return outbox.PauseTarget(s.fail(outbox.ReasonAuth, err, "%s refused the connection's credentials or TLS; fix kafka.sasl or kafka.tls, then resume the target", s.hosts))
 	case errors.Is(err, kerr.UnknownTopicOrPartition), errors.Is(err, kerr.UnknownTopicID):
+		if s.cfg.CreateTopic {
+			return s.fail(outbox.ReasonMissing, err, "topic %s does not exist (deleted?); it is created again at the next attempt", topic)
+		}
 		return s.fail(outbox.ReasonMissing, err, "topic %s does not exist; create it or set kafka.create_topic: true", topic)
 	case errors.Is(err, kerr.NotLeaderForPartition), errors.Is(err, kerr.LeaderNotAvailable),
 		errors.Is(err, kerr.FencedLeaderEpoch), errors.Is(err, kerr.UnknownLeaderEpoch),

@@ -3,6 +3,7 @@ package kafka
 import (
 	"context"
 	"errors"
+	"strings"
 	"testing"
 	"time"
 
@@ -69,5 +70,28 @@ func TestKafkaKey(t *testing.T) {
 	}
 	if got := kafkaKey(outbox.Event{Type: "snapshot.completed"}); string(got) != "snapshot" {
 		t.Errorf("key of an event about no resource = %q, want snapshot", got)
+	}
+}
+
+// TestKafkaMissingWording (issue 17 item 6): a missing topic tells the
+// operator to set create_topic only when it is not set.
+func TestKafkaMissingWording(t *testing.T) {
+	for _, create := range []bool{false, true} {
+		snd, err := New(outbox.Target{Name: "app", Type: outbox.TypeKafka, Kafka: &outbox.KafkaConfig{Brokers: []string{"127.0.0.1:1"}, Topic: testTopic, CreateTopic: create}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		s := snd.(*kafkaSender)
+		for _, cause := range []error{kerr.UnknownTopicOrPartition, kerr.UnknownTopicID} {
+			got := s.classify(t.Context(), cause, &kgo.Record{Topic: testTopic}, time.Now())
+			var se *outbox.StreamError
+			if !errors.As(got, &se) || se.Reason != outbox.ReasonMissing || outbox.IsPermanent(got) || outbox.IsPauseTarget(got) {
+				t.Errorf("create_topic=%v: classify(%v) = %v, want a retried %s", create, cause, got, outbox.ReasonMissing)
+			}
+			if advises := strings.Contains(got.Error(), "set kafka.create_topic: true"); advises == create {
+				t.Errorf("create_topic=%v: %q", create, got)
+			}
+		}
+		_ = s.Close()
 	}
 }
