@@ -229,8 +229,19 @@ func (c *Config) Validate() error {
 		}
 		kind := t.kind()
 		if tr, ok := c.Transports[kind]; ok {
+			prefix := fmt.Sprintf("outbox.targets[%d]", i)
+			var own []error
 			if tr.Validate != nil {
-				errs = append(errs, tr.Validate(t, fmt.Sprintf("outbox.targets[%d]", i))...)
+				own = tr.Validate(t, prefix)
+				errs = append(errs, own...)
+			}
+			// url is the webhook's; another type that says nothing about it
+			// gets the general refusal.
+			if t.URL != "" && kind != TypeWebhook && !slices.ContainsFunc(own, func(err error) bool {
+				var fe *FieldError
+				return errors.As(err, &fe) && fe.Field == prefix+".url"
+			}) {
+				invalid(f("url"), "a %s target takes its address in its %s section, not url", kind, kind)
 			}
 		} else {
 			invalid(f("type"), "%q: use %s", t.Type, c.transportNames())

@@ -3,6 +3,7 @@ package outbox
 import (
 	"errors"
 	"maps"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -119,4 +120,36 @@ func TestRedactURL(t *testing.T) {
 	if got, want := RedactURL("https://user:pw@hooks.example:8443/in/x?token=s3cret#f"), "https://hooks.example:8443/in/x"; got != want {
 		t.Errorf("RedactURL = %q, want %q", got, want)
 	}
+}
+
+// TestTransportURL: url belongs to the webhook; a nats target names its
+// servers in its section (its transport's own text, reported once), and a
+// type whose transport says nothing about url gets the general refusal.
+func TestTransportURL(t *testing.T) {
+	cfg := testConfig("http://127.0.0.1:1/hook", "whsec_"+strings.Repeat("A", 32))
+	cfg.Transports[TypeRest] = Transport{}
+	cfg.Targets = append(cfg.Targets,
+		Target{Name: "n", Type: TypeNATS, URL: "nats://h:4222", NATS: &NATSConfig{URLs: []string{"nats://h:4222"}, Stream: "S"}},
+		Target{Name: "r", Type: TypeRest, URL: "https://app.example"})
+	var got []string
+	for _, err := range flattenErrors(cfg.Validate()) {
+		got = append(got, err.Error())
+	}
+	want := []string{
+		"outbox.targets[1].url: invalid: a nats target takes its servers in nats.urls, not url",
+		"outbox.targets[2].url: invalid: a rest target takes its address in its rest section, not url",
+	}
+	if !slices.Equal(got, want) {
+		t.Errorf("Validate = %q, want %q", got, want)
+	}
+}
+
+func flattenErrors(err error) []error {
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		return j.Unwrap()
+	}
+	if err == nil {
+		return nil
+	}
+	return []error{err}
 }

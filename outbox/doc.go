@@ -7,6 +7,14 @@
 // retained history (ReplayHistory), and serves the log as a pull feed (Feed).
 // It imports no package of this module.
 //
+// # Transports
+//
+// The engine knows no target type by itself. Each type lives in its own
+// package under outbox/ (webhook, nats, kafka, rest), which imports only
+// this one, and offers a Transport (Validate, New, Describe); the command
+// puts them in Config.Transports, and a target whose type has none is a
+// configuration error. A type's settings are its section of Target.
+//
 // # Contract
 //
 // Enqueue appends an event inside the caller's write transaction, so an event

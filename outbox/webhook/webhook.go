@@ -31,7 +31,7 @@ func Transport() outbox.Transport {
 	return outbox.Transport{
 		Validate: Validate,
 		New: func(t outbox.Target, env outbox.Env) (outbox.Sender, error) {
-			return New(t, env.Config.Concurrency, env.Metrics)
+			return New(t, env.Config.Concurrency)
 		},
 	}
 }
@@ -74,7 +74,7 @@ type Sender struct {
 }
 
 // New returns a sender for t with a keep-alive connection pool sized for
-// concurrency. m may be nil. The client follows no redirects, reads no
+// concurrency. The client follows no redirects, reads no
 // proxy settings from the environment, and bounds each request by the
 // target's timeout (DefaultTimeout when it sets none).
 //
@@ -86,8 +86,7 @@ type Sender struct {
 // the response, which we classify ourselves. Its Logger is nil: the
 // dispatcher logs each outcome once, and the library's own lines would
 // carry the URL's query string.
-func New(t outbox.Target, concurrency int, m *outbox.Metrics) (*Sender, error) {
-	_ = m // the dispatcher counts attempts and outcomes
+func New(t outbox.Target, concurrency int) (*Sender, error) {
 	if t.Timeout == 0 {
 		t.Timeout = outbox.DefaultTimeout
 	}

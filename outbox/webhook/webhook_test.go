@@ -37,7 +37,7 @@ func newTestSender(t *testing.T, url string, secrets ...string) *Sender {
 	ws, err := New(outbox.Target{
 		Name: "app", URL: url, Secrets: secrets, Timeout: time.Second,
 		Headers: map[string]string{"X-Api-Key": "k1"},
-	}, 4, nil)
+	}, 4)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -217,7 +217,7 @@ func TestWebhookTimeout(t *testing.T) {
 	}))
 	defer srv.Close()
 	defer close(release)
-	ws, err := New(outbox.Target{Name: "app", URL: srv.URL, Secrets: []string{mustSecret(t)}, Timeout: 50 * time.Millisecond}, 1, nil)
+	ws, err := New(outbox.Target{Name: "app", URL: srv.URL, Secrets: []string{mustSecret(t)}, Timeout: 50 * time.Millisecond}, 1)
 	if err != nil {
 		t.Fatal(err)
 	}
