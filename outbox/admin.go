@@ -311,6 +311,8 @@ func (d *Dispatcher) Replay(target string, eventIDs []string) (int, error) {
 // Discard deletes dead letters: those with the given event IDs, or all of the
 // target's when eventIDs is empty. It returns how many. If any ID is not a dead
 // letter of the target, nothing is deleted and the error wraps ErrNotFound.
+// A history replay skips the discarded events unless asked to include them
+// (HistoryRequest.IncludeDiscarded).
 func (d *Dispatcher) Discard(target string, eventIDs []string) (int, error) {
 	n, err := d.takeDead(target, eventIDs, false)
 	if err == nil {
@@ -355,6 +357,7 @@ func (d *Dispatcher) takeDead(target string, ids []string, replay bool) (int, er
 	}
 	total := 0
 	var from uint64
+	now := d.now()
 	for i := 0; ; {
 		var batch []string
 		if len(ids) > 0 {
@@ -375,6 +378,12 @@ func (d *Dispatcher) takeDead(target string, ids []string, replay bool) (int, er
 				return err
 			}
 			dead, idx, rb := b.Bucket(bucketDead), b.Bucket(bucketDeadIDs), b.Bucket(bucketReplay)
+			var discarded *bolt.Bucket
+			if !replay {
+				if discarded, err = markDiscardedBucket(tx, b); err != nil {
+					return err
+				}
+			}
 			type entry struct{ k, v []byte }
 			var take []entry
 			if batch != nil {
@@ -410,6 +419,11 @@ func (d *Dispatcher) takeDead(target string, ids []string, replay bool) (int, er
 					if err := rb.Put(e.k, e.v); err != nil {
 						return err
 					}
+				} else if !isSpoolKey(fromBE64(e.k)) && tx.Bucket(bucketEvents).Get(e.k) != nil {
+					// A history replay must not send it again unless asked.
+					if err := discarded.Put(e.k, be64(uint64(now.UnixNano()))); err != nil {
+						return err
+					}
 				}
 			}
 			n = len(take)
@@ -443,6 +457,24 @@ func (d *Dispatcher) takeDead(target string, ids []string, replay bool) (int, er
 		}
 	}
 	return total, nil
+}
+
+// markDiscardedBucket returns a target's bucket of discarded marks, created
+// if needed, after dropping the marks whose log entry was pruned (a pruned
+// event cannot be replayed from history, so its mark has no use).
+func markDiscardedBucket(tx *bolt.Tx, b *bolt.Bucket) (*bolt.Bucket, error) {
+	dis, err := b.CreateBucketIfNotExists(bucketDiscarded)
+	if err != nil {
+		return nil, err
+	}
+	pruned := getU64(tx.Bucket(bucketMeta), keyPruned)
+	c := dis.Cursor()
+	for k, _ := c.First(); k != nil && fromBE64(k) <= pruned; k, _ = c.First() {
+		if err := dis.Delete(k); err != nil {
+			return nil, err
+		}
+	}
+	return dis, nil
 }
 
 // notFound is ErrNotFound naming (up to 20 of) the missing IDs.
