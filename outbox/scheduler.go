@@ -276,13 +276,18 @@ func (s *scheduler) loop(ctx context.Context, commitErr <-chan error) error {
 				return err
 			}
 		}
-		if !now.Before(s.nextPrune) {
+		// While commits fail (Healthy), nothing new starts: no attempts,
+		// whose outcomes could not be recorded, and no pruning.
+		healthy := d.failing.Load() == nil
+		if healthy && !now.Before(s.nextPrune) {
 			if err := s.prune(now); err != nil {
 				return err
 			}
 		}
-		for _, l := range s.lanes {
-			s.dispatch(l, now)
+		if healthy {
+			for _, l := range s.lanes {
+				s.dispatch(l, now)
+			}
 		}
 		s.flushStats(now, false)
 		s.publish(now)
@@ -336,6 +341,9 @@ func (s *scheduler) nextWake(now time.Time) time.Time {
 	}
 	if s.nextStats.Before(next) {
 		next = s.nextStats
+	}
+	if s.d.failing.Load() != nil {
+		return next // no attempt is due until the committer kicks the loop
 	}
 	for _, l := range s.lanes {
 		if l.paused || l.inflight >= s.cfg.Concurrency || len(l.ready) == 0 {
