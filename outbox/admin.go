@@ -43,6 +43,9 @@ type TargetStatus struct {
 	LastError   string    `json:"last_error,omitempty"`
 	LastErrorAt time.Time `json:"last_error_at,omitzero"`
 	LastStatus  int       `json:"last_status,omitempty"`
+	// Quarantined counts the events whose stored value did not decode (the
+	// database file is damaged), dead-lettered without being sent.
+	Quarantined uint64 `json:"quarantined,omitempty"`
 	// Backfill is the target's last backfill, if it ever had one.
 	Backfill *BackfillStatus `json:"backfill,omitempty"`
 	// History is the history replay in progress, if any.
@@ -79,6 +82,10 @@ type DeadLetter struct {
 	LastError      string    `json:"last_error"`
 	// ResponseBody is the start of the last response, at most 4 KiB.
 	ResponseBody string `json:"response_body,omitempty"`
+	// Quarantined is true for an event whose stored value did not decode
+	// (the database file is damaged): it was never sent, Event holds what
+	// could be read of it, and LastError says why. Replay leaves it alone.
+	Quarantined bool `json:"quarantined,omitempty"`
 }
 
 func (d *Dispatcher) checkTarget(name string) error {
@@ -121,8 +128,8 @@ func (d *Dispatcher) Status() ([]TargetStatus, error) {
 				if _, err := getJSON(b, keyStats, &ts); err != nil {
 					return err
 				}
-				st.Delivered, st.LastSuccess, st.LastError, st.LastErrorAt, st.LastStatus =
-					ts.Delivered, ts.LastSuccess, ts.LastError, ts.LastErrorAt, ts.LastStatus
+				st.Delivered, st.LastSuccess, st.LastError, st.LastErrorAt, st.LastStatus, st.Quarantined =
+					ts.Delivered, ts.LastSuccess, ts.LastError, ts.LastErrorAt, ts.LastStatus, ts.Quarantined
 				st.DeadLetters = int(getU64(b, keyDeadN))
 				spool := b.Bucket(bucketSpool)
 				var rec backfillRecord
@@ -175,8 +182,8 @@ func (d *Dispatcher) Status() ([]TargetStatus, error) {
 			}
 			if fresh { // fresher than what was committed
 				st.Backlog, oldest = snap.backlog, snap.oldest
-				st.Delivered, st.LastSuccess, st.LastError, st.LastErrorAt, st.LastStatus =
-					snap.stats.Delivered, snap.stats.LastSuccess, snap.stats.LastError, snap.stats.LastErrorAt, snap.stats.LastStatus
+				st.Delivered, st.LastSuccess, st.LastError, st.LastErrorAt, st.LastStatus, st.Quarantined =
+					snap.stats.Delivered, snap.stats.LastSuccess, snap.stats.LastError, snap.stats.LastErrorAt, snap.stats.LastStatus, snap.stats.Quarantined
 				if st.History != nil {
 					st.History.Remaining = snap.histLeft
 				}
@@ -299,7 +306,9 @@ func decodeDead(k, v []byte) (DeadLetter, error) {
 // if its log entry had been pruned; after the log events waiting for its
 // resources for a snapshot event, which goes back to the target's spool and
 // never into the log. The work is done in chunks of short transactions, so
-// a large set does not hold the database's writer.
+// a large set does not hold the database's writer. A quarantined dead
+// letter (DeadLetter.Quarantined) has nothing to send: "all" leaves it
+// where it is, and naming it is ErrInvalidArgument.
 func (d *Dispatcher) Replay(target string, eventIDs []string) (int, error) {
 	n, err := d.takeDead(target, eventIDs, true)
 	if err == nil {
@@ -338,9 +347,18 @@ func (d *Dispatcher) takeDead(target string, ids []string, replay bool) (int, er
 				missing = append(missing, id)
 				continue
 			}
+			var v []byte
 			k := b.Bucket(bucketDeadIDs).Get([]byte(id))
-			if k == nil || b.Bucket(bucketDead).Get(k) == nil {
+			if k != nil {
+				v = b.Bucket(bucketDead).Get(k)
+			}
+			if v == nil {
 				missing = append(missing, id)
+				continue
+			}
+			if dl, err := decodeDead(k, v); replay && err == nil && dl.Quarantined {
+				return fmt.Errorf("%w: event %s of target %s was quarantined (its stored value is damaged) and cannot be replayed: discard it, or restore the database from a backup",
+					ErrInvalidArgument, id, target)
 			}
 		}
 		if len(missing) > 0 {
@@ -369,10 +387,10 @@ func (d *Dispatcher) takeDead(target string, ids []string, replay bool) (int, er
 		} else if upTo == 0 || from > upTo {
 			break
 		}
-		var n, staged int
+		var n, staged, kept int
 		var more bool
 		err := d.write(func(tx *bolt.Tx) error {
-			n, staged, more = 0, 0, false
+			n, staged, kept, more = 0, 0, 0, false
 			b, err := d.ensureNamed(tx, target)
 			if err != nil {
 				return err
@@ -409,6 +427,10 @@ func (d *Dispatcher) takeDead(target string, ids []string, replay bool) (int, er
 				if err != nil {
 					return err
 				}
+				if replay && dl.Quarantined {
+					kept++ // nothing to send: it stays until discarded
+					continue
+				}
 				if err := dead.Delete(e.k); err != nil {
 					return err
 				}
@@ -426,7 +448,7 @@ func (d *Dispatcher) takeDead(target string, ids []string, replay bool) (int, er
 					}
 				}
 			}
-			n = len(take)
+			n = len(take) - kept
 			if err := addU64(b, keyDeadN, -n); err != nil {
 				return err
 			}
@@ -452,6 +474,10 @@ func (d *Dispatcher) takeDead(target string, ids []string, replay bool) (int, er
 			return total, err
 		}
 		total += n
+		if kept > 0 {
+			d.logger.Warn("Quarantined dead letters left out of the replay: discard them, or restore the database from a backup",
+				logKeyTarget, target, logKeyCount, kept)
+		}
 		if batch == nil && !more {
 			break
 		}

@@ -296,7 +296,7 @@ func (s *scheduler) refillHistory(l *lane, room int) error {
 			}
 			ev, err := decodeEvent(seq, v)
 			if err != nil {
-				return err
+				ev = salvageEvent(seq, v, err) // dead-lettered unsent
 			}
 			adm = append(adm, &item{key: seq, ev: ev, res: uniq(ev.Resources), heapIdx: -1})
 		}
