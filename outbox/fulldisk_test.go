@@ -218,3 +218,47 @@ func TestFullDiskKeepsRunning(t *testing.T) {
 		t.Fatalf("Run = %v, want context.Canceled", err)
 	}
 }
+
+// Issue 17 item 5, at start: Run's first transaction (the delivery state
+// of targets configured for the first time) meets a full disk. Run waits
+// for room, not Ready, with Healthy saying why, and starts when space
+// returns. Before, Run returned the error and serve exited, at every start.
+func TestFullDiskAtStart(t *testing.T) {
+	dir := mountTmpfs(t, "8m")
+	db, err := bolt.Open(filepath.Join(dir, "scimgate.db"), 0o600, &bolt.Options{Timeout: time.Second,
+		NoFreelistSync: true, FreelistType: bolt.FreelistMapType, InitialMmapSize: 256 << 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { closeDB(t, db) })
+	if err := db.Update(InitBuckets); err != nil {
+		t.Fatal(err)
+	}
+	secret := mustSecret(t)
+	rc := newReceiver(t, secret, nil)
+	cfg := testConfig(rc.srv.URL, secret)
+	for i := range 200 { // enough new state buckets to need pages the file does not have yet
+		cfg.Targets = append(cfg.Targets, Target{Name: fmt.Sprintf("t%03d", i), URL: rc.srv.URL, Secrets: []string{secret}, Events: []string{"none"}})
+	}
+	d := newTestDispatcher(t, db, cfg)
+	free := fillDisk(t, dir)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- d.Run(ctx) }()
+	waitRunning(t, 10*time.Second, "Healthy to report the refused start", done, func() bool { return d.Healthy() != nil })
+	if err := d.Healthy(); !strings.Contains(err.Error(), "load delivery state") || !strings.Contains(err.Error(), "no space left on device") {
+		t.Errorf("Healthy() = %v, want it to name the start and the full disk", err)
+	}
+	if d.Ready() {
+		t.Error("Ready before the delivery state could be loaded")
+	}
+	free()
+	waitRunning(t, 10*time.Second, "Run ready once there is room", done, func() bool { return d.Ready() && d.Healthy() == nil })
+	evs := enqueue(t, db, d, userEvent("user.created", "u1"))
+	rc.waitAcked(t, 5*time.Second, evs)
+	cancel()
+	if err := <-done; !errors.Is(err, context.Canceled) {
+		t.Fatalf("Run = %v, want context.Canceled", err)
+	}
+}
