@@ -43,6 +43,9 @@ type TargetStatus struct {
 	LastError   string    `json:"last_error,omitempty"`
 	LastErrorAt time.Time `json:"last_error_at,omitzero"`
 	LastStatus  int       `json:"last_status,omitempty"`
+	// Quarantined counts the events whose stored value did not decode (the
+	// database file is damaged), dead-lettered without being sent.
+	Quarantined uint64 `json:"quarantined,omitempty"`
 	// Backfill is the target's last backfill, if it ever had one.
 	Backfill *BackfillStatus `json:"backfill,omitempty"`
 	// History is the history replay in progress, if any.
@@ -79,6 +82,10 @@ type DeadLetter struct {
 	LastError      string    `json:"last_error"`
 	// ResponseBody is the start of the last response, at most 4 KiB.
 	ResponseBody string `json:"response_body,omitempty"`
+	// Quarantined is true for an event whose stored value did not decode
+	// (the database file is damaged): it was never sent, Event holds what
+	// could be read of it, and LastError says why. Replay leaves it alone.
+	Quarantined bool `json:"quarantined,omitempty"`
 }
 
 func (d *Dispatcher) checkTarget(name string) error {
@@ -121,8 +128,8 @@ func (d *Dispatcher) Status() ([]TargetStatus, error) {
 				if _, err := getJSON(b, keyStats, &ts); err != nil {
 					return err
 				}
-				st.Delivered, st.LastSuccess, st.LastError, st.LastErrorAt, st.LastStatus =
-					ts.Delivered, ts.LastSuccess, ts.LastError, ts.LastErrorAt, ts.LastStatus
+				st.Delivered, st.LastSuccess, st.LastError, st.LastErrorAt, st.LastStatus, st.Quarantined =
+					ts.Delivered, ts.LastSuccess, ts.LastError, ts.LastErrorAt, ts.LastStatus, ts.Quarantined
 				st.DeadLetters = int(getU64(b, keyDeadN))
 				spool := b.Bucket(bucketSpool)
 				var rec backfillRecord
@@ -175,8 +182,8 @@ func (d *Dispatcher) Status() ([]TargetStatus, error) {
 			}
 			if fresh { // fresher than what was committed
 				st.Backlog, oldest = snap.backlog, snap.oldest
-				st.Delivered, st.LastSuccess, st.LastError, st.LastErrorAt, st.LastStatus =
-					snap.stats.Delivered, snap.stats.LastSuccess, snap.stats.LastError, snap.stats.LastErrorAt, snap.stats.LastStatus
+				st.Delivered, st.LastSuccess, st.LastError, st.LastErrorAt, st.LastStatus, st.Quarantined =
+					snap.stats.Delivered, snap.stats.LastSuccess, snap.stats.LastError, snap.stats.LastErrorAt, snap.stats.LastStatus, snap.stats.Quarantined
 				if st.History != nil {
 					st.History.Remaining = snap.histLeft
 				}
@@ -299,7 +306,9 @@ func decodeDead(k, v []byte) (DeadLetter, error) {
 // if its log entry had been pruned; after the log events waiting for its
 // resources for a snapshot event, which goes back to the target's spool and
 // never into the log. The work is done in chunks of short transactions, so
-// a large set does not hold the database's writer.
+// a large set does not hold the database's writer. A quarantined dead
+// letter (DeadLetter.Quarantined) has nothing to send: "all" leaves it
+// where it is, and naming it is ErrInvalidArgument.
 func (d *Dispatcher) Replay(target string, eventIDs []string) (int, error) {
 	n, err := d.takeDead(target, eventIDs, true)
 	if err == nil {
@@ -311,6 +320,8 @@ func (d *Dispatcher) Replay(target string, eventIDs []string) (int, error) {
 // Discard deletes dead letters: those with the given event IDs, or all of the
 // target's when eventIDs is empty. It returns how many. If any ID is not a dead
 // letter of the target, nothing is deleted and the error wraps ErrNotFound.
+// A history replay skips the discarded events unless asked to include them
+// (HistoryRequest.IncludeDiscarded).
 func (d *Dispatcher) Discard(target string, eventIDs []string) (int, error) {
 	n, err := d.takeDead(target, eventIDs, false)
 	if err == nil {
@@ -336,9 +347,18 @@ func (d *Dispatcher) takeDead(target string, ids []string, replay bool) (int, er
 				missing = append(missing, id)
 				continue
 			}
+			var v []byte
 			k := b.Bucket(bucketDeadIDs).Get([]byte(id))
-			if k == nil || b.Bucket(bucketDead).Get(k) == nil {
+			if k != nil {
+				v = b.Bucket(bucketDead).Get(k)
+			}
+			if v == nil {
 				missing = append(missing, id)
+				continue
+			}
+			if dl, err := decodeDead(k, v); replay && err == nil && dl.Quarantined {
+				return fmt.Errorf("%w: event %s of target %s was quarantined (its stored value is damaged) and cannot be replayed: discard it, or restore the database from a backup",
+					ErrInvalidArgument, id, target)
 			}
 		}
 		if len(missing) > 0 {
@@ -355,6 +375,7 @@ func (d *Dispatcher) takeDead(target string, ids []string, replay bool) (int, er
 	}
 	total := 0
 	var from uint64
+	now := d.now()
 	for i := 0; ; {
 		var batch []string
 		if len(ids) > 0 {
@@ -366,15 +387,21 @@ func (d *Dispatcher) takeDead(target string, ids []string, replay bool) (int, er
 		} else if upTo == 0 || from > upTo {
 			break
 		}
-		var n, staged int
+		var n, staged, kept int
 		var more bool
 		err := d.write(func(tx *bolt.Tx) error {
-			n, staged, more = 0, 0, false
+			n, staged, kept, more = 0, 0, 0, false
 			b, err := d.ensureNamed(tx, target)
 			if err != nil {
 				return err
 			}
 			dead, idx, rb := b.Bucket(bucketDead), b.Bucket(bucketDeadIDs), b.Bucket(bucketReplay)
+			var discarded *bolt.Bucket
+			if !replay {
+				if discarded, err = markDiscardedBucket(tx, b); err != nil {
+					return err
+				}
+			}
 			type entry struct{ k, v []byte }
 			var take []entry
 			if batch != nil {
@@ -400,6 +427,10 @@ func (d *Dispatcher) takeDead(target string, ids []string, replay bool) (int, er
 				if err != nil {
 					return err
 				}
+				if replay && dl.Quarantined {
+					kept++ // nothing to send: it stays until discarded
+					continue
+				}
 				if err := dead.Delete(e.k); err != nil {
 					return err
 				}
@@ -410,9 +441,14 @@ func (d *Dispatcher) takeDead(target string, ids []string, replay bool) (int, er
 					if err := rb.Put(e.k, e.v); err != nil {
 						return err
 					}
+				} else if !isSpoolKey(fromBE64(e.k)) && tx.Bucket(bucketEvents).Get(e.k) != nil {
+					// A history replay must not send it again unless asked.
+					if err := discarded.Put(e.k, be64(uint64(now.UnixNano()))); err != nil {
+						return err
+					}
 				}
 			}
-			n = len(take)
+			n = len(take) - kept
 			if err := addU64(b, keyDeadN, -n); err != nil {
 				return err
 			}
@@ -438,11 +474,33 @@ func (d *Dispatcher) takeDead(target string, ids []string, replay bool) (int, er
 			return total, err
 		}
 		total += n
+		if kept > 0 {
+			d.logger.Warn("Quarantined dead letters left out of the replay: discard them, or restore the database from a backup",
+				logKeyTarget, target, logKeyCount, kept)
+		}
 		if batch == nil && !more {
 			break
 		}
 	}
 	return total, nil
+}
+
+// markDiscardedBucket returns a target's bucket of discarded marks, created
+// if needed, after dropping the marks whose log entry was pruned (a pruned
+// event cannot be replayed from history, so its mark has no use).
+func markDiscardedBucket(tx *bolt.Tx, b *bolt.Bucket) (*bolt.Bucket, error) {
+	dis, err := b.CreateBucketIfNotExists(bucketDiscarded)
+	if err != nil {
+		return nil, err
+	}
+	pruned := getU64(tx.Bucket(bucketMeta), keyPruned)
+	c := dis.Cursor()
+	for k, _ := c.First(); k != nil && fromBE64(k) <= pruned; k, _ = c.First() {
+		if err := dis.Delete(k); err != nil {
+			return nil, err
+		}
+	}
+	return dis, nil
 }
 
 // notFound is ErrNotFound naming (up to 20 of) the missing IDs.

@@ -554,7 +554,7 @@ func (s *scheduler) admitSpool(l *lane, room int) error {
 			}
 			ev, err := decodeSpool(key, v)
 			if err != nil {
-				return err
+				ev = salvageEvent(key, v, err) // dead-lettered unsent
 			}
 			adm = append(adm, spooled{key, ev})
 		}

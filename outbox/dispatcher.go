@@ -40,7 +40,9 @@ const (
 	maxPruneEvery   = time.Minute            // prune pass interval, at most
 	maxErrorText    = 1024                   // bytes of an error kept in state
 	minPruneEvery   = 5 * time.Millisecond
-	adminChunk      = 1000 // keys per transaction of bulk admin work
+	adminChunk      = 1000                  // keys per transaction of bulk admin work
+	minCommitRetry  = 50 * time.Millisecond // first wait before a failed commit is tried again
+	maxCommitRetry  = 5 * time.Second       // longest wait between tries
 )
 
 // Dispatcher delivers the outbox log to the configured targets: at least once,
@@ -75,6 +77,9 @@ type Dispatcher struct {
 	kick    chan struct{} // inbox has work; capacity 1
 	running atomic.Bool
 	ready   atomic.Bool
+	// failing is set while the storage refuses commits of delivery state
+	// (a full disk): Run keeps the outcomes in memory and retries.
+	failing atomic.Pointer[commitFailure]
 	counted uint64 // log entries counted in EventsEnqueued; owned by Run
 
 	// mu orders admin writes against Run's start and stop: while opsOpen,
@@ -282,10 +287,75 @@ func (d *Dispatcher) Notify() {
 // Ready reports whether Run is running.
 func (d *Dispatcher) Ready() bool { return d.ready.Load() }
 
+// commitFailure is why, since when, and how many changes wait.
+type commitFailure struct {
+	err   error
+	since time.Time
+	held  int
+}
+
+// Healthy returns an error while Run cannot record delivery state because
+// the storage refuses to commit (a full disk, an I/O error): Run goes on,
+// keeps what it has not recorded in memory, starts no new attempts, and
+// tries the commit again, every few seconds at most, until it succeeds (the
+// disk has room again). Admin calls that write fail meanwhile. A readiness
+// probe should report the gateway not ready while it returns an error. It
+// returns nil otherwise, also when Run is not running (see Ready).
+func (d *Dispatcher) Healthy() error {
+	f := d.failing.Load()
+	if f == nil {
+		return nil
+	}
+	return fmt.Errorf("outbox: recording delivery state fails since %s (%d changes kept in memory and retried; free disk space): %w",
+		f.since.UTC().Format(time.RFC3339), f.held, f.err)
+}
+
+// setFailing records a failed commit; held changes wait for the next try.
+func (d *Dispatcher) setFailing(err error, held int) {
+	prev := d.failing.Load()
+	since := d.now()
+	if prev == nil {
+		d.logger.Error("Recording delivery state failed; no new attempts until it succeeds, tried again every few seconds (free disk space)",
+			logKeyCount, held, logKeyErr, err)
+		d.metrics.commitFailing(true)
+	} else {
+		since = prev.since
+	}
+	d.failing.Store(&commitFailure{err: err, since: since, held: held})
+}
+
+// clearFailing records that commits succeed again and wakes Run's loop.
+func (d *Dispatcher) clearFailing() {
+	if prev := d.failing.Swap(nil); prev != nil {
+		d.logger.Info("Recording delivery state works again", "failed_for", d.now().Sub(prev.since).Round(time.Millisecond))
+		d.metrics.commitFailing(false)
+		select {
+		case d.kick <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// fnError is an error an op (or Run's load) returned, not a refused commit:
+// damaged data or a defect, which trying again would not cure.
+type fnError struct{ err error }
+
+func (e *fnError) Error() string { return e.err.Error() }
+func (e *fnError) Unwrap() error { return e.err }
+
+// storageRefused reports whether err, from an Update, is the storage
+// refusing a commit (worth trying again) rather than an op's own error or a
+// closed database.
+func storageRefused(err error) bool {
+	var fe *fnError
+	return err != nil && !errors.As(err, &fe) && !errors.Is(err, bolt.ErrDatabaseNotOpen) && !errors.Is(err, bolt.ErrTxClosed)
+}
+
 // op is one unit of work for the committer. Ops that are not admin are
-// committed together in one transaction, in FIFO order; an error from one of
-// them is a storage failure that stops Run. Admin ops get a transaction of
-// their own and their error goes back to the caller.
+// committed together in one transaction, in FIFO order; an error returned by
+// one of them stops Run, while a commit the storage refuses is tried again
+// (see Healthy). Admin ops get a transaction of their own and their error
+// goes back to the caller.
 type op struct {
 	fn    func(tx *bolt.Tx) error
 	after func() // after commit, in the committer goroutine; must not block
@@ -304,16 +374,9 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 	}
 	defer d.running.Store(false)
 
-	d.mu.Lock()
-	var s *scheduler
-	err := d.database().Update(func(tx *bolt.Tx) error {
-		var err error
-		s, err = d.load(tx)
-		return err
-	})
+	s, err := d.start(ctx)
 	if err != nil {
-		d.mu.Unlock()
-		return fmt.Errorf("outbox: load delivery state: %w", err)
+		return err
 	}
 	d.inboxMu.Lock()
 	d.inbox = nil // stale notices from an earlier Run; state was just reloaded
@@ -355,6 +418,8 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 	close(ops)
 	d.mu.Unlock()
 	committer.Wait()
+	d.failing.Store(nil)
+	d.metrics.commitFailing(false)
 	select {
 	case cerr := <-commitErr:
 		if err == nil || errors.Is(err, ctx.Err()) {
@@ -372,12 +437,101 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 	return err
 }
 
+// start loads the delivery state in Run's first transaction and returns
+// with d.mu held. A commit the storage refuses (a full disk) is tried again
+// until it succeeds or ctx is done, with Healthy reporting it meanwhile: a
+// restart on a full disk waits for room instead of failing.
+func (d *Dispatcher) start(ctx context.Context) (*scheduler, error) {
+	wait := minCommitRetry
+	for {
+		d.mu.Lock()
+		var s *scheduler
+		err := d.database().Update(func(tx *bolt.Tx) error {
+			var err error
+			if s, err = d.load(tx); err != nil {
+				return &fnError{err}
+			}
+			return nil
+		})
+		if err == nil {
+			d.clearFailing()
+			return s, nil
+		}
+		d.mu.Unlock()
+		if !storageRefused(err) {
+			d.clearFailing()
+			return nil, fmt.Errorf("outbox: load delivery state: %w", err)
+		}
+		d.setFailing(fmt.Errorf("load delivery state: %w", err), 0)
+		select {
+		case <-ctx.Done():
+			d.clearFailing()
+			return nil, ctx.Err()
+		case <-time.After(wait):
+		}
+		wait = min(2*wait, maxCommitRetry)
+	}
+}
+
 // commitLoop is the single writer of delivery state. It commits whatever is
 // queued in one transaction (group commit: one fsync for many outcomes).
+//
+// When the storage refuses a commit (a full disk), the ops stay held, in
+// order, with every op queued after them, and are tried again with a
+// growing wait (minCommitRetry to maxCommitRetry) until the commit
+// succeeds; Healthy reports it meanwhile, admin ops fail at once (unless a
+// try made just before them succeeds), and the scheduler starts no new
+// attempts. When ops is closed (Run stops) with ops still held, one last
+// try is made; if it fails, what they recorded is lost (the events are
+// delivered again by the next Run) and errc says so.
 func (d *Dispatcher) commitLoop(ops <-chan *op, errc chan<- error) {
-	var failed error
+	var fatal error // an op's own error: nothing is committed after it
+	var held []*op
+	retry := time.NewTimer(time.Hour)
+	retry.Stop()
+	defer retry.Stop()
+	wait := minCommitRetry
+	// flush tries to commit what is held; it reports whether all of it is.
+	flush := func() bool {
+		err := d.commitHeld(&held)
+		switch {
+		case err == nil:
+			wait = minCommitRetry
+			d.clearFailing()
+			return true
+		case storageRefused(err):
+			d.setFailing(err, len(held))
+			retry.Reset(wait)
+			wait = min(2*wait, maxCommitRetry)
+		default:
+			fatal = fmt.Errorf("outbox: commit delivery state: %w", err)
+			errc <- fatal // capacity 1, sent once
+			held = nil
+			d.clearFailing()
+		}
+		return false
+	}
 	batch := make([]*op, 0, maxCommitBatch)
-	for first := range ops {
+	for {
+		var first *op
+		ok := true
+		if len(held) == 0 {
+			first, ok = <-ops
+		} else {
+			select {
+			case first, ok = <-ops:
+			case <-retry.C:
+				flush()
+				continue
+			}
+		}
+		if !ok {
+			if len(held) > 0 && !flush() && fatal == nil {
+				errc <- fmt.Errorf("outbox: commit delivery state at shutdown: %w (%d changes not recorded: the events concerned are delivered again after a restart)",
+					d.failing.Load().err, len(held))
+			}
+			return
+		}
 		batch = append(batch[:0], first)
 	collect:
 		for len(batch) < maxCommitBatch {
@@ -394,8 +548,12 @@ func (d *Dispatcher) commitLoop(ops <-chan *op, errc chan<- error) {
 		for i := 0; i < len(batch); {
 			if o := batch[i]; o.admin {
 				i++
-				if failed != nil {
-					o.done <- failed
+				switch {
+				case fatal != nil:
+					o.done <- fatal
+					continue
+				case len(held) > 0 && !flush():
+					o.done <- d.Healthy()
 					continue
 				}
 				err := d.database().Update(o.fn)
@@ -411,30 +569,44 @@ func (d *Dispatcher) commitLoop(ops <-chan *op, errc chan<- error) {
 			}
 			run := batch[i:j]
 			i = j
-			if failed != nil {
+			if fatal != nil {
 				continue
 			}
-			err := d.database().Update(func(tx *bolt.Tx) error {
-				for _, o := range run {
-					if err := o.fn(tx); err != nil {
-						return err
-					}
-				}
-				return nil
-			})
-			if err != nil {
-				failed = fmt.Errorf("outbox: commit delivery state: %w", err)
-				errc <- failed // capacity 1, sent once
-				continue
-			}
-			for _, o := range run {
-				if o.after != nil {
-					o.after()
-				}
+			held = append(held, run...) // in order after what is held already
+			if len(held) == len(run) {
+				flush()
 			}
 		}
 		clear(batch) // drop references to closures
 	}
+}
+
+// commitHeld commits the held ops in order, maxCommitBatch to a
+// transaction, runs their after funcs, and drops them from held.
+func (d *Dispatcher) commitHeld(held *[]*op) error {
+	for len(*held) > 0 {
+		run := (*held)[:min(len(*held), maxCommitBatch)]
+		err := d.database().Update(func(tx *bolt.Tx) error {
+			for _, o := range run {
+				if err := o.fn(tx); err != nil {
+					return &fnError{err}
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+		for _, o := range run {
+			if o.after != nil {
+				o.after()
+			}
+		}
+		clear(run)
+		*held = (*held)[len(run):]
+	}
+	*held = nil
+	return nil
 }
 
 // write runs an admin change: through the committer while Run is running, so

@@ -101,6 +101,11 @@ type Event struct {
 	Data json.RawMessage `json:"data,omitempty"`
 	// Changes is the envelope's "changes" object, or nil.
 	Changes json.RawMessage `json:"changes,omitempty"`
+
+	// undecodable is set on the stand-in for a stored event whose value
+	// does not decode (see salvageEvent): the dispatcher never sends it; it
+	// dead-letters it with this reason.
+	undecodable string
 }
 
 // storedEvent is the log encoding of an Event; the seq is the key. ID and type
@@ -183,6 +188,37 @@ func decodeEvent(seq uint64, v []byte) (Event, error) {
 		Data:       s.Data,
 		Changes:    s.Changes,
 	}, nil
+}
+
+// salvageEvent stands in for a stored event (log seq, or spool key) whose
+// value v does not decode, damaged on disk: the id and type when they can
+// still be read (the type decides which targets it concerns), the time of
+// the salvage, and the reason it is quarantined. One damaged value must not
+// stop delivery: the dispatcher dead-letters the stand-in, unsent, and says
+// so in the log and the target's status.
+func salvageEvent(key uint64, v []byte, err error) Event {
+	where := fmt.Sprintf("log sequence %d", key)
+	id := fmt.Sprintf("evt_undecodable_%d", key)
+	if isSpoolKey(key) {
+		where = fmt.Sprintf("snapshot event %x", key)
+		id = fmt.Sprintf("evt_undecodable_%x", key)
+	}
+	if got := peekID(v); got != "" {
+		id = got
+	}
+	return Event{ID: id, Seq: key, Type: peekType(v), OccurredAt: time.Now().UTC(),
+		undecodable: fmt.Sprintf("quarantined, not sent: the stored event (%s) does not decode (%v); the database file is damaged: restore it from a backup, or discard this dead letter", where, err)}
+}
+
+// peekID returns the id of an encoded event when it can be read without
+// decoding (it comes first), "" otherwise.
+func peekID(v []byte) string {
+	if rest, ok := bytes.CutPrefix(v, []byte(`{"id":"`)); ok {
+		if i := bytes.IndexByte(rest, '"'); i > 0 && plainASCII(rest[:i]) {
+			return string(rest[:i])
+		}
+	}
+	return ""
 }
 
 // peekType returns the type of an encoded event without decoding all of it.

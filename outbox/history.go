@@ -3,6 +3,7 @@ package outbox
 import (
 	"encoding/json"
 	"fmt"
+	"math"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -17,7 +18,31 @@ type HistoryResult struct {
 	// none).
 	FromSequence uint64 `json:"from_sequence"`
 	ToSequence   uint64 `json:"to_sequence"`
+	// SkippedDiscarded is the number of events in the range left out
+	// because an operator discarded their dead letter (see
+	// HistoryRequest.IncludeDiscarded).
+	SkippedDiscarded int `json:"skipped_discarded,omitempty"`
 }
+
+// HistoryRequest selects what ReplayHistoryWith re-delivers.
+type HistoryRequest struct {
+	// After selects the events after this sequence, Since those that
+	// occurred at or after this time, which must not be in the future. At
+	// most one of the two; neither: everything retained.
+	After uint64
+	Since time.Time
+	// IncludeDiscarded re-delivers the events whose dead letter an operator
+	// discarded, too. By default they are skipped: the operator decided the
+	// target should not have them.
+	IncludeDiscarded bool
+}
+
+// bucketDiscarded, in a target's state bucket, marks the log events whose
+// dead letter an operator discarded (be64(seq) → be64(unix nanoseconds of
+// the discard)), so that a history replay skips them. A mark is dropped when
+// its log entry is pruned (by the next discard) or when a history replay
+// that includes discarded events sends the event again.
+var bucketDiscarded = []byte("discarded")
 
 // HistoryStatus is a history replay in progress.
 type HistoryStatus struct {
@@ -38,6 +63,8 @@ type historyRecord struct {
 	Total     int       `json:"total"`
 	Admitted  int       `json:"admitted"`
 	StartedAt time.Time `json:"started_at"`
+	// IncludeDiscarded: see HistoryRequest.
+	IncludeDiscarded bool `json:"include_discarded,omitempty"`
 }
 
 func (r historyRecord) status() *HistoryStatus {
@@ -68,9 +95,24 @@ type histRun struct {
 // It returns ErrInvalidArgument when both after and since are given,
 // ErrUnknownTarget, or ErrConflict while a backfill or another history
 // replay of the target runs.
+//
+// Events whose dead letter an operator discarded are skipped too; see
+// ReplayHistoryWith to include them.
 func (d *Dispatcher) ReplayHistory(target string, after uint64, since time.Time) (HistoryResult, error) {
+	return d.ReplayHistoryWith(target, HistoryRequest{After: after, Since: since})
+}
+
+// ReplayHistoryWith is ReplayHistory with the options of req. A Since in the
+// future is ErrInvalidArgument (no event occurred after it: a mistyped year
+// must not replay everything).
+func (d *Dispatcher) ReplayHistoryWith(target string, req HistoryRequest) (HistoryResult, error) {
+	after, since := req.After, req.Since
 	if after != 0 && !since.IsZero() {
 		return HistoryResult{}, fmt.Errorf("%w: give either a sequence to replay after or a time to replay since, not both", ErrInvalidArgument)
+	}
+	if now := d.now(); since.After(now) {
+		return HistoryResult{}, fmt.Errorf("%w: since %s is in the future (the gateway's clock reads %s): no event occurred after it; check the date",
+			ErrInvalidArgument, since.UTC().Format(time.RFC3339), now.UTC().Format(time.RFC3339))
 	}
 	d.bfMu.Lock()
 	defer d.bfMu.Unlock()
@@ -122,6 +164,7 @@ func (d *Dispatcher) ReplayHistory(target string, after uint64, since time.Time)
 		err := d.database().View(func(tx *bolt.Tx) error {
 			b := targetBucket(tx, target)
 			events, pending, dead, rb := tx.Bucket(bucketEvents), b.Bucket(bucketPending), b.Bucket(bucketDead), b.Bucket(bucketReplay)
+			discarded := b.Bucket(bucketDiscarded)
 			c := events.Cursor()
 			n := 0
 			k, v := c.Seek(be64(next + 1))
@@ -133,6 +176,10 @@ func (d *Dispatcher) ReplayHistory(target string, after uint64, since time.Time)
 				n++
 				next = seq
 				if !t.match.match(peekType(v)) || pending.Get(k) != nil || dead.Get(k) != nil || rb.Get(k) != nil {
+					continue
+				}
+				if discarded != nil && discarded.Get(k) != nil && !req.IncludeDiscarded {
+					res.SkippedDiscarded++
 					continue
 				}
 				if res.Replayed == 0 {
@@ -150,10 +197,14 @@ func (d *Dispatcher) ReplayHistory(target string, after uint64, since time.Time)
 			return HistoryResult{}, fmt.Errorf("outbox: replay history of %s: %w", target, err)
 		}
 	}
+	if res.SkippedDiscarded > 0 {
+		d.logger.Info("History replay skips discarded events", logKeyTarget, target, logKeyCount, res.SkippedDiscarded)
+	}
 	if res.Replayed == 0 {
 		return res, nil
 	}
-	rec := historyRecord{From: res.FromSequence, To: res.ToSequence, Next: res.FromSequence - 1, Total: res.Replayed, StartedAt: d.now().UTC()}
+	rec := historyRecord{From: res.FromSequence, To: res.ToSequence, Next: res.FromSequence - 1, Total: res.Replayed,
+		StartedAt: d.now().UTC(), IncludeDiscarded: req.IncludeDiscarded}
 	if err := d.writeLocked(func(tx *bolt.Tx) error {
 		b, err := d.ensureTarget(tx, t.cfg, d.initTail)
 		if err != nil {
@@ -178,12 +229,17 @@ const scanChunk = 10000
 
 // firstSince returns the first seq whose event occurred at or after since (0
 // if none), by binary search over the log, which is in commit order.
+// Occurrence times are int64 nanoseconds: a since before their range is the
+// start of the log, and one after it matches nothing (UnixNano would wrap).
 func firstSince(events *bolt.Bucket, since time.Time) uint64 {
 	c := events.Cursor()
 	lo, _ := c.First()
 	hi, _ := c.Last()
-	if lo == nil {
+	if lo == nil || since.After(time.Unix(0, math.MaxInt64)) {
 		return 0
+	}
+	if since.Before(time.Unix(0, math.MinInt64)) {
+		return fromBE64(lo)
 	}
 	atOf := func(v []byte) int64 {
 		var at struct {
@@ -214,10 +270,12 @@ func firstSince(events *bolt.Bucket, since time.Time) uint64 {
 func (s *scheduler) refillHistory(l *lane, room int) error {
 	h, name := l.hist, l.t.cfg.Name
 	var adm []*item
+	var unmark []uint64
 	last, done, examined := h.rec.Next, false, 0
 	err := s.d.database().View(func(tx *bolt.Tx) error {
 		b := targetBucket(tx, name)
 		events, dead, rb := tx.Bucket(bucketEvents), b.Bucket(bucketDead), b.Bucket(bucketReplay)
+		discarded := b.Bucket(bucketDiscarded)
 		c := events.Cursor()
 		k, v := c.Seek(be64(h.rec.Next + 1))
 		for ; k != nil && len(adm) < room && examined < pullChunk; k, v = c.Next() {
@@ -230,9 +288,15 @@ func (s *scheduler) refillHistory(l *lane, room int) error {
 			if !l.t.match.match(peekType(v)) || l.items[seq] != nil || dead.Get(k) != nil || rb.Get(k) != nil {
 				continue
 			}
+			if discarded != nil && discarded.Get(k) != nil {
+				if !h.rec.IncludeDiscarded {
+					continue
+				}
+				unmark = append(unmark, seq) // sent again: no longer discarded
+			}
 			ev, err := decodeEvent(seq, v)
 			if err != nil {
-				return err
+				ev = salvageEvent(seq, v, err) // dead-lettered unsent
 			}
 			adm = append(adm, &item{key: seq, ev: ev, res: uniq(ev.Resources), heapIdx: -1})
 		}
@@ -270,6 +334,13 @@ func (s *scheduler) refillHistory(l *lane, room int) error {
 		for _, k := range keys {
 			if err := p.Put(be64(k), freshState); err != nil {
 				return err
+			}
+		}
+		if dis := b.Bucket(bucketDiscarded); dis != nil {
+			for _, k := range unmark {
+				if err := dis.Delete(be64(k)); err != nil {
+					return err
+				}
 			}
 		}
 		if done {

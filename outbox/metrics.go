@@ -36,6 +36,9 @@ type Metrics struct {
 	// BackfillRemaining is the number of snapshot events of a running
 	// backfill not yet delivered or dead-lettered (0 when none runs).
 	BackfillRemaining *prometheus.GaugeVec
+	// CommitFailing is 1 while the storage refuses to record delivery state
+	// (a full disk): the dispatcher retries and starts no new attempts.
+	CommitFailing prometheus.Gauge
 }
 
 // NewMetrics builds unregistered collectors named scimgate_outbox_*.
@@ -68,6 +71,8 @@ func NewMetrics() *Metrics {
 		DeadLetters:       gauge("dead_letters", "Dead letters held, by target."),
 		Paused:            gauge("target_paused", "1 while the target is paused."),
 		BackfillRemaining: gauge("backfill_remaining", "Snapshot events of a running backfill not yet delivered or dead-lettered, by target."),
+		CommitFailing: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Subsystem: sub, Name: "commit_failing",
+			Help: "1 while the storage refuses to record delivery state (a full disk); deliveries wait and the commit is retried."}),
 	}
 }
 
@@ -79,7 +84,7 @@ func (m *Metrics) Collectors() []prometheus.Collector {
 	return []prometheus.Collector{
 		m.EventsEnqueued, m.Delivered, m.Retries, m.DeadLettered, m.FailedAttempts,
 		m.DeliveryLatency, m.AttemptDuration, m.Backlog, m.OldestPendingAge, m.DeadLetters, m.Paused,
-		m.BackfillRemaining,
+		m.BackfillRemaining, m.CommitFailing,
 	}
 }
 
@@ -167,4 +172,15 @@ func (m *Metrics) gauges(target string, backlog int, oldest time.Duration, dead 
 		p = 1
 	}
 	m.Paused.WithLabelValues(target).Set(p)
+}
+
+func (m *Metrics) commitFailing(on bool) {
+	if m == nil {
+		return
+	}
+	v := 0.0
+	if on {
+		v = 1
+	}
+	m.CommitFailing.Set(v)
 }

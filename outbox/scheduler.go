@@ -141,7 +141,7 @@ func (d *Dispatcher) load(tx *bolt.Tx) (*scheduler, error) {
 		if err != nil {
 			return nil, err
 		}
-		l, orphans, err := loadLane(tx, b, t)
+		l, orphans, err := loadLane(tx, b, t, d.logger)
 		if err != nil {
 			return nil, err
 		}
@@ -164,7 +164,7 @@ func (d *Dispatcher) load(tx *bolt.Tx) (*scheduler, error) {
 // loadLane reads one target's state bucket b into a lane. It returns the
 // pending keys whose event is missing (the caller deletes them in a write
 // transaction, or ignores them).
-func loadLane(tx *bolt.Tx, b *bolt.Bucket, t *target) (*lane, []uint64, error) {
+func loadLane(tx *bolt.Tx, b *bolt.Bucket, t *target, logger *slog.Logger) (*lane, []uint64, error) {
 	events := tx.Bucket(bucketEvents)
 	name := t.cfg.Name
 	l := &lane{t: t, items: map[uint64]*item{}, rq: map[string]*resQueue{}}
@@ -197,7 +197,10 @@ func loadLane(tx *bolt.Tx, b *bolt.Bucket, t *target) (*lane, []uint64, error) {
 		}
 		it := &item{key: key, ev: ev, res: uniq(ev.Resources), heapIdx: -1}
 		if err := json.Unmarshal(v, &it.st); err != nil {
-			return fmt.Errorf("decode pending %s/%d: %w", name, key, err)
+			// Damaged attempt bookkeeping: the event is still owed, afresh.
+			logger.Warn("Undecodable delivery state of a pending event: attempted again from the start",
+				logKeyTarget, name, logKeySeq, key, logKeyErr, err)
+			it.st = deliveryState{}
 		}
 		l.add(it)
 		return nil
@@ -276,13 +279,18 @@ func (s *scheduler) loop(ctx context.Context, commitErr <-chan error) error {
 				return err
 			}
 		}
-		if !now.Before(s.nextPrune) {
+		// While commits fail (Healthy), nothing new starts: no attempts,
+		// whose outcomes could not be recorded, and no pruning.
+		healthy := d.failing.Load() == nil
+		if healthy && !now.Before(s.nextPrune) {
 			if err := s.prune(now); err != nil {
 				return err
 			}
 		}
-		for _, l := range s.lanes {
-			s.dispatch(l, now)
+		if healthy {
+			for _, l := range s.lanes {
+				s.dispatch(l, now)
+			}
 		}
 		s.flushStats(now, false)
 		s.publish(now)
@@ -336,6 +344,9 @@ func (s *scheduler) nextWake(now time.Time) time.Time {
 	}
 	if s.nextStats.Before(next) {
 		next = s.nextStats
+	}
+	if s.d.failing.Load() != nil {
+		return next // no attempt is due until the committer kicks the loop
 	}
 	for _, l := range s.lanes {
 		if l.paused || l.inflight >= s.cfg.Concurrency || len(l.ready) == 0 {
@@ -394,7 +405,9 @@ func (s *scheduler) pull() error {
 		for k, v := c.Seek(be64(prev + 1)); k != nil && len(fresh) < pullChunk; k, v = c.Next() {
 			ev, err := decodeEvent(fromBE64(k), v)
 			if err != nil {
-				return err
+				ev = salvageEvent(fromBE64(k), v, err) // dead-lettered unsent by the targets it concerns
+				s.d.logger.Error("Undecodable event in the log: quarantined (dead-lettered unsent)",
+					logKeySeq, ev.Seq, logKeyEventID, ev.ID, logKeyType, ev.Type, logKeyErr, err)
 			}
 			fresh = append(fresh, ev)
 		}
@@ -474,7 +487,7 @@ func (s *scheduler) refill(l *lane) error {
 			}
 			ev, err := decodeEvent(seq, v)
 			if err != nil {
-				return err
+				ev = salvageEvent(seq, v, err) // dead-lettered unsent
 			}
 			evs = append(evs, ev)
 			n++
@@ -507,8 +520,8 @@ func (s *scheduler) admit(l *lane, evs []Event) {
 			break
 		}
 		last = ev.Seq
-		if ev.Type == "" || !l.t.match.match(ev.Type) {
-			continue
+		if (ev.Type == "" && ev.undecodable == "") || !l.t.match.match(ev.Type) {
+			continue // examined, not subscribed (a stand-in of unknown type: only by "*")
 		}
 		it := &item{key: ev.Seq, ev: ev, res: uniq(ev.Resources), heapIdx: -1}
 		it.st.NextAttemptAt = ev.OccurredAt.Add(s.backoff(0))
@@ -634,6 +647,10 @@ func (s *scheduler) dispatch(l *lane, now time.Time) {
 }
 
 func (s *scheduler) start(l *lane, it *item, now time.Time) {
+	if it.ev.undecodable != "" {
+		s.quarantine(l, it, now)
+		return
+	}
 	l.startFlight(it)
 	if it.st.FirstAttemptAt.IsZero() {
 		it.st.FirstAttemptAt = now
@@ -647,6 +664,19 @@ func (s *scheduler) start(l *lane, it *item, now time.Time) {
 		err := sender.Send(ctx, ev)
 		results <- result{l: l, t: t, it: it, err: err, start: start, end: clock()}
 	})
+}
+
+// quarantine dead-letters, unsent, the stand-in of an event whose stored
+// value does not decode, and says so in the log and the target's status.
+func (s *scheduler) quarantine(l *lane, it *item, now time.Time) {
+	it.st.LastError = truncate(it.ev.undecodable, maxErrorText)
+	it.st.LastAttemptAt = now
+	l.stats.LastError, l.stats.LastErrorAt, l.stats.LastStatus = it.st.LastError, now, 0
+	l.stats.Quarantined++
+	l.statsDirty = true
+	s.d.logger.Error("Undecodable event quarantined: dead-lettered without being sent; restore the database from a backup, or discard the dead letter",
+		logKeyTarget, l.t.cfg.Name, logKeySeq, it.key, logKeyEventID, it.ev.ID, logKeyType, it.ev.Type)
+	s.dead(l, it, "")
 }
 
 // handle applies the outcome of one attempt.
@@ -791,6 +821,7 @@ func (s *scheduler) dead(l *lane, it *item, body string) {
 		Event: it.ev, Target: name, Attempts: it.st.Attempts,
 		FirstAttemptAt: it.st.FirstAttemptAt, LastAttemptAt: it.st.LastAttemptAt,
 		LastStatus: it.st.LastStatus, LastError: it.st.LastError, ResponseBody: body,
+		Quarantined: it.ev.undecodable != "",
 	}
 	key := it.key
 	s.submit(func(tx *bolt.Tx) error {
@@ -980,6 +1011,7 @@ func (s *scheduler) prune(now time.Time) error {
 	var keys []uint64
 	err := d.database().View(func(tx *bolt.Tx) error {
 		c := tx.Bucket(bucketEvents).Cursor()
+		var undated []uint64 // undecodable entries: pruned with the older ones after them
 		for k, v := c.First(); k != nil && len(keys) < pruneChunk; k, v = c.Next() {
 			seq := fromBE64(k)
 			if seq > limit {
@@ -989,11 +1021,16 @@ func (s *scheduler) prune(now time.Time) error {
 				At int64 `json:"at"`
 			}
 			if err := json.Unmarshal(v, &at); err != nil {
-				return fmt.Errorf("decode event %d: %w", seq, err)
+				if !s.pending(seq) {
+					undated = append(undated, seq)
+				}
+				continue
 			}
 			if at.At > cutoff {
 				break // the log is in commit order, so everything after is newer
 			}
+			keys = append(keys, undated...)
+			undated = undated[:0]
 			if s.pending(seq) {
 				continue
 			}
@@ -1080,7 +1117,7 @@ func (s *scheduler) reconfigure(p *reloadPlan) {
 				if b == nil {
 					return fmt.Errorf("state bucket of %s missing", name)
 				}
-				l, _, err = loadLane(tx, b, t)
+				l, _, err = loadLane(tx, b, t, s.d.logger)
 				return err
 			})
 			if err != nil {

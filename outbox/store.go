@@ -35,6 +35,7 @@ type targetStats struct {
 	LastError   string    `json:"last_error,omitempty"`
 	LastErrorAt time.Time `json:"last_error_at,omitzero"`
 	LastStatus  int       `json:"last_status,omitempty"`
+	Quarantined uint64    `json:"quarantined,omitempty"` // undecodable events dead-lettered unsent
 }
 
 // targetBucket returns the state bucket of a target, or nil if the target has
@@ -102,7 +103,8 @@ const spoolBit = uint64(1) << 63
 func isSpoolKey(k uint64) bool { return k&spoolBit != 0 }
 
 // pendingEvent returns the event of a pending key: from the log, or from the
-// target's spool for a snapshot event. ok is false if it is missing.
+// target's spool for a snapshot event. ok is false if it is missing. A value
+// that does not decode gives its stand-in (salvageEvent), not an error.
 func pendingEvent(events, spool *bolt.Bucket, key uint64) (Event, bool, error) {
 	if isSpoolKey(key) {
 		if spool == nil {
@@ -113,14 +115,20 @@ func pendingEvent(events, spool *bolt.Bucket, key uint64) (Event, bool, error) {
 			return Event{}, false, nil
 		}
 		ev, err := decodeSpool(key, v)
-		return ev, err == nil, err
+		if err != nil {
+			return salvageEvent(key, v, err), true, nil
+		}
+		return ev, true, nil
 	}
 	v := events.Get(be64(key))
 	if v == nil {
 		return Event{}, false, nil
 	}
 	ev, err := decodeEvent(key, v)
-	return ev, err == nil, err
+	if err != nil {
+		return salvageEvent(key, v, err), true, nil
+	}
+	return ev, true, nil
 }
 
 // deleteSpooled deletes a finished snapshot event from the target's spool.
