@@ -3,6 +3,7 @@ module github.com/scimgate/scimgate
 go 1.26.8
 
 require (
+	github.com/expr-lang/expr v1.17.8
 	github.com/hashicorp/go-retryablehttp v0.7.8
 	github.com/labstack/echo/v4 v4.16.0
 	github.com/nats-io/jwt/v2 v2.8.2

@@ -4,6 +4,7 @@ import (
 	"github.com/scimgate/scimgate/outbox"
 	"github.com/scimgate/scimgate/outbox/kafka"
 	"github.com/scimgate/scimgate/outbox/nats"
+	"github.com/scimgate/scimgate/outbox/rest"
 	"github.com/scimgate/scimgate/outbox/webhook"
 )
 
@@ -18,5 +19,6 @@ func transports() map[string]outbox.Transport {
 		outbox.TypeWebhook: webhook.Transport(),
 		outbox.TypeNATS:    nats.Transport(),
 		outbox.TypeKafka:   kafka.Transport(),
+		outbox.TypeRest:    rest.Transport(),
 	}
 }
