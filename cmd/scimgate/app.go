@@ -28,6 +28,7 @@ import (
 	"github.com/scimgate/scimgate/gateway/store"
 	"github.com/scimgate/scimgate/mapping"
 	"github.com/scimgate/scimgate/outbox"
+	"github.com/scimgate/scimgate/outbox/rest"
 )
 
 // Files in the data directory.
@@ -171,6 +172,7 @@ func newApp(cfg Config, logger *slog.Logger, opts appOptions) (*app, error) {
 	a.registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), buildInfo)
 	a.registry.MustRegister(gm.Collectors()...)
 	a.registry.MustRegister(om.Collectors()...)
+	a.registry.MustRegister(rest.Collectors()...)
 	a.registry.MustRegister(newStoreCollector(a.store))
 	a.admin = gateway.NewAdmin(cfg.Admin, gateway.AdminDeps{DB: db, Store: a.store, SCIM: a.scim, Dispatcher: a.dispatcher,
 		Gatherer: a.registry, Logger: logger, Version: version, API: cfg.API, Feed: a.feed,

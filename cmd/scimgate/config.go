@@ -17,6 +17,7 @@ import (
 	"github.com/scimgate/scimgate/gateway"
 	"github.com/scimgate/scimgate/mapping"
 	"github.com/scimgate/scimgate/outbox"
+	"github.com/scimgate/scimgate/outbox/rest"
 )
 
 // Config is the whole configuration file. Each section is owned by the
@@ -380,6 +381,9 @@ func splitPath(p string) []string {
 
 // Validate checks every section and locates each problem in the file.
 func (c *Config) Validate(file string, doc *yaml.Node) error {
+	// Every configuration passes here before use (serve, reload, validate,
+	// actions): the target types built outside the engine are wired here.
+	c.Outbox.Transports = transports()
 	var errs []error
 	add := func(section string, err error) { errs = append(errs, locate(file, doc, section, err)...) }
 	add("scim", c.SCIM.Validate())
@@ -462,7 +466,11 @@ func locate(file string, doc *yaml.Node, section string, err error) []error {
 		} else {
 			field = section
 		}
-		out = append(out, &ConfigError{File: file, Line: lineOf(doc, field), Field: field, Err: cause})
+		line := lineOf(doc, field)
+		if le := (*rest.LineError)(nil); errors.As(e, &le) && le.Line > 0 {
+			line = le.Line // a rest section's paths (actions[user.created]…) are not lineOf's
+		}
+		out = append(out, &ConfigError{File: file, Line: line, Field: field, Err: cause})
 	}
 	return out
 }

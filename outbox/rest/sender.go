@@ -121,7 +121,7 @@ func newSender(t outbox.Target, state *outbox.State, logger *slog.Logger) (*Send
 	}
 	mk := func(retries int, check retryablehttp.CheckRetry) *retryablehttp.Client {
 		return &retryablehttp.Client{
-			HTTPClient: s.hc, RetryMax: retries, RetryWaitMin: 50 * time.Millisecond, RetryWaitMax: time.Second,
+			HTTPClient: s.hc, RetryMax: retries, RetryWaitMin: 50 * time.Millisecond, RetryWaitMax: 250 * time.Millisecond,
 			CheckRetry: check, Backoff: retryablehttp.LinearJitterBackoff, ErrorHandler: retryablehttp.PassthroughErrorHandler,
 		}
 	}
