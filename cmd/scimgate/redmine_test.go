@@ -417,3 +417,186 @@ func TestRedmineDeadLetterReplay(t *testing.T) {
 		t.Errorf("still dead-lettered after the replay:\n%s", out)
 	}
 }
+
+// TestRedmineBackfill: a gateway that ran for a while without sending
+// Redmine anything gets the Redmine target's events switched on (reload)
+// and `scimgate backfill --target redmine`: the snapshot creates the
+// accounts and groups Redmine lacks, adopts the account and the group that
+// exist with the same login and name (same Redmine ids, brought up to
+// date), and sets every group's members exactly (an account of Redmine's
+// own in the adopted group is taken out); live changes follow.
+func TestRedmineBackfill(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs a real Redmine")
+	}
+	rm := redminetest.Start(t)
+	henryOld := rm.CreateUser(t, redminetest.User{Login: "henry@example.com", Firstname: "Old", Lastname: "Name", Mail: "henry@example.com", Status: redminetest.StatusLocked})
+	zed := rm.CreateUser(t, redminetest.User{Login: "zed", Firstname: "Zed", Lastname: "Local", Mail: "zed@example.org"})
+	designOld := rm.CreateGroup(t, "Design", henryOld.ID, zed.ID)
+
+	cfg := redmineConfig(t, nil)
+	live, _ := os.ReadFile(cfg)
+	off := strings.Replace(string(live), `events: ["user.*", "group.*"]`, `events: ["none.none"]`, 1)
+	if off == string(live) {
+		t.Fatal("could not switch the target's events off")
+	}
+	if err := os.WriteFile(cfg, []byte(off), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	r := startRedmineGateway(t, rm, cfg)
+	var ids []string
+	for i, login := range []string{"henry@example.com", "ivy@example.com", "jack@example.com", "kim@example.com", "lee@example.com"} {
+		ids = append(ids, r.do("POST", "/Users", userJSON(login, fmt.Sprintf("Name%d", i), "Backfilled", i != 3), 201)["id"].(string))
+	}
+	r.do("POST", "/Groups", groupJSON("Design", ids[0], ids[1]), 201)
+	qa := r.do("POST", "/Groups", groupJSON("QA", ids[2], ids[3]), 201)["id"].(string)
+	time.Sleep(500 * time.Millisecond) // would anything reach Redmine? (nothing is subscribed)
+	if n := len(rm.Users(t)); n != 3 {
+		t.Fatalf("Redmine has %d accounts before the backfill, want its own 3", n)
+	}
+
+	if err := os.WriteFile(cfg, live, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := r.cli("reload"); err != nil {
+		t.Fatalf("reload: %v\n%s", err, out)
+	}
+	if out, err := r.cli("backfill", "--target", "redmine"); err != nil {
+		t.Fatalf("backfill: %v\n%s", err, out)
+	}
+	r.waitRedmineMatches(2*time.Minute, "zed")
+	if u := rm.UserByLogin(t, "henry@example.com"); u == nil || u.ID != henryOld.ID || u.Firstname != "Name0" || u.Status != redminetest.StatusActive {
+		t.Errorf("henry not adopted and brought up to date: %+v (was id %d)", u, henryOld.ID)
+	}
+	for _, g := range rm.Groups(t) {
+		if g.Name == "Design" && g.ID != designOld {
+			t.Errorf("group Design not adopted: id %d, was %d", g.ID, designOld)
+		}
+	}
+
+	// Live changes after the snapshot.
+	r.do("PATCH", "/Groups/"+qa, `{"schemas":["urn:ietf:params:scim:api:messages:2.0:PatchOp"],"Operations":[{"op":"replace","value":{"displayName":"Quality"}}]}`, 200, 204)
+	r.do("PATCH", "/Groups/"+qa, patchMembers("add", ids[4]), 200, 204)
+	r.do("PATCH", "/Users/"+ids[1], patchActive(false), 200, 204)
+	r.waitRedmineMatches(2*time.Minute, "zed")
+}
+
+// TestRedmineOktaRun is the issue's end-to-end run, scaled down by
+// default: users are created, updated, deactivated, reactivated and
+// deleted, 5 groups get members added and removed and one is renamed, an
+// account that existed in Redmine is adopted; meanwhile the gateway is
+// killed with SIGKILL (while deliveries to Redmine are in flight) and
+// restarted, and Redmine itself is stopped for a while and restarted
+// (events wait and retry, nothing dead-letters). At the end Redmine's
+// accounts, groups and memberships match the gateway's exactly (no
+// duplicate account, no lost change), and a final update of every user
+// lands on the right account (the id map is complete).
+//
+// Default: 30 users, 3 kills, Redmine down 3 s (plus its boot). The full
+// run of issue 16 (200 users, 10 kills, Redmine down a minute):
+//
+//	SCIMGATE_REDMINE_FULL=1 go test -run TestRedmineOktaRun -timeout 30m ./cmd/scimgate
+func TestRedmineOktaRun(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs a real Redmine")
+	}
+	n, kills, outage := 30, 3, 3*time.Second
+	if os.Getenv("SCIMGATE_REDMINE_FULL") != "" {
+		n, kills, outage = 200, 10, time.Minute
+	}
+	rm := redminetest.Start(t)
+	login := func(i int) string { return fmt.Sprintf("user%03d@example.com", i) }
+	adopted := rm.CreateUser(t, redminetest.User{Login: login(7), Firstname: "Pre", Lastname: "Existing", Mail: login(7)})
+	r := startRedmineGateway(t, rm, redmineConfig(t, nil))
+
+	ids := make([]string, n)
+	var groups [5]string
+	var phases []func()
+	for b := range 5 { // creates, in 5 batches
+		phases = append(phases, func() {
+			for i := b * n / 5; i < (b+1)*n/5; i++ {
+				ids[i] = r.do("POST", "/Users", userJSON(login(i), fmt.Sprintf("First%d", i), "Created", true), 201)["id"].(string)
+			}
+		})
+	}
+	phases = append(phases,
+		func() { // 5 groups with members
+			for g := range groups {
+				var members []string
+				for i := g; i < n; i += 5 {
+					members = append(members, ids[i])
+				}
+				groups[g] = r.do("POST", "/Groups", groupJSON(fmt.Sprintf("Team %d", g), members...), 201)["id"].(string)
+			}
+		},
+		func() { // profile updates
+			for i := 0; i < n; i += 3 {
+				r.do("PUT", "/Users/"+ids[i], userJSON(login(i), fmt.Sprintf("First%d", i), "Updated", true), 200)
+			}
+		},
+		func() { // deactivations
+			for i := 1; i < n; i += 4 {
+				r.do("PATCH", "/Users/"+ids[i], patchActive(false), 200, 204)
+			}
+		},
+		func() { // Redmine down: membership changes wait
+			rm.Stop()
+			for g := range groups {
+				r.do("PATCH", "/Groups/"+groups[g], patchMembers("add", ids[(g+1)%n], ids[(g+2)%n]), 200, 204)
+				r.do("PATCH", "/Groups/"+groups[g], patchRemoveMember(ids[g]), 200, 204)
+			}
+			time.Sleep(outage)
+			rm.Restart()
+		},
+		func() { // reactivations
+			for i := 1; i < n; i += 8 {
+				r.do("PATCH", "/Users/"+ids[i], patchActive(true), 200, 204)
+			}
+		},
+		func() { // a rename
+			r.do("PATCH", "/Groups/"+groups[2], `{"schemas":["urn:ietf:params:scim:api:messages:2.0:PatchOp"],"Operations":[{"op":"replace","value":{"displayName":"Team Two (renamed)"}}]}`, 200, 204)
+		},
+		func() { // deletes (Entra deletes; Okta deactivates)
+			for i := 5; i < n; i += 10 {
+				r.do("DELETE", "/Users/"+ids[i], "", 204)
+				ids[i] = ""
+			}
+		},
+	)
+	// Kill -9 after evenly spread phases, a moment into the deliveries.
+	killAfter := map[int]bool{}
+	for k := range kills {
+		killAfter[(k*len(phases))/kills] = true
+	}
+	killed := 0
+	for p, phase := range phases {
+		phase()
+		if killAfter[p] {
+			time.Sleep(time.Duration(50+p*37%250) * time.Millisecond)
+			r.kill9()
+			killed++
+		}
+	}
+	for killed < kills { // more kills than phases (the full run): kill during the catch-up
+		time.Sleep(300 * time.Millisecond)
+		r.kill9()
+		killed++
+	}
+	r.waitRedmineMatches(10 * time.Minute)
+
+	// The id map is complete: an update of every user reaches its account.
+	for i, id := range ids {
+		if id != "" {
+			active := !(i%4 == 1 && i%8 != 1)
+			r.do("PUT", "/Users/"+id, userJSON(login(i), fmt.Sprintf("Final%d", i), "Updated", active), 200)
+		}
+	}
+	r.waitRedmineMatches(5 * time.Minute)
+	if u := rm.UserByLogin(t, login(7)); u == nil || u.ID != adopted.ID {
+		t.Errorf("the existing account of %s was not adopted: %+v (was id %d)", login(7), u, adopted.ID)
+	}
+	if out, err := r.cli("dead-letters", "list", "--target", "redmine", "--json"); err != nil || strings.Contains(out, "evt_") {
+		t.Errorf("dead letters after the run (err %v):\n%s", err, out)
+	}
+	t.Logf("Redmine run: %d users, 5 groups, %d kill -9, Redmine down %v; Redmine matches the gateway", n, killed, outage)
+}
