@@ -32,6 +32,8 @@ var (
 	bucketProgress = []byte("progress") // in state: event ID → a transport's progress
 )
 
+var errStateReadOnly = errors.New("outbox: state is read-only here")
+
 // ErrStateSpace is returned for a space name that is empty or reserved.
 var ErrStateSpace = errors.New("outbox: state space must be non-empty and not \"progress\"")
 
@@ -86,6 +88,9 @@ func (t *StateTx) root() (*bolt.Bucket, error) {
 }
 
 func (t *StateTx) space(space string, create bool) (*bolt.Bucket, error) {
+	if create && !t.writable {
+		return nil, errStateReadOnly
+	}
 	root, err := t.root()
 	if err != nil || root == nil {
 		return nil, err
@@ -187,6 +192,9 @@ func (t *StateTx) Progress(id string) ([]byte, error) {
 // engine deletes it when the event is delivered or dead-lettered, so a
 // retry of the same event reads it and a replay starts afresh.
 func (t *StateTx) SetProgress(id string, v []byte) error {
+	if !t.writable {
+		return errStateReadOnly
+	}
 	root, err := t.root()
 	if err != nil {
 		return err
@@ -210,3 +218,8 @@ func clearProgress(tb *bolt.Bucket, id string) error {
 	}
 	return nil
 }
+
+// ReadState returns target name's state inside tx, a read-only transaction
+// on a database no dispatcher runs on (a stopped data dir or a backup, as
+// the CLI reads them). Its Get, Scan and Count work; writes fail.
+func ReadState(tx *bolt.Tx, name string) *StateTx { return &StateTx{tx: tx, name: name} }
