@@ -420,6 +420,11 @@ func (m *Mapper) compileType(r Rule) (converter, error) {
 	if typ == "" {
 		typ = "string"
 	}
+	if !slices.Contains(typeNames, typ) && typ != "boolean" && typ != "integer" {
+		// The unknown type first: "format applies to type date only" on a
+		// misspelt "datte" would send the reader the wrong way.
+		return nil, errf(ErrUnknown, "unknown type %q (want one of %s)", r.Type, strings.Join(typeNames, ", "))
+	}
 	only := func(opt, owner string, set bool) error {
 		if set && typ != owner {
 			return &FieldError{Field: opt, Err: errf(ErrConflict, "%s applies to type %s only", opt, owner)}
@@ -470,10 +475,9 @@ func (m *Mapper) compileType(r Rule) (converter, error) {
 		return c, nil
 	case "list":
 		return convertList, nil
-	case "object":
+	default: // "object", the last of typeNames
 		return convertObject, nil
 	}
-	return nil, errf(ErrUnknown, "unknown type %q (want one of %s)", r.Type, strings.Join(typeNames, ", "))
 }
 
 // order sorts fields so that each comes after the fields its templates

@@ -487,3 +487,29 @@ func TestRejectionAndWarningFields(t *testing.T) {
 		t.Errorf("scim error %d %s, want 400 invalidValue", se.Status, se.ScimType)
 	}
 }
+
+// TestDateInvalidMessage: a date in the right form that does not exist
+// says so, rather than naming the form it already has (issue 17, item 20).
+func TestDateInvalidMessage(t *testing.T) {
+	conv, err := dateConverter("", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tt := range []struct{ in, want string }{
+		{"2024-02-30", `"2024-02-30" is not a valid date: that day does not exist`},
+		{"2023-02-29", `"2023-02-29" is not a valid date: that day does not exist`},
+		{"2024-13-01", `"2024-13-01" is not a valid date: that day does not exist`},
+		{"0000-01-01", `"0000-01-01" is not a valid date: that day does not exist`},
+		{"12/03/2024", `"12/03/2024" is not a date in the form yyyy-MM-dd`},
+		{"2024-1-01", `"2024-1-01" is not a date in the form yyyy-MM-dd`},
+	} {
+		_, verr := conv([]any{tt.in})
+		if verr == nil {
+			t.Errorf("date %q accepted", tt.in)
+			continue
+		}
+		if got := verr.text(true); got != tt.want {
+			t.Errorf("date %q: %s\nwant %s", tt.in, got, tt.want)
+		}
+	}
+}
