@@ -65,7 +65,11 @@ type Mapper struct {
 	match               string
 	extensions          []*scim.Schema
 	zones               zones
-	catalog             atomic.Pointer[[]CatalogType] // swapped by SetCatalog
+	// refFields are the top-level record fields that user references
+	// output (Reference.Field), sorted: a change of one of them in a
+	// user's record changes the users referencing it.
+	refFields []string
+	catalog   atomic.Pointer[[]CatalogType] // swapped by SetCatalog
 }
 
 // field is one compiled rule.
@@ -83,9 +87,10 @@ type field struct {
 	required  bool
 	onInvalid invalidAction
 	refBy     []string
-	srcText   string // "(from …)" for a missing value
-	sameAs    *field // the field this one must equal (same_as), or nil
-	pos       int    // index in the evaluation order
+	refField  []string // the referenced user's field to output, split at dots; nil: its SCIM id
+	srcText   string   // "(from …)" for a missing value
+	sameAs    *field   // the field this one must equal (same_as), or nil
+	pos       int      // index in the evaluation order
 }
 
 // source is one compiled `from` path.
@@ -176,6 +181,9 @@ func (m *Mapper) compileResource(kind string, rules []Rule, add func(string, err
 	}
 	same := sameAs(kind, fields, rules, names, add)
 	out := order(kind, fields, rules, add)
+	if out != nil {
+		m.referenceFields(kind, fields, rules, names, add)
+	}
 	for i, f := range out {
 		f.pos = i
 	}
@@ -239,6 +247,61 @@ func sameAs(kind string, fields []*field, rules []Rule, names map[string]int, ad
 		}
 	}
 	return same
+}
+
+// referenceFields checks each reference's field against the other rules
+// and links it: the field must be a rule of the resource that holds no
+// reference and reads none through its templates, so a change of one
+// user re-maps the users referencing it and stops there. It runs once the
+// templates are known to have no cycle.
+func (m *Mapper) referenceFields(kind string, fields []*field, rules []Rule, names map[string]int, add func(string, error)) {
+	// readsRef reports whether rule i is, or reads through templates, a
+	// reference; memo: 0 unknown, 1 no, 2 yes.
+	memo := make([]int, len(rules))
+	var readsRef func(i int) bool
+	readsRef = func(i int) bool {
+		if memo[i] == 0 {
+			memo[i] = 1
+			if rules[i].Reference != nil {
+				memo[i] = 2
+			} else if fields[i] != nil {
+				for _, d := range fields[i].deps {
+					if readsRef(d) {
+						memo[i] = 2
+						break
+					}
+				}
+			}
+		}
+		return memo[i] == 2
+	}
+	for i, r := range rules {
+		if r.Reference == nil || r.Reference.Field == "" {
+			continue
+		}
+		at := fmt.Sprintf("%s[%d].reference.field", kind, i)
+		name := r.Reference.Field
+		j, ok := names[name]
+		switch {
+		case !ok:
+			add(at, errf(ErrUnknown, "unknown field %q (field names a field of the referenced user's record, by its `to`; leave it out for the user's SCIM id)", name))
+			continue
+		case rules[j].Reference != nil:
+			add(at, errf(ErrInvalid, "field %q is itself a reference: a reference outputs a field the referenced user's own rules make", name))
+			continue
+		case readsRef(j):
+			add(at, errf(ErrInvalid, "field %q is a template that reads a reference: a reference outputs a field the referenced user's own rules make", name))
+			continue
+		}
+		if fields[i] != nil {
+			fields[i].refField = strings.Split(name, ".")
+			top := fields[i].refField[0]
+			if !slices.Contains(m.refFields, top) {
+				m.refFields = append(m.refFields, top)
+				slices.Sort(m.refFields)
+			}
+		}
+	}
 }
 
 // checkName checks a `to`: non-empty dot-separated names.

@@ -56,7 +56,8 @@ type Rule struct {
 	// default for required fields), "drop" the field with a warning (the
 	// default for optional ones) or use the rule's "default" with a warning.
 	OnInvalid string `yaml:"on_invalid,omitempty"`
-	// Reference resolves the value to another user's SCIM id.
+	// Reference resolves the value to another user: the field holds that
+	// user's SCIM id, or a field of its record (Reference.Field).
 	Reference *Reference `yaml:"reference,omitempty"`
 	// SameAs names another field of the same record (by its `to`) whose
 	// value this field's must equal, text compared case-insensitively, once
@@ -65,11 +66,17 @@ type Rule struct {
 	SameAs string `yaml:"same_as,omitempty"`
 }
 
-// Reference makes a rule resolve its value to a user's SCIM id.
+// Reference makes a rule resolve its value to another user and output that
+// user's SCIM id or one field of its canonical record.
 type Reference struct {
 	// By lists what the value may be, tried in order: "id", "externalId",
 	// "userName", "email". All four, in that order, when empty.
 	By StringList `yaml:"by,omitempty"`
+	// Field names the field of the referenced user's record to output, by
+	// its `to` ("login", "email"), so an app can find the user by its own
+	// key. Empty: the user's SCIM id. The field must not itself hold a
+	// reference, nor be a template that reads one.
+	Field string `yaml:"field,omitempty"`
 }
 
 // Extension declares a custom User extension schema for /Schemas.
