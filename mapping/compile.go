@@ -17,6 +17,10 @@ var (
 	ErrInvalid  = errors.New("invalid")  // a path, pattern, format or default that does not parse or validate
 	ErrConflict = errors.New("conflict") // a duplicate field, or options that exclude each other
 	ErrCycle    = errors.New("template cycle")
+	// ErrUnknownKey marks a key in the YAML that no option has (a typo,
+	// usually); such an error is also ErrUnknown. The config loader's
+	// unknown keys outside the mapping section are the same sentinel.
+	ErrUnknownKey = errors.New("unknown key")
 )
 
 // FieldError is a problem with one option of the rules. Field is its path
@@ -121,7 +125,7 @@ var (
 // joined with errors.Join when there are several.
 func Compile(r Rules) (*Mapper, error) {
 	m := &Mapper{match: "userName"}
-	var errs []error
+	errs := slices.Clone(r.unknown) // keys no option has, from the YAML
 	add := func(field string, err error) { errs = append(errs, &FieldError{Field: field, Err: err}) }
 	if r.Match != "" {
 		i := slices.IndexFunc(matchNames, func(n string) bool { return strings.EqualFold(n, r.Match) })

@@ -2,6 +2,8 @@ package mapping
 
 import (
 	"fmt"
+	"reflect"
+	"slices"
 	"strings"
 
 	"gopkg.in/yaml.v3"
@@ -24,6 +26,25 @@ type Rules struct {
 	// Catalog lists the roles and entitlements the app grants: served for
 	// discovery and enforced on users' roles and entitlements.
 	Catalog []CatalogType `yaml:"catalog,omitempty"`
+
+	// unknown are the keys UnmarshalYAML found that no option has, as
+	// *FieldError: Compile reports them with every other problem.
+	unknown []error
+}
+
+// UnmarshalYAML decodes the section on top of r (a list present in the YAML
+// replaces r's) and notes every key that is not an option, at any depth,
+// for Compile to report with the other problems of the rules rather than
+// stopping at the first.
+func (r *Rules) UnmarshalYAML(n *yaml.Node) error {
+	type plain Rules // without this method
+	p := plain(*r)
+	if err := n.Decode(&p); err != nil {
+		return err
+	}
+	*r = Rules(p)
+	r.unknown = unknownKeys(n, reflect.TypeFor[Rules](), "", nil)
+	return nil
 }
 
 // Rule produces one field of the canonical record.
@@ -206,18 +227,19 @@ func decodeTransform(n *yaml.Node) (Transform, error) {
 	}
 	k, v := n.Content[0], n.Content[1]
 	t := Transform{Op: k.Value}
+	// Unknown option keys are Rules.UnmarshalYAML's (unknownKeys).
 	switch strings.ToLower(k.Value) {
 	case "lookup":
-		if err := checkKeys(v, "lookup", "table", "default", "strict"); err != nil {
-			return t, err
+		if v.Kind != yaml.MappingNode {
+			return t, fmt.Errorf("line %d: lookup: want a map, got a %s", v.Line, kindName(v))
 		}
 		t.Lookup = new(Lookup)
 		if err := v.Decode(t.Lookup); err != nil {
 			return t, err
 		}
 	case "replace":
-		if err := checkKeys(v, "replace", "pattern", "with"); err != nil {
-			return t, err
+		if v.Kind != yaml.MappingNode {
+			return t, fmt.Errorf("line %d: replace: want a map, got a %s", v.Line, kindName(v))
 		}
 		t.Replace = new(Replace)
 		if err := v.Decode(t.Replace); err != nil {
@@ -232,23 +254,60 @@ func decodeTransform(n *yaml.Node) (Transform, error) {
 	return t, nil
 }
 
-// checkKeys rejects keys of a mapping node outside allowed: node.Decode does
-// not honour the decoder's KnownFields (go-yaml #460).
-func checkKeys(n *yaml.Node, what string, allowed ...string) error {
-	if n.Kind != yaml.MappingNode {
-		return fmt.Errorf("line %d: %s: want a map, got a %s", n.Line, what, kindName(n))
+// unknownKeys returns a *FieldError for each key of n, at any depth, that
+// the type t it decodes into has no yaml field for, in document order;
+// path is n's place ("user[3]"). node.Decode does not honour a decoder's
+// KnownFields (go-yaml #460), and a decoder's stops at the first.
+func unknownKeys(n *yaml.Node, t reflect.Type, path string, errs []error) []error {
+	for t.Kind() == reflect.Pointer {
+		t = t.Elem()
 	}
-	for i := 0; i < len(n.Content); i += 2 {
-		k := n.Content[i]
-		ok := false
-		for _, a := range allowed {
-			ok = ok || k.Value == a
+	switch {
+	case t == reflect.TypeFor[Transforms]():
+		if n.Kind != yaml.SequenceNode {
+			return errs
 		}
-		if !ok {
-			return fmt.Errorf("line %d: field %s not found in %s (want %s)", k.Line, k.Value, what, strings.Join(allowed, ", "))
+		for i, c := range n.Content {
+			if c.Kind != yaml.MappingNode || len(c.Content) != 2 {
+				continue
+			}
+			opts := map[string]reflect.Type{"lookup": reflect.TypeFor[Lookup](), "replace": reflect.TypeFor[Replace]()}
+			if ot, ok := opts[strings.ToLower(c.Content[0].Value)]; ok {
+				errs = unknownKeys(c.Content[1], ot, fmt.Sprintf("%s[%d].%s", path, i, c.Content[0].Value), errs)
+			}
+		}
+	case n.Kind == yaml.MappingNode && t.Kind() == reflect.Struct:
+		fields := map[string]reflect.Type{}
+		var names []string
+		for i := range t.NumField() {
+			f := t.Field(i)
+			name, _, _ := strings.Cut(f.Tag.Get("yaml"), ",")
+			if !f.IsExported() || name == "" || name == "-" {
+				continue
+			}
+			fields[name] = f.Type
+			names = append(names, name)
+		}
+		slices.Sort(names)
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			key, val := n.Content[i], n.Content[i+1]
+			at := key.Value
+			if path != "" {
+				at = path + "." + key.Value
+			}
+			ft, ok := fields[key.Value]
+			if !ok {
+				errs = append(errs, &FieldError{Field: at, Err: errf(ErrUnknown, "%w (allowed here: %s)", ErrUnknownKey, strings.Join(names, ", "))})
+				continue
+			}
+			errs = unknownKeys(val, ft, at, errs)
+		}
+	case n.Kind == yaml.SequenceNode && t.Kind() == reflect.Slice && t != reflect.TypeFor[StringList]():
+		for i, c := range n.Content {
+			errs = unknownKeys(c, t.Elem(), fmt.Sprintf("%s[%d]", path, i), errs)
 		}
 	}
-	return nil
+	return errs
 }
 
 func kindName(n *yaml.Node) string {

@@ -112,8 +112,9 @@ func (e *ConfigError) Error() string {
 
 func (e *ConfigError) Unwrap() error { return e.Err }
 
-// ErrUnknownKey marks a key no section defines (a typo, usually).
-var ErrUnknownKey = errors.New("unknown key")
+// ErrUnknownKey marks a key no section defines (a typo, usually): the
+// mapping section reports its own, with every other problem of its rules.
+var ErrUnknownKey = mapping.ErrUnknownKey
 
 // LoadConfig reads a config file on top of DefaultConfig. ${NAME} and
 // ${NAME:-default} in values are expanded from getenv (and only those: a
