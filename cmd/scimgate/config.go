@@ -154,7 +154,7 @@ func parseConfig(name string, data []byte, getenv func(string) string, lenient b
 	}
 	var root yaml.Node
 	if err := yaml.Unmarshal(data, &root); err != nil {
-		return cfg, nil, &ConfigError{File: name, Err: err}
+		return cfg, nil, yamlSyntaxError(name, data, err) // on its real line
 	}
 	if len(root.Content) == 0 { // empty file: defaults
 		return cfg, &root, nil
