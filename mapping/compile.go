@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strconv"
 	"strings"
 	"sync/atomic"
 
@@ -141,9 +142,41 @@ func Compile(r Rules) (*Mapper, error) {
 	cat := compileCatalog(r.Catalog, add)
 	m.catalog.Store(&cat)
 	if len(errs) > 0 {
+		// In the order of the rules, so of the file, however found.
+		slices.SortStableFunc(errs, func(a, b error) int { return cmpField(fieldOf(a), fieldOf(b)) })
 		return nil, errors.Join(errs...)
 	}
 	return m, nil
+}
+
+func fieldOf(err error) string {
+	var fe *FieldError
+	if errors.As(err, &fe) {
+		return fe.Field
+	}
+	return ""
+}
+
+// cmpField orders the paths of errors as the section is written: match,
+// user, group, extensions, catalog, then by index ("user[2]" before
+// "user[10]"); the rest of a path does not order.
+func cmpField(a, b string) int {
+	rank := func(f string) (int, int) {
+		name, rest, _ := strings.Cut(f, "[")
+		sec := slices.Index([]string{"match", "user", "group", "extensions", "catalog"}, strings.SplitN(name, ".", 2)[0])
+		i, _, _ := strings.Cut(rest, "]")
+		n, err := strconv.Atoi(i)
+		if err != nil {
+			n = -1
+		}
+		return sec, n
+	}
+	sa, ia := rank(a)
+	sb, ib := rank(b)
+	if sa != sb {
+		return sa - sb
+	}
+	return ia - ib
 }
 
 // compileResource compiles the rules of one resource and orders them so

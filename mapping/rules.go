@@ -1,9 +1,11 @@
 package mapping
 
 import (
+	"errors"
 	"fmt"
 	"reflect"
 	"slices"
+	"strconv"
 	"strings"
 
 	"gopkg.in/yaml.v3"
@@ -27,23 +29,30 @@ type Rules struct {
 	// discovery and enforced on users' roles and entitlements.
 	Catalog []CatalogType `yaml:"catalog,omitempty"`
 
-	// unknown are the keys UnmarshalYAML found that no option has, as
-	// *FieldError: Compile reports them with every other problem.
+	// unknown are the keys UnmarshalYAML found that no option has, and the
+	// values of the wrong kind, as *FieldError: Compile reports them with
+	// every other problem.
 	unknown []error
 }
 
 // UnmarshalYAML decodes the section on top of r (a list present in the YAML
-// replaces r's) and notes every key that is not an option, at any depth,
-// for Compile to report with the other problems of the rules rather than
-// stopping at the first.
+// replaces r's) and notes every key that is not an option and every value
+// of the wrong kind (`required: maybe`), at any depth, for Compile to
+// report with the other problems of the rules rather than stopping there.
 func (r *Rules) UnmarshalYAML(n *yaml.Node) error {
 	type plain Rules // without this method
 	p := plain(*r)
+	problems := checkNodes(n, reflect.TypeFor[Rules](), "", nil)
 	if err := n.Decode(&p); err != nil {
-		return err
+		// yaml.v3 decodes what it can past a value of the wrong kind; such
+		// values are among problems, with their option's path.
+		var te *yaml.TypeError
+		if !errors.As(err, &te) || len(problems) == 0 {
+			return err
+		}
 	}
 	*r = Rules(p)
-	r.unknown = unknownKeys(n, reflect.TypeFor[Rules](), "", nil)
+	r.unknown = problems
 	return nil
 }
 
@@ -254,13 +263,17 @@ func decodeTransform(n *yaml.Node) (Transform, error) {
 	return t, nil
 }
 
-// unknownKeys returns a *FieldError for each key of n, at any depth, that
-// the type t it decodes into has no yaml field for, in document order;
-// path is n's place ("user[3]"). node.Decode does not honour a decoder's
-// KnownFields (go-yaml #460), and a decoder's stops at the first.
-func unknownKeys(n *yaml.Node, t reflect.Type, path string, errs []error) []error {
+// checkNodes returns a *FieldError for each key of n, at any depth, that
+// the type t it decodes into has no yaml field for, and for each value that
+// cannot decode into its option, in document order; path is n's place
+// ("user[3]"). node.Decode does not honour a decoder's KnownFields
+// (go-yaml #460), and a decoder's stops at the first.
+func checkNodes(n *yaml.Node, t reflect.Type, path string, errs []error) []error {
 	for t.Kind() == reflect.Pointer {
 		t = t.Elem()
+	}
+	if err := wrongKind(n, t); err != nil {
+		return append(errs, &FieldError{Field: path, Err: err})
 	}
 	switch {
 	case t == reflect.TypeFor[Transforms]():
@@ -273,7 +286,7 @@ func unknownKeys(n *yaml.Node, t reflect.Type, path string, errs []error) []erro
 			}
 			opts := map[string]reflect.Type{"lookup": reflect.TypeFor[Lookup](), "replace": reflect.TypeFor[Replace]()}
 			if ot, ok := opts[strings.ToLower(c.Content[0].Value)]; ok {
-				errs = unknownKeys(c.Content[1], ot, fmt.Sprintf("%s[%d].%s", path, i, c.Content[0].Value), errs)
+				errs = checkNodes(c.Content[1], ot, fmt.Sprintf("%s[%d].%s", path, i, c.Content[0].Value), errs)
 			}
 		}
 	case n.Kind == yaml.MappingNode && t.Kind() == reflect.Struct:
@@ -300,14 +313,64 @@ func unknownKeys(n *yaml.Node, t reflect.Type, path string, errs []error) []erro
 				errs = append(errs, &FieldError{Field: at, Err: errf(ErrUnknown, "%w (allowed here: %s)", ErrUnknownKey, strings.Join(names, ", "))})
 				continue
 			}
-			errs = unknownKeys(val, ft, at, errs)
+			errs = checkNodes(val, ft, at, errs)
 		}
 	case n.Kind == yaml.SequenceNode && t.Kind() == reflect.Slice && t != reflect.TypeFor[StringList]():
 		for i, c := range n.Content {
-			errs = unknownKeys(c, t.Elem(), fmt.Sprintf("%s[%d]", path, i), errs)
+			errs = checkNodes(c, t.Elem(), fmt.Sprintf("%s[%d]", path, i), errs)
 		}
 	}
 	return errs
+}
+
+// wrongKind returns the problem of a node that cannot decode into t: a
+// scalar where a list or options are expected, a map or list where text
+// is, text that is not a boolean. Types that decode themselves (StringList,
+// Transforms) and values of any type are left to the decoder.
+func wrongKind(n *yaml.Node, t reflect.Type) error {
+	if n.Kind == yaml.AliasNode || reflect.PointerTo(t).Implements(reflect.TypeFor[yaml.Unmarshaler]()) {
+		return nil
+	}
+	if n.Kind == yaml.ScalarNode && n.Tag == "!!null" {
+		return nil // the zero value
+	}
+	var want string
+	switch t.Kind() {
+	case reflect.Struct:
+		if n.Kind == yaml.MappingNode {
+			return nil
+		}
+		want = "a map of options"
+	case reflect.Map:
+		if n.Kind == yaml.MappingNode {
+			return nil
+		}
+		want = "a map"
+	case reflect.Slice:
+		if n.Kind == yaml.SequenceNode {
+			return nil
+		}
+		want = "a list"
+	case reflect.Interface:
+		return nil
+	default: // a scalar: decode it to see
+		if n.Kind == yaml.ScalarNode && n.Decode(reflect.New(t).Interface()) == nil {
+			return nil
+		}
+		switch t.Kind() {
+		case reflect.Bool:
+			want = "true or false"
+		case reflect.String:
+			want = "text"
+		default:
+			want = "a " + t.Kind().String()
+		}
+	}
+	got := "a " + kindName(n)
+	if n.Kind == yaml.ScalarNode {
+		got = strconv.Quote(n.Value)
+	}
+	return errf(ErrInvalid, "want %s, not %s", want, got)
 }
 
 func kindName(n *yaml.Node) string {

@@ -56,14 +56,15 @@ func TestYAMLSyntaxErrorLines(t *testing.T) {
 }
 
 // TestValidateReportsEveryMappingError: `scimgate validate` prints every
-// problem of the mapping, an unknown key among them, each on its line
-// (issue 17, item 20: the unknown key hid the other two).
+// problem of the mapping, a value of the wrong kind and an unknown key
+// among them, each on its line (issue 17, item 20: the unknown key hid the
+// other errors, and yaml.v3's type error everything else).
 func TestValidateReportsEveryMappingError(t *testing.T) {
 	dir := t.TempDir()
 	file := filepath.Join(dir, "c.yaml")
-	yaml := "mapping:\n  user:\n    - {to: login, from: userName, requird: true}\n" +
-		"    - {to: hired, from: x, type: datte, format: dd/MM/yyyy}\n" +
-		"    - {to: email, from: \"emails[\", type: email}\n"
+	yaml := "mapping:\n  user:\n    - {to: login, from: userName, required: maybe}\n" +
+		"    - {to: email, from: \"emails[\", type: email, requird: true}\n" +
+		"    - {to: hired, from: x, type: datte, format: dd/MM/yyyy}\n"
 	if err := os.WriteFile(file, []byte(yaml), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -71,10 +72,12 @@ func TestValidateReportsEveryMappingError(t *testing.T) {
 	if code == 0 {
 		t.Fatalf("validate exited 0: %s", stderr)
 	}
+	// The example of docs/mapping.md, "Configuration errors".
 	want := []string{
-		file + `:3: mapping.user[0].requird: unknown key (allowed here: `,
-		file + `:4: mapping.user[1].type: unknown type "datte"`,
-		file + `:5: mapping.user[2].from: invalid path "emails["`,
+		file + `:3: mapping.user[0].required: want true or false, not "maybe"`,
+		file + `:4: mapping.user[1].requird: unknown key (allowed here: `,
+		file + `:4: mapping.user[1].from: invalid path "emails["`,
+		file + `:5: mapping.user[2].type: unknown type "datte"`,
 	}
 	lines := strings.Split(strings.TrimSpace(stderr), "\n")
 	if len(lines) != len(want) {
