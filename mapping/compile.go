@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strconv"
 	"strings"
 	"sync/atomic"
 
@@ -17,6 +18,10 @@ var (
 	ErrInvalid  = errors.New("invalid")  // a path, pattern, format or default that does not parse or validate
 	ErrConflict = errors.New("conflict") // a duplicate field, or options that exclude each other
 	ErrCycle    = errors.New("template cycle")
+	// ErrUnknownKey marks a key in the YAML that no option has (a typo,
+	// usually); such an error is also ErrUnknown. The config loader's
+	// unknown keys outside the mapping section are the same sentinel.
+	ErrUnknownKey = errors.New("unknown key")
 )
 
 // FieldError is a problem with one option of the rules. Field is its path
@@ -65,7 +70,11 @@ type Mapper struct {
 	match               string
 	extensions          []*scim.Schema
 	zones               zones
-	catalog             atomic.Pointer[[]CatalogType] // swapped by SetCatalog
+	// refFields are the top-level record fields that user references
+	// output (Reference.Field), sorted: a change of one of them in a
+	// user's record changes the users referencing it.
+	refFields []string
+	catalog   atomic.Pointer[[]CatalogType] // swapped by SetCatalog
 }
 
 // field is one compiled rule.
@@ -83,9 +92,10 @@ type field struct {
 	required  bool
 	onInvalid invalidAction
 	refBy     []string
-	srcText   string // "(from …)" for a missing value
-	sameAs    *field // the field this one must equal (same_as), or nil
-	pos       int    // index in the evaluation order
+	refField  []string // the referenced user's field to output, split at dots; nil: its SCIM id
+	srcText   string   // "(from …)" for a missing value
+	sameAs    *field   // the field this one must equal (same_as), or nil
+	pos       int      // index in the evaluation order
 }
 
 // source is one compiled `from` path.
@@ -116,7 +126,7 @@ var (
 // joined with errors.Join when there are several.
 func Compile(r Rules) (*Mapper, error) {
 	m := &Mapper{match: "userName"}
-	var errs []error
+	errs := slices.Clone(r.unknown) // keys no option has, from the YAML
 	add := func(field string, err error) { errs = append(errs, &FieldError{Field: field, Err: err}) }
 	if r.Match != "" {
 		i := slices.IndexFunc(matchNames, func(n string) bool { return strings.EqualFold(n, r.Match) })
@@ -132,9 +142,41 @@ func Compile(r Rules) (*Mapper, error) {
 	cat := compileCatalog(r.Catalog, add)
 	m.catalog.Store(&cat)
 	if len(errs) > 0 {
+		// In the order of the rules, so of the file, however found.
+		slices.SortStableFunc(errs, func(a, b error) int { return cmpField(fieldOf(a), fieldOf(b)) })
 		return nil, errors.Join(errs...)
 	}
 	return m, nil
+}
+
+func fieldOf(err error) string {
+	var fe *FieldError
+	if errors.As(err, &fe) {
+		return fe.Field
+	}
+	return ""
+}
+
+// cmpField orders the paths of errors as the section is written: match,
+// user, group, extensions, catalog, then by index ("user[2]" before
+// "user[10]"); the rest of a path does not order.
+func cmpField(a, b string) int {
+	rank := func(f string) (int, int) {
+		name, rest, _ := strings.Cut(f, "[")
+		sec := slices.Index([]string{"match", "user", "group", "extensions", "catalog"}, strings.SplitN(name, ".", 2)[0])
+		i, _, _ := strings.Cut(rest, "]")
+		n, err := strconv.Atoi(i)
+		if err != nil {
+			n = -1
+		}
+		return sec, n
+	}
+	sa, ia := rank(a)
+	sb, ib := rank(b)
+	if sa != sb {
+		return sa - sb
+	}
+	return ia - ib
 }
 
 // compileResource compiles the rules of one resource and orders them so
@@ -176,6 +218,9 @@ func (m *Mapper) compileResource(kind string, rules []Rule, add func(string, err
 	}
 	same := sameAs(kind, fields, rules, names, add)
 	out := order(kind, fields, rules, add)
+	if out != nil {
+		m.referenceFields(kind, fields, rules, names, add)
+	}
 	for i, f := range out {
 		f.pos = i
 	}
@@ -239,6 +284,61 @@ func sameAs(kind string, fields []*field, rules []Rule, names map[string]int, ad
 		}
 	}
 	return same
+}
+
+// referenceFields checks each reference's field against the other rules
+// and links it: the field must be a rule of the resource that holds no
+// reference and reads none through its templates, so a change of one
+// user re-maps the users referencing it and stops there. It runs once the
+// templates are known to have no cycle.
+func (m *Mapper) referenceFields(kind string, fields []*field, rules []Rule, names map[string]int, add func(string, error)) {
+	// readsRef reports whether rule i is, or reads through templates, a
+	// reference; memo: 0 unknown, 1 no, 2 yes.
+	memo := make([]int, len(rules))
+	var readsRef func(i int) bool
+	readsRef = func(i int) bool {
+		if memo[i] == 0 {
+			memo[i] = 1
+			if rules[i].Reference != nil {
+				memo[i] = 2
+			} else if fields[i] != nil {
+				for _, d := range fields[i].deps {
+					if readsRef(d) {
+						memo[i] = 2
+						break
+					}
+				}
+			}
+		}
+		return memo[i] == 2
+	}
+	for i, r := range rules {
+		if r.Reference == nil || r.Reference.Field == "" {
+			continue
+		}
+		at := fmt.Sprintf("%s[%d].reference.field", kind, i)
+		name := r.Reference.Field
+		j, ok := names[name]
+		switch {
+		case !ok:
+			add(at, errf(ErrUnknown, "unknown field %q (field names a field of the referenced user's record, by its `to`; leave it out for the user's SCIM id)", name))
+			continue
+		case rules[j].Reference != nil:
+			add(at, errf(ErrInvalid, "field %q is itself a reference: a reference outputs a field the referenced user's own rules make", name))
+			continue
+		case readsRef(j):
+			add(at, errf(ErrInvalid, "field %q is a template that reads a reference: a reference outputs a field the referenced user's own rules make", name))
+			continue
+		}
+		if fields[i] != nil {
+			fields[i].refField = strings.Split(name, ".")
+			top := fields[i].refField[0]
+			if !slices.Contains(m.refFields, top) {
+				m.refFields = append(m.refFields, top)
+				slices.Sort(m.refFields)
+			}
+		}
+	}
 }
 
 // checkName checks a `to`: non-empty dot-separated names.
@@ -420,6 +520,11 @@ func (m *Mapper) compileType(r Rule) (converter, error) {
 	if typ == "" {
 		typ = "string"
 	}
+	if !slices.Contains(typeNames, typ) && typ != "boolean" && typ != "integer" {
+		// The unknown type first: "format applies to type date only" on a
+		// misspelt "datte" would send the reader the wrong way.
+		return nil, errf(ErrUnknown, "unknown type %q (want one of %s)", r.Type, strings.Join(typeNames, ", "))
+	}
 	only := func(opt, owner string, set bool) error {
 		if set && typ != owner {
 			return &FieldError{Field: opt, Err: errf(ErrConflict, "%s applies to type %s only", opt, owner)}
@@ -470,10 +575,9 @@ func (m *Mapper) compileType(r Rule) (converter, error) {
 		return c, nil
 	case "list":
 		return convertList, nil
-	case "object":
+	default: // "object", the last of typeNames
 		return convertObject, nil
 	}
-	return nil, errf(ErrUnknown, "unknown type %q (want one of %s)", r.Type, strings.Join(typeNames, ", "))
 }
 
 // order sorts fields so that each comes after the fields its templates

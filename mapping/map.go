@@ -2,6 +2,7 @@ package mapping
 
 import (
 	"net/http"
+	"slices"
 	"strings"
 
 	"github.com/scimgate/scimgate/gateway/scim"
@@ -36,7 +37,8 @@ func (e *Rejection) Error() string { return e.Err.Error() }
 // Unwrap returns the *scim.Error.
 func (e *Rejection) Unwrap() error { return e.Err }
 
-// Ref is a reference field and what it points at.
+// Ref is a reference field and what it points at. With Reference.Field the
+// record holds a field of that user's record, but ID is still its SCIM id.
 type Ref struct {
 	// Field is the record field (the rule's `to`).
 	Field string `json:"field"`
@@ -58,6 +60,21 @@ type Ref struct {
 type Resolver interface {
 	ResolveUser(by, value string) (id string, ok bool)
 }
+
+// RecordResolver is a Resolver that also reads a user's canonical record,
+// which a reference with a field (Reference.Field) outputs from. With a
+// Resolver that is not one, such a reference resolves (Ref.ID) but leaves
+// its field out of the record.
+type RecordResolver interface {
+	Resolver
+	UserRecord(id string) (record map[string]any, ok bool)
+}
+
+// ReferencedFields returns the top-level record fields that user
+// references output (Reference.Field), sorted. When one of them changes in
+// a user's record, the users whose references resolved to that user must
+// be mapped again; a reference to the SCIM id needs no such thing.
+func (m *Mapper) ReferencedFields() []string { return slices.Clone(m.refFields) }
 
 // MapUser maps a SCIM User document (decoded by encoding/json with
 // UseNumber; attribute names in any case) to its canonical record. res may
@@ -190,6 +207,22 @@ func (f *field) eval(r *Result, problems *[]string, doc map[string]any, res Reso
 			return ""
 		}
 		v = ref.ID
+		if f.refField != nil {
+			// The referenced user's field as its own rules made it; left
+			// out when that user has none (or res cannot read records).
+			rr, ok := res.(RecordResolver)
+			if !ok {
+				return ""
+			}
+			rec, ok := rr.UserRecord(ref.ID)
+			if !ok {
+				return ""
+			}
+			if v, ok = lookup(rec, f.refField); !ok {
+				return ""
+			}
+			v = normalize(v) // a copy, with the record's number types
+		}
 	}
 	set(r.Record, f.keys, v)
 	return from

@@ -289,9 +289,7 @@ func TestYAMLForms(t *testing.T) {
 			}}}}, ""},
 		{"same_as", "user: [{to: a, from: userName, same_as: b}, {to: b, from: emails.value}]",
 			Rules{User: []Rule{{To: "a", From: StringList{"userName"}, SameAs: "b"}, {To: "b", From: StringList{"emails.value"}}}}, ""},
-		{"unknown/rule", "user: [{to: a, form: x}]", Rules{}, "field form not found"},
-		{"unknown/lookup", "user: [{to: a, from: x, transforms: [{lookup: {tabel: {a: b}}}]}]", Rules{}, "field tabel not found in lookup"},
-		{"unknown/replace", "user: [{to: a, from: x, transforms: [{replace: {pattern: a, whith: b}}]}]", Rules{}, "field whith not found in replace"},
+		{"lookup/scalar", "user: [{to: a, from: x, transforms: [{lookup: x}]}]", Rules{}, "lookup: want a map"},
 		{"transform/twoKeys", "user: [{to: a, from: x, transforms: [{split: ',', join: ','}]}]", Rules{}, "want one key"},
 		{"from/map", "user: [{to: a, from: {x: y}}]", Rules{}, "want a string or a list of strings"},
 	}
@@ -485,5 +483,69 @@ func TestRejectionAndWarningFields(t *testing.T) {
 	}
 	if se.Status != 400 || se.ScimType != scim.InvalidValue {
 		t.Errorf("scim error %d %s, want 400 invalidValue", se.Status, se.ScimType)
+	}
+}
+
+// TestDateInvalidMessage: a date in the right form that does not exist
+// says so, rather than naming the form it already has (issue 17, item 20).
+func TestDateInvalidMessage(t *testing.T) {
+	conv, err := dateConverter("", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tt := range []struct{ in, want string }{
+		{"2024-02-30", `"2024-02-30" is not a valid date: that day does not exist`},
+		{"2023-02-29", `"2023-02-29" is not a valid date: that day does not exist`},
+		{"2024-13-01", `"2024-13-01" is not a valid date: that day does not exist`},
+		{"0000-01-01", `"0000-01-01" is not a valid date: that day does not exist`},
+		{"12/03/2024", `"12/03/2024" is not a date in the form yyyy-MM-dd`},
+		{"2024-1-01", `"2024-1-01" is not a date in the form yyyy-MM-dd`},
+	} {
+		_, verr := conv([]any{tt.in})
+		if verr == nil {
+			t.Errorf("date %q accepted", tt.in)
+			continue
+		}
+		if got := verr.text(true); got != tt.want {
+			t.Errorf("date %q: %s\nwant %s", tt.in, got, tt.want)
+		}
+	}
+}
+
+// TestUnknownKeysWithOtherErrors: an unknown key is one of Compile's
+// errors, beside the others, rather than a decoding error that hides them
+// (issue 17, item 20; compile-unknown-key has one at every level).
+func TestUnknownKeysWithOtherErrors(t *testing.T) {
+	var r Rules
+	if err := yaml.Unmarshal([]byte("user:\n  - {to: login, form: userName}\n  - {to: hired, from: x, type: datte}\n  - {to: email, from: 'emails[', type: email}\n"), &r); err != nil {
+		t.Fatalf("Unmarshal = %v, want the unknown key left to Compile", err)
+	}
+	_, err := Compile(r)
+	var got []string
+	for _, e := range flatten(err) {
+		var fe *FieldError
+		if !errors.As(e, &fe) {
+			t.Fatalf("error %T %v, want *FieldError", e, e)
+		}
+		got = append(got, fe.Field)
+	}
+	want := []string{"user[0].form", "user[0]", "user[1].type", "user[2].from"}
+	if !slices.Equal(got, want) {
+		t.Errorf("Compile errors at %v, want %v: %v", got, want, err)
+	}
+	if !errors.Is(err, ErrUnknown) || !errors.Is(err, ErrUnknownKey) || !strings.Contains(err.Error(), "user[0].form: unknown key (allowed here: default, format, from,") {
+		t.Errorf("Compile = %v, want the unknown key named with the keys allowed", err)
+	}
+
+	// Decoding on top of the defaults keeps the lists the YAML leaves out.
+	r = DefaultRules()
+	if err := yaml.Unmarshal([]byte("match: emails\ngroup: [{to: n, from: displayName}]\n"), &r); err != nil {
+		t.Fatal(err)
+	}
+	if r.Match != "emails" || len(r.Group) != 1 || len(r.User) != len(DefaultRules().User) {
+		t.Errorf("decoded over the defaults: match %q, %d group rules, %d user rules", r.Match, len(r.Group), len(r.User))
+	}
+	if _, err := Compile(r); err != nil {
+		t.Errorf("Compile = %v", err)
 	}
 }

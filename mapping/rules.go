@@ -1,7 +1,11 @@
 package mapping
 
 import (
+	"errors"
 	"fmt"
+	"reflect"
+	"slices"
+	"strconv"
 	"strings"
 
 	"gopkg.in/yaml.v3"
@@ -24,6 +28,32 @@ type Rules struct {
 	// Catalog lists the roles and entitlements the app grants: served for
 	// discovery and enforced on users' roles and entitlements.
 	Catalog []CatalogType `yaml:"catalog,omitempty"`
+
+	// unknown are the keys UnmarshalYAML found that no option has, and the
+	// values of the wrong kind, as *FieldError: Compile reports them with
+	// every other problem.
+	unknown []error
+}
+
+// UnmarshalYAML decodes the section on top of r (a list present in the YAML
+// replaces r's) and notes every key that is not an option and every value
+// of the wrong kind (`required: maybe`), at any depth, for Compile to
+// report with the other problems of the rules rather than stopping there.
+func (r *Rules) UnmarshalYAML(n *yaml.Node) error {
+	type plain Rules // without this method
+	p := plain(*r)
+	problems := checkNodes(n, reflect.TypeFor[Rules](), "", nil)
+	if err := n.Decode(&p); err != nil {
+		// yaml.v3 decodes what it can past a value of the wrong kind; such
+		// values are among problems, with their option's path.
+		var te *yaml.TypeError
+		if !errors.As(err, &te) || len(problems) == 0 {
+			return err
+		}
+	}
+	*r = Rules(p)
+	r.unknown = problems
+	return nil
 }
 
 // Rule produces one field of the canonical record.
@@ -56,7 +86,8 @@ type Rule struct {
 	// default for required fields), "drop" the field with a warning (the
 	// default for optional ones) or use the rule's "default" with a warning.
 	OnInvalid string `yaml:"on_invalid,omitempty"`
-	// Reference resolves the value to another user's SCIM id.
+	// Reference resolves the value to another user: the field holds that
+	// user's SCIM id, or a field of its record (Reference.Field).
 	Reference *Reference `yaml:"reference,omitempty"`
 	// SameAs names another field of the same record (by its `to`) whose
 	// value this field's must equal, text compared case-insensitively, once
@@ -65,11 +96,17 @@ type Rule struct {
 	SameAs string `yaml:"same_as,omitempty"`
 }
 
-// Reference makes a rule resolve its value to a user's SCIM id.
+// Reference makes a rule resolve its value to another user and output that
+// user's SCIM id or one field of its canonical record.
 type Reference struct {
 	// By lists what the value may be, tried in order: "id", "externalId",
 	// "userName", "email". All four, in that order, when empty.
 	By StringList `yaml:"by,omitempty"`
+	// Field names the field of the referenced user's record to output, by
+	// its `to` ("login", "email"), so an app can find the user by its own
+	// key. Empty: the user's SCIM id. The field must not itself hold a
+	// reference, nor be a template that reads one.
+	Field string `yaml:"field,omitempty"`
 }
 
 // Extension declares a custom User extension schema for /Schemas.
@@ -199,18 +236,19 @@ func decodeTransform(n *yaml.Node) (Transform, error) {
 	}
 	k, v := n.Content[0], n.Content[1]
 	t := Transform{Op: k.Value}
+	// Unknown option keys are Rules.UnmarshalYAML's (unknownKeys).
 	switch strings.ToLower(k.Value) {
 	case "lookup":
-		if err := checkKeys(v, "lookup", "table", "default", "strict"); err != nil {
-			return t, err
+		if v.Kind != yaml.MappingNode {
+			return t, fmt.Errorf("line %d: lookup: want a map, got a %s", v.Line, kindName(v))
 		}
 		t.Lookup = new(Lookup)
 		if err := v.Decode(t.Lookup); err != nil {
 			return t, err
 		}
 	case "replace":
-		if err := checkKeys(v, "replace", "pattern", "with"); err != nil {
-			return t, err
+		if v.Kind != yaml.MappingNode {
+			return t, fmt.Errorf("line %d: replace: want a map, got a %s", v.Line, kindName(v))
 		}
 		t.Replace = new(Replace)
 		if err := v.Decode(t.Replace); err != nil {
@@ -225,23 +263,114 @@ func decodeTransform(n *yaml.Node) (Transform, error) {
 	return t, nil
 }
 
-// checkKeys rejects keys of a mapping node outside allowed: node.Decode does
-// not honour the decoder's KnownFields (go-yaml #460).
-func checkKeys(n *yaml.Node, what string, allowed ...string) error {
-	if n.Kind != yaml.MappingNode {
-		return fmt.Errorf("line %d: %s: want a map, got a %s", n.Line, what, kindName(n))
+// checkNodes returns a *FieldError for each key of n, at any depth, that
+// the type t it decodes into has no yaml field for, and for each value that
+// cannot decode into its option, in document order; path is n's place
+// ("user[3]"). node.Decode does not honour a decoder's KnownFields
+// (go-yaml #460), and a decoder's stops at the first.
+func checkNodes(n *yaml.Node, t reflect.Type, path string, errs []error) []error {
+	for t.Kind() == reflect.Pointer {
+		t = t.Elem()
 	}
-	for i := 0; i < len(n.Content); i += 2 {
-		k := n.Content[i]
-		ok := false
-		for _, a := range allowed {
-			ok = ok || k.Value == a
+	if err := wrongKind(n, t); err != nil {
+		return append(errs, &FieldError{Field: path, Err: err})
+	}
+	switch {
+	case t == reflect.TypeFor[Transforms]():
+		if n.Kind != yaml.SequenceNode {
+			return errs
 		}
-		if !ok {
-			return fmt.Errorf("line %d: field %s not found in %s (want %s)", k.Line, k.Value, what, strings.Join(allowed, ", "))
+		for i, c := range n.Content {
+			if c.Kind != yaml.MappingNode || len(c.Content) != 2 {
+				continue
+			}
+			opts := map[string]reflect.Type{"lookup": reflect.TypeFor[Lookup](), "replace": reflect.TypeFor[Replace]()}
+			if ot, ok := opts[strings.ToLower(c.Content[0].Value)]; ok {
+				errs = checkNodes(c.Content[1], ot, fmt.Sprintf("%s[%d].%s", path, i, c.Content[0].Value), errs)
+			}
+		}
+	case n.Kind == yaml.MappingNode && t.Kind() == reflect.Struct:
+		fields := map[string]reflect.Type{}
+		var names []string
+		for i := range t.NumField() {
+			f := t.Field(i)
+			name, _, _ := strings.Cut(f.Tag.Get("yaml"), ",")
+			if !f.IsExported() || name == "" || name == "-" {
+				continue
+			}
+			fields[name] = f.Type
+			names = append(names, name)
+		}
+		slices.Sort(names)
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			key, val := n.Content[i], n.Content[i+1]
+			at := key.Value
+			if path != "" {
+				at = path + "." + key.Value
+			}
+			ft, ok := fields[key.Value]
+			if !ok {
+				errs = append(errs, &FieldError{Field: at, Err: errf(ErrUnknown, "%w (allowed here: %s)", ErrUnknownKey, strings.Join(names, ", "))})
+				continue
+			}
+			errs = checkNodes(val, ft, at, errs)
+		}
+	case n.Kind == yaml.SequenceNode && t.Kind() == reflect.Slice && t != reflect.TypeFor[StringList]():
+		for i, c := range n.Content {
+			errs = checkNodes(c, t.Elem(), fmt.Sprintf("%s[%d]", path, i), errs)
 		}
 	}
-	return nil
+	return errs
+}
+
+// wrongKind returns the problem of a node that cannot decode into t: a
+// scalar where a list or options are expected, a map or list where text
+// is, text that is not a boolean. Types that decode themselves (StringList,
+// Transforms) and values of any type are left to the decoder.
+func wrongKind(n *yaml.Node, t reflect.Type) error {
+	if n.Kind == yaml.AliasNode || reflect.PointerTo(t).Implements(reflect.TypeFor[yaml.Unmarshaler]()) {
+		return nil
+	}
+	if n.Kind == yaml.ScalarNode && n.Tag == "!!null" {
+		return nil // the zero value
+	}
+	var want string
+	switch t.Kind() {
+	case reflect.Struct:
+		if n.Kind == yaml.MappingNode {
+			return nil
+		}
+		want = "a map of options"
+	case reflect.Map:
+		if n.Kind == yaml.MappingNode {
+			return nil
+		}
+		want = "a map"
+	case reflect.Slice:
+		if n.Kind == yaml.SequenceNode {
+			return nil
+		}
+		want = "a list"
+	case reflect.Interface:
+		return nil
+	default: // a scalar: decode it to see
+		if n.Kind == yaml.ScalarNode && n.Decode(reflect.New(t).Interface()) == nil {
+			return nil
+		}
+		switch t.Kind() {
+		case reflect.Bool:
+			want = "true or false"
+		case reflect.String:
+			want = "text"
+		default:
+			want = "a " + t.Kind().String()
+		}
+	}
+	got := "a " + kindName(n)
+	if n.Kind == yaml.ScalarNode {
+		got = strconv.Quote(n.Value)
+	}
+	return errf(ErrInvalid, "want %s, not %s", want, got)
 }
 
 func kindName(n *yaml.Node) string {

@@ -348,8 +348,22 @@ func parseDateLayout(format string) (*dateLayout, error) {
 
 func isLetter(c byte) bool { return 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' }
 
-// parse reads a date in the layout and checks that it exists.
+// parse reads a date in the layout and checks that it exists: inForm
+// reports whether s has the layout's form, ok whether it also names a day
+// of the calendar (not 2024-02-30, 2024-13-01 or year 0).
 func (l *dateLayout) parse(s string) (y, m, d int, ok bool) {
+	y, m, d, inForm := l.read(s)
+	if !inForm || y < 1 || m < 1 || m > 12 || d < 1 {
+		return 0, 0, 0, false
+	}
+	// time.Date normalises 31 April into 1 May: a date that moves is invalid.
+	t := time.Date(y, time.Month(m), d, 0, 0, 0, 0, time.UTC)
+	return y, m, d, t.Day() == d
+}
+
+// read reads the numbers of a date in the layout without checking that
+// they make a day; inForm reports whether s has the layout's form.
+func (l *dateLayout) read(s string) (y, m, d int, inForm bool) {
 	for _, p := range l.parts {
 		if p.tok == 0 {
 			if !strings.HasPrefix(s, p.lit) {
@@ -380,12 +394,7 @@ func (l *dateLayout) parse(s string) (y, m, d int, ok bool) {
 			d = n
 		}
 	}
-	if s != "" || y < 1 || m < 1 || m > 12 || d < 1 {
-		return 0, 0, 0, false
-	}
-	// time.Date normalises 31 April into 1 May: a date that moves is invalid.
-	t := time.Date(y, time.Month(m), d, 0, 0, 0, 0, time.UTC)
-	return y, m, d, t.Day() == d
+	return y, m, d, s == ""
 }
 
 func (l *dateLayout) format(y, m, d int) string {
@@ -427,15 +436,25 @@ func dateConverter(format, output string) (converter, error) {
 			return nil, &FieldError{Field: "output_format", Err: err}
 		}
 	}
-	return textual("is not a date in the form "+format, func(s string) (string, bool) {
-		y, m, d, ok := in.parse(s)
+	notInForm := "is not a date in the form " + format
+	return scalar(func(v any) (any, *valueError) {
+		s, ok := toText(v)
 		if !ok {
-			return "", false
+			return nil, &valueError{val: v, msg: notInForm}
 		}
-		if out == in {
-			return s, true
+		y, m, d, ok := in.parse(s)
+		switch {
+		case !ok:
+			if _, _, _, inForm := in.read(s); inForm {
+				return nil, &valueError{val: v, msg: "is not a valid date: that day does not exist"}
+			}
+			return nil, &valueError{val: v, msg: notInForm}
+		case out != in:
+			return out.format(y, m, d), nil
+		case isString(v):
+			return v, nil // already boxed: no allocation
 		}
-		return out.format(y, m, d), true
+		return s, nil
 	}), nil
 }
 

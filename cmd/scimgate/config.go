@@ -114,8 +114,9 @@ func (e *ConfigError) Error() string {
 
 func (e *ConfigError) Unwrap() error { return e.Err }
 
-// ErrUnknownKey marks a key no section defines (a typo, usually).
-var ErrUnknownKey = errors.New("unknown key")
+// ErrUnknownKey marks a key no section defines (a typo, usually): the
+// mapping section reports its own, with every other problem of its rules.
+var ErrUnknownKey = mapping.ErrUnknownKey
 
 // LoadConfig reads a config file on top of DefaultConfig. ${NAME} and
 // ${NAME:-default} in values are expanded from getenv (and only those: a
@@ -155,7 +156,7 @@ func parseConfig(name string, data []byte, getenv func(string) string, lenient b
 	}
 	var root yaml.Node
 	if err := yaml.Unmarshal(data, &root); err != nil {
-		return cfg, nil, &ConfigError{File: name, Err: err}
+		return cfg, nil, yamlSyntaxError(name, data, err) // on its real line
 	}
 	if len(root.Content) == 0 { // empty file: defaults
 		return cfg, &root, nil

@@ -3,6 +3,7 @@ package store
 import (
 	"bytes"
 	"net/http"
+	"slices"
 	"strings"
 	"time"
 
@@ -274,6 +275,9 @@ func (s *Store) prepareUserWrite(cur, r *record, res *mapping.Result, now time.T
 		if err := s.resolveDependants(tx, r, idents, now); err != nil {
 			return err
 		}
+		if err := s.remapReferencing(tx, r.ID, changes, now); err != nil {
+			return err
+		}
 		return s.touched(tx, now)
 	}, nil
 }
@@ -461,6 +465,55 @@ func (r txResolver) ResolveUser(by, value string) (string, bool) {
 		return firstByPrefix(r.tx.Bucket(bucketUsersByEmail), foldKey(value))
 	}
 	return "", false
+}
+
+// UserRecord implements mapping.RecordResolver: the canonical record of
+// user id, which a reference with a field outputs from.
+func (r txResolver) UserRecord(id string) (map[string]any, bool) {
+	return userRecordOf(r.tx.Bucket(bucketUsers).Get([]byte(id)))
+}
+
+// UserRecord is txResolver's, recording the user's stored bytes in the
+// read set: a write of that user committed before this one is applied
+// changes them, and the write is prepared again with the new value.
+func (r recResolver) UserRecord(id string) (map[string]any, bool) {
+	return userRecordOf(r.rs.get(r.tx, bucketUsers, []byte(id)))
+}
+
+// userRecordOf decodes only the canonical record of a stored user (nil:
+// no such user).
+func userRecordOf(v []byte) (map[string]any, bool) {
+	if v == nil {
+		return nil, false
+	}
+	var r struct {
+		Record map[string]any `json:"record"`
+	}
+	if err := decodeJSON(v, &r); err != nil {
+		return nil, false
+	}
+	return r.Record, true
+}
+
+// remapReferencing maps again the users whose references resolved to user
+// id when its record changed in a field some reference outputs
+// (mapping.Mapper.ReferencedFields): each whose record changes gets
+// user.updated. A reference to the SCIM id alone needs nothing here.
+func (s *Store) remapReferencing(tx *bolt.Tx, id string, changes map[string]mapping.Change, now time.Time) error {
+	if !slices.ContainsFunc(s.mapper.ReferencedFields(), func(f string) bool { _, ok := changes[f]; return ok }) {
+		return nil
+	}
+	var dependants []string
+	scanPrefix(tx.Bucket(bucketRefsResolved), id, func(dep, _ []byte) bool {
+		dependants = append(dependants, string(dep))
+		return true
+	})
+	for _, dep := range dependants {
+		if err := s.remapUser(tx, dep, now); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // setRefs replaces the references of dependant id: the unresolved ones
