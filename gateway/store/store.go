@@ -321,10 +321,6 @@ type Resource struct {
 	// Doc is the SCIM representation: the attributes the client sent,
 	// with id, meta (without location) and groups or members filled in.
 	Doc map[string]any
-	// MembersOmitted is set on a group of a list page rendered without
-	// its members because it alone has more than Query.MemberBudget; the
-	// gateway says so and points at GET /Groups/{id}.
-	MembersOmitted bool
 }
 
 // nextVersion is the version a resource at version cur gets when it

@@ -1,0 +1,69 @@
+package gateway_test
+
+import (
+	"fmt"
+	"net/http"
+	"strings"
+	"testing"
+)
+
+// Issue 17 item 22: a page of GET /Groups holds the groups asked for, with
+// all their members, however many members they have together, so Okta's
+// import (startIndex advanced by count) reads every group. 101 users, 150
+// groups of 101 members: 15,150 members in a walk at count=100.
+func TestGroupPagesReturnGroupsAskedFor(t *testing.T) {
+	ts := newTestServer(t)
+	users := make([]string, 101)
+	var members strings.Builder
+	for i := range users {
+		users[i] = createUser(t, ts, fmt.Sprintf("walk-%d@example.com", i))
+		if i > 0 {
+			members.WriteByte(',')
+		}
+		fmt.Fprintf(&members, `{"value":%q}`, users[i])
+	}
+	created := map[string]bool{}
+	for i := range 150 {
+		r := ts.do("POST", "/Groups", fmt.Sprintf(`{"schemas":["urn:ietf:params:scim:schemas:core:2.0:Group"],"displayName":"walk group %d","members":[%s]}`,
+			i, members.String())).must(t, http.StatusCreated)
+		created[r.body["id"].(string)] = true
+	}
+
+	// Okta's group import: startIndex=1&count=100, then startIndex += 100
+	// while startIndex <= totalResults.
+	seen := map[string]bool{}
+	for start := 1; ; start += 100 {
+		page := ts.do("GET", fmt.Sprintf("/Groups?startIndex=%d&count=100", start), "").must(t, http.StatusOK)
+		total := int(page.body["totalResults"].(float64))
+		res := page.body["Resources"].([]any)
+		if want := min(100, 150-(start-1)); len(res) != want || page.body["itemsPerPage"] != float64(want) {
+			t.Fatalf("startIndex=%d: %d groups, itemsPerPage %v; want %d", start, len(res), page.body["itemsPerPage"], want)
+		}
+		if page.body["startIndex"] != float64(start) {
+			t.Errorf("startIndex = %v, want %d", page.body["startIndex"], start)
+		}
+		for _, g := range res {
+			g := g.(map[string]any)
+			id := g["id"].(string)
+			if seen[id] {
+				t.Errorf("group %s listed twice", id)
+			}
+			seen[id] = true
+			ms, _ := g["members"].([]any)
+			if len(ms) != 101 {
+				t.Errorf("group %s listed with %d members, want 101", id, len(ms))
+			}
+		}
+		if start+100 > total {
+			break
+		}
+	}
+	if len(seen) != len(created) {
+		t.Fatalf("Okta's walk saw %d groups of %d", len(seen), len(created))
+	}
+	// A page that leaves the members out still pages by count.
+	page := ts.do("GET", "/Groups?startIndex=1&count=100&excludedAttributes=members", "").must(t, http.StatusOK)
+	if n := len(page.body["Resources"].([]any)); n != 100 || strings.Contains(page.raw, `"members"`) {
+		t.Errorf("excludedAttributes=members: %d groups (want 100), members present: %v", n, strings.Contains(page.raw, `"members"`))
+	}
+}
