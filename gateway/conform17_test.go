@@ -67,3 +67,39 @@ func TestGroupPagesReturnGroupsAskedFor(t *testing.T) {
 		t.Errorf("excludedAttributes=members: %d groups (want 100), members present: %v", n, strings.Contains(page.raw, `"members"`))
 	}
 }
+
+// Issue 17 item 23: /ServiceProviderConfig declares only schemas a client
+// can discover (python-scim's discovery rejected the undeclared limits
+// extension); the limits are in the admin status instead.
+func TestServiceProviderConfigSchemasDiscoverable(t *testing.T) {
+	env := newAdminEnv(t)
+	ts := env.scim
+	spc := ts.do("GET", "/ServiceProviderConfig", "").must(t, http.StatusOK)
+	schemas, _ := spc.body["schemas"].([]any)
+	if len(schemas) == 0 {
+		t.Fatalf("no schemas: %s", spc.raw)
+	}
+	for _, s := range schemas {
+		urn := s.(string)
+		if urn == "urn:ietf:params:scim:schemas:core:2.0:ServiceProviderConfig" {
+			continue
+		}
+		if r := ts.do("GET", "/Schemas/"+urn, ""); r.status != http.StatusOK {
+			t.Errorf("schemas names %s, which /Schemas does not serve (%d)", urn, r.status)
+		}
+	}
+	for k := range spc.body {
+		if strings.HasPrefix(k, "urn:") {
+			t.Errorf("undeclared extension %s in /ServiceProviderConfig", k)
+		}
+	}
+	var st struct {
+		Limits map[string]int64 `json:"scim_limits"`
+	}
+	env.call(t, "GET", "/admin/status", adminToken, &st)
+	for _, k := range []string{"max_operations", "max_values", "max_members", "max_body_bytes", "max_page_size"} {
+		if st.Limits[k] <= 0 {
+			t.Errorf("admin status scim_limits.%s = %d, want the limit in force (%v)", k, st.Limits[k], st.Limits)
+		}
+	}
+}
