@@ -103,3 +103,52 @@ func TestServiceProviderConfigSchemasDiscoverable(t *testing.T) {
 		}
 	}
 }
+
+// Issue 17 item 24: attributes no schema defines — at the top level, inside
+// a declared extension, as sub-attributes — are not returned, whether they
+// came in a POST, a PUT or a PATCH (with or without a path), in a single
+// resource or a list: one such user made strict clients reject the whole
+// list.
+func TestUnknownAttributesNotReturned(t *testing.T) {
+	ts := newTestServer(t)
+	const ent = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"
+	body := `{"schemas":["urn:ietf:params:scim:schemas:core:2.0:User","` + ent + `"],"userName":"fav@example.com",
+		"favouriteColour":"blue","name":{"givenName":"Fav","shoeSize":"42"},
+		"emails":[{"value":"fav@example.com","type":"work","primary":true,"verifiedBy":"nobody"}],
+		"` + ent + `":{"department":"RnD","favouriteColour":"green"}}`
+	r := ts.do("POST", "/Users", body).must(t, http.StatusCreated)
+	id := r.body["id"].(string)
+	noUnknown := func(what string, raw string) {
+		t.Helper()
+		for _, s := range []string{"favouriteColour", "shoeSize", "verifiedBy", "flavour"} {
+			if strings.Contains(raw, s) {
+				t.Errorf("%s returns the unknown attribute %s: %s", what, s, raw)
+			}
+		}
+	}
+	noUnknown("POST", r.raw)
+	if !strings.Contains(r.raw, `"department":"RnD"`) || !strings.Contains(r.raw, `"givenName":"Fav"`) {
+		t.Errorf("POST lost known attributes: %s", r.raw)
+	}
+	noUnknown("GET", ts.do("GET", "/Users/"+id, "").must(t, http.StatusOK).raw)
+	noUnknown("GET list", ts.do("GET", "/Users", "").must(t, http.StatusOK).raw)
+	noUnknown("GET filtered list", ts.do("GET", `/Users?filter=userName%20eq%20%22fav@example.com%22`, "").must(t, http.StatusOK).raw)
+	for _, op := range []string{
+		`{"op":"add","path":"favouriteColour","value":"red"}`,
+		`{"op":"replace","value":{"favouriteColour":"red","flavour":"mint"}}`,
+		`{"op":"add","path":"` + ent + `:favouriteColour","value":"red"}`,
+	} {
+		r := ts.do("PATCH", "/Users/"+id, `{"schemas":["urn:ietf:params:scim:api:messages:2.0:PatchOp"],"Operations":[`+op+`]}`)
+		if r.status != http.StatusOK && r.status != http.StatusNoContent && r.status != http.StatusBadRequest {
+			t.Fatalf("PATCH %s: %d %s", op, r.status, r.raw)
+		}
+		noUnknown("PATCH "+op, r.raw)
+		noUnknown("GET after PATCH "+op, ts.do("GET", "/Users/"+id, "").must(t, http.StatusOK).raw)
+	}
+	noUnknown("PUT", ts.do("PUT", "/Users/"+id, body).must(t, http.StatusOK).raw)
+	noUnknown("GET list", ts.do("GET", "/Users?attributes=favouriteColour,userName", "").must(t, http.StatusOK).raw)
+	// Groups too.
+	g := ts.do("POST", "/Groups", `{"schemas":["urn:ietf:params:scim:schemas:core:2.0:Group"],"displayName":"fav","favouriteColour":"blue"}`).must(t, http.StatusCreated)
+	noUnknown("POST /Groups", g.raw)
+	noUnknown("GET /Groups", ts.do("GET", "/Groups", "").must(t, http.StatusOK).raw)
+}
