@@ -5,6 +5,8 @@ import (
 	"net/http"
 	"strings"
 	"testing"
+
+	"github.com/scimgate/scimgate/mapping"
 )
 
 // Issue 17 item 22: a page of GET /Groups holds the groups asked for, with
@@ -151,4 +153,33 @@ func TestUnknownAttributesNotReturned(t *testing.T) {
 	g := ts.do("POST", "/Groups", `{"schemas":["urn:ietf:params:scim:schemas:core:2.0:Group"],"displayName":"fav","favouriteColour":"blue"}`).must(t, http.StatusCreated)
 	noUnknown("POST /Groups", g.raw)
 	noUnknown("GET /Groups", ts.do("GET", "/Groups", "").must(t, http.StatusOK).raw)
+}
+
+// Issue 17 item 25: an extension the group rules read is a declared Group
+// extension: in the Group resource type's schemaExtensions, on /Schemas,
+// and returned with the group.
+func TestGroupRuleExtensionsDeclared(t *testing.T) {
+	const urn = "urn:ietf:params:scim:schemas:extension:acme:2.0:Group"
+	rules := mapping.DefaultRules()
+	rules.Group = append(rules.Group, mapping.Rule{To: "cost_center", From: mapping.StringList{urn + ":costCenter"}})
+	ts := newTestServerRules(t, rules)
+	rt := ts.do("GET", "/ResourceTypes/Group", "").must(t, http.StatusOK)
+	if !strings.Contains(rt.raw, `"schema":"`+urn+`"`) {
+		t.Errorf("Group resource type does not list %s: %s", urn, rt.raw)
+	}
+	sc := ts.do("GET", "/Schemas/"+urn, "").must(t, http.StatusOK)
+	if !strings.Contains(sc.raw, `"name":"costCenter"`) {
+		t.Errorf("/Schemas/%s lacks costCenter: %s", urn, sc.raw)
+	}
+	if all := ts.do("GET", "/Schemas", "").must(t, http.StatusOK); !strings.Contains(all.raw, `"id":"`+urn+`"`) {
+		t.Errorf("/Schemas does not list %s", urn)
+	}
+	g := ts.do("POST", "/Groups", `{"schemas":["urn:ietf:params:scim:schemas:core:2.0:Group","`+urn+`"],"displayName":"acme",
+		"`+urn+`":{"costCenter":"CC-7"}}`).must(t, http.StatusCreated)
+	for _, r := range []response{g, ts.do("GET", "/Groups/"+g.body["id"].(string), "").must(t, http.StatusOK)} {
+		ext, _ := r.body[urn].(map[string]any)
+		if ext["costCenter"] != "CC-7" || !hasString(r.body["schemas"], urn) {
+			t.Errorf("group returned without its extension: %s", r.raw)
+		}
+	}
 }

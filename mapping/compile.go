@@ -64,6 +64,7 @@ type Mapper struct {
 	userSame, groupSame []*field
 	match               string
 	extensions          []*scim.Schema
+	groupExtensions     []*scim.Schema
 	zones               zones
 	catalog             atomic.Pointer[[]CatalogType] // swapped by SetCatalog
 }
@@ -129,6 +130,7 @@ func Compile(r Rules) (*Mapper, error) {
 	m.user, m.userSame = m.compileResource("user", r.User, add)
 	m.group, m.groupSame = m.compileResource("group", r.Group, add)
 	m.extensions = extensionSchemas(r, add)
+	m.groupExtensions = groupExtensionSchemas(r)
 	cat := compileCatalog(r.Catalog, add)
 	m.catalog.Store(&cat)
 	if len(errs) > 0 {

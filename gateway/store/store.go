@@ -209,7 +209,11 @@ func New(db *bolt.DB, mapper *mapping.Mapper, opts Options) *Store {
 		s.log = slog.New(slog.DiscardHandler)
 	}
 	s.users = userKind(opts.UserExtensions...)
-	s.groups = groupKind()
+	var groupExts []*scim.Schema
+	if mapper != nil {
+		groupExts = mapper.GroupExtensions() // the extensions group rules read
+	}
+	s.groups = groupKind(groupExts...)
 	_ = db.View(func(tx *bolt.Tx) error {
 		if t, err := time.Parse(time.RFC3339Nano, string(tx.Bucket(bucketMeta).Get(keyLastChange))); err == nil {
 			s.lastChange.Store(t.UnixNano())
@@ -265,9 +269,9 @@ func userKind(ext ...*scim.Schema) *kind {
 	}
 }
 
-func groupKind() *kind {
+func groupKind(ext ...*scim.Schema) *kind {
 	return &kind{
-		name: "Group", event: "group", rt: scim.NewGroupResourceType(), nameAttr: "displayName",
+		name: "Group", event: "group", rt: scim.NewGroupResourceType(ext...), nameAttr: "displayName",
 		data: bucketGroups, byName: bucketGroupsByName, shadowed: bucketGroupsShadowed, byExtID: bucketGroupsByExtID,
 		order: bucketGroupsOrder, blocks: bucketGroupsBlocks, count: []byte("groups_count"),
 	}
