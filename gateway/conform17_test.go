@@ -183,3 +183,58 @@ func TestGroupRuleExtensionsDeclared(t *testing.T) {
 		}
 	}
 }
+
+// Issue 17 item 26: a user's ETag covers its groups (If-None-Match used to
+// answer 304 with stale groups), and If-None-Match matches a list of tags
+// and the strong form of a weak tag (weak comparison, RFC 9110 §13.1.2).
+func TestUserETagCoversGroups(t *testing.T) {
+	ts := newTestServer(t)
+	uid := createUser(t, ts, "etag@example.com")
+	get := func(headers ...string) response {
+		t.Helper()
+		r := ts.do("GET", "/Users/"+uid, "", headers...)
+		if r.status == http.StatusOK {
+			if meta, _ := r.body["meta"].(map[string]any); meta["version"] != r.header.Get("ETag") {
+				t.Errorf("meta.version %v != ETag %q", meta["version"], r.header.Get("ETag"))
+			}
+		}
+		return r
+	}
+	e1 := get().must(t, http.StatusOK).header.Get("ETag")
+	get("If-None-Match", e1).must(t, http.StatusNotModified)
+
+	g := ts.do("POST", "/Groups", `{"schemas":["urn:ietf:params:scim:schemas:core:2.0:Group"],"displayName":"etag-g","members":[{"value":"`+uid+`"}]}`).must(t, http.StatusCreated)
+	gid := g.body["id"].(string)
+	r := get("If-None-Match", e1)
+	if r.status != http.StatusOK || !strings.Contains(r.raw, gid) {
+		t.Fatalf("after joining a group, If-None-Match with the old tag: %d %s", r.status, r.raw)
+	}
+	e2 := r.header.Get("ETag")
+	if e2 == e1 {
+		t.Fatalf("ETag %s unchanged by a group change", e2)
+	}
+	// A list of tags; the strong form of the weak tag.
+	get("If-None-Match", `W/"nope", `+e2).must(t, http.StatusNotModified)
+	get("If-None-Match", strings.TrimPrefix(e2, "W/")).must(t, http.StatusNotModified)
+	get("If-None-Match", `"nope"`).must(t, http.StatusOK)
+	// The group renamed: the user's groups[].display changed, so its tag.
+	ts.do("PATCH", "/Groups/"+gid, `{"schemas":["urn:ietf:params:scim:api:messages:2.0:PatchOp"],"Operations":[{"op":"replace","path":"displayName","value":"etag-renamed"}]}`)
+	r = get("If-None-Match", e2)
+	if r.status != http.StatusOK || !strings.Contains(r.raw, "etag-renamed") {
+		t.Fatalf("after the group's rename, If-None-Match with the old tag: %d %s", r.status, r.raw)
+	}
+	e3 := r.header.Get("ETag")
+	// If-Match on a write compares the same tag.
+	body := `{"schemas":["urn:ietf:params:scim:schemas:core:2.0:User"],"userName":"etag@example.com","active":true,"title":"T"}`
+	ts.do("PUT", "/Users/"+uid, body, "If-Match", e1).must(t, http.StatusPreconditionFailed)
+	put := ts.do("PUT", "/Users/"+uid, body, "If-Match", e3).must(t, http.StatusOK)
+	if put.header.Get("ETag") == e3 {
+		t.Errorf("PUT kept the tag %s", e3)
+	}
+	// Removed from the group: the tag changes again.
+	ts.do("PATCH", "/Groups/"+gid, `{"schemas":["urn:ietf:params:scim:api:messages:2.0:PatchOp"],"Operations":[{"op":"remove","path":"members[value eq \"`+uid+`\"]"}]}`)
+	if r := get("If-None-Match", put.header.Get("ETag")); r.status != http.StatusOK || strings.Contains(r.raw, gid) {
+		t.Errorf("after leaving the group: %d %s", r.status, r.raw)
+	}
+	ts.do("DELETE", "/Users/"+uid, "", "If-Match", e3).must(t, http.StatusPreconditionFailed)
+}

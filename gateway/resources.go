@@ -222,11 +222,27 @@ func (r *resourceAPI) getHandler(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	if inm := c.Request().Header.Get("If-None-Match"); inm != "" && (inm == res.ETag() || inm == "*") {
+	if inm := c.Request().Header.Get("If-None-Match"); inm != "" && noneMatchHits(inm, res.ETag()) {
 		c.Response().Header().Set("ETag", res.ETag())
 		return c.NoContent(http.StatusNotModified)
 	}
 	return r.respond(c, http.StatusOK, res, p)
+}
+
+// noneMatchHits reports whether an If-None-Match header (a list of tags,
+// or "*") names tag, by the weak comparison RFC 9110 §13.1.2 requires for
+// If-None-Match: "12" and W/"12" both match W/"12".
+func noneMatchHits(header, tag string) bool {
+	if strings.TrimSpace(header) == "*" {
+		return true
+	}
+	opaque := strings.TrimPrefix(tag, "W/")
+	for _, t := range strings.Split(header, ",") {
+		if strings.TrimPrefix(strings.TrimSpace(t), "W/") == opaque {
+			return true
+		}
+	}
+	return false
 }
 
 func (r *resourceAPI) respond(c echo.Context, status int, res *store.Resource, p projection) error {

@@ -2,7 +2,9 @@ package store
 
 import (
 	"bytes"
+	"hash/fnv"
 	"net/http"
+	"strconv"
 	"strings"
 	"time"
 
@@ -105,21 +107,54 @@ func (s *Store) userResource(tx *bolt.Tx, r *record) *Resource {
 	return res
 }
 
-// addGroups fills in the groups attribute of a rendered user.
+// addGroups fills in the groups attribute of a rendered user, and its
+// entity tag, which covers them.
 func (s *Store) addGroups(tx *bolt.Tx, res *Resource) {
+	groups, h := s.userGroups(tx, res.ID)
+	if len(groups) == 0 {
+		return
+	}
+	res.Doc["groups"] = groups
+	res.tag = userTag(res.Version, h)
+	if meta, ok := res.Doc["meta"].(map[string]any); ok {
+		meta["version"] = res.tag
+	}
+}
+
+// userGroups returns the user's groups as rendered, and a hash of them
+// (ids and display names) for its entity tag.
+func (s *Store) userGroups(tx *bolt.Tx, id string) ([]any, uint64) {
 	var groups []any
-	scanPrefix(tx.Bucket(bucketMemberOf), res.ID, func(tail, _ []byte) bool {
+	h := fnv.New64a()
+	scanPrefix(tx.Bucket(bucketMemberOf), id, func(tail, _ []byte) bool {
 		gid := string(tail)
 		g := map[string]any{"value": gid, "type": "direct"}
+		h.Write(tail)
+		h.Write([]byte{0})
 		if _, _, _, display, err := s.memberData(tx, gid); err == nil {
 			g["display"] = display
+			h.Write([]byte(display))
 		}
+		h.Write([]byte{0})
 		groups = append(groups, g)
 		return true
 	})
-	if len(groups) > 0 {
-		res.Doc["groups"] = groups
+	return groups, h.Sum64()
+}
+
+// userETag is the entity tag of user r as rendered from tx (GetUser's).
+func (s *Store) userETag(tx *bolt.Tx, r *record) string {
+	groups, h := s.userGroups(tx, r.ID)
+	if len(groups) == 0 {
+		return etag(r.Version)
 	}
+	return userTag(r.Version, h)
+}
+
+// userTag is the entity tag of a user at version v in groups hashing to h:
+// the group memberships change without a new version of the user.
+func userTag(v, h uint64) string {
+	return `W/"` + strconv.FormatUint(v, 10) + "-" + strconv.FormatUint(h, 16) + `"`
 }
 
 // ReplaceUser replaces the user's attributes with a PUT body. Read-only
@@ -173,7 +208,7 @@ func (s *Store) updateUser(id, ifMatch string, next func(cur *record) (map[strin
 		if err != nil {
 			return nil, err
 		}
-		if err := checkIfMatch(ifMatch, cur.Version); err != nil {
+		if err := checkIfMatch(ifMatch, s.userETag(tx, cur)); err != nil {
 			return nil, err
 		}
 		doc, err := next(cur)
@@ -294,7 +329,7 @@ func (s *Store) DeleteUser(id, ifMatch string) error {
 		if err != nil {
 			return err
 		}
-		if err := checkIfMatch(ifMatch, r.Version); err != nil {
+		if err := checkIfMatch(ifMatch, s.userETag(tx, r)); err != nil {
 			return err
 		}
 		now := s.now()
