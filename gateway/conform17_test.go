@@ -238,3 +238,41 @@ func TestUserETagCoversGroups(t *testing.T) {
 	}
 	ts.do("DELETE", "/Users/"+uid, "", "If-Match", e3).must(t, http.StatusPreconditionFailed)
 }
+
+// Issue 17 item 27: the catalog endpoints honour attributes and
+// excludedAttributes, on lists and on single values.
+func TestCatalogProjection(t *testing.T) {
+	ts := newEventServerRules(t, entitlementRules(t))
+	for _, c := range []struct {
+		path       string
+		want, gone []string
+	}{
+		{"/Roles?attributes=displayName", []string{"id", "displayName", "schemas"}, []string{"description", "meta"}},
+		{"/Roles?excludedAttributes=description,meta", []string{"id", "displayName"}, []string{"description", "meta"}},
+		{"/Entitlements?attributes=type", []string{"id", "type"}, []string{"displayName", "description"}},
+		{"/Roles/admin?attributes=description", []string{"id", "description"}, []string{"displayName", "meta"}},
+		{"/Roles/admin?excludedAttributes=displayName", []string{"id", "description", "meta"}, []string{"displayName"}},
+	} {
+		r := ts.do("GET", c.path, "").must(t, http.StatusOK)
+		docs := []any{r.body}
+		if res, ok := r.body["Resources"].([]any); ok {
+			docs = res
+		}
+		if len(docs) == 0 {
+			t.Fatalf("%s: no resources: %s", c.path, r.raw)
+		}
+		for _, d := range docs {
+			d := d.(map[string]any)
+			for _, k := range c.want {
+				if _, ok := d[k]; !ok {
+					t.Errorf("%s: %s missing: %v", c.path, k, d)
+				}
+			}
+			for _, k := range c.gone {
+				if _, ok := d[k]; ok {
+					t.Errorf("%s: %s returned: %v", c.path, k, d)
+				}
+			}
+		}
+	}
+}
