@@ -276,3 +276,69 @@ func TestCatalogProjection(t *testing.T) {
 		}
 	}
 }
+
+// Issue 17 item 28: with a single-valued catalog type, an add while a
+// value is set replaces it (RFC 7644 §3.5.2.1 for single values), so an
+// identity provider that changes a role as two PATCHes works in either
+// order: add then remove, remove then add. The replacement's event says
+// the old value went.
+func TestSingleValuedCatalogAddReplaces(t *testing.T) {
+	rules := entitlementRules(t)
+	single := false
+	rules.Catalog[0].MultiValued = &single // Role
+	es := newEventServerRules(t, rules)
+	id := createUserWith(t, es.testServer, `{"schemas":["urn:ietf:params:scim:schemas:core:2.0:User"],"userName":"sv@example.com","active":true,
+		"roles":[{"value":"editor"}],"entitlements":[{"value":"reports"}]}`)
+	es.settle(t, 1)
+	patch := func(ops string) response {
+		t.Helper()
+		return es.do("PATCH", "/Users/"+id, `{"schemas":["urn:ietf:params:scim:api:messages:2.0:PatchOp"],"Operations":[`+ops+`]}`)
+	}
+	roles := func() []string {
+		t.Helper()
+		r := es.do("GET", "/Users/"+id, "").must(t, http.StatusOK)
+		var out []string
+		rs, _ := r.body["roles"].([]any)
+		for _, e := range rs {
+			out = append(out, e.(map[string]any)["value"].(string))
+		}
+		return out
+	}
+	change := func(ev event) string { return string(ev.Changes["roles"]) }
+
+	// Add before remove: the add replaces editor, the remove finds nothing.
+	patch(`{"op":"add","path":"roles","value":[{"value":"admin"}]}`).must(t, http.StatusNoContent)
+	if got := roles(); len(got) != 1 || got[0] != "admin" {
+		t.Fatalf("after add: roles %v, want [admin]", got)
+	}
+	evs := es.settle(t, 1)
+	if c := change(evs[0]); !strings.Contains(c, `"old":["editor"]`) || !strings.Contains(c, `"new":["admin"]`) {
+		t.Errorf("add's event: %s %s", evs[0].Type, c)
+	}
+	patch(`{"op":"remove","path":"roles[value eq \"editor\"]"}`).must(t, http.StatusNoContent)
+	if got := roles(); len(got) != 1 || got[0] != "admin" {
+		t.Fatalf("after remove of the old value: roles %v, want [admin]", got)
+	}
+	es.settle(t, 0)
+
+	// Remove before add.
+	patch(`{"op":"remove","path":"roles[value eq \"admin\"]"}`).must(t, http.StatusNoContent)
+	patch(`{"op":"add","path":"roles","value":[{"value":"viewer"}]}`).must(t, http.StatusNoContent)
+	if got := roles(); len(got) != 1 || got[0] != "viewer" {
+		t.Fatalf("remove then add: roles %v, want [viewer]", got)
+	}
+	es.settle(t, 2)
+
+	// A no-path add carries the same rule; two values of the type in one
+	// request are still refused; the multi-valued type accumulates.
+	patch(`{"op":"add","value":{"roles":[{"value":"editor"}]}}`).must(t, http.StatusNoContent)
+	if got := roles(); len(got) != 1 || got[0] != "editor" {
+		t.Fatalf("no-path add: roles %v, want [editor]", got)
+	}
+	patch(`{"op":"add","path":"roles","value":[{"value":"admin"},{"value":"viewer"}]}`).scimError(t, http.StatusBadRequest, "invalidValue")
+	patch(`{"op":"add","path":"entitlements","value":[{"value":"billing"}]}`).must(t, http.StatusNoContent)
+	if r := es.do("GET", "/Users/"+id, "").must(t, http.StatusOK); !strings.Contains(r.raw, "reports") || !strings.Contains(r.raw, "billing") {
+		t.Errorf("multi-valued entitlements replaced: %s", r.raw)
+	}
+	es.settle(t, 2)
+}

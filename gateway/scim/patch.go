@@ -164,14 +164,31 @@ func ApplyPatch(doc map[string]any, ops []Operation, rt *ResourceType) (map[stri
 // sets, the first. Removing the last element of an attribute, or the last
 // sub-attribute of a complex attribute or extension, removes the attribute.
 func ApplyPatchLimits(doc map[string]any, ops []Operation, rt *ResourceType, lim Limits) (map[string]any, error) {
+	return ApplyPatchEach(doc, ops, rt, lim, nil)
+}
+
+// ApplyPatchEach is ApplyPatchLimits with a hook: each (when not nil) is
+// called before operation i with the document as it stands (the working
+// copy, never doc), and the function it returns (when not nil) once the
+// operation has been applied; that function may change the document in
+// place. The store uses it for a rule that depends on what one operation
+// did: an add on a single-valued catalog type replaces its value.
+func ApplyPatchEach(doc map[string]any, ops []Operation, rt *ResourceType, lim Limits, each func(i int, doc map[string]any) func()) (map[string]any, error) {
 	out, _ := DeepCopy(doc).(map[string]any)
 	if out == nil {
 		out = make(map[string]any)
 	}
 	for i, op := range ops {
+		var after func()
+		if each != nil {
+			after = each(i, out)
+		}
 		a := applier{rt: rt, index: i}
 		if err := a.apply(out, op); err != nil {
 			return nil, err
+		}
+		if after != nil {
+			after()
 		}
 	}
 	if limit := lim.maxDepth(); Depth(out, limit) > limit {

@@ -184,11 +184,34 @@ func (s *Store) ReplaceUser(id, ifMatch string, doc map[string]any) (*Resource, 
 // PatchUser applies PATCH operations to the user atomically.
 func (s *Store) PatchUser(id, ifMatch string, ops []scim.Operation) (*Resource, error) {
 	return s.updateUser(id, ifMatch, func(cur *record) (map[string]any, error) {
-		next, err := scim.ApplyPatchLimits(cur.Doc, ops, s.users.rt, s.limits)
+		next, err := s.applyUserPatch(cur.Doc, ops)
 		if err != nil {
 			return nil, err
 		}
 		return scim.Normalize(next, s.users.rt)
+	})
+}
+
+// applyUserPatch applies ops to a user's document. With a single-valued
+// catalog type (multi_valued: false), an add operation replaces the type's
+// value instead of adding a second one (RFC 7644 §3.5.2.1, by
+// Mapper.ReplaceSingleValued after each add), so the user.updated event
+// shows the old value going.
+func (s *Store) applyUserPatch(doc map[string]any, ops []scim.Operation) (map[string]any, error) {
+	if s.mapper == nil || !s.mapper.HasSingleValued() {
+		return scim.ApplyPatchLimits(doc, ops, s.users.rt, s.limits)
+	}
+	return scim.ApplyPatchEach(doc, ops, s.users.rt, s.limits, func(i int, doc map[string]any) func() {
+		if ops[i].Op != "add" {
+			return nil
+		}
+		before := map[string]any{} // the assignments only, copied
+		for _, attr := range []string{"roles", "entitlements"} {
+			if v, ok := scim.Get(doc, attr); ok {
+				before[attr] = scim.DeepCopy(v)
+			}
+		}
+		return func() { s.mapper.ReplaceSingleValued(before, doc) }
 	})
 }
 
