@@ -342,3 +342,49 @@ func TestSingleValuedCatalogAddReplaces(t *testing.T) {
 	}
 	es.settle(t, 2)
 }
+
+// Issue 17 item 29: manager.displayName is read-only (RFC 7643 §4.3): no
+// write sets it. A PATCH naming it is refused with 400 mutability, as a
+// path naming any read-only attribute is; inside a manager value (Okta's
+// POST and PUT send {"value": …, "displayName": …}; a PATCH may too) it is
+// ignored, as RFC 7644 §3.5.1 says for PUT, so those requests still work.
+func TestManagerDisplayNameReadOnly(t *testing.T) {
+	ts := newTestServer(t)
+	const ent = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"
+	r := ts.do("POST", "/Users", `{"schemas":["urn:ietf:params:scim:schemas:core:2.0:User","`+ent+`"],"userName":"mgr@example.com",
+		"`+ent+`":{"manager":{"value":"boss-1","displayName":"Boss"}}}`).must(t, http.StatusCreated)
+	id := r.body["id"].(string)
+	manager := func() map[string]any {
+		t.Helper()
+		ext, _ := ts.do("GET", "/Users/"+id, "").must(t, http.StatusOK).body[ent].(map[string]any)
+		m, _ := ext["manager"].(map[string]any)
+		return m
+	}
+	if m := manager(); m["value"] != "boss-1" || m["displayName"] != nil {
+		t.Errorf("after POST: manager %v, want value boss-1 and no displayName", m)
+	}
+	patch := func(ops string) response {
+		t.Helper()
+		return ts.do("PATCH", "/Users/"+id, `{"schemas":["urn:ietf:params:scim:api:messages:2.0:PatchOp"],"Operations":[`+ops+`]}`)
+	}
+	for _, op := range []string{
+		`{"op":"replace","path":"` + ent + `:manager.displayName","value":"Evil"}`,
+		`{"op":"add","path":"` + ent + `:manager.displayName","value":"Evil"}`,
+		`{"op":"remove","path":"` + ent + `:manager.displayName"}`,
+	} {
+		patch(op).scimError(t, http.StatusBadRequest, "mutability")
+	}
+	patch(`{"op":"replace","path":"` + ent + `:manager","value":{"value":"boss-2","displayName":"Evil"}}`).must(t, http.StatusNoContent)
+	if m := manager(); m["value"] != "boss-2" || m["displayName"] != nil {
+		t.Errorf("after PATCH of the manager: %v, want value boss-2 and no displayName", m)
+	}
+	patch(`{"op":"replace","value":{"` + ent + `":{"manager":{"value":"boss-3","displayName":"Evil"}}}}`).must(t, http.StatusNoContent)
+	if m := manager(); m["value"] != "boss-3" || m["displayName"] != nil {
+		t.Errorf("after a no-path PATCH: %v, want value boss-3 and no displayName", m)
+	}
+	ts.do("PUT", "/Users/"+id, `{"schemas":["urn:ietf:params:scim:schemas:core:2.0:User","`+ent+`"],"userName":"mgr@example.com",
+		"`+ent+`":{"manager":{"value":"boss-4","displayName":"Evil"}}}`).must(t, http.StatusOK)
+	if m := manager(); m["value"] != "boss-4" || m["displayName"] != nil {
+		t.Errorf("after PUT: %v, want value boss-4 and no displayName", m)
+	}
+}

@@ -306,6 +306,14 @@ func (a *applier) target(doc map[string]any, urn string, create bool) (map[strin
 	return m, key
 }
 
+// readOnlySub reports whether sub-attribute sub of def is read-only
+// (manager.displayName): a path naming it is refused as a read-only
+// attribute's is, and in a value it is ignored (see coerceObject).
+func readOnlySub(def *Attribute, sub string) bool {
+	sd := def.Sub(sub)
+	return sd != nil && sd.Mutability == ReadOnly
+}
+
 // def returns the definition of p's attribute (not its sub-attribute).
 func (a *applier) def(p *Path) *Attribute {
 	if a.rt == nil {
@@ -325,7 +333,7 @@ func (a *applier) set(doc map[string]any, op string, p *Path, value any, explici
 	if notStored(def) {
 		return nil // password: accepted, never stored
 	}
-	if def != nil && def.Mutability == ReadOnly {
+	if def != nil && (def.Mutability == ReadOnly || p.Sub != "" && readOnlySub(def, p.Sub)) {
 		if !explicit {
 			return nil
 		}
@@ -983,7 +991,7 @@ func (a *applier) remove(doc map[string]any, p *Path, value any) *Error {
 	if notStored(def) {
 		return nil // nothing of it is stored
 	}
-	if def != nil && def.Mutability == ReadOnly {
+	if def != nil && (def.Mutability == ReadOnly || p.Sub != "" && readOnlySub(def, p.Sub)) {
 		return a.errorf(Mutability, "attribute %s is read-only and cannot be removed", quote(p.String()))
 	}
 	c, extKey := a.target(doc, p.URN, false)
