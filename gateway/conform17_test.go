@@ -388,3 +388,25 @@ func TestManagerDisplayNameReadOnly(t *testing.T) {
 		t.Errorf("after PUT: %v, want value boss-4 and no displayName", m)
 	}
 }
+
+// Issue 17 item 30 (the SCIM part): the discovery endpoints refuse a filter
+// with 403 (RFC 7644 §4), and /Me, which scimgate does not implement,
+// answers 501 (RFC 7644 §3.11), whatever the method.
+func TestDiscoveryFilterForbiddenAndMe(t *testing.T) {
+	ts := newTestServer(t)
+	for _, p := range []string{"/Schemas", "/ResourceTypes", "/ServiceProviderConfig", "/Schemas/urn:ietf:params:scim:schemas:core:2.0:User", "/ResourceTypes/User"} {
+		ts.do("GET", p+`?filter=id%20eq%20%22User%22`, "").scimError(t, http.StatusForbidden, "")
+		ts.do("GET", p, "").must(t, http.StatusOK)
+	}
+	for _, m := range []string{"GET", "POST", "PUT", "PATCH", "DELETE"} {
+		body := ""
+		if m != "GET" && m != "DELETE" {
+			body = `{}`
+		}
+		for _, p := range []string{"/Me", "/me", "/Me/x"} {
+			if r := ts.do(m, p, body); r.status != http.StatusNotImplemented {
+				t.Errorf("%s %s = %d, want 501: %s", m, p, r.status, r.raw)
+			}
+		}
+	}
+}

@@ -14,9 +14,6 @@ import (
 // bulk, sort and password change no.
 
 func (s *Server) serviceProviderConfig(c echo.Context) error {
-	if c.QueryParam("filter") != "" {
-		return scim.Errorf(http.StatusForbidden, "", "filtering is not allowed on /ServiceProviderConfig (RFC 7644 §4)")
-	}
 	auth := s.auth.Load()
 	var schemes []any
 	if len(auth.bearer) > 0 {
