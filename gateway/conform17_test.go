@@ -374,11 +374,11 @@ func TestManagerDisplayNameReadOnly(t *testing.T) {
 	} {
 		patch(op).scimError(t, http.StatusBadRequest, "mutability")
 	}
-	patch(`{"op":"replace","path":"` + ent + `:manager","value":{"value":"boss-2","displayName":"Evil"}}`).must(t, http.StatusNoContent)
+	patch(`{"op":"replace","path":"`+ent+`:manager","value":{"value":"boss-2","displayName":"Evil"}}`).must(t, http.StatusNoContent)
 	if m := manager(); m["value"] != "boss-2" || m["displayName"] != nil {
 		t.Errorf("after PATCH of the manager: %v, want value boss-2 and no displayName", m)
 	}
-	patch(`{"op":"replace","value":{"` + ent + `":{"manager":{"value":"boss-3","displayName":"Evil"}}}}`).must(t, http.StatusNoContent)
+	patch(`{"op":"replace","value":{"`+ent+`":{"manager":{"value":"boss-3","displayName":"Evil"}}}}`).must(t, http.StatusNoContent)
 	if m := manager(); m["value"] != "boss-3" || m["displayName"] != nil {
 		t.Errorf("after a no-path PATCH: %v, want value boss-3 and no displayName", m)
 	}
