@@ -246,6 +246,8 @@ type Status struct {
 	ActiveUsers     int                   `json:"active_users"`
 	Groups          int                   `json:"groups"`
 	Targets         []outbox.TargetStatus `json:"targets"`
+	// SCIMLimits are the SCIM request limits in force (scim.limits keys).
+	SCIMLimits map[string]int64 `json:"scim_limits"`
 }
 
 func (a *Admin) status(w http.ResponseWriter, r *http.Request) {
@@ -261,7 +263,7 @@ func (a *Admin) status(w http.ResponseWriter, r *http.Request) {
 	}
 	writeJSON(w, http.StatusOK, Status{
 		Version: a.version, StartedAt: a.started.UTC(), LastSCIMRequest: a.scim.LastRequest(), LastSCIMChange: st.LastChange,
-		Users: st.Users, ActiveUsers: st.ActiveUsers, Groups: st.Groups, Targets: targets,
+		Users: st.Users, ActiveUsers: st.ActiveUsers, Groups: st.Groups, Targets: targets, SCIMLimits: a.scim.Limits(),
 	})
 }
 

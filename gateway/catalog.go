@@ -48,7 +48,7 @@ func catalogAttributes(typed bool) []*scim.Attribute {
 	if typed {
 		attrs = append(attrs, ro("type", "The kind of entitlement (the resource type's name, e.g. License).", true))
 	}
-	attrs[0].Uniqueness = scim.UniquenessServer
+	attrs[0].Uniqueness, attrs[0].Returned = scim.UniquenessServer, scim.ReturnedAlways // RFC 7643 §3.1
 	return attrs
 }
 
@@ -104,9 +104,10 @@ func (s *Server) catalogRequest(c echo.Context) (bool, error) {
 			c.Request().URL.Path, t.Name)
 	}
 	if hasID {
+		p := parseProjection(c)
 		for _, v := range t.Values {
 			if v.ID == id {
-				return true, render(c, http.StatusOK, s.catalogDoc(c, t, v))
+				return true, render(c, http.StatusOK, scim.Project(s.catalogDoc(c, t, v), catalogResourceType(t), p.attributes, p.excluded))
 			}
 		}
 		return true, scim.Errorf(http.StatusNotFound, "", "no %s %q in the catalog", t.Name, id)
@@ -153,8 +154,9 @@ func (s *Server) catalogList(c echo.Context, t mapping.CatalogType) error {
 		}
 	}
 	page := []any{}
+	p := parseProjection(c)
 	for i := start - 1; i >= 0 && i < len(matched) && len(page) < count; i++ {
-		page = append(page, matched[i])
+		page = append(page, scim.Project(matched[i].(map[string]any), rt, p.attributes, p.excluded))
 	}
 	return render(c, http.StatusOK, scim.NewListResponse(len(matched), start, page))
 }

@@ -9,18 +9,11 @@ import (
 	"github.com/scimgate/scimgate/gateway/scim"
 )
 
-// schemaLimits is the extension of /ServiceProviderConfig that states the
-// request and response limits (docs/operations.md has the full table).
-const schemaLimits = "urn:scimgate:params:scim:schemas:extension:limits:1.0:ServiceProviderConfig"
-
 // Discovery endpoints (RFC 7644 §4). They describe what this gateway
 // actually does: PATCH yes, ETags yes, filters yes (with the page cap),
 // bulk, sort and password change no.
 
 func (s *Server) serviceProviderConfig(c echo.Context) error {
-	if c.QueryParam("filter") != "" {
-		return scim.Errorf(http.StatusForbidden, "", "filtering is not allowed on /ServiceProviderConfig (RFC 7644 §4)")
-	}
 	auth := s.auth.Load()
 	var schemes []any
 	if len(auth.bearer) > 0 {
@@ -46,7 +39,11 @@ func (s *Server) serviceProviderConfig(c echo.Context) error {
 	}
 	base := s.baseURL(c)
 	return render(c, http.StatusOK, map[string]any{
-		"schemas":               []string{scim.SchemaServiceProviderConfig, schemaLimits},
+		// Only the core schema: a client's discovery rejects a schema URN
+		// /Schemas does not serve, so the limits that have no standard
+		// attribute are in docs/operations.md and the admin status
+		// (Server.Limits), not in an extension here.
+		"schemas":               []string{scim.SchemaServiceProviderConfig},
 		"documentationUri":      "https://github.com/scimgate/scimgate/blob/main/docs/okta.md",
 		"patch":                 map[string]any{"supported": true},
 		"bulk":                  map[string]any{"supported": false, "maxOperations": 0, "maxPayloadSize": 0},
@@ -55,20 +52,24 @@ func (s *Server) serviceProviderConfig(c echo.Context) error {
 		"sort":                  map[string]any{"supported": false},
 		"etag":                  map[string]any{"supported": true},
 		"authenticationSchemes": schemes,
-		// What a client cannot learn from the standard attributes.
-		schemaLimits: map[string]any{
-			"maxMembersPerListResponse": s.cfg().Limits.MaxMembersPerList,
-			"membersOverLimit":          "a page of GET /Groups renders at most maxMembersPerListResponse members: it holds fewer groups, and a group with more members is listed without members; GET /Groups/{id} returns all of them",
-			"maxOperations":             s.cfg().Limits.MaxOperations,
-			"maxValuesPerRequest":       s.cfg().Limits.MaxValues,
-			"maxMembersPerRequest":      s.cfg().Limits.MaxMembers,
-			"maxPayloadSize":            s.cfg().Limits.MaxBodyBytes,
-		},
 		"meta": map[string]any{
 			"resourceType": "ServiceProviderConfig",
 			"location":     base + "/ServiceProviderConfig",
 		},
 	})
+}
+
+// Limits returns the SCIM request limits in force, keyed by their
+// scim.limits configuration keys, for the admin status: what a client may
+// send in one request, which /ServiceProviderConfig has no standard
+// attribute for.
+func (s *Server) Limits() map[string]int64 {
+	l := s.cfg().Limits
+	return map[string]int64{
+		"max_body_bytes": l.MaxBodyBytes, "max_page_size": int64(l.MaxPageSize), "max_operations": int64(l.MaxOperations),
+		"max_values": int64(l.MaxValues), "max_members": int64(l.MaxMembers), "max_filter_bytes": int64(l.MaxFilterBytes),
+		"max_depth": int64(l.MaxDepth),
+	}
 }
 
 func (s *Server) resourceTypeDoc(c echo.Context, rt *scim.ResourceType) map[string]any {

@@ -319,48 +319,33 @@ func groupWithMembers(t *testing.T, ts *testServer, name string, n int) (string,
 	return r.body["id"].(string), ids
 }
 
-// Issue 8 item 4: what one list response renders is bounded, and
-// /ServiceProviderConfig says how.
-func TestGroupListMemberBound(t *testing.T) {
+// Issue 8 item 4, as issue 17 item 22 changed it: a list response no
+// longer cuts a page by its members (which skipped groups in Okta's
+// import); it streams them, group by group, so every group comes whole,
+// and scim.limits.max_members_per_list bounds nothing any more.
+func TestGroupListStreamsMembers(t *testing.T) {
 	ts := newTestServer(t, func(c *gateway.Config) { c.Limits.MaxMembersPerList = 50 })
-	small1, _ := groupWithMembers(t, ts, "small1", 30)
-	small2, _ := groupWithMembers(t, ts, "small2", 30)
-	big, bigMembers := groupWithMembers(t, ts, "big", 70)
-	seen := map[string]bool{}
-	for start := 1; start <= 3; {
-		page := ts.do("GET", fmt.Sprintf("/Groups?startIndex=%d&count=1000", start), "").must(t, 200)
-		if page.body["totalResults"] != float64(3) {
-			t.Fatalf("totalResults = %v, want 3", page.body["totalResults"])
-		}
+	want := map[string]int{}
+	for name, n := range map[string]int{"small1": 30, "small2": 30, "big": 70} {
+		id, _ := groupWithMembers(t, ts, name, n)
+		want[id] = n
+	}
+	for _, q := range []string{"", "?attributes=displayName,members", "?filter=displayName%20pr"} {
+		page := ts.do("GET", "/Groups"+q, "").must(t, 200)
 		res := page.body["Resources"].([]any)
-		if len(res) == 0 || page.body["itemsPerPage"] != float64(len(res)) {
-			t.Fatalf("page at %d: %s", start, page.raw)
+		if page.body["totalResults"] != float64(3) || page.body["itemsPerPage"] != float64(3) || len(res) != 3 {
+			t.Fatalf("GET /Groups%s: %s", q, page.raw)
 		}
-		rendered := 0
 		for _, g := range res {
 			gm := g.(map[string]any)
-			seen[gm["id"].(string)] = true
-			ms, has := gm["members"].([]any)
-			rendered += len(ms)
-			if gm["id"] == big && has {
-				t.Errorf("the 70-member group was listed with members over a budget of 50")
+			if ms, _ := gm["members"].([]any); len(ms) != want[gm["id"].(string)] {
+				t.Errorf("GET /Groups%s: group %v listed with %d members, want %d", q, gm["displayName"], len(ms), want[gm["id"].(string)])
 			}
 		}
-		if rendered > 50 {
-			t.Errorf("page at %d rendered %d members, limit 50", start, rendered)
-		}
-		start += len(res)
 	}
-	if !seen[small1] || !seen[small2] || !seen[big] {
-		t.Errorf("paging missed a group: %v", seen)
-	}
-	full := ts.do("GET", "/Groups/"+big, "").must(t, 200)
-	if n := len(full.body["members"].([]any)); n != len(bigMembers) {
-		t.Errorf("GET /Groups/{id} has %d members, want %d", n, len(bigMembers))
-	}
-	spc := ts.do("GET", "/ServiceProviderConfig", "").must(t, 200)
-	if !strings.Contains(spc.raw, `"maxMembersPerListResponse":50`) {
-		t.Errorf("ServiceProviderConfig does not state the bound: %s", spc.raw)
+	page := ts.do("GET", "/Groups?attributes=displayName", "").must(t, 200)
+	if strings.Contains(page.raw, `"members"`) || len(page.body["Resources"].([]any)) != 3 {
+		t.Errorf("attributes=displayName: %s", page.raw)
 	}
 }
 

@@ -1,6 +1,9 @@
 package gateway
 
 import (
+	"encoding/json"
+	"errors"
+	"fmt"
 	"net/http"
 	"strconv"
 	"strings"
@@ -98,23 +101,85 @@ func (r *resourceAPI) listHandler(c echo.Context) error {
 		return err
 	}
 	p := parseProjection(c)
-	q.Members = p.wantsMembers()
-	if q.Members {
-		// A page of groups renders at most this many members: it stops
-		// before a group that would exceed it, and a group larger than it
-		// is listed without members (GET /Groups/{id} has them all). So a
-		// page holds fewer groups than asked, which RFC 7644 allows.
-		q.MemberBudget = r.s.cfg().Limits.MaxMembersPerList
-	}
+	stream := r.typ.ID == "Group" && p.wantsMembers()
+	// Groups are listed without members; streamGroups reads them group by
+	// group as it writes.
 	total, page, err := r.list(q)
 	if err != nil {
 		return err
+	}
+	if stream {
+		return r.streamGroups(c, total, q.StartIndex, page, p)
 	}
 	resources := make([]any, 0, len(page))
 	for _, res := range page {
 		resources = append(resources, r.out(c, res, p))
 	}
 	return render(c, http.StatusOK, scim.NewListResponse(total, q.StartIndex, resources))
+}
+
+// streamGroups writes a page of groups with their members: each group is
+// read again with its members (in one read transaction, so its members
+// match its meta.version), encoded and written before the next is read,
+// so what a page holds in memory is bounded by its largest group, as for
+// GET /Groups/{id}, and the page holds every group asked for, whatever
+// their members add up to. A group deleted after the page was read is left
+// out, and itemsPerPage (written after Resources) counts what was written.
+// A read that fails after the first group has been written cannot change
+// the status any more: the connection is cut, so the client sees a failed
+// request rather than a short page.
+func (r *resourceAPI) streamGroups(c echo.Context, total, start int, page []*store.Resource, p projection) error {
+	// encode reads page[i] again with its members and encodes it; nil for
+	// a group deleted since the page was read.
+	encode := func(i int) ([]byte, error) {
+		full, err := r.get(page[i].ID, true)
+		if errors.Is(err, store.ErrNotFound) {
+			return nil, nil
+		}
+		if err != nil {
+			return nil, err
+		}
+		b, err := json.Marshal(r.out(c, full, p))
+		if err != nil {
+			return nil, fmt.Errorf("encode group %s: %w", full.ID, err)
+		}
+		return b, nil
+	}
+	// The first group is read before the status is sent, so a database
+	// error there is still an ordinary error response.
+	var first []byte
+	i := 0
+	for ; i < len(page) && first == nil; i++ {
+		var err error
+		if first, err = encode(i); err != nil {
+			return err
+		}
+	}
+	w := c.Response()
+	w.Header().Set(echo.HeaderContentType, scim.MediaType)
+	w.WriteHeader(http.StatusOK)
+	head, _ := json.Marshal(scim.SchemaListResponse)
+	fmt.Fprintf(w, `{"schemas":[%s],"totalResults":%d,"startIndex":%d,"Resources":[`, head, total, start)
+	n := 0
+	if first != nil {
+		_, _ = w.Write(first)
+		n++
+	}
+	for ; i < len(page); i++ {
+		b, err := encode(i)
+		if err != nil {
+			r.s.logger.ErrorContext(c.Request().Context(), "list groups: read a group's members", logKeyErr, err)
+			panic(http.ErrAbortHandler)
+		}
+		if b == nil {
+			continue
+		}
+		_, _ = w.Write([]byte{','})
+		_, _ = w.Write(b)
+		n++
+	}
+	_, err := fmt.Fprintf(w, `],"itemsPerPage":%d}`, n)
+	return err
 }
 
 // query reads filter, startIndex and count (RFC 7644 §3.4.2). Unknown
@@ -157,11 +222,27 @@ func (r *resourceAPI) getHandler(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	if inm := c.Request().Header.Get("If-None-Match"); inm != "" && (inm == res.ETag() || inm == "*") {
+	if inm := c.Request().Header.Get("If-None-Match"); inm != "" && noneMatchHits(inm, res.ETag()) {
 		c.Response().Header().Set("ETag", res.ETag())
 		return c.NoContent(http.StatusNotModified)
 	}
 	return r.respond(c, http.StatusOK, res, p)
+}
+
+// noneMatchHits reports whether an If-None-Match header (a list of tags,
+// or "*") names tag, by the weak comparison RFC 9110 §13.1.2 requires for
+// If-None-Match: "12" and W/"12" both match W/"12".
+func noneMatchHits(header, tag string) bool {
+	if strings.TrimSpace(header) == "*" {
+		return true
+	}
+	opaque := strings.TrimPrefix(tag, "W/")
+	for _, t := range strings.Split(header, ",") {
+		if strings.TrimPrefix(strings.TrimSpace(t), "W/") == opaque {
+			return true
+		}
+	}
+	return false
 }
 
 func (r *resourceAPI) respond(c echo.Context, status int, res *store.Resource, p projection) error {

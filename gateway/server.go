@@ -155,7 +155,7 @@ func (s *Server) bodyLimit(next echo.HandlerFunc) echo.HandlerFunc {
 // endpointNames are the SCIM endpoints, keyed case-folded.
 var endpointNames = map[string]string{
 	"users": "Users", "groups": "Groups", "serviceproviderconfig": "ServiceProviderConfig",
-	"resourcetypes": "ResourceTypes", "schemas": "Schemas", "bulk": "Bulk",
+	"resourcetypes": "ResourceTypes", "schemas": "Schemas", "bulk": "Bulk", "me": "Me",
 }
 
 // canonicalEndpoints accepts endpoint names in any case (/users as well as
@@ -205,12 +205,16 @@ func (s *Server) routes(g *echo.Group) {
 	for _, p := range []string{"/ServiceProviderConfig", "/ResourceTypes", "/ResourceTypes/:id", "/Schemas", "/Schemas/:id"} {
 		g.Match([]string{http.MethodPost, http.MethodPut, http.MethodPatch, http.MethodDelete}, p, readOnly)
 	}
-	g.GET("/ServiceProviderConfig", s.serviceProviderConfig)
-	g.GET("/ResourceTypes", s.resourceTypes)
-	g.GET("/ResourceTypes/:id", s.resourceType)
-	g.GET("/Schemas", s.schemas)
-	g.GET("/Schemas/:id", s.schema)
+	g.GET("/ServiceProviderConfig", s.serviceProviderConfig, noFilter)
+	g.GET("/ResourceTypes", s.resourceTypes, noFilter)
+	g.GET("/ResourceTypes/:id", s.resourceType, noFilter)
+	g.GET("/Schemas", s.schemas, noFilter)
+	g.GET("/Schemas/:id", s.schema, noFilter)
 	g.POST("/Bulk", notImplemented("Bulk"))
+	// The authenticated subject's alias (RFC 7644 §3.11): an IdP's
+	// credential is no user of the app, so it is not implemented (501).
+	g.Any("/Me", notImplemented("/Me"))
+	g.Any("/Me/*", notImplemented("/Me"))
 }
 
 // allMethods are the methods a route can be asked for.
@@ -235,6 +239,18 @@ func methodNotAllowed(allowed ...string) echo.HandlerFunc {
 		c.Response().Header().Set(echo.HeaderAllow, allow)
 		return scim.Errorf(http.StatusMethodNotAllowed, "", "%s is not allowed on %s: use %s",
 			c.Request().Method, c.Request().URL.Path, allow)
+	}
+}
+
+// noFilter refuses a filter on a discovery endpoint with 403, as RFC 7644
+// §4 says, so a client cannot take the full answer for a filtered one.
+func noFilter(next echo.HandlerFunc) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		if c.QueryParam("filter") != "" {
+			return scim.Errorf(http.StatusForbidden, "", "filtering is not allowed on %s (RFC 7644 §4): GET it without a filter",
+				c.Request().URL.Path)
+		}
+		return next(c)
 	}
 }
 

@@ -69,6 +69,7 @@ type Mapper struct {
 	userSame, groupSame []*field
 	match               string
 	extensions          []*scim.Schema
+	groupExtensions     []*scim.Schema
 	zones               zones
 	// refFields are the top-level record fields that user references
 	// output (Reference.Field), sorted: a change of one of them in a
@@ -139,6 +140,7 @@ func Compile(r Rules) (*Mapper, error) {
 	m.user, m.userSame = m.compileResource("user", r.User, add)
 	m.group, m.groupSame = m.compileResource("group", r.Group, add)
 	m.extensions = extensionSchemas(r, add)
+	m.groupExtensions = groupExtensionSchemas(r)
 	cat := compileCatalog(r.Catalog, add)
 	m.catalog.Store(&cat)
 	if len(errs) > 0 {

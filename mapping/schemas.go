@@ -18,6 +18,61 @@ var scimTypes = []string{"string", "boolean", "integer", "decimal", "dateTime", 
 // Sorted by URN. The schemas are shared: callers must not modify them.
 func (m *Mapper) UserExtensions() []*scim.Schema { return m.extensions }
 
+// GroupExtensions is UserExtensions for groups: a schema for every
+// extension URN the group rules read (mapping.extensions declares user
+// schemas only), so /Schemas and the Group resource type advertise them
+// and group responses return them. Sorted by URN; shared.
+func (m *Mapper) GroupExtensions() []*scim.Schema { return m.groupExtensions }
+
+// ruleSchemas adds to the schemas schema returns an attribute for every
+// extension attribute the rules read.
+func ruleSchemas(rules []Rule, schema func(urn string) *scim.Schema) {
+	for _, rule := range rules {
+		for _, text := range rule.From {
+			p, err := scim.ParsePath(text)
+			if err != nil || !isExtensionURN(p.URN) {
+				continue // a bad path is reported by compileRule
+			}
+			s := schema(p.URN)
+			if p.Attr == "" {
+				continue // the whole extension object
+			}
+			typ, multi := scimType(rule.Type), strings.EqualFold(rule.Type, "list")
+			attr := attribute(s, p.Attr)
+			if attr == nil {
+				attr = newAttribute(p.Attr, typ)
+				attr.Description = fmt.Sprintf("Mapped to the record field %q.", rule.To)
+				attr.MultiValued = multi || p.Filter != nil
+				if p.Sub != "" {
+					attr.Type = "complex"
+				}
+				s.Attributes = append(s.Attributes, attr)
+			}
+			if p.Sub != "" && attr.Type == "complex" && attribute(&scim.Schema{Attributes: attr.SubAttributes}, p.Sub) == nil {
+				attr.SubAttributes = append(attr.SubAttributes, newAttribute(p.Sub, typ))
+			}
+		}
+	}
+}
+
+// groupExtensionSchemas builds the schemas GroupExtensions returns.
+func groupExtensionSchemas(r Rules) []*scim.Schema {
+	byURN := map[string]*scim.Schema{}
+	var out []*scim.Schema
+	ruleSchemas(r.Group, func(urn string) *scim.Schema {
+		k := strings.ToLower(urn)
+		if s, ok := byURN[k]; ok {
+			return s
+		}
+		s := &scim.Schema{ID: urn, Name: schemaName(urn), Description: "Group extension attributes read by the scimgate mapping."}
+		byURN[k] = s
+		out = append(out, s)
+		return s
+	})
+	slices.SortFunc(out, func(a, b *scim.Schema) int { return strings.Compare(a.ID, b.ID) })
+	return out
+}
+
 // extensionSchemas builds the schemas UserExtensions returns.
 func extensionSchemas(r Rules, add func(string, error)) []*scim.Schema {
 	byURN := map[string]*scim.Schema{}
@@ -76,32 +131,7 @@ func extensionSchemas(r Rules, add func(string, error)) []*scim.Schema {
 			s.Attributes = append(s.Attributes, attr)
 		}
 	}
-	for _, rule := range r.User {
-		for _, text := range rule.From {
-			p, err := scim.ParsePath(text)
-			if err != nil || !isExtensionURN(p.URN) {
-				continue // a bad path is reported by compileRule
-			}
-			s := schema(p.URN)
-			if p.Attr == "" {
-				continue // the whole extension object
-			}
-			typ, multi := scimType(rule.Type), strings.EqualFold(rule.Type, "list")
-			attr := attribute(s, p.Attr)
-			if attr == nil {
-				attr = newAttribute(p.Attr, typ)
-				attr.Description = fmt.Sprintf("Mapped to the record field %q.", rule.To)
-				attr.MultiValued = multi || p.Filter != nil
-				if p.Sub != "" {
-					attr.Type = "complex"
-				}
-				s.Attributes = append(s.Attributes, attr)
-			}
-			if p.Sub != "" && attr.Type == "complex" && attribute(&scim.Schema{Attributes: attr.SubAttributes}, p.Sub) == nil {
-				attr.SubAttributes = append(attr.SubAttributes, newAttribute(p.Sub, typ))
-			}
-		}
-	}
+	ruleSchemas(r.User, schema)
 	slices.SortFunc(out, func(a, b *scim.Schema) int { return strings.Compare(a.ID, b.ID) })
 	return out
 }

@@ -135,9 +135,10 @@ func coerceSingle(def *Attribute, v any, name string) (any, *Error) {
 }
 
 // coerceObject returns a copy of m with the known attributes of defs under
-// their canonical names and coerced, unknown ones kept generically, and nulls
-// and write-only attributes dropped. Two keys naming the same known
-// attribute are an error.
+// their canonical names and coerced, unknown ones kept generically, and
+// nulls, write-only and read-only attributes dropped (manager.displayName:
+// the server's to set, ignored in what a client sends, as RFC 7644 §3.5.1
+// says for PUT). Two keys naming the same known attribute are an error.
 func coerceObject(defs []*Attribute, m map[string]any, name string) (map[string]any, *Error) {
 	out := make(map[string]any, len(m))
 	var seen map[string]string
@@ -159,7 +160,7 @@ func coerceObject(defs []*Attribute, m map[string]any, name string) (map[string]
 			seen = make(map[string]string, len(m))
 		}
 		seen[def.Name] = k
-		if notStored(def) {
+		if notStored(def) || def.Mutability == ReadOnly {
 			continue
 		}
 		cv, err := coerceAttr(def, v, joinName(name, def.Name), false)

@@ -11,9 +11,9 @@ import "strings"
 //     "urn:ietf:params:scim:schemas:core:2.0:User:title" are top-level
 //     attributes, and "<declared extension URN>:<attribute>" keys go into
 //     that extension;
-//   - read-only attributes (id, meta, groups) and write-only or never
-//     returned ones (password), however qualified, are removed; read-only
-//     sub-attributes are kept;
+//   - read-only attributes (id, meta, groups) and sub-attributes
+//     (manager.displayName) and write-only or never returned ones
+//     (password), however qualified, are removed;
 //   - booleans given as "True"/"False" strings become bools;
 //   - a manager given as a bare string becomes {"value": s};
 //   - explicit nulls are dropped, at any depth;

@@ -164,14 +164,31 @@ func ApplyPatch(doc map[string]any, ops []Operation, rt *ResourceType) (map[stri
 // sets, the first. Removing the last element of an attribute, or the last
 // sub-attribute of a complex attribute or extension, removes the attribute.
 func ApplyPatchLimits(doc map[string]any, ops []Operation, rt *ResourceType, lim Limits) (map[string]any, error) {
+	return ApplyPatchEach(doc, ops, rt, lim, nil)
+}
+
+// ApplyPatchEach is ApplyPatchLimits with a hook: each (when not nil) is
+// called before operation i with the document as it stands (the working
+// copy, never doc), and the function it returns (when not nil) once the
+// operation has been applied; that function may change the document in
+// place. The store uses it for a rule that depends on what one operation
+// did: an add on a single-valued catalog type replaces its value.
+func ApplyPatchEach(doc map[string]any, ops []Operation, rt *ResourceType, lim Limits, each func(i int, doc map[string]any) func()) (map[string]any, error) {
 	out, _ := DeepCopy(doc).(map[string]any)
 	if out == nil {
 		out = make(map[string]any)
 	}
 	for i, op := range ops {
+		var after func()
+		if each != nil {
+			after = each(i, out)
+		}
 		a := applier{rt: rt, index: i}
 		if err := a.apply(out, op); err != nil {
 			return nil, err
+		}
+		if after != nil {
+			after()
 		}
 	}
 	if limit := lim.maxDepth(); Depth(out, limit) > limit {
@@ -289,6 +306,14 @@ func (a *applier) target(doc map[string]any, urn string, create bool) (map[strin
 	return m, key
 }
 
+// readOnlySub reports whether sub-attribute sub of def is read-only
+// (manager.displayName): a path naming it is refused as a read-only
+// attribute's is, and in a value it is ignored (see coerceObject).
+func readOnlySub(def *Attribute, sub string) bool {
+	sd := def.Sub(sub)
+	return sd != nil && sd.Mutability == ReadOnly
+}
+
 // def returns the definition of p's attribute (not its sub-attribute).
 func (a *applier) def(p *Path) *Attribute {
 	if a.rt == nil {
@@ -308,7 +333,7 @@ func (a *applier) set(doc map[string]any, op string, p *Path, value any, explici
 	if notStored(def) {
 		return nil // password: accepted, never stored
 	}
-	if def != nil && def.Mutability == ReadOnly {
+	if def != nil && (def.Mutability == ReadOnly || p.Sub != "" && readOnlySub(def, p.Sub)) {
 		if !explicit {
 			return nil
 		}
@@ -966,7 +991,7 @@ func (a *applier) remove(doc map[string]any, p *Path, value any) *Error {
 	if notStored(def) {
 		return nil // nothing of it is stored
 	}
-	if def != nil && def.Mutability == ReadOnly {
+	if def != nil && (def.Mutability == ReadOnly || p.Sub != "" && readOnlySub(def, p.Sub)) {
 		return a.errorf(Mutability, "attribute %s is read-only and cannot be removed", quote(p.String()))
 	}
 	c, extKey := a.target(doc, p.URN, false)

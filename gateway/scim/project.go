@@ -13,7 +13,11 @@ import "strings"
 // containing ':', such as Entra's
 // "http://schemas.microsoft.com/2006/11/ResourceManagement/ADSCIM/2.0/Group")
 // stays stored but is left out, so strict clients accept the resource; it
-// reappears once the mapping declares the extension.
+// reappears once the mapping declares the extension. Attributes the schema
+// does not define are left out in the same way: at the top level (other
+// than the common id, externalId and meta), in a declared extension that
+// defines attributes, and as sub-attributes of a complex attribute that
+// defines its sub-attributes.
 //
 // With attributes, only the named attributes are kept, plus "schemas" and
 // the attributes whose definition says returned "always" (id). meta is
@@ -73,7 +77,9 @@ func Project(doc map[string]any, rt *ResourceType, attributes, excluded []string
 		}
 		var def *Attribute
 		if typed {
-			def = rt.Schema.Attr(k)
+			if def = rt.Schema.Attr(k); def == nil && !isCommonAttr(k) {
+				continue // undefined: kept in storage, not rendered
+			}
 		}
 		if pv, ok := projectAttr(k, v, def, "", incl, excl); ok {
 			out[k] = pv
@@ -150,6 +156,9 @@ func projectObject(m map[string]any, urn string, schema *Schema, incl, excl []*P
 	out := make(map[string]any, len(m))
 	for k, v := range m {
 		def := schema.Attr(k)
+		if def == nil && schema != nil && len(schema.Attributes) > 0 {
+			continue // undefined in a declared extension: not rendered
+		}
 		if pv, ok := projectAttr(k, v, def, urn, in, excl); ok {
 			out[k] = pv
 		}
@@ -195,7 +204,7 @@ func projectAttr(k string, v any, def *Attribute, urn string, incl, excl []*Path
 	case len(incl) == 0 && returned == ReturnedRequest && len(mine) == 0:
 		return nil, false
 	}
-	out := DeepCopy(v)
+	out := dropUndefinedSubs(DeepCopy(v), def)
 	if len(mine) > 0 && !anyWhole(mine) {
 		out = keepOnly(out, mine, def)
 	}
@@ -209,6 +218,39 @@ func projectAttr(k string, v any, def *Attribute, urn string, incl, excl []*Path
 		return nil, false
 	}
 	return out, true
+}
+
+// isCommonAttr reports whether k is one of the common attributes every
+// resource has (RFC 7643 §3.1), also where a schema does not list them.
+func isCommonAttr(k string) bool {
+	return strings.EqualFold(k, "id") || strings.EqualFold(k, "externalId") || strings.EqualFold(k, "meta")
+}
+
+// dropUndefinedSubs removes from v (a copy) the sub-attributes def does not
+// define, in a complex value or in each element of a multi-valued one; a
+// definition without sub-attributes keeps everything.
+func dropUndefinedSubs(v any, def *Attribute) any {
+	if def == nil || len(def.SubAttributes) == 0 {
+		return v
+	}
+	clean := func(m map[string]any) {
+		for k := range m {
+			if def.Sub(k) == nil {
+				delete(m, k)
+			}
+		}
+	}
+	switch x := v.(type) {
+	case map[string]any:
+		clean(x)
+	case []any:
+		for _, e := range x {
+			if m, ok := e.(map[string]any); ok {
+				clean(m)
+			}
+		}
+	}
+	return v
 }
 
 func anyWhole(ps []*Path) bool {

@@ -216,7 +216,7 @@ func (s *Store) updateGroup(id, ifMatch string, next func(tx *bolt.Tx, cur *reco
 		if err != nil {
 			return nil, err
 		}
-		if err := checkIfMatch(ifMatch, cur.Version); err != nil {
+		if err := checkIfMatch(ifMatch, etag(cur.Version)); err != nil {
 			return nil, err
 		}
 		doc, d, err := next(tx, cur)
@@ -321,7 +321,7 @@ func (s *Store) DeleteGroup(id, ifMatch string) error {
 				return err
 			}
 			if first {
-				if err := checkIfMatch(ifMatch, r.Version); err != nil {
+				if err := checkIfMatch(ifMatch, etag(r.Version)); err != nil {
 					return err
 				}
 			}

@@ -17,16 +17,12 @@ type Query struct {
 	Filter     *scim.Filter // nil: all
 	StartIndex int          // 1-based position of the first result
 	Count      int          // page size; 0 returns only the total
-	// Members includes group members in the results (groups only).
+	// Members includes group members in the results (groups only). A
+	// page holds Count resources whenever that many match: its size never
+	// depends on the members it holds. The SCIM API lists groups without
+	// members and reads each group's members as it writes the response
+	// (gateway/resources.go), so what it holds is bounded by one group.
 	Members bool
-	// MemberBudget bounds the members one page of groups renders (0: no
-	// bound; scim.limits.max_members_per_list). The page ends before a
-	// group whose members would pass the budget, so it may hold fewer than
-	// Count groups (the total stays exact and the next startIndex goes on
-	// from there); a group with more members than the budget on its own
-	// comes alone, without members, with Resource.MembersOmitted set.
-	// Members are counted without reading them.
-	MemberBudget int
 }
 
 // ListUsers returns the total number of users matching q and the page q
@@ -37,35 +33,32 @@ type Query struct {
 // membership index, in id order; any other filter on groups is a 400
 // invalidFilter that says which shapes work.
 func (s *Store) ListUsers(q Query) (int, []*Resource, error) {
-	return s.list(s.users, q, func(tx *bolt.Tx, r *record, _ bool) *Resource { return s.userResource(tx, r) })
+	return s.list(s.users, q, func(tx *bolt.Tx, r *record) *Resource { return s.userResource(tx, r) })
 }
 
-// ListGroups is ListUsers for groups, with members when q.Members (within
-// q.MemberBudget); `members eq "<id>"` (also `members.value eq` and
+// ListGroups is ListUsers for groups, with members when q.Members;
+// `members eq "<id>"` (also `members.value eq` and
 // `members[value eq …]`, alone or and-ed with other terms such as Entra's
 // `id eq "<group>" and members eq "<user>"`) is answered from the index.
 func (s *Store) ListGroups(q Query) (int, []*Resource, error) {
-	return s.list(s.groups, q, func(tx *bolt.Tx, r *record, members bool) *Resource {
-		return s.groupResource(tx, r, q.Members && members)
+	return s.list(s.groups, q, func(tx *bolt.Tx, r *record) *Resource {
+		return s.groupResource(tx, r, q.Members)
 	})
 }
 
 // page collects the resources of one list page: the matches at positions
-// [start, start+count), as long as the member budget allows.
+// [start, start+count).
 type page struct {
 	tx           *bolt.Tx
 	start, count int
 	seen         int // matches so far
-	budget, used int // members rendered so far, of budget (0: no bound)
-	closed       bool
 	items        []*Resource
-	render       func(*bolt.Tx, *record, bool) *Resource
-	counted      bool // groups with members: the budget applies
+	render       func(*bolt.Tx, *record) *Resource
 }
 
 // inWindow reports whether the next match would be rendered.
 func (p *page) inWindow() bool {
-	return !p.closed && p.seen+1 >= p.start && len(p.items) < p.count
+	return p.seen+1 >= p.start && len(p.items) < p.count
 }
 
 // add counts a match and renders it when it belongs on the page.
@@ -75,36 +68,19 @@ func (p *page) add(r *record) {
 	if !in {
 		return
 	}
-	members := true
-	if p.counted && p.budget > 0 {
-		n := memberCount(p.tx, r.ID)
-		switch {
-		case n > p.budget && len(p.items) == 0:
-			members = false // alone and still too big: without members
-			p.closed = true
-		case p.used+n > p.budget:
-			p.closed = true // the next page starts with it
-			return
-		default:
-			p.used += n
-		}
-	}
-	res := p.render(p.tx, r, members)
-	res.MembersOmitted = !members
-	p.items = append(p.items, res)
+	p.items = append(p.items, p.render(p.tx, r))
 }
 
 // done reports whether no further match can be rendered.
-func (p *page) done() bool { return p.closed || len(p.items) >= p.count }
+func (p *page) done() bool { return len(p.items) >= p.count }
 
-func (s *Store) list(k *kind, q Query, render func(*bolt.Tx, *record, bool) *Resource) (int, []*Resource, error) {
+func (s *Store) list(k *kind, q Query, render func(*bolt.Tx, *record) *Resource) (int, []*Resource, error) {
 	q.StartIndex = max(q.StartIndex, 1)
 	q.Count = max(q.Count, 0)
 	var total int
 	var items []*Resource
 	err := s.view(func(tx *bolt.Tx) error {
-		p := &page{tx: tx, start: q.StartIndex, count: q.Count, budget: q.MemberBudget, render: render,
-			counted: k == s.groups && q.Members}
+		p := &page{tx: tx, start: q.StartIndex, count: q.Count, render: render}
 		var err error
 		switch {
 		case q.Filter == nil:

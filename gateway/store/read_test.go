@@ -386,12 +386,4 @@ func BenchmarkGroupMembers(b *testing.B) {
 			}
 		})
 	}
-	b.Run("list-page-budget", func(b *testing.B) {
-		for b.Loop() {
-			_, page, err := ts.ListGroups(Query{Count: 100, Members: true, MemberBudget: 10_000})
-			if err != nil || len(page) != 1 || !page[0].MembersOmitted {
-				b.Fatalf("%v %v", page, err)
-			}
-		}
-	})
 }

@@ -209,7 +209,11 @@ func New(db *bolt.DB, mapper *mapping.Mapper, opts Options) *Store {
 		s.log = slog.New(slog.DiscardHandler)
 	}
 	s.users = userKind(opts.UserExtensions...)
-	s.groups = groupKind()
+	var groupExts []*scim.Schema
+	if mapper != nil {
+		groupExts = mapper.GroupExtensions() // the extensions group rules read
+	}
+	s.groups = groupKind(groupExts...)
 	_ = db.View(func(tx *bolt.Tx) error {
 		if t, err := time.Parse(time.RFC3339Nano, string(tx.Bucket(bucketMeta).Get(keyLastChange))); err == nil {
 			s.lastChange.Store(t.UnixNano())
@@ -265,9 +269,9 @@ func userKind(ext ...*scim.Schema) *kind {
 	}
 }
 
-func groupKind() *kind {
+func groupKind(ext ...*scim.Schema) *kind {
 	return &kind{
-		name: "Group", event: "group", rt: scim.NewGroupResourceType(), nameAttr: "displayName",
+		name: "Group", event: "group", rt: scim.NewGroupResourceType(ext...), nameAttr: "displayName",
 		data: bucketGroups, byName: bucketGroupsByName, shadowed: bucketGroupsShadowed, byExtID: bucketGroupsByExtID,
 		order: bucketGroupsOrder, blocks: bucketGroupsBlocks, count: []byte("groups_count"),
 	}
@@ -321,18 +325,24 @@ type Resource struct {
 	// Doc is the SCIM representation: the attributes the client sent,
 	// with id, meta (without location) and groups or members filled in.
 	Doc map[string]any
-	// MembersOmitted is set on a group of a list page rendered without
-	// its members because it alone has more than Query.MemberBudget; the
-	// gateway says so and points at GET /Groups/{id}.
-	MembersOmitted bool
+	// tag is the entity tag when it covers more than Version: a user's
+	// groups (see Store.addGroups).
+	tag string
 }
 
 // nextVersion is the version a resource at version cur gets when it
 // changes (cur 0: a new resource).
 func (s *Store) nextVersion(cur uint64) uint64 { return max(cur, s.floor) + 1 }
 
-// ETag returns the resource's weak entity tag, also its meta.version.
-func (r *Resource) ETag() string { return etag(r.Version) }
+// ETag returns the resource's weak entity tag, also its meta.version. A
+// user's tag covers its groups too, which change without a new version of
+// the user: W/"<version>-<hash of its groups>" when it is in any group.
+func (r *Resource) ETag() string {
+	if r.tag != "" {
+		return r.tag
+	}
+	return etag(r.Version)
+}
 
 func etag(v uint64) string { return `W/"` + strconv.FormatUint(v, 10) + `"` }
 
@@ -597,12 +607,11 @@ func (k *kind) insert(tx *bolt.Tx, r *record, enc encoded) error {
 	return tx.Bucket(k.data).Put([]byte(r.ID), enc.bytes(seq))
 }
 
-// checkIfMatch compares an If-Match header with the current version.
-func checkIfMatch(ifMatch string, version uint64) error {
+// checkIfMatch compares an If-Match header with the current entity tag.
+func checkIfMatch(ifMatch, cur string) error {
 	if ifMatch == "" || ifMatch == "*" {
 		return nil
 	}
-	cur := etag(version)
 	for _, tag := range strings.Split(ifMatch, ",") {
 		tag = strings.TrimSpace(tag)
 		if tag == cur || "W/"+tag == cur {

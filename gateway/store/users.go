@@ -2,8 +2,10 @@ package store
 
 import (
 	"bytes"
+	"hash/fnv"
 	"net/http"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -106,21 +108,54 @@ func (s *Store) userResource(tx *bolt.Tx, r *record) *Resource {
 	return res
 }
 
-// addGroups fills in the groups attribute of a rendered user.
+// addGroups fills in the groups attribute of a rendered user, and its
+// entity tag, which covers them.
 func (s *Store) addGroups(tx *bolt.Tx, res *Resource) {
+	groups, h := s.userGroups(tx, res.ID)
+	if len(groups) == 0 {
+		return
+	}
+	res.Doc["groups"] = groups
+	res.tag = userTag(res.Version, h)
+	if meta, ok := res.Doc["meta"].(map[string]any); ok {
+		meta["version"] = res.tag
+	}
+}
+
+// userGroups returns the user's groups as rendered, and a hash of them
+// (ids and display names) for its entity tag.
+func (s *Store) userGroups(tx *bolt.Tx, id string) ([]any, uint64) {
 	var groups []any
-	scanPrefix(tx.Bucket(bucketMemberOf), res.ID, func(tail, _ []byte) bool {
+	h := fnv.New64a()
+	scanPrefix(tx.Bucket(bucketMemberOf), id, func(tail, _ []byte) bool {
 		gid := string(tail)
 		g := map[string]any{"value": gid, "type": "direct"}
+		h.Write(tail)
+		h.Write([]byte{0})
 		if _, _, _, display, err := s.memberData(tx, gid); err == nil {
 			g["display"] = display
+			h.Write([]byte(display))
 		}
+		h.Write([]byte{0})
 		groups = append(groups, g)
 		return true
 	})
-	if len(groups) > 0 {
-		res.Doc["groups"] = groups
+	return groups, h.Sum64()
+}
+
+// userETag is the entity tag of user r as rendered from tx (GetUser's).
+func (s *Store) userETag(tx *bolt.Tx, r *record) string {
+	groups, h := s.userGroups(tx, r.ID)
+	if len(groups) == 0 {
+		return etag(r.Version)
 	}
+	return userTag(r.Version, h)
+}
+
+// userTag is the entity tag of a user at version v in groups hashing to h:
+// the group memberships change without a new version of the user.
+func userTag(v, h uint64) string {
+	return `W/"` + strconv.FormatUint(v, 10) + "-" + strconv.FormatUint(h, 16) + `"`
 }
 
 // ReplaceUser replaces the user's attributes with a PUT body. Read-only
@@ -150,11 +185,34 @@ func (s *Store) ReplaceUser(id, ifMatch string, doc map[string]any) (*Resource, 
 // PatchUser applies PATCH operations to the user atomically.
 func (s *Store) PatchUser(id, ifMatch string, ops []scim.Operation) (*Resource, error) {
 	return s.updateUser(id, ifMatch, func(cur *record) (map[string]any, error) {
-		next, err := scim.ApplyPatchLimits(cur.Doc, ops, s.users.rt, s.limits)
+		next, err := s.applyUserPatch(cur.Doc, ops)
 		if err != nil {
 			return nil, err
 		}
 		return scim.Normalize(next, s.users.rt)
+	})
+}
+
+// applyUserPatch applies ops to a user's document. With a single-valued
+// catalog type (multi_valued: false), an add operation replaces the type's
+// value instead of adding a second one (RFC 7644 §3.5.2.1, by
+// Mapper.ReplaceSingleValued after each add), so the user.updated event
+// shows the old value going.
+func (s *Store) applyUserPatch(doc map[string]any, ops []scim.Operation) (map[string]any, error) {
+	if s.mapper == nil || !s.mapper.HasSingleValued() {
+		return scim.ApplyPatchLimits(doc, ops, s.users.rt, s.limits)
+	}
+	return scim.ApplyPatchEach(doc, ops, s.users.rt, s.limits, func(i int, doc map[string]any) func() {
+		if ops[i].Op != "add" {
+			return nil
+		}
+		before := map[string]any{} // the assignments only, copied
+		for _, attr := range []string{"roles", "entitlements"} {
+			if v, ok := scim.Get(doc, attr); ok {
+				before[attr] = scim.DeepCopy(v)
+			}
+		}
+		return func() { s.mapper.ReplaceSingleValued(before, doc) }
 	})
 }
 
@@ -174,7 +232,7 @@ func (s *Store) updateUser(id, ifMatch string, next func(cur *record) (map[strin
 		if err != nil {
 			return nil, err
 		}
-		if err := checkIfMatch(ifMatch, cur.Version); err != nil {
+		if err := checkIfMatch(ifMatch, s.userETag(tx, cur)); err != nil {
 			return nil, err
 		}
 		doc, err := next(cur)
@@ -298,7 +356,7 @@ func (s *Store) DeleteUser(id, ifMatch string) error {
 		if err != nil {
 			return err
 		}
-		if err := checkIfMatch(ifMatch, r.Version); err != nil {
+		if err := checkIfMatch(ifMatch, s.userETag(tx, r)); err != nil {
 			return err
 		}
 		now := s.now()
