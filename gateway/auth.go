@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/netip"
+	"net/textproto"
 	"strings"
 	"time"
 
@@ -25,6 +26,7 @@ type authenticator struct {
 	clients []*oauthClient
 	byID    map[string]*oauthClient
 	trusted []netip.Prefix
+	fwd     string // the header naming the client behind a trusted proxy
 	key     []byte // signs access tokens
 	ttl     time.Duration
 	header  string // WWW-Authenticate challenge
@@ -53,7 +55,8 @@ type oauthClient struct {
 const accessTokenPrefix = "sgat_"
 
 func newAuthenticator(cfg Config, key []byte) *authenticator {
-	a := &authenticator{byID: map[string]*oauthClient{}, trusted: prefixes(cfg.TrustedProxies), key: key,
+	a := &authenticator{byID: map[string]*oauthClient{}, trusted: prefixes(cfg.TrustedProxies),
+		fwd: textproto.CanonicalMIMEHeaderKey(cfg.ForwardedHeader), key: key,
 		ttl: cfg.Auth.OAuthTokenTTL, now: time.Now}
 	if a.ttl <= 0 {
 		a.ttl = time.Hour
@@ -147,9 +150,12 @@ func (a *authenticator) check(r *http.Request) (string, authFailure) {
 	return "", authInvalid
 }
 
+// client is the address r comes from (see clientAddress).
+func (a *authenticator) client(r *http.Request) netip.Addr { return clientAddress(r, a.trusted, a.fwd) }
+
 // where checks the request's address against a credential's allowlist.
 func (a *authenticator) where(r *http.Request, cidrs []netip.Prefix) authFailure {
-	if len(cidrs) == 0 || allowed(cidrs, clientAddress(r, a.trusted)) {
+	if len(cidrs) == 0 || allowed(cidrs, a.client(r)) {
 		return authOK
 	}
 	return authForbidden
@@ -251,7 +257,7 @@ func (s *Server) requireAuth(next echo.HandlerFunc) echo.HandlerFunc {
 			refuseBody(c.Response())
 			return scim.Errorf(http.StatusForbidden, "",
 				"this credential may be used only from its allowed_cidrs, and this request came from %s; add the identity provider's egress address to the list (see docs/okta.md or docs/entra.md)",
-				clientAddress(c.Request(), auth.trusted))
+				auth.client(c.Request()))
 		}
 		challenge := auth.header
 		detail := "authorization failure: send the scimgate token as \"Authorization: Bearer <token>\""

@@ -54,7 +54,7 @@ func oauthFail(c echo.Context, status int, code, desc string) error {
 func (s *Server) tokenHandler(c echo.Context) error {
 	r := c.Request()
 	auth := s.auth.Load()
-	addr := clientAddress(r, auth.trusted)
+	addr := auth.client(r)
 	if wait := s.tokenLimiter.Load().reserve(addr.String(), time.Now()); wait > 0 {
 		c.Response().Header().Set("Retry-After", strconv.Itoa(int(math.Ceil(wait.Seconds()))))
 		return writeOAuth(c, http.StatusTooManyRequests, oauthError{Code: "slow_down",
