@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"crypto/hmac"
+	"crypto/rand"
 	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/base64"
@@ -9,6 +10,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/netip"
+	"net/textproto"
 	"strings"
 	"time"
 
@@ -25,6 +27,7 @@ type authenticator struct {
 	clients []*oauthClient
 	byID    map[string]*oauthClient
 	trusted []netip.Prefix
+	fwd     string // the header naming the client behind a trusted proxy
 	key     []byte // signs access tokens
 	ttl     time.Duration
 	header  string // WWW-Authenticate challenge
@@ -45,15 +48,61 @@ type basicHash struct {
 type oauthClient struct {
 	id      string
 	secrets [][sha256.Size]byte
-	cidrs   []netip.Prefix
+	// incs are the secrets' incarnations (see secretIncarnations), in the
+	// order of secrets.
+	incs  []string
+	cidrs []netip.Prefix
+}
+
+// secretKey names one secret of one client, for secretIncarnations.
+type secretKey struct {
+	client string
+	sum    [sha256.Size]byte
+}
+
+// secretIncarnations gives each OAuth client secret an incarnation, which
+// an access token's secret fingerprint includes. The secrets of the
+// configuration the server starts with have the empty one (so tokens
+// survive a restart); a secret a reload adds gets a random one. A secret
+// removed and then added back is therefore a new incarnation, and the
+// tokens issued under it before its removal stay revoked. A restart
+// forgets: a secret removed by a reload and back in the configuration the
+// next start reads is the start's (empty) incarnation again, so tokens
+// issued before the removal and not yet expired (oauth_token_ttl, at most
+// 24 h) would be accepted again; rotate the token key (delete
+// oauth-token-key in the data directory) to revoke every token at a restart.
+type secretIncarnations map[secretKey]string
+
+// next returns the incarnations for cfg's secrets: kept for a secret in
+// inc, random for a new one (the empty one for all when inc is nil: the
+// first configuration).
+func (inc secretIncarnations) next(cfg Config) secretIncarnations {
+	out := secretIncarnations{}
+	for _, oc := range cfg.Auth.OAuthClients {
+		for _, s := range oc.ClientSecrets {
+			if strings.TrimSpace(s) == "" {
+				continue
+			}
+			k := secretKey{client: oc.ClientID, sum: hashSecret(s)}
+			v, ok := inc[k]
+			if !ok && inc != nil {
+				b := make([]byte, 12)
+				_, _ = rand.Read(b)
+				v = base64.RawURLEncoding.EncodeToString(b)
+			}
+			out[k] = v
+		}
+	}
+	return out
 }
 
 // accessTokenPrefix starts every access token the token endpoint issues;
 // static tokens (base64url, from `scimgate token`) never contain a '.'.
 const accessTokenPrefix = "sgat_"
 
-func newAuthenticator(cfg Config, key []byte) *authenticator {
-	a := &authenticator{byID: map[string]*oauthClient{}, trusted: prefixes(cfg.TrustedProxies), key: key,
+func newAuthenticator(cfg Config, key []byte, inc secretIncarnations) *authenticator {
+	a := &authenticator{byID: map[string]*oauthClient{}, trusted: prefixes(cfg.TrustedProxies),
+		fwd: textproto.CanonicalMIMEHeaderKey(cfg.ForwardedHeader), key: key,
 		ttl: cfg.Auth.OAuthTokenTTL, now: time.Now}
 	if a.ttl <= 0 {
 		a.ttl = time.Hour
@@ -68,7 +117,9 @@ func newAuthenticator(cfg Config, key []byte) *authenticator {
 		c := &oauthClient{id: oc.ClientID, cidrs: prefixes(oc.AllowedCIDRs)}
 		for _, s := range oc.ClientSecrets {
 			if strings.TrimSpace(s) != "" {
-				c.secrets = append(c.secrets, hashSecret(s))
+				sum := hashSecret(s)
+				c.secrets = append(c.secrets, sum)
+				c.incs = append(c.incs, inc[secretKey{client: oc.ClientID, sum: sum}])
 			}
 		}
 		a.clients = append(a.clients, c)
@@ -147,27 +198,36 @@ func (a *authenticator) check(r *http.Request) (string, authFailure) {
 	return "", authInvalid
 }
 
+// client is the address r comes from (see clientAddress).
+func (a *authenticator) client(r *http.Request) netip.Addr { return clientAddress(r, a.trusted, a.fwd) }
+
 // where checks the request's address against a credential's allowlist.
 func (a *authenticator) where(r *http.Request, cidrs []netip.Prefix) authFailure {
-	if len(cidrs) == 0 || allowed(cidrs, clientAddress(r, a.trusted)) {
+	if len(cidrs) == 0 || allowed(cidrs, a.client(r)) {
 		return authOK
 	}
 	return authForbidden
 }
 
 // accessToken is the signed payload of an access token: the client, the
-// expiry and a fingerprint of the secret it authenticated with, so that
-// removing the client or that secret from the configuration revokes it.
+// expiry, a fingerprint of the secret it authenticated with (and of that
+// secret's incarnation), so that removing the client or that secret from
+// the configuration revokes it, and a random nonce, so that no two tokens
+// are the same (two requests in the same second get different tokens).
 type accessToken struct {
 	Client string `json:"c"`
 	Exp    int64  `json:"e"`
 	Secret string `json:"f"`
+	Nonce  string `json:"n"`
 }
 
 // issue returns a new access token for client c, which authenticated with
-// the secret whose hash is secret.
-func (a *authenticator) issue(c *oauthClient, secret [sha256.Size]byte) (string, time.Duration) {
-	payload, _ := json.Marshal(accessToken{Client: c.id, Exp: a.now().Add(a.ttl).Unix(), Secret: a.fingerprint(secret)})
+// its i-th secret.
+func (a *authenticator) issue(c *oauthClient, i int) (string, time.Duration) {
+	nonce := make([]byte, 16)
+	_, _ = rand.Read(nonce)
+	payload, _ := json.Marshal(accessToken{Client: c.id, Exp: a.now().Add(a.ttl).Unix(),
+		Secret: a.fingerprint(c.secrets[i], c.incs[i]), Nonce: base64.RawURLEncoding.EncodeToString(nonce)})
 	p := base64.RawURLEncoding.EncodeToString(payload)
 	return accessTokenPrefix + p + "." + base64.RawURLEncoding.EncodeToString(a.mac("token", []byte(p))), a.ttl
 }
@@ -180,8 +240,8 @@ func (a *authenticator) mac(purpose string, data []byte) []byte {
 	return m.Sum(nil)
 }
 
-func (a *authenticator) fingerprint(secret [sha256.Size]byte) string {
-	return base64.RawURLEncoding.EncodeToString(a.mac("secret", secret[:])[:9])
+func (a *authenticator) fingerprint(secret [sha256.Size]byte, inc string) string {
+	return base64.RawURLEncoding.EncodeToString(a.mac("secret", append(secret[:], inc...))[:9])
 }
 
 func (a *authenticator) checkAccessToken(r *http.Request, tok string) (string, authFailure) {
@@ -203,8 +263,8 @@ func (a *authenticator) checkAccessToken(r *http.Request, tok string) (string, a
 		return "", authInvalid // the client was removed: its tokens are revoked
 	}
 	current := false
-	for _, s := range c.secrets {
-		current = current || subtle.ConstantTimeCompare([]byte(a.fingerprint(s)), []byte(at.Secret)) == 1
+	for i, s := range c.secrets {
+		current = current || subtle.ConstantTimeCompare([]byte(a.fingerprint(s, c.incs[i])), []byte(at.Secret)) == 1
 	}
 	if !current {
 		return "", authInvalid // the secret it was issued for was removed
@@ -214,12 +274,13 @@ func (a *authenticator) checkAccessToken(r *http.Request, tok string) (string, a
 }
 
 // authenticateClient checks OAuth client credentials (RFC 6749 §2.3.1) and
-// returns the client and the hash of the secret that matched.
-func (a *authenticator) authenticateClient(id, secret string) (*oauthClient, [sha256.Size]byte, bool) {
+// returns the client, the index of the secret that matched and the hash of
+// the secret presented.
+func (a *authenticator) authenticateClient(id, secret string) (*oauthClient, int, [sha256.Size]byte, bool) {
 	sum := sha256.Sum256([]byte(secret))
 	c := a.byID[id]
 	if c == nil {
-		return nil, sum, false
+		return nil, -1, sum, false
 	}
 	match := -1
 	for i := range c.secrets {
@@ -228,9 +289,9 @@ func (a *authenticator) authenticateClient(id, secret string) (*oauthClient, [sh
 		}
 	}
 	if match < 0 {
-		return nil, sum, false
+		return nil, -1, sum, false
 	}
-	return c, c.secrets[match], true
+	return c, match, sum, true
 }
 
 func clientKey(sum []byte) string { return base64.RawURLEncoding.EncodeToString(sum[:6]) }
@@ -251,7 +312,7 @@ func (s *Server) requireAuth(next echo.HandlerFunc) echo.HandlerFunc {
 			refuseBody(c.Response())
 			return scim.Errorf(http.StatusForbidden, "",
 				"this credential may be used only from its allowed_cidrs, and this request came from %s; add the identity provider's egress address to the list (see docs/okta.md or docs/entra.md)",
-				clientAddress(c.Request(), auth.trusted))
+				auth.client(c.Request()))
 		}
 		challenge := auth.header
 		detail := "authorization failure: send the scimgate token as \"Authorization: Bearer <token>\""

@@ -39,6 +39,13 @@ type Config struct {
 	// address a credential's allowed_cidrs is checked against is the
 	// nearest untrusted hop; headers from any other peer are ignored.
 	TrustedProxies []string `yaml:"trusted_proxies"`
+	// ForwardedHeader is the one header that names the client behind a
+	// trusted proxy: "X-Forwarded-For" (the default: what Go's
+	// ReverseProxy, nginx, ingress-nginx, AWS ALB, Traefik and Envoy set),
+	// "Forwarded" (RFC 7239) or another comma-separated list of addresses
+	// such as "X-Real-IP". No other header is read: a proxy passes a
+	// client's copy of the headers it does not set through untouched.
+	ForwardedHeader string `yaml:"forwarded_header"`
 	// UnknownMembers is what a member id that names no user or group does
 	// in a group write: "ignore" it (the default: no membership, no event,
 	// a warning and a metric; the rest of the request applies) or "reject"
@@ -172,11 +179,12 @@ type TLSConfig struct {
 // DefaultConfig returns the defaults DESIGN.md promises.
 func DefaultConfig() Config {
 	return Config{
-		Listen:         ":8080",
-		BasePath:       "/scim/v2",
-		PatchResponse:  "no_content",
-		UnknownMembers: "ignore",
-		Auth:           AuthConfig{OAuthTokenTTL: time.Hour},
+		Listen:          ":8080",
+		BasePath:        "/scim/v2",
+		PatchResponse:   "no_content",
+		UnknownMembers:  "ignore",
+		ForwardedHeader: DefaultForwardedHeader,
+		Auth:            AuthConfig{OAuthTokenTTL: time.Hour},
 		Limits: LimitsConfig{
 			MaxBodyBytes:       1 << 20,
 			MaxPageSize:        1000,
@@ -293,6 +301,9 @@ func (c *Config) Validate() error {
 		errs = append(errs, fieldErr("auth.oauth_token_ttl", ErrInvalid, "%s: use between 1m and 24h (Entra expects 60 to 360 minutes)", c.Auth.OAuthTokenTTL))
 	}
 	cidrs("trusted_proxies", c.TrustedProxies)
+	if c.ForwardedHeader != "" && !validHeaderName(c.ForwardedHeader) {
+		errs = append(errs, fieldErr("forwarded_header", ErrInvalid, "%q is not a header name: use X-Forwarded-For (the default), Forwarded or the header your proxy sets, such as X-Real-IP", c.ForwardedHeader))
+	}
 	switch c.UnknownMembers {
 	case "ignore", "reject":
 	default:
@@ -385,4 +396,19 @@ func NonEmptyTokens(ts []BearerToken) []BearerToken {
 func SecretHash(s string) string {
 	sum := hashSecret(s)
 	return "sha256:" + hex.EncodeToString(sum[:])
+}
+
+// validHeaderName reports whether s is an HTTP header field name (an RFC
+// 9110 token).
+func validHeaderName(s string) bool {
+	if s == "" {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || strings.IndexByte("!#$%&'*+-.^_`|~", c) >= 0) {
+			return false
+		}
+	}
+	return true
 }

@@ -63,8 +63,8 @@ func (s *Server) rateLimit(next echo.HandlerFunc) echo.HandlerFunc {
 			return next(c)
 		}
 		key, _ := c.Get(ctxClientKey).(string)
-		if key == "" {
-			key = c.RealIP()
+		if key == "" { // not set by requireAuth: by address (never echo's RealIP, which believes any client's headers)
+			key = s.auth.Load().client(c.Request()).String()
 		}
 		if wait := lim.reserve(key, time.Now()); wait > 0 {
 			s.metrics.limited.Inc()

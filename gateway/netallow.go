@@ -45,19 +45,28 @@ func allowed(ps []netip.Prefix, addr netip.Addr) bool {
 }
 
 // clientAddress is the address a request comes from: the TCP peer, or —
-// when the peer is a trusted proxy — the nearest untrusted hop named by the
-// Forwarded (RFC 7239) or else the X-Forwarded-For header, read from the
-// right (each proxy appends the address it received the request from, so
-// only the part added by trusted proxies can be believed). A header from
-// an untrusted peer is never read. The zero Addr means unknown.
-func clientAddress(r *http.Request, trusted []netip.Prefix) netip.Addr {
+// when the peer is a trusted proxy — the right-most untrusted hop of the
+// one header the operator named (scim.forwarded_header: X-Forwarded-For by
+// default, Forwarded (RFC 7239), or another list-of-addresses header such
+// as X-Real-IP). Each proxy appends the address it received the request
+// from, so only the part added by trusted proxies can be believed; every
+// other header is ignored, because a proxy that appends to one passes a
+// client's copy of the others through untouched (a client-written
+// "Forwarded: for=10.0.0.5" behind an X-Forwarded-For proxy). A header
+// from an untrusted peer is never read. The zero Addr means unknown.
+func clientAddress(r *http.Request, trusted []netip.Prefix, header string) netip.Addr {
 	peer := remoteAddr(r.RemoteAddr)
 	if !peer.IsValid() || len(trusted) == 0 || !allowed(trusted, peer) {
 		return peer
 	}
-	hops := forwardedFor(r.Header.Values("Forwarded"))
-	if hops == nil {
-		for _, v := range r.Header.Values("X-Forwarded-For") {
+	if header == "" {
+		header = DefaultForwardedHeader
+	}
+	var hops []string
+	if strings.EqualFold(header, "Forwarded") {
+		hops = forwardedFor(r.Header.Values("Forwarded"))
+	} else {
+		for _, v := range r.Header.Values(header) {
 			for _, h := range strings.Split(v, ",") {
 				hops = append(hops, strings.TrimSpace(h))
 			}
@@ -77,18 +86,25 @@ func clientAddress(r *http.Request, trusted []netip.Prefix) netip.Addr {
 	return addr
 }
 
+// DefaultForwardedHeader is the header read behind a trusted proxy unless
+// scim.forwarded_header names another.
+const DefaultForwardedHeader = "X-Forwarded-For"
+
 // forwardedFor returns the for= parameters of Forwarded headers, in order;
-// nil when there are none.
+// nil when there are none. An element without for= counts as an
+// unparseable hop (""), so that the walk stops there.
 func forwardedFor(values []string) []string {
 	var out []string
 	for _, v := range values {
 		for _, elem := range strings.Split(v, ",") {
+			hop := ""
 			for _, pair := range strings.Split(elem, ";") {
 				k, val, ok := strings.Cut(strings.TrimSpace(pair), "=")
 				if ok && strings.EqualFold(strings.TrimSpace(k), "for") {
-					out = append(out, strings.Trim(strings.TrimSpace(val), `"`))
+					hop = strings.Trim(strings.TrimSpace(val), `"`)
 				}
 			}
+			out = append(out, hop)
 		}
 	}
 	return out

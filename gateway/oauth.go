@@ -22,9 +22,11 @@ import (
 //
 // Access tokens are self-contained and signed (HMAC-SHA256) with a key the
 // application keeps in its data directory, so they survive a restart; one
-// names its client, its expiry and a fingerprint of the secret the client
-// authenticated with, so removing the client or that secret from the
-// configuration revokes it at once. Nothing is stored per token.
+// names its client, its expiry, a fingerprint of the secret the client
+// authenticated with (and of that secret's incarnation: a secret removed
+// and added back is a new one) and a random nonce, so removing the client
+// or that secret from the configuration revokes it at once, and no two
+// tokens are alike. Nothing is stored per token.
 
 // oauthError is an RFC 6749 §5.2 error response.
 type oauthError struct {
@@ -54,7 +56,7 @@ func oauthFail(c echo.Context, status int, code, desc string) error {
 func (s *Server) tokenHandler(c echo.Context) error {
 	r := c.Request()
 	auth := s.auth.Load()
-	addr := clientAddress(r, auth.trusted)
+	addr := auth.client(r)
 	if wait := s.tokenLimiter.Load().reserve(addr.String(), time.Now()); wait > 0 {
 		c.Response().Header().Set("Retry-After", strconv.Itoa(int(math.Ceil(wait.Seconds()))))
 		return writeOAuth(c, http.StatusTooManyRequests, oauthError{Code: "slow_down",
@@ -111,7 +113,7 @@ func (s *Server) tokenHandler(c echo.Context) error {
 	if id == "" {
 		return oauthFail(c, http.StatusUnauthorized, "invalid_client", "no client credentials: send the client id and secret with HTTP Basic or as client_id and client_secret")
 	}
-	client, sum, ok := auth.authenticateClient(id, secret)
+	client, i, sum, ok := auth.authenticateClient(id, secret)
 	if !ok {
 		s.logger.Warn("token request refused: invalid client credentials", "client_key", clientKey(sum[:]))
 		return oauthFail(c, http.StatusUnauthorized, "invalid_client", "the client id or secret is not valid (check scim.auth.oauth_clients)")
@@ -120,7 +122,7 @@ func (s *Server) tokenHandler(c echo.Context) error {
 		return writeOAuth(c, http.StatusForbidden, oauthError{Code: "unauthorized_client",
 			Description: "this client may request tokens only from its allowed_cidrs, and this request came from " + addr.String()})
 	}
-	token, ttl := auth.issue(client, sum)
+	token, ttl := auth.issue(client, i)
 	resp := map[string]any{"access_token": token, "token_type": "Bearer", "expires_in": int(ttl.Seconds())}
 	if form.Has("scope") {
 		resp["scope"] = "scim" // the one scope there is (RFC 6749 §3.3: say so when it differs)

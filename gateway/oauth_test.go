@@ -266,3 +266,62 @@ func TestOAuthTokenRateLimit(t *testing.T) {
 		t.Errorf("4th token request in a burst of 3: %d %v Retry-After %q", last, body, h.Get("Retry-After"))
 	}
 }
+
+// Issue 17 item 3: a secret removed and then added back does not revive
+// the tokens issued under it before its removal; a token issued after it
+// came back works.
+func TestOAuthReAddedSecretKeepsTokensDead(t *testing.T) {
+	os := newOAuthServer(t)
+	const other = "other-secret-0123456789abcdef"
+	token := func(secret string) string {
+		t.Helper()
+		code, body, _ := os.tokenRequest(t, url.Values{"grant_type": {"client_credentials"}}, clientID, secret)
+		if code != 200 {
+			t.Fatalf("token: %d %v", code, body)
+		}
+		return body["access_token"].(string)
+	}
+	reload := func(secrets ...string) {
+		t.Helper()
+		cfg := os.cfg
+		cfg.Auth.OAuthClients = []gateway.OAuthClient{{ClientID: clientID}}
+		for _, s := range secrets {
+			cfg.Auth.OAuthClients[0].ClientSecrets = append(cfg.Auth.OAuthClients[0].ClientSecrets, gateway.HashToken(s))
+		}
+		if _, err := os.srv.Reload(cfg); err != nil {
+			t.Fatal(err)
+		}
+	}
+	old := token(clientSecret)
+	bearer(t, os.testServer, old, "GET", "/Users", "").must(t, 200)
+	reload(other) // clientSecret removed
+	bearer(t, os.testServer, old, "GET", "/Users", "").scimError(t, 401, "")
+	reload(other, clientSecret) // and added back
+	bearer(t, os.testServer, old, "GET", "/Users", "").scimError(t, 401, "")
+	fresh := token(clientSecret)
+	bearer(t, os.testServer, fresh, "GET", "/Users", "").must(t, 200)
+	// A secret kept across a reload keeps its tokens.
+	kept := token(other)
+	reload(other)
+	bearer(t, os.testServer, kept, "GET", "/Users", "").must(t, 200)
+	bearer(t, os.testServer, fresh, "GET", "/Users", "").scimError(t, 401, "")
+}
+
+// Issue 17 item 3: two token requests in the same second (here the same
+// instant: the clock is frozen) get different tokens, both valid.
+func TestOAuthTokensCarryTheirOwnRandomness(t *testing.T) {
+	os := newOAuthServer(t)
+	seen := map[string]bool{}
+	for i := range 3 {
+		code, body, _ := os.tokenRequest(t, url.Values{"grant_type": {"client_credentials"}}, clientID, clientSecret)
+		if code != 200 {
+			t.Fatalf("token %d: %d %v", i, code, body)
+		}
+		tok := body["access_token"].(string)
+		if seen[tok] {
+			t.Fatalf("token request %d at the same instant got a token already issued", i)
+		}
+		seen[tok] = true
+		bearer(t, os.testServer, tok, "GET", "/Users", "").must(t, 200)
+	}
+}

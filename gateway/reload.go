@@ -31,6 +31,9 @@ func diffConfig(old, next *Config) []string {
 	if !slices.Equal(old.TrustedProxies, next.TrustedProxies) {
 		out = append(out, fmt.Sprintf("scim.trusted_proxies: %s → %s", list(old.TrustedProxies), list(next.TrustedProxies)))
 	}
+	if old.ForwardedHeader != next.ForwardedHeader {
+		out = append(out, fmt.Sprintf("scim.forwarded_header: %q → %q", old.ForwardedHeader, next.ForwardedHeader))
+	}
 	ov, nv := reflect.ValueOf(old.Limits), reflect.ValueOf(next.Limits)
 	for i := range ov.NumField() {
 		name, _, _ := strings.Cut(ov.Type().Field(i).Tag.Get("yaml"), ",")

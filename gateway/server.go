@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -44,6 +45,8 @@ type Server struct {
 	limiter      atomic.Pointer[limiter] // nil: no per-client rate limit
 	tokenLimiter atomic.Pointer[limiter]
 	tokenKey     []byte
+	applyMu      sync.Mutex                     // serialises apply (a SIGHUP and POST /admin/reload at once)
+	incs         secretIncarnations             // of the configuration in force; nil before the first
 	mapper       atomic.Pointer[mapping.Mapper] // its catalog is served; nil: none
 	now          func() time.Time
 
@@ -105,14 +108,17 @@ func (s *Server) SetClock(now func() time.Time) {
 }
 
 func (s *Server) newAuthenticator(cfg Config) *authenticator {
-	a := newAuthenticator(cfg, s.tokenKey)
+	a := newAuthenticator(cfg, s.tokenKey, s.incs)
 	a.now = s.now
 	return a
 }
 
 // apply installs cfg's reloadable parts.
 func (s *Server) apply(cfg Config) {
+	s.applyMu.Lock()
+	defer s.applyMu.Unlock()
 	c := cfg
+	s.incs = s.incs.next(c)
 	s.conf.Store(&c)
 	s.auth.Store(s.newAuthenticator(c))
 	if c.Limits.RatePerSecond > 0 {

@@ -11,6 +11,7 @@ import (
 	bolt "go.etcd.io/bbolt"
 	"golang.org/x/text/cases"
 	"golang.org/x/text/unicode/norm"
+	"golang.org/x/text/unicode/rangetable"
 
 	"github.com/scimgate/scimgate/gateway/scim"
 )
@@ -115,13 +116,32 @@ func exactKey(s string) string {
 }
 
 // invisible reports the characters refused in identifiers: control
-// characters (Cc, NUL and TAB included), format characters (Cf: zero-width
-// space, joiners, word joiner, BOM, soft hyphen, bidirectional controls) and
-// the line and paragraph separators. They make look-alike duplicates, and a
-// NUL would break the value 0x00 id layout of the index keys.
+// characters (Cc, NUL and TAB included), the line and paragraph separators,
+// and every Unicode Default_Ignorable_Code_Point — characters a renderer
+// shows as nothing: the format characters (Cf: zero-width space, joiners,
+// word joiner, BOM, soft hyphen, bidirectional controls), the variation
+// selectors (U+FE00–FE0F, U+E0100–E01EF, the Mongolian ones), and the
+// Other_Default_Ignorable_Code_Point ones (U+034F combining grapheme
+// joiner, the Hangul fillers U+115F, U+1160, U+3164, U+FFA0, tags and the
+// code points reserved for more of them). They make look-alike duplicates,
+// and a NUL would break the value 0x00 id layout of the index keys.
+//
+// Default_Ignorable_Code_Point is derived (Unicode's DerivedCoreProperties)
+// as Other_Default_Ignorable_Code_Point + Cf + Variation_Selector, less a
+// few visible format characters (Cf: U+FFF9–FFFB, Egyptian format
+// controls, prepended concatenation marks) and White_Space; all of Cf stays
+// refused here, so the set is that union, built from the unicode package's
+// tables (the Unicode version Go ships), not a list of our own.
 func invisible(r rune) bool {
-	return unicode.IsControl(r) || unicode.In(r, unicode.Cf, unicode.Zl, unicode.Zp)
+	if r < 0x80 {
+		return r < 0x20 || r == 0x7f
+	}
+	return unicode.Is(refusedTable, r)
 }
+
+// refusedTable is what invisible refuses beyond ASCII.
+var refusedTable = rangetable.Merge(unicode.Cc, unicode.Cf, unicode.Zl, unicode.Zp,
+	unicode.Other_Default_Ignorable_Code_Point, unicode.Variation_Selector)
 
 func stripInvisible(s string) string {
 	if strings.IndexFunc(s, invisible) < 0 {
@@ -181,9 +201,13 @@ func checkIdentifier(attr, value string) error {
 			class = "a bidirectional control character"
 		case r == 0x2028 || r == 0x2029:
 			class = "a line or paragraph separator"
+		case unicode.Is(unicode.Variation_Selector, r):
+			class = "a variation selector (invisible)"
+		case unicode.Is(unicode.Other_Default_Ignorable_Code_Point, r):
+			class = "a default-ignorable (invisible) character"
 		}
 		return scim.Errorf(http.StatusBadRequest, scim.InvalidValue,
-			"%s contains %s (U+%04X) at character %d; identifiers must not contain control, zero-width or bidirectional formatting characters: correct the value in the identity provider",
+			"%s contains %s (U+%04X) at character %d; identifiers must not contain control, zero-width, bidirectional formatting or other invisible (Unicode default-ignorable) characters: correct the value in the identity provider",
 			attr, class, r, pos)
 	}
 	return nil

@@ -166,7 +166,9 @@ func migrate1(tx *bolt.Tx, m *Migration) error {
 
 // migrate2 re-keys a schema 2 file: schema 3's foldKey gives a different
 // key where a name held a Cherokee letter (cases.Fold was not idempotent
-// there; see caseClasses), so the name, externalId, email and shadowed-name
+// there; see caseClasses) or a default-ignorable character schema 2 kept
+// (U+034F, the Hangul fillers, variation selectors: see invisible), so
+// the name, externalId, email and shadowed-name
 // indexes and the pending references are rebuilt. The resolved references
 // and member counts schema 2 kept are right as they are.
 func migrate2(tx *bolt.Tx, m *Migration) error {

@@ -2,6 +2,7 @@ package store
 
 import (
 	"bufio"
+	"encoding/json"
 	"errors"
 	"io"
 	"log/slog"
@@ -356,4 +357,52 @@ func TestMigrateSchema2Rekeys(t *testing.T) {
 			t.Errorf("userName eq %q: %d %v %v, want %s", name, n, ids(got), err, id)
 		}
 	}
+}
+
+// Issue 17 item 11: a schema 2 file's name holding a default-ignorable
+// character (stored before they were refused) is keyed without it after
+// the migration, so its look-alike without the character is the same
+// identifier.
+func TestMigrateSchema2RekeysDefaultIgnorable(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "scimgate.db")
+	ts := newTestStoreAt(t, path, mapping.DefaultRules())
+	id := ts.createUser(`{"userName":"ada@example.com"}`)
+	ts.Close()
+	const legacy = "ad\u034fa@example.com" // U+034F COMBINING GRAPHEME JOINER
+	if err := ts.db.Update(func(tx *bolt.Tx) error {
+		data := tx.Bucket(bucketUsers)
+		var r map[string]any
+		if err := json.Unmarshal(data.Get([]byte(id)), &r); err != nil {
+			return err
+		}
+		r["doc"].(map[string]any)["userName"] = legacy
+		b, err := json.Marshal(r)
+		if err != nil {
+			return err
+		}
+		if err := data.Put([]byte(id), b); err != nil {
+			return err
+		}
+		byName := tx.Bucket(bucketUsersByName)
+		if err := byName.Delete([]byte("ada@example.com")); err != nil {
+			return err
+		}
+		if err := byName.Put([]byte(legacy), []byte(id)); err != nil { // schema 2's key kept U+034F
+			return err
+		}
+		return tx.Bucket(bucketMeta).Put(keySchema, []byte("2"))
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if err := ts.db.Update(func(tx *bolt.Tx) error { _, err := Init(tx, nil); return err }); err != nil {
+		t.Fatal(err)
+	}
+	mapper, err := mapping.Compile(mapping.DefaultRules())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ts2 := New(ts.db, mapper, Options{})
+	defer ts2.Close()
+	_, err = ts2.CreateUser(doc(t, `{"userName":"ADA@example.com"}`))
+	wantSCIMError(t, "create of the look-alike without U+034F", err, 409, scim.Uniqueness)
 }
