@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"regexp"
 	"strings"
 
 	"github.com/scimgate/scimgate/gateway"
@@ -78,7 +79,7 @@ func reloadSecrets(cfg *Config, running Config) []string {
 	var problems []string
 	const never = "a reload never generates one"
 	if !cfg.SCIM.Auth.HasCredentials() {
-		h, err := readSecretFile(filepath.Join(cfg.DataDir, scimTokenFile))
+		h, err := readGenerated(filepath.Join(cfg.DataDir, scimTokenFile), tokenHashFile)
 		gen := gateway.AuthConfig{BearerTokens: gateway.Tokens(h)}
 		switch {
 		case err != nil:
@@ -90,7 +91,7 @@ func reloadSecrets(cfg *Config, running Config) []string {
 		}
 	}
 	if len(cfg.Admin.Tokens) == 0 {
-		h, err := readSecretFile(filepath.Join(cfg.DataDir, adminTokenFile))
+		h, err := readGenerated(filepath.Join(cfg.DataDir, adminTokenFile), tokenHashFile)
 		switch {
 		case err != nil:
 			problems = append(problems, "admin.tokens: "+err.Error())
@@ -101,7 +102,7 @@ func reloadSecrets(cfg *Config, running Config) []string {
 		}
 	}
 	if needsWebhookSecret(*cfg) {
-		secret, err := readSecretFile(filepath.Join(cfg.DataDir, webhookSecretFile))
+		secret, err := readGenerated(filepath.Join(cfg.DataDir, webhookSecretFile), webhookSecretKind)
 		switch {
 		case err != nil:
 			problems = append(problems, "outbox.targets: "+err.Error())
@@ -120,32 +121,59 @@ func sameCredentials(running, gen gateway.AuthConfig) bool {
 	return reflect.DeepEqual(running.BearerTokens, gen.BearerTokens) && len(running.Basic) == 0 && len(running.OAuthClients) == 0
 }
 
-// readSecretFile returns a generated secret file's content; "" when there is
-// no such file.
-func readSecretFile(file string) (string, error) {
+// generatedKind describes the content of a generated secret file, so that
+// an empty or damaged one stops the start with one line (issue 17) instead
+// of a gateway that refuses every request.
+type generatedKind struct {
+	valid func(string) bool
+	what  string // what the file must hold
+	after string // what deleting it means
+}
+
+var (
+	tokenHashRe   = regexp.MustCompile(`^sha256:[0-9a-f]{64}$`)
+	tokenHashFile = generatedKind{valid: tokenHashRe.MatchString, what: `"sha256:" and 64 hex digits, the hash of the generated token`,
+		after: "the next start generates and prints a new token, which the client then needs"}
+	webhookSecretKind = generatedKind{valid: validWebhookSecret, what: "a whsec_… signing secret",
+		after: "the next start generates a new secret, which every app verifying signatures then needs"}
+)
+
+func validWebhookSecret(s string) bool {
+	k, err := base64.StdEncoding.DecodeString(strings.TrimPrefix(s, "whsec_"))
+	return strings.HasPrefix(s, "whsec_") && err == nil && len(k) > 0
+}
+
+// readGenerated returns a generated secret file's content, checked; "" when
+// there is no such file.
+func readGenerated(file string, kind generatedKind) (string, error) {
 	b, err := os.ReadFile(file)
 	if errors.Is(err, os.ErrNotExist) {
 		return "", nil
 	} else if err != nil {
 		return "", err
 	}
-	return strings.TrimSpace(string(b)), nil
+	v := strings.TrimSpace(string(b))
+	switch {
+	case v == "":
+		return "", fmt.Errorf("%s is empty: it should hold %s; restore it, or delete it (%s)", file, kind.what, kind.after)
+	case !kind.valid(v):
+		return "", fmt.Errorf("%s is damaged: it should hold %s; restore it, or delete it (%s)", file, kind.what, kind.after)
+	}
+	return v, nil
 }
 
 // loadOrCreateToken returns the "sha256:…" hash kept in file, creating a
 // new token (printed once to out) when the file does not exist.
 func loadOrCreateToken(file, what string, out io.Writer) (string, error) {
-	if b, err := os.ReadFile(file); err == nil {
-		return strings.TrimSpace(string(b)), nil
-	} else if !errors.Is(err, os.ErrNotExist) {
-		return "", err
+	if h, err := readGenerated(file, tokenHashFile); err != nil || h != "" {
+		return h, err
 	}
 	token, err := newToken()
 	if err != nil {
 		return "", err
 	}
 	h := gateway.HashToken(token)
-	if err := writeFileAtomic(file, []byte(h+"\n")); err != nil {
+	if err := writeFileDurable(file, []byte(h+"\n")); err != nil {
 		return "", err
 	}
 	fmt.Fprintf(out, "Generated %s, shown only this once:\n\n    %s\n\n(its hash is kept in %s; delete that file to generate a new one)\n\n", what, token, file)
@@ -154,10 +182,8 @@ func loadOrCreateToken(file, what string, out io.Writer) (string, error) {
 
 func loadOrCreateWebhookSecret(dataDir string) (string, error) {
 	file := filepath.Join(dataDir, webhookSecretFile)
-	if b, err := os.ReadFile(file); err == nil {
-		return strings.TrimSpace(string(b)), nil
-	} else if !errors.Is(err, os.ErrNotExist) {
-		return "", err
+	if s, err := readGenerated(file, webhookSecretKind); err != nil || s != "" {
+		return s, err
 	}
 	secret, err := outbox.NewSecret()
 	if err != nil {
@@ -167,15 +193,34 @@ func loadOrCreateWebhookSecret(dataDir string) (string, error) {
 	if err := os.MkdirAll(dataDir, 0o700); err != nil {
 		return "", fmt.Errorf("data dir: %w", err)
 	}
-	return secret, writeFileAtomic(file, []byte(secret+"\n"))
+	return secret, writeFileDurable(file, []byte(secret+"\n"))
 }
 
-func writeFileAtomic(file string, data []byte) error {
-	tmp := file + ".tmp"
-	if err := os.WriteFile(tmp, data, 0o600); err != nil {
-		return err
+// writeFileDurable replaces file (0600) whole and durably: a temporary file
+// beside it, fsync, rename, fsync of the directory. A crash leaves the old
+// content or the new, never an empty or partial file.
+func writeFileDurable(file string, data []byte) error {
+	dir := filepath.Dir(file)
+	f, err := os.CreateTemp(dir, filepath.Base(file)+".tmp*") // 0600
+	if err != nil {
+		return fmt.Errorf("write %s: %w", file, err)
 	}
-	return os.Rename(tmp, file)
+	tmp := f.Name()
+	_, err = f.Write(data)
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp, file)
+	}
+	if err != nil {
+		os.Remove(tmp)
+		return fmt.Errorf("write %s: %w", file, err)
+	}
+	return syncDir(dir)
 }
 
 // newToken returns 32 random bytes, base64url: a bearer token.
@@ -205,5 +250,5 @@ func loadOrCreateTokenKey(dataDir string) ([]byte, error) {
 	if _, err := rand.Read(key); err != nil {
 		return nil, err
 	}
-	return key, writeFileAtomic(file, []byte(base64.RawStdEncoding.EncodeToString(key)+"\n"))
+	return key, writeFileDurable(file, []byte(base64.RawStdEncoding.EncodeToString(key)+"\n"))
 }
