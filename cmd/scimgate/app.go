@@ -2,19 +2,15 @@ package main
 
 import (
 	"context"
-	"crypto/rand"
 	"crypto/tls"
-	"encoding/base64"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
 	"net/http"
 	"os"
 	"path/filepath"
 	"runtime"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -45,9 +41,10 @@ type appOptions struct {
 	// InitEmpty lets an existing zero-length database file be initialised
 	// (serve --init); otherwise it is refused.
 	InitEmpty bool
-	// Reload loads and validates the configuration exactly as serve did at
-	// start (SIGHUP, POST /admin/reload). Nil: reload is not available.
-	Reload func() (Config, error)
+	// Reload loads and validates the configuration as serve did at start,
+	// without generating any secret, given the running configuration
+	// (SIGHUP, POST /admin/reload). Nil: reload is not available.
+	Reload func(running Config) (Config, error)
 	// LogLevel, when set, is the logger's level; reload changes it.
 	LogLevel *slog.LevelVar
 }
@@ -416,125 +413,6 @@ func (r *certReloader) get(*tls.ClientHelloInfo) (*tls.Certificate, error) {
 	r.mu.RLock()
 	defer r.mu.RUnlock()
 	return r.cert, nil
-}
-
-// ---- secrets that are generated when not configured ----
-
-// prepareSecrets fills in what the environment contract generates on first
-// start: the SCIM and admin tokens (only their hashes are kept, in the data
-// dir; the token is printed once) and the webhook signing secret (kept in
-// a 0600 file, because signing needs the secret itself and `scimgate
-// listen` must read it while the gateway holds the database lock).
-func prepareSecrets(cfg *Config, out io.Writer) error {
-	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
-		return fmt.Errorf("data dir: %w", err)
-	}
-	if !cfg.SCIM.Auth.HasCredentials() {
-		h, err := loadOrCreateToken(filepath.Join(cfg.DataDir, scimTokenFile), "SCIM bearer token (give it to Okta: API Token / Entra: Secret Token; export TOKEN=… for the README's curl)", out)
-		if err != nil {
-			return err
-		}
-		cfg.SCIM.Auth.BearerTokens = gateway.Tokens(h)
-	}
-	if len(cfg.Admin.Tokens) == 0 {
-		h, err := loadOrCreateToken(filepath.Join(cfg.DataDir, adminTokenFile), "admin token (export SCIMGATE_ADMIN_TOKEN=… for scimgate status)", out)
-		if err != nil {
-			return err
-		}
-		cfg.Admin.Tokens = []string{h}
-	}
-	var need bool
-	for _, t := range cfg.Outbox.Targets {
-		need = need || len(t.Secrets) == 0
-	}
-	if need {
-		secret, err := loadOrCreateWebhookSecret(cfg.DataDir)
-		if err != nil {
-			return err
-		}
-		for i := range cfg.Outbox.Targets {
-			if len(cfg.Outbox.Targets[i].Secrets) == 0 {
-				cfg.Outbox.Targets[i].Secrets = []string{secret}
-			}
-		}
-	}
-	return nil
-}
-
-// loadOrCreateToken returns the "sha256:…" hash kept in file, creating a
-// new token (printed once to out) when the file does not exist.
-func loadOrCreateToken(file, what string, out io.Writer) (string, error) {
-	if b, err := os.ReadFile(file); err == nil {
-		return strings.TrimSpace(string(b)), nil
-	} else if !errors.Is(err, os.ErrNotExist) {
-		return "", err
-	}
-	token, err := newToken()
-	if err != nil {
-		return "", err
-	}
-	h := gateway.HashToken(token)
-	if err := writeFileAtomic(file, []byte(h+"\n")); err != nil {
-		return "", err
-	}
-	fmt.Fprintf(out, "Generated %s, shown only this once:\n\n    %s\n\n(its hash is kept in %s; delete that file to generate a new one)\n\n", what, token, file)
-	return h, nil
-}
-
-func loadOrCreateWebhookSecret(dataDir string) (string, error) {
-	file := filepath.Join(dataDir, webhookSecretFile)
-	if b, err := os.ReadFile(file); err == nil {
-		return strings.TrimSpace(string(b)), nil
-	} else if !errors.Is(err, os.ErrNotExist) {
-		return "", err
-	}
-	secret, err := outbox.NewSecret()
-	if err != nil {
-		return "", err
-	}
-	// `scimgate listen` may run before the gateway has made the data dir.
-	if err := os.MkdirAll(dataDir, 0o700); err != nil {
-		return "", fmt.Errorf("data dir: %w", err)
-	}
-	return secret, writeFileAtomic(file, []byte(secret+"\n"))
-}
-
-func writeFileAtomic(file string, data []byte) error {
-	tmp := file + ".tmp"
-	if err := os.WriteFile(tmp, data, 0o600); err != nil {
-		return err
-	}
-	return os.Rename(tmp, file)
-}
-
-// newToken returns 32 random bytes, base64url: a bearer token.
-func newToken() (string, error) {
-	b := make([]byte, 32)
-	if _, err := rand.Read(b); err != nil {
-		return "", err
-	}
-	return base64.RawURLEncoding.EncodeToString(b), nil
-}
-
-// loadOrCreateTokenKey returns the key that signs OAuth access tokens, kept
-// in the data dir (0600) so that tokens survive a restart; deleting the
-// file revokes every token at the next start.
-func loadOrCreateTokenKey(dataDir string) ([]byte, error) {
-	file := filepath.Join(dataDir, tokenKeyFile)
-	if b, err := os.ReadFile(file); err == nil {
-		key, err := base64.RawStdEncoding.DecodeString(strings.TrimSpace(string(b)))
-		if err != nil || len(key) < 32 {
-			return nil, fmt.Errorf("%s is not a base64 key of at least 32 bytes: delete it to generate a new one (OAuth access tokens issued so far stop working)", file)
-		}
-		return key, nil
-	} else if !errors.Is(err, os.ErrNotExist) {
-		return nil, err
-	}
-	key := make([]byte, 32)
-	if _, err := rand.Read(key); err != nil {
-		return nil, err
-	}
-	return key, writeFileAtomic(file, []byte(base64.RawStdEncoding.EncodeToString(key)+"\n"))
 }
 
 // db is the database the gateway runs on.

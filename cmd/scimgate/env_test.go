@@ -1,10 +1,13 @@
 package main
 
 import (
+	"errors"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 func writeSecret(t *testing.T, content string) string {
@@ -108,5 +111,87 @@ func TestSecretFileErrors(t *testing.T) {
 				t.Errorf("serve: exit %d, stderr %q", code, stderr)
 			}
 		})
+	}
+}
+
+// Issue 17 item 15: an empty or malformed generated-secret file in the
+// data dir (scim-token.sha256, admin-token.sha256, webhook-secret) stops
+// the start with one line that names it, instead of a "ready" gateway that
+// refuses every request; nothing is generated over it.
+func TestBadSecretFileRefusedWithOneLine(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs the binary")
+	}
+	bin := buildBinary(t)
+	const whsec = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+	for _, c := range []struct {
+		file, content string
+		env           []string // the other secrets, so that only file is read
+	}{
+		{scimTokenFile, "", []string{"SCIMGATE_ADMIN_TOKEN=" + e2eToken, "SCIMGATE_WEBHOOK_SECRET=" + whsec}},
+		{scimTokenFile, "\n", []string{"SCIMGATE_ADMIN_TOKEN=" + e2eToken, "SCIMGATE_WEBHOOK_SECRET=" + whsec}},
+		{scimTokenFile, "sha256:0123\n", []string{"SCIMGATE_ADMIN_TOKEN=" + e2eToken, "SCIMGATE_WEBHOOK_SECRET=" + whsec}},
+		{adminTokenFile, "", []string{"SCIMGATE_SCIM_TOKEN=" + e2eToken, "SCIMGATE_WEBHOOK_SECRET=" + whsec}},
+		{webhookSecretFile, "", []string{"SCIMGATE_SCIM_TOKEN=" + e2eToken, "SCIMGATE_ADMIN_TOKEN=" + e2eToken}},
+		{webhookSecretFile, "whsec_not base64!\n", []string{"SCIMGATE_SCIM_TOKEN=" + e2eToken, "SCIMGATE_ADMIN_TOKEN=" + e2eToken}},
+	} {
+		dataDir := t.TempDir()
+		if err := os.WriteFile(filepath.Join(dataDir, c.file), []byte(c.content), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		cmd := exec.Command(bin, "serve")
+		cmd.Env = append(os.Environ(), append(c.env, "SCIMGATE_DATA_DIR="+dataDir, "SCIMGATE_CONFIG=",
+			"SCIMGATE_LISTEN="+freePort(t), "SCIMGATE_ADMIN_LISTEN="+freePort(t), "SCIMGATE_WEBHOOK_URL=http://127.0.0.1:9/hooks")...)
+		var stdout, stderr strings.Builder
+		cmd.Stdout, cmd.Stderr = &stdout, &stderr
+		done := make(chan error, 1)
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		go func() { done <- cmd.Wait() }()
+		var err error
+		select {
+		case err = <-done:
+		case <-time.After(20 * time.Second):
+			cmd.Process.Kill()
+			<-done
+			t.Fatalf("%s %q: serve started (or hung) instead of refusing:\n%s", c.file, c.content, stderr.String())
+		}
+		var ee *exec.ExitError
+		if !errors.As(err, &ee) || ee.ExitCode() != 1 || strings.Count(stderr.String(), "\n") != 1 || !strings.Contains(stderr.String(), c.file) {
+			t.Errorf("%s %q: want exit 1 and one line naming the file, got %v:\n%s", c.file, c.content, err, stderr.String())
+		}
+		if stdout.Len() != 0 {
+			t.Errorf("%s %q: printed on stdout:\n%s", c.file, c.content, stdout.String())
+		}
+		if b, _ := os.ReadFile(filepath.Join(dataDir, c.file)); string(b) != c.content {
+			t.Errorf("%s was replaced: %q", c.file, b)
+		}
+	}
+}
+
+// Generated files are replaced whole: a temporary file, synced, renamed
+// over the old one, the directory synced; a failed write leaves neither a
+// partial file nor the temporary one.
+func TestWriteFileDurable(t *testing.T) {
+	dir := t.TempDir()
+	file := filepath.Join(dir, "secret")
+	for _, content := range []string{"first\n", "second\n"} {
+		if err := writeFileDurable(file, []byte(content)); err != nil {
+			t.Fatal(err)
+		}
+		if b, err := os.ReadFile(file); err != nil || string(b) != content {
+			t.Fatalf("content %q %v, want %q", b, err, content)
+		}
+	}
+	if fi, err := os.Stat(file); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Errorf("mode %v %v, want 0600", fi.Mode(), err)
+	}
+	if err := writeFileDurable(filepath.Join(dir, "missing", "secret"), []byte("x")); err == nil {
+		t.Error("a write into a missing directory succeeded")
+	}
+	entries, _ := os.ReadDir(dir)
+	if len(entries) != 1 {
+		t.Errorf("files left beside the secret: %v", entries)
 	}
 }

@@ -73,27 +73,7 @@ func writeEpochFile(dataDir string, e epochState) error {
 	if err != nil {
 		return err
 	}
-	path := filepath.Join(dataDir, epochFile)
-	tmp := path + ".tmp"
-	f, err := os.OpenFile(tmp, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o600)
-	if err != nil {
-		return err
-	}
-	_, err = f.Write(append(b, '\n'))
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp, path)
-	}
-	if err != nil {
-		os.Remove(tmp)
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	return syncDir(dataDir)
+	return writeFileDurable(filepath.Join(dataDir, epochFile), append(b, '\n'))
 }
 
 // syncDir makes a rename in dir durable.

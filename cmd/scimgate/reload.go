@@ -113,13 +113,13 @@ func (a *app) applyReload() (changes []string, level *slog.Level, err error) {
 	if a.opts.Reload == nil {
 		return nil, nil, fmt.Errorf("reload is not available in this process")
 	}
-	next, err := a.opts.Reload()
-	if err != nil {
-		return nil, nil, &reloadError{problems: strings.Split(strings.TrimPrefix(err.Error(), "invalid configuration:\n"), "\n")}
-	}
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	cur := a.cfg
+	next, err := a.opts.Reload(cur)
+	if err != nil {
+		return nil, nil, &reloadError{problems: strings.Split(strings.TrimPrefix(err.Error(), "invalid configuration:\n"), "\n")}
+	}
 	var restart []string
 	diff := configChanges(cur, next)
 	for _, d := range diff {

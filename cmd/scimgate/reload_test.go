@@ -51,7 +51,7 @@ func newReloadRig(t *testing.T) *reloadRig {
 		t.Fatal(err)
 	}
 	r.a = startAppCfg(t, cfg, appOptions{LogLevel: r.level,
-		Reload: func() (Config, error) { return loadServeConfig(r.path, env, io.Discard) }})
+		Reload: func(running Config) (Config, error) { return loadReloadConfig(r.path, env, running) }})
 	t.Cleanup(func() { closeApp(t, r.a) })
 	return r
 }
@@ -209,5 +209,93 @@ func TestReloadCatalog(t *testing.T) {
 	}
 	if status, _, _ := tryDo(base, "POST", "/Users", `{"userName":"eve@example.com","roles":[{"value":"owner"}]}`); status != 201 {
 		t.Errorf("the reloaded catalog's new value refused (%d)", status)
+	}
+}
+
+// Issue 17 item 2: a reload never generates secrets. A configuration that
+// leaves the SCIM listener without credentials (the auth section removed
+// while editing, the token's _FILE emptied) or an empty document is
+// refused, the running configuration is kept (the old token still works),
+// and no token is generated or printed.
+func TestReloadNeverGeneratesSecrets(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs the binary")
+	}
+	bin := buildBinary(t)
+	dir := t.TempDir()
+	path := filepath.Join(dir, "scimgate.yaml")
+	tokenFile := filepath.Join(dir, "scim-token")
+	os.WriteFile(tokenFile, []byte(e2eToken+"\n"), 0o600)
+	good := strings.NewReplacer("listen: 127.0.0.1:0\n  auth", "listen: ${SCIMGATE_LISTEN}\n  auth",
+		"listen: 127.0.0.1:0\n  tokens", "listen: ${SCIMGATE_ADMIN_LISTEN}\n  tokens",
+		"${SCIMGATE_SCIM_TOKEN}", "${IDP_TOKEN}").Replace(reloadBase)
+	os.WriteFile(path, []byte(good), 0o600)
+	secret, _ := outbox.NewSecret()
+	env := append(os.Environ(), "SCIMGATE_CONFIG="+path, "SCIMGATE_DATA_DIR="+filepath.Join(dir, "data"), "IDP_TOKEN_FILE="+tokenFile,
+		"SCIMGATE_ADMIN_TOKEN="+e2eToken, "SCIMGATE_WEBHOOK_SECRET="+secret)
+	g := startBinary(t, bin, env, freePort(t), freePort(t))
+	defer g.kill()
+	refused := 0
+	for _, c := range []struct {
+		name   string
+		config string
+		token  string
+	}{
+		{"auth section removed", strings.Replace(good, "  auth:\n    bearer_tokens: [\"${IDP_TOKEN}\"]\n", "", 1), e2eToken + "\n"},
+		{"token file emptied", good, ""},
+		{"empty config file", "", e2eToken + "\n"},
+	} {
+		os.WriteFile(path, []byte(c.config), 0o600)
+		os.WriteFile(tokenFile, []byte(c.token), 0o600)
+		g.cmd.Process.Signal(syscall.SIGHUP)
+		refused++
+		deadline := time.Now().Add(10 * time.Second)
+		for strings.Count(g.out.String(), "configuration reload refused") < refused {
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: the reload was not refused:\n%s", c.name, g.out)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		if status, _, err := tryDo(g.scim, "GET", "/Users", ""); err != nil || status != 200 {
+			t.Errorf("%s: the running token stopped working: %d %v", c.name, status, err)
+		}
+	}
+	for _, leak := range []string{"Generated", "shown only this once"} {
+		if strings.Contains(g.out.String(), leak) {
+			t.Errorf("a reload printed a generated secret:\n%s", g.out)
+		}
+	}
+	if _, err := os.Stat(filepath.Join(dir, "data", scimTokenFile)); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("a reload generated %s (%v)", scimTokenFile, err)
+	}
+}
+
+// A gateway that runs on its generated token (no credentials configured)
+// reloads the same configuration: the data dir's token is read again, not
+// replaced.
+func TestReloadKeepsGeneratedCredentials(t *testing.T) {
+	dataDir := t.TempDir()
+	path := filepath.Join(t.TempDir(), "scimgate.yaml")
+	noAuth := strings.Replace(reloadBase, "  auth:\n    bearer_tokens: [\"${SCIMGATE_SCIM_TOKEN}\"]\n", "", 1)
+	os.WriteFile(path, []byte(noAuth), 0o600)
+	secret, _ := outbox.NewSecret()
+	base := testEnv(dataDir, "http://127.0.0.1:9/hooks", secret)
+	env := func(k string) string {
+		if k == "SCIMGATE_SCIM_TOKEN" {
+			return ""
+		}
+		return base(k)
+	}
+	var printed strings.Builder
+	cfg, err := loadServeConfig(path, env, &printed)
+	if err != nil || !strings.Contains(printed.String(), "shown only this once") {
+		t.Fatalf("start: %v\n%s", err, printed.String())
+	}
+	a := startAppCfg(t, cfg, appOptions{Reload: func(running Config) (Config, error) { return loadReloadConfig(path, env, running) }})
+	t.Cleanup(func() { closeApp(t, a) })
+	os.WriteFile(path, []byte(strings.Replace(noAuth, "level: info", "level: warn", 1)), 0o600)
+	changes, err := a.reload("test")
+	if err != nil || strings.Contains(strings.Join(changes, "\n"), "scim.auth") {
+		t.Fatalf("reload on the generated token: %q %v", changes, err)
 	}
 }

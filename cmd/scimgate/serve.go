@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/signal"
 	"runtime"
+	"strings"
 	"syscall"
 	"time"
 
@@ -75,6 +76,26 @@ func loadServeConfig(path string, getenv func(string) string, out io.Writer) (Co
 	return cfg, nil
 }
 
+// loadReloadConfig is loadServeConfig for a reload of a gateway running on
+// running: it generates nothing (reloadSecrets), and an empty configuration
+// file, which would reload as all defaults, is refused.
+func loadReloadConfig(path string, getenv func(string) string, running Config) (Config, error) {
+	cfg, doc, name, err := loadConfig(path, getenv)
+	if err != nil {
+		return cfg, err
+	}
+	if path != "" && (doc == nil || doc.Kind != yaml.MappingNode) {
+		return cfg, fmt.Errorf("invalid configuration:\n%s: the file is empty (or holds no settings); it would reload as all defaults", name)
+	}
+	if problems := reloadSecrets(&cfg, running); len(problems) > 0 {
+		return cfg, fmt.Errorf("invalid configuration:\n%s", strings.Join(problems, "\n"))
+	}
+	if err := cfg.Validate(name, doc); err != nil {
+		return cfg, fmt.Errorf("invalid configuration:\n%s", formatErrors(err))
+	}
+	return cfg, nil
+}
+
 func newLogger(cfg LogConfig, w io.Writer, level *slog.LevelVar) *slog.Logger {
 	var l slog.Level
 	_ = l.UnmarshalText([]byte(cfg.Level))
@@ -99,7 +120,7 @@ func (c *cli) serve(ctx context.Context, path string, initEmpty bool) error {
 	level := new(slog.LevelVar)
 	logger := newLogger(cfg.Log, c.stderr, level)
 	a, err := newApp(cfg, logger, appOptions{InitEmpty: initEmpty, LogLevel: level,
-		Reload: func() (Config, error) { return loadServeConfig(path, c.getenv, c.stdout) }})
+		Reload: func(running Config) (Config, error) { return loadReloadConfig(path, c.getenv, running) }})
 	if err != nil {
 		return err
 	}

@@ -56,7 +56,7 @@ func TestTLSServesAndReloads(t *testing.T) {
 	if err := cfg.Validate("(test)", nil); err != nil {
 		t.Fatal(err)
 	}
-	a, err := newApp(cfg, discard(), appOptions{Reload: func() (Config, error) { return cfg, nil }})
+	a, err := newApp(cfg, discard(), appOptions{Reload: func(Config) (Config, error) { return cfg, nil }})
 	if err != nil {
 		t.Fatal(err)
 	}
