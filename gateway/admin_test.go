@@ -68,7 +68,7 @@ func newAdminEnvAPI(t testing.TB, api gateway.APIConfig) *adminEnv {
 	}))
 	t.Cleanup(rcv.Close)
 	secret, _ := outbox.NewSecret()
-	ocfg := outbox.DefaultConfig()
+	ocfg := testOutboxConfig()
 	ocfg.PollInterval = 20 * time.Millisecond
 	ocfg.Targets = []outbox.Target{{Name: "app", URL: rcv.URL + "/hooks?key=s3cret", Secrets: []string{secret}, Timeout: 2 * time.Second}}
 	om := outbox.NewMetrics()

@@ -234,7 +234,7 @@ func newBenchEnv(b *testing.B, delivery bool) *benchEnv {
 		if err != nil {
 			b.Fatal(err)
 		}
-		cfg := outbox.DefaultConfig()
+		cfg := testOutboxConfig()
 		cfg.Targets = []outbox.Target{{Name: "app", URL: url + "/hooks", Secrets: []string{secret}}}
 		if e.d, err = outbox.NewDispatcher(e.db, cfg, nil, outbox.NewMetrics()); err != nil {
 			b.Fatal(err)

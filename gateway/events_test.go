@@ -64,7 +64,7 @@ func newEventServerRules(t *testing.T, rules mapping.Rules) *eventServer {
 		w.WriteHeader(204)
 	}))
 	t.Cleanup(rcv.Close)
-	cfg := outbox.DefaultConfig()
+	cfg := testOutboxConfig()
 	cfg.PollInterval = 20 * time.Millisecond
 	cfg.Targets = []outbox.Target{{Name: "app", URL: rcv.URL, Secrets: []string{secret}, Timeout: 5 * time.Second}}
 	d, err := outbox.NewDispatcher(db, cfg, discardLogger(), nil)

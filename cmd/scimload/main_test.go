@@ -18,6 +18,7 @@ import (
 	"github.com/scimgate/scimgate/gateway/store"
 	"github.com/scimgate/scimgate/mapping"
 	"github.com/scimgate/scimgate/outbox"
+	"github.com/scimgate/scimgate/outbox/webhook"
 )
 
 const testToken = "scimload-test-token-0123456789"
@@ -41,6 +42,7 @@ func gatewayFor(t *testing.T, hookURL, secret string) (scimURL, adminURL string,
 		t.Fatal(err)
 	}
 	ocfg := outbox.DefaultConfig()
+	ocfg.Transports = map[string]outbox.Transport{outbox.TypeWebhook: webhook.Transport()}
 	ocfg.Targets = []outbox.Target{{Name: "app", URL: hookURL, Secrets: []string{secret}}}
 	d, err := outbox.NewDispatcher(db, ocfg, nil, nil)
 	if err != nil {
