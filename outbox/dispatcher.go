@@ -481,10 +481,10 @@ func (d *Dispatcher) start(ctx context.Context) (*scheduler, error) {
 //
 // When the storage refuses a commit (a full disk), the ops stay held, in
 // order, with every op queued after them, and are tried again with a
-// growing wait (minCommitRetry to maxCommitRetry) until the commit
-// succeeds (or longer, see flush); Healthy reports it meanwhile, admin ops fail at once (unless a
-// try made just before them succeeds), and the scheduler starts no new
-// attempts. When ops is closed (Run stops) with ops still held, one last
+// growing wait (minCommitRetry to maxCommitRetry, or longer after a costly
+// try) until the commit succeeds; Healthy reports it meanwhile, admin ops
+// fail at once (unless a try made just before them succeeds), and the
+// scheduler starts no new attempts. When ops is closed (Run stops) with ops still held, one last
 // try is made; if it fails, what they recorded is lost (the events are
 // delivered again by the next Run) and errc says so.
 func (d *Dispatcher) commitLoop(ops <-chan *op, errc chan<- error) {

@@ -406,7 +406,7 @@ func (s *scheduler) pull() error {
 			ev, err := decodeEvent(fromBE64(k), v)
 			if err != nil {
 				ev = salvageEvent(fromBE64(k), v, err) // dead-lettered unsent by the targets it concerns
-				s.d.logger.Error("Undecodable event in the log: quarantined (dead-lettered unsent)",
+				s.d.logger.Error("Undecodable event in the log: never sent; the targets it concerns dead-letter it",
 					logKeySeq, ev.Seq, logKeyEventID, ev.ID, logKeyType, ev.Type, logKeyErr, err)
 			}
 			fresh = append(fresh, ev)
