@@ -236,11 +236,7 @@ func (d *Dispatcher) DeadLetters(target string, after uint64, limit int) ([]Dead
 		}
 		c := b.Bucket(bucketDead).Cursor()
 		for k, v := c.Seek(be64(after + 1)); k != nil && len(out) < limit; k, v = c.Next() {
-			dl, err := decodeDead(k, v)
-			if err != nil {
-				return err
-			}
-			out = append(out, dl)
+			out = append(out, decodeDead(k, v))
 		}
 		return nil
 	})
@@ -271,10 +267,8 @@ func (d *Dispatcher) DeadLetter(target, eventID string) (DeadLetter, error) {
 		if v == nil {
 			return nil
 		}
-		var err error
-		dl, err = decodeDead(k, v)
-		found = err == nil
-		return err
+		dl, found = decodeDead(k, v), true
+		return nil
 	})
 	if err != nil {
 		return DeadLetter{}, fmt.Errorf("outbox: dead letter %s of %s: %w", eventID, target, err)
@@ -285,16 +279,27 @@ func (d *Dispatcher) DeadLetter(target, eventID string) (DeadLetter, error) {
 	return dl, nil
 }
 
-func decodeDead(k, v []byte) (DeadLetter, error) {
+// decodeDead decodes a dead letter or a replay entry. A value that does not
+// decode (damaged on disk) gives a quarantined stand-in with what can be
+// read of it, so that one damaged value neither stops Run nor hides the
+// other dead letters: it is listed, and discarded like any other.
+func decodeDead(k, v []byte) DeadLetter {
 	var dl DeadLetter
 	if err := json.Unmarshal(v, &dl); err != nil {
-		return dl, fmt.Errorf("decode dead letter %d: %w", fromBE64(k), err)
+		ev := salvageEvent(fromBE64(k), nil, fmt.Errorf("the dead letter holding it: %w", err))
+		if rest, ok := bytes.CutPrefix(v, []byte(`{"event":{"id":"`)); ok {
+			ev.ID = peekID(append([]byte(`{"id":"`), rest...))
+		}
+		if ev.ID == "" {
+			ev.ID = fmt.Sprintf("evt_undecodable_%d", fromBE64(k))
+		}
+		dl = DeadLetter{Event: ev, Quarantined: true, LastError: ev.undecodable}
 	}
 	dl.Position = fromBE64(k)
 	if !isSpoolKey(dl.Position) {
 		dl.Event.Seq = dl.Position
 	}
-	return dl, nil
+	return dl
 }
 
 // Replay moves dead letters back to pending with a fresh attempt budget: the
@@ -356,7 +361,7 @@ func (d *Dispatcher) takeDead(target string, ids []string, replay bool) (int, er
 				missing = append(missing, id)
 				continue
 			}
-			if dl, err := decodeDead(k, v); replay && err == nil && dl.Quarantined {
+			if replay && decodeDead(k, v).Quarantined {
 				return fmt.Errorf("%w: event %s of target %s was quarantined (its stored value is damaged) and cannot be replayed: discard it, or restore the database from a backup",
 					ErrInvalidArgument, id, target)
 			}
@@ -423,10 +428,7 @@ func (d *Dispatcher) takeDead(target string, ids []string, replay bool) (int, er
 				}
 			}
 			for _, e := range take {
-				dl, err := decodeDead(e.k, e.v)
-				if err != nil {
-					return err
-				}
+				dl := decodeDead(e.k, e.v)
 				if replay && dl.Quarantined {
 					kept++ // nothing to send: it stays until discarded
 					continue

@@ -326,9 +326,10 @@ func (d *Dispatcher) setFailing(err error, held int) {
 
 // clearFailing records that commits succeed again and wakes Run's loop.
 func (d *Dispatcher) clearFailing() {
-	if prev := d.failing.Swap(nil); prev != nil {
-		d.logger.Info("Recording delivery state works again", "failed_for", d.now().Sub(prev.since).Round(time.Millisecond))
+	if prev := d.failing.Load(); prev != nil {
 		d.metrics.commitFailing(false)
+		d.failing.Store(nil)
+		d.logger.Info("Recording delivery state works again", "failed_for", d.now().Sub(prev.since).Round(time.Millisecond))
 		select {
 		case d.kick <- struct{}{}:
 		default:
@@ -478,10 +479,10 @@ func (d *Dispatcher) start(ctx context.Context) (*scheduler, error) {
 //
 // When the storage refuses a commit (a full disk), the ops stay held, in
 // order, with every op queued after them, and are tried again with a
-// growing wait (minCommitRetry to maxCommitRetry) until the commit
-// succeeds; Healthy reports it meanwhile, admin ops fail at once (unless a
-// try made just before them succeeds), and the scheduler starts no new
-// attempts. When ops is closed (Run stops) with ops still held, one last
+// growing wait (minCommitRetry to maxCommitRetry, or longer after a costly
+// try) until the commit succeeds; Healthy reports it meanwhile, admin ops
+// fail at once (unless a try made just before them succeeds), and the
+// scheduler starts no new attempts. When ops is closed (Run stops) with ops still held, one last
 // try is made; if it fails, what they recorded is lost (the events are
 // delivered again by the next Run) and errc says so.
 func (d *Dispatcher) commitLoop(ops <-chan *op, errc chan<- error) {
@@ -493,6 +494,7 @@ func (d *Dispatcher) commitLoop(ops <-chan *op, errc chan<- error) {
 	wait := minCommitRetry
 	// flush tries to commit what is held; it reports whether all of it is.
 	flush := func() bool {
+		start := time.Now()
 		err := d.commitHeld(&held)
 		switch {
 		case err == nil:
@@ -501,7 +503,11 @@ func (d *Dispatcher) commitLoop(ops <-chan *op, errc chan<- error) {
 			return true
 		case storageRefused(err):
 			d.setFailing(err, len(held))
-			retry.Reset(wait)
+			// A refused commit can cost seconds (with NoFreelistSync,
+			// bbolt's rollback rereads every page for its freelist): wait
+			// at least four times that, so that trying stays a fraction of
+			// the work.
+			retry.Reset(max(wait, min(4*time.Since(start), time.Minute)))
 			wait = min(2*wait, maxCommitRetry)
 		default:
 			fatal = fmt.Errorf("outbox: commit delivery state: %w", err)

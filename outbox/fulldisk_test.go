@@ -143,7 +143,7 @@ func TestFullDiskKeepsRunning(t *testing.T) {
 
 	free := fillDisk(t, dir)
 	close(release)
-	waitRunning(t, 10*time.Second, "Healthy to report the failed commit", done, func() bool { return d.Healthy() != nil })
+	waitRunning(t, 30*time.Second, "Healthy to report the failed commit", done, func() bool { return d.Healthy() != nil })
 	if err := d.Healthy(); !strings.Contains(err.Error(), "no space left on device") {
 		t.Errorf("Healthy() = %v, want it to name the full disk", err)
 	}
@@ -174,8 +174,8 @@ func TestFullDiskKeepsRunning(t *testing.T) {
 	}
 
 	free()
-	waitRunning(t, 10*time.Second, "recovery", done, func() bool { return d.Healthy() == nil })
-	waitRunning(t, 10*time.Second, "every event dead-lettered", done, func() bool {
+	waitRunning(t, 30*time.Second, "recovery", done, func() bool { return d.Healthy() == nil })
+	waitRunning(t, 30*time.Second, "every event dead-lettered", done, func() bool {
 		dls, err := d.DeadLetters("app", 0, 100) // read from the file: recorded
 		return err == nil && len(dls) == len(stored)
 	})
@@ -198,18 +198,18 @@ func TestFullDiskKeepsRunning(t *testing.T) {
 	if n, err := d.Replay("app", nil); n != len(stored) || err != nil {
 		t.Fatalf("Replay = %d, %v", n, err)
 	}
+	rc.mu.Lock()
+	rc.script = nil // the app takes them now
+	rc.mu.Unlock()
 	free = fillDisk(t, dir)
 	d = newTestDispatcher(t, db, cfg)
 	ctx, cancel = context.WithCancel(context.Background())
 	defer cancel()
 	done = make(chan error, 1)
 	go func() { done <- d.Run(ctx) }()
-	waitRunning(t, 10*time.Second, "Run on a full disk", done, func() bool { return d.Ready() || d.Healthy() != nil })
-	rc.mu.Lock()
-	rc.script = nil // the app takes them now
-	rc.mu.Unlock()
+	waitRunning(t, 30*time.Second, "Run on a full disk", done, func() bool { return d.Ready() || d.Healthy() != nil })
 	free()
-	waitRunning(t, 10*time.Second, "the replayed events delivered and recorded", done, func() bool {
+	waitRunning(t, 30*time.Second, "the replayed events delivered and recorded", done, func() bool {
 		sts, err := d.Status()
 		return err == nil && d.Healthy() == nil && d.Ready() && sts[0].DeadLetters == 0 && sts[0].Backlog == 0 && sts[0].Delivered == uint64(len(stored))
 	})
@@ -246,7 +246,7 @@ func TestFullDiskAtStart(t *testing.T) {
 	defer cancel()
 	done := make(chan error, 1)
 	go func() { done <- d.Run(ctx) }()
-	waitRunning(t, 10*time.Second, "Healthy to report the refused start", done, func() bool { return d.Healthy() != nil })
+	waitRunning(t, 30*time.Second, "Healthy to report the refused start", done, func() bool { return d.Healthy() != nil })
 	if err := d.Healthy(); !strings.Contains(err.Error(), "load delivery state") || !strings.Contains(err.Error(), "no space left on device") {
 		t.Errorf("Healthy() = %v, want it to name the start and the full disk", err)
 	}
@@ -254,7 +254,7 @@ func TestFullDiskAtStart(t *testing.T) {
 		t.Error("Ready before the delivery state could be loaded")
 	}
 	free()
-	waitRunning(t, 10*time.Second, "Run ready once there is room", done, func() bool { return d.Ready() && d.Healthy() == nil })
+	waitRunning(t, 30*time.Second, "Run ready once there is room", done, func() bool { return d.Ready() && d.Healthy() == nil })
 	evs := enqueue(t, db, d, userEvent("user.created", "u1"))
 	rc.waitAcked(t, 5*time.Second, evs)
 	cancel()

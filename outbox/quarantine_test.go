@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"log/slog"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -165,4 +166,68 @@ func TestUndecodableEventQuarantined(t *testing.T) {
 		t.Errorf("Discard(all) = %d, %v; want 3", n, err)
 	}
 	waitStatus(t, d, 5*time.Second, "discarded", func(st TargetStatus) bool { return st.DeadLetters == 0 })
+}
+
+// Issue 17 item 9, the other stored values: a damaged dead letter, a
+// damaged replay entry and a damaged pause record no longer stop Run at
+// start (nor break the dead-letter list). The dead letter is listed as
+// quarantined and can be discarded, not replayed; the replay entry's event
+// is taken from the log, which still has it; the target stays paused, with
+// a reason that says why, until resumed.
+func TestDamagedRecordsDoNotStopRun(t *testing.T) {
+	secret := mustSecret(t)
+	refuse := func(w http.ResponseWriter, r *http.Request, dl delivery, attempt int) int {
+		w.WriteHeader(http.StatusUnprocessableEntity)
+		_, _ = w.Write([]byte("rot-body-" + dl.ID)) // unique to the dead letter's copy
+		return -1
+	}
+	rc := newReceiver(t, secret, refuse)
+	path := filepath.Join(t.TempDir(), "scimgate.db")
+	db := openDB(t, path)
+	cfg := testConfig(rc.srv.URL, secret)
+	d := newTestDispatcher(t, db, cfg)
+	stop := runDispatcher(t, d)
+	evs := enqueue(t, db, d, userEvent("user.created", "x"), userEvent("user.created", "y"))
+	waitStatus(t, d, 5*time.Second, "two dead letters", func(st TargetStatus) bool { return st.DeadLetters == 2 })
+	stop()
+	x, y := evs[0], evs[1]
+	if n, err := d.Replay("app", []string{y.ID}); n != 1 || err != nil {
+		t.Fatalf("Replay(y) = %d, %v", n, err)
+	}
+	if err := d.Pause("app", "rot-pause-reason"); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
+	rot(t, path, "rot-body-"+x.ID)   // the dead letter
+	rot(t, path, "rot-body-"+y.ID)   // the replay entry
+	rot(t, path, "rot-pause-reason") // the pause record
+
+	db = openDB(t, path)
+	t.Cleanup(func() { closeDB(t, db) })
+	rc.mu.Lock()
+	rc.script = nil
+	rc.mu.Unlock()
+	d = newTestDispatcher(t, db, cfg)
+	runDispatcher(t, d) // fails the test if Run returns
+	st := waitStatus(t, d, 5*time.Second, "paused", func(st TargetStatus) bool { return st.Paused })
+	if !strings.Contains(st.PausedReason, "damaged") {
+		t.Errorf("paused reason = %q, want it to say the record is damaged", st.PausedReason)
+	}
+	dls, err := d.DeadLetters("app", 0, 10)
+	if err != nil || len(dls) != 1 || dls[0].Event.ID != x.ID || !dls[0].Quarantined || !strings.Contains(dls[0].LastError, "does not decode") {
+		t.Fatalf("DeadLetters = %+v, %v; want %s quarantined", dls, err, x.ID)
+	}
+	if _, err := d.Replay("app", []string{x.ID}); !errors.Is(err, ErrInvalidArgument) {
+		t.Errorf("Replay(damaged dead letter) = %v, want ErrInvalidArgument", err)
+	}
+	if err := d.Resume("app"); err != nil {
+		t.Fatal(err)
+	}
+	rc.waitAcked(t, 5*time.Second, []Event{y}) // from the log, with its id
+	if n, err := d.Discard("app", []string{x.ID}); n != 1 || err != nil {
+		t.Errorf("Discard(damaged dead letter) = %d, %v", n, err)
+	}
+	waitStatus(t, d, 5*time.Second, "clean", func(st TargetStatus) bool { return st.DeadLetters == 0 && st.Backlog == 0 && !st.Paused })
 }

@@ -145,6 +145,9 @@ func (d *Dispatcher) load(tx *bolt.Tx) (*scheduler, error) {
 		if err != nil {
 			return nil, err
 		}
+		if err := repairRecords(b, l, d.now()); err != nil {
+			return nil, err
+		}
 		pending := b.Bucket(bucketPending)
 		for _, k := range orphans {
 			// Only possible if the target was removed from the config while its
@@ -169,14 +172,18 @@ func loadLane(tx *bolt.Tx, b *bolt.Bucket, t *target, logger *slog.Logger) (*lan
 	name := t.cfg.Name
 	l := &lane{t: t, items: map[uint64]*item{}, rq: map[string]*resQueue{}}
 	l.cursor = getU64(b, keyCursor)
+	// A damaged record (bit rot) must not stop Run: each is replaced by
+	// what is safe, and logged.
 	var ps pauseState
 	if ok, err := getJSON(b, keyPause, &ps); err != nil {
-		return nil, nil, err
+		l.paused, l.reason = true, "the pause record is damaged ("+err.Error()+"): resume the target to deliver"
+		logger.Error("Damaged pause record: the target stays paused until resumed", logKeyTarget, name, logKeyErr, err)
 	} else if ok {
 		l.paused, l.reason = true, ps.Reason
 	}
 	if _, err := getJSON(b, keyStats, &l.stats); err != nil {
-		return nil, nil, err
+		l.stats = targetStats{}
+		logger.Error("Damaged delivery counters: counting again from zero", logKeyTarget, name, logKeyErr, err)
 	}
 	l.deadN = int(getU64(b, keyDeadN))
 	l.staged = int(getU64(b, keyReplayN))
@@ -212,7 +219,7 @@ func loadLane(tx *bolt.Tx, b *bolt.Bucket, t *target, logger *slog.Logger) (*lan
 
 	var rec backfillRecord
 	if ok, err := getJSON(b, keyBackfill, &rec); err != nil {
-		return nil, nil, err
+		logger.Error("Damaged backfill record: no backfill resumed; start one again if it was running", logKeyTarget, name, logKeyErr, err)
 	} else if ok && rec.active() {
 		if rec.Spooled {
 			l.bf = resumeBackfill(rec, spool, l)
@@ -225,11 +232,37 @@ func loadLane(tx *bolt.Tx, b *bolt.Bucket, t *target, logger *slog.Logger) (*lan
 	}
 	var hr historyRecord
 	if ok, err := getJSON(b, keyHistory, &hr); err != nil {
-		return nil, nil, err
+		logger.Error("Damaged history replay record: the replay is not resumed; start it again", logKeyTarget, name, logKeyErr, err)
 	} else if ok {
 		l.hist = &histRun{rec: hr}
 	}
 	return l, orphans, nil
+}
+
+// repairRecords rewrites the records of a target that do not decode
+// (damaged on disk), as loadLane replaced them: the pause with its new
+// reason; the counters, a backfill's and a history replay's records are
+// dropped (the counters are written again at the next flush).
+func repairRecords(b *bolt.Bucket, l *lane, now time.Time) error {
+	var ps pauseState
+	if _, err := getJSON(b, keyPause, &ps); err != nil {
+		if err := putJSON(b, keyPause, pauseState{Reason: l.reason, At: now}); err != nil {
+			return err
+		}
+	}
+	var (
+		ts targetStats
+		bf backfillRecord
+		hr historyRecord
+	)
+	for k, v := range map[string]any{string(keyStats): &ts, string(keyBackfill): &bf, string(keyHistory): &hr} {
+		if _, err := getJSON(b, []byte(k), v); err != nil {
+			if err := b.Delete([]byte(k)); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
 }
 
 // countMatching counts the log events after cursor that m matches.
@@ -406,7 +439,7 @@ func (s *scheduler) pull() error {
 			ev, err := decodeEvent(fromBE64(k), v)
 			if err != nil {
 				ev = salvageEvent(fromBE64(k), v, err) // dead-lettered unsent by the targets it concerns
-				s.d.logger.Error("Undecodable event in the log: quarantined (dead-lettered unsent)",
+				s.d.logger.Error("Undecodable event in the log: never sent; the targets it concerns dead-letter it",
 					logKeySeq, ev.Seq, logKeyEventID, ev.ID, logKeyType, ev.Type, logKeyErr, err)
 			}
 			fresh = append(fresh, ev)
@@ -567,16 +600,23 @@ func (s *scheduler) loadReplay(l *lane, n int) {
 		var keys [][]byte
 		c := rb.Cursor()
 		for k, v := c.First(); k != nil && len(keys) < n; k, v = c.Next() {
-			dl, err := decodeDead(k, v)
-			if err != nil {
-				return fmt.Errorf("decode replay %s/%d: %w", name, fromBE64(k), err)
+			dl := decodeDead(k, v)
+			if dl.Quarantined && dl.Event.undecodable == "" {
+				dl.Event.undecodable = dl.LastError // never sent
+			}
+			if lv := events.Get(k); dl.Event.undecodable != "" && lv != nil && !isSpoolKey(fromBE64(k)) {
+				if ev, err := decodeEvent(fromBE64(k), lv); err == nil {
+					dl.Event = ev // the replay entry is damaged, the log still has the event
+				}
 			}
 			keys = append(keys, bytes.Clone(k))
 			loaded = append(loaded, &item{key: fromBE64(k), ev: dl.Event})
 		}
 		for i, k := range keys {
 			it := loaded[i]
-			if isSpoolKey(it.key) {
+			if it.ev.undecodable != "" {
+				// Nothing to restore: its stand-in is dead-lettered unsent.
+			} else if isSpoolKey(it.key) {
 				spool, err := b.CreateBucketIfNotExists(bucketSpool)
 				if err != nil {
 					return err
