@@ -42,6 +42,9 @@ func (s *Store) CreateGroup(doc map[string]any) (*Resource, error) {
 	if err := groupIdentifiers(doc, nil); err != nil {
 		return nil, err
 	}
+	if err := checkStrings(doc, nil); err != nil {
+		return nil, err
+	}
 	id, k := newID(), s.groups
 	var out *Resource
 	err = s.write(func(tx *bolt.Tx, rs *readSet) (writeFunc, error) {
@@ -230,6 +233,9 @@ func (s *Store) updateGroup(id, ifMatch string, next func(tx *bolt.Tx, cur *reco
 		}
 		if docChanged {
 			if err := groupIdentifiers(doc, cur.Doc); err != nil {
+				return nil, err
+			}
+			if err := checkStrings(doc, cur.Doc); err != nil {
 				return nil, err
 			}
 		}
@@ -436,6 +442,9 @@ func memberValues(v any) ([]string, map[string]string, error) {
 			for _, key := range []string{"display", "displayName"} {
 				if d, _ := scim.Get(e, key); d != nil {
 					if ds, ok := d.(string); ok && ds != "" && id != "" {
+						if err := checkControl(fmt.Sprintf("members[%d].%s", i, key), ds); err != nil {
+							return nil, nil, err
+						}
 						if display == nil {
 							display = map[string]string{}
 						}

@@ -24,6 +24,9 @@ func (s *Store) CreateUser(doc map[string]any) (*Resource, error) {
 	if err := userIdentifiers(doc, nil); err != nil {
 		return nil, err
 	}
+	if err := checkStrings(doc, nil); err != nil {
+		return nil, err
+	}
 	id, k := newID(), s.users
 	var out *Resource
 	err = s.write(func(tx *bolt.Tx, rs *readSet) (writeFunc, error) {
@@ -185,6 +188,9 @@ func (s *Store) updateUser(id, ifMatch string, next func(cur *record) (map[strin
 			return nil, nil
 		}
 		if err := userIdentifiers(doc, cur.Doc); err != nil {
+			return nil, err
+		}
+		if err := checkStrings(doc, cur.Doc); err != nil {
 			return nil, err
 		}
 		if err := k.checkName(tx, rs, doc, id); err != nil {
