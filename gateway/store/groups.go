@@ -69,6 +69,9 @@ func (s *Store) CreateGroup(doc map[string]any) (*Resource, error) {
 		if err != nil {
 			return nil, err
 		}
+		if err := s.checkSize(k, enc, 0); err != nil {
+			return nil, err
+		}
 		created, err := newEvent("group.created", []string{resKey("Group", id)}, dataOf("group", r.Data), nil)
 		if err != nil {
 			return nil, err
@@ -192,7 +195,7 @@ func (s *Store) PatchGroup(id, ifMatch string, ops []scim.Operation) (*Resource,
 	return s.updateGroup(id, ifMatch, func(tx *bolt.Tx, cur *record) (map[string]any, delta, error) {
 		doc := cur.Doc
 		if len(docOps) > 0 {
-			next, err := scim.ApplyPatchLimits(cur.Doc, docOps, s.groups.rt, s.limits)
+			next, err := scim.ApplyPatchLimits(cur.Doc, docOps, s.groups.rt, s.patchLimits())
 			if err != nil {
 				return nil, delta{}, err
 			}
@@ -259,6 +262,9 @@ func (s *Store) updateGroup(id, ifMatch string, next func(tx *bolt.Tx, cur *reco
 		r := &record{ID: id, Seq: cur.Seq, Created: cur.Created, Modified: now, Version: s.nextVersion(cur.Version), Doc: doc, Record: res.Record}
 		enc, err := k.encode(r)
 		if err != nil {
+			return nil, err
+		}
+		if err := s.checkSize(k, enc, cur.size); err != nil {
 			return nil, err
 		}
 		var evs []event

@@ -43,6 +43,9 @@ func (s *Store) CreateUser(doc map[string]any) (*Resource, error) {
 		if err != nil {
 			return nil, err
 		}
+		if err := s.checkSize(k, enc, 0); err != nil {
+			return nil, err
+		}
 		created, err := newEvent("user.created", []string{resKey("User", id)}, dataOf("user", r.Data), nil)
 		if err != nil {
 			return nil, err
@@ -152,7 +155,7 @@ func (s *Store) ReplaceUser(id, ifMatch string, doc map[string]any) (*Resource, 
 // PatchUser applies PATCH operations to the user atomically.
 func (s *Store) PatchUser(id, ifMatch string, ops []scim.Operation) (*Resource, error) {
 	return s.updateUser(id, ifMatch, func(cur *record) (map[string]any, error) {
-		next, err := scim.ApplyPatchLimits(cur.Doc, ops, s.users.rt, s.limits)
+		next, err := scim.ApplyPatchLimits(cur.Doc, ops, s.users.rt, s.patchLimits())
 		if err != nil {
 			return nil, err
 		}
@@ -226,6 +229,9 @@ func (s *Store) prepareUserWrite(cur, r *record, res *mapping.Result, now time.T
 	k := s.users
 	enc, err := k.encode(r)
 	if err != nil {
+		return nil, err
+	}
+	if err := s.checkSize(k, enc, cur.size); err != nil {
 		return nil, err
 	}
 	wasActive, active := isActive(cur.Doc), isActive(r.Doc)

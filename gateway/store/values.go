@@ -118,3 +118,29 @@ func walk(v any, path string, urn bool, fn func(attr, s string) error) error {
 }
 
 func attributeNameOf(path string) string { return "the name of attribute " + strconv.Quote(path) }
+
+// sizeSlack is how much an update may grow a resource past
+// max_resource_bytes, or one already past it (stored before the bound, or
+// under a larger one): the few bytes of a deactivation ("active": false is
+// one byte longer) or a changed name, so such a resource can still be
+// deactivated, shrunk or deleted; a list of values cannot grow it (that
+// would take a write per 256 bytes).
+const sizeSlack = 256
+
+// checkSize refuses a client write that would store a resource of kind k
+// (encoded as enc) larger than scim.limits.max_resource_bytes, with 413
+// naming the limit and changing nothing. prev is the size of the stored
+// form it replaces (0 on create).
+func (s *Store) checkSize(k *kind, enc encoded, prev int) error {
+	limit := s.lim.Load().MaxResourceBytes
+	n := len(enc.full)
+	if enc.full == nil {
+		n = len(enc.head) + len(enc.tail) + 20
+	}
+	if n <= limit || prev > 0 && n <= prev+sizeSlack {
+		return nil
+	}
+	return scim.Errorf(http.StatusRequestEntityTooLarge, "",
+		"the %s would take %d bytes stored, more than the limit of %d (scim.limits.max_resource_bytes): send fewer values (emails, phone numbers, addresses, roles …) in the identity provider, or raise the limit",
+		strings.ToLower(k.name), n, limit)
+}
