@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/url"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -150,6 +151,12 @@ type LimitsConfig struct {
 	// MaxMembersPerList bounds the group members rendered in one list
 	// response (GET /Groups); GET /Groups/{id} always has them all.
 	MaxMembersPerList int `yaml:"max_members_per_list"`
+	// MaxResourceBytes bounds a stored resource, encoded (its attributes,
+	// its canonical record and its event data; a group's members are kept
+	// apart and not counted): a write that would make it larger is refused
+	// with 413, so in-limit requests cannot pile up a resource that costs
+	// every later write, read and delivery of it.
+	MaxResourceBytes int `yaml:"max_resource_bytes"`
 	// ReadTimeout bounds reading a whole request (headers and body),
 	// WriteTimeout writing the response, IdleTimeout a keep-alive
 	// connection between requests.
@@ -194,6 +201,7 @@ func DefaultConfig() Config {
 			MaxDepth:           32,
 			MaxValues:          10000,
 			MaxMembersPerList:  10000,
+			MaxResourceBytes:   512 << 10,
 			ReadTimeout:        30 * time.Second,
 			WriteTimeout:       60 * time.Second,
 			IdleTimeout:        2 * time.Minute,
@@ -312,26 +320,56 @@ func (c *Config) Validate() error {
 	if (c.TLS.CertFile == "") != (c.TLS.KeyFile == "") {
 		errs = append(errs, fieldErr("tls", ErrInvalid, "set both cert_file and key_file, or neither"))
 	}
-	l := c.Limits
-	for name, v := range map[string]int64{
-		"limits.max_body_bytes": l.MaxBodyBytes, "limits.max_page_size": int64(l.MaxPageSize),
-		"limits.max_operations": int64(l.MaxOperations), "limits.max_members": int64(l.MaxMembers),
-		"limits.max_filter_bytes": int64(l.MaxFilterBytes), "limits.max_depth": int64(l.MaxDepth),
-		"limits.max_values": int64(l.MaxValues), "limits.max_members_per_list": int64(l.MaxMembersPerList),
-		"limits.read_timeout": int64(l.ReadTimeout), "limits.write_timeout": int64(l.WriteTimeout),
-		"limits.idle_timeout": int64(l.IdleTimeout), "limits.max_connections": int64(l.MaxConnections),
-	} {
-		if v <= 0 {
-			errs = append(errs, fieldErr(name, ErrInvalid, "must be positive"))
-		}
-	}
-	if l.RatePerSecond < 0 || l.Burst < 0 {
-		errs = append(errs, fieldErr("limits.rate_per_second", ErrInvalid, "must not be negative"))
-	}
-	if l.TokenRatePerSecond <= 0 || l.TokenBurst <= 0 {
-		errs = append(errs, fieldErr("limits.token_rate_per_second", ErrInvalid, "token_rate_per_second and token_burst must be positive"))
-	}
+	errs = append(errs, c.Limits.validate()...)
 	return errors.Join(errs...)
+}
+
+// limitBounds are the bounds of every scim.limits key: a value outside them
+// is refused at load (and by a reload), naming the key and its bounds.
+// They keep a typo (max_depth: 10000, a body of 1 TB) from undoing the
+// protection the limit exists for.
+var limitBounds = []struct {
+	key    string
+	lo, hi float64
+	get    func(*LimitsConfig) float64
+	dur    bool // a duration: shown as one
+}{
+	{"max_body_bytes", 1 << 10, 64 << 20, func(l *LimitsConfig) float64 { return float64(l.MaxBodyBytes) }, false},
+	{"max_page_size", 1, 10000, func(l *LimitsConfig) float64 { return float64(l.MaxPageSize) }, false},
+	{"max_operations", 1, 10000, func(l *LimitsConfig) float64 { return float64(l.MaxOperations) }, false},
+	{"max_members", 1, 100000, func(l *LimitsConfig) float64 { return float64(l.MaxMembers) }, false},
+	{"max_filter_bytes", 64, 64 << 10, func(l *LimitsConfig) float64 { return float64(l.MaxFilterBytes) }, false},
+	{"max_depth", 8, 64, func(l *LimitsConfig) float64 { return float64(l.MaxDepth) }, false},
+	{"max_values", 1, 100000, func(l *LimitsConfig) float64 { return float64(l.MaxValues) }, false},
+	{"max_members_per_list", 1, 1000000, func(l *LimitsConfig) float64 { return float64(l.MaxMembersPerList) }, false},
+	{"max_resource_bytes", 4 << 10, 16 << 20, func(l *LimitsConfig) float64 { return float64(l.MaxResourceBytes) }, false},
+	{"read_timeout", float64(100 * time.Millisecond), float64(time.Hour), func(l *LimitsConfig) float64 { return float64(l.ReadTimeout) }, true},
+	{"write_timeout", float64(100 * time.Millisecond), float64(time.Hour), func(l *LimitsConfig) float64 { return float64(l.WriteTimeout) }, true},
+	{"idle_timeout", float64(100 * time.Millisecond), float64(time.Hour), func(l *LimitsConfig) float64 { return float64(l.IdleTimeout) }, true},
+	{"max_connections", 1, 100000, func(l *LimitsConfig) float64 { return float64(l.MaxConnections) }, false},
+	{"rate_per_second", 0, 100000, func(l *LimitsConfig) float64 { return l.RatePerSecond }, false},
+	{"burst", 0, 1000000, func(l *LimitsConfig) float64 { return float64(l.Burst) }, false},
+	{"token_rate_per_second", 0.001, 1000, func(l *LimitsConfig) float64 { return l.TokenRatePerSecond }, false},
+	{"token_burst", 1, 10000, func(l *LimitsConfig) float64 { return float64(l.TokenBurst) }, false},
+}
+
+// validate checks every limit against limitBounds.
+func (l *LimitsConfig) validate() []error {
+	var errs []error
+	for _, b := range limitBounds {
+		v := b.get(l)
+		if v >= b.lo && v <= b.hi {
+			continue
+		}
+		show := func(f float64) string {
+			if b.dur {
+				return time.Duration(f).String()
+			}
+			return strconv.FormatFloat(f, 'f', -1, 64)
+		}
+		errs = append(errs, fieldErr("limits."+b.key, ErrInvalid, "%s is out of bounds: use a value between %s and %s", show(v), show(b.lo), show(b.hi)))
+	}
+	return errs
 }
 
 // HasCredentials reports whether any bearer token, Basic credential or

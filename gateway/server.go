@@ -127,6 +127,12 @@ func (s *Server) apply(cfg Config) {
 		s.limiter.Store(nil)
 	}
 	s.tokenLimiter.Store(newLimiter(c.Limits.TokenRatePerSecond, c.Limits.TokenBurst))
+	if s.store != nil {
+		// The store checks what a write produces with these: the
+		// configuration in force is their one source, at start and at
+		// each reload.
+		s.store.SetLimits(store.Limits{MaxDepth: c.Limits.MaxDepth, MaxResourceBytes: c.Limits.MaxResourceBytes})
+	}
 }
 
 // Reload swaps in the credentials, trusted proxies, limits, public URL and

@@ -68,3 +68,60 @@ func TestDefaultIgnorableIdentifiers(t *testing.T) {
 	}
 	ts.do("POST", "/Users", `{`+coreUser+`,"userName":"grace@example.com","emails":[{"value":"grace@example.com"}]}`).must(t, 201)
 }
+
+// Issue 17 item 12: NUL and the other control characters (but TAB, LF and
+// CR) are refused in every string attribute, not only in identifiers, with
+// 400 invalidValue naming the attribute; the refused write changes
+// nothing. A multi-line address and a tab are kept.
+func TestControlCharactersInStrings(t *testing.T) {
+	ts := newTestServer(t)
+	const ent = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"
+	for _, tc := range []struct{ body, attr, cp string }{
+		{`"displayName":"Ada\u0000Lovelace"`, "displayName", "U+0000"},
+		{`"name":{"givenName":"A\u0007da","familyName":"Lovelace"}`, "name.givenName", "U+0007"},
+		{`"title":"Countess\u001b[31m"`, "title", "U+001B"},
+		{`"nickName":"Ada\u007f"`, "nickName", "U+007F"},
+		{`"displayName":"Ada\u0085"`, "displayName", "U+0085"},
+		{`"emails":[{"value":"ada@example.com","type":"work\u0000"}]`, "emails[0].type", "U+0000"},
+		{`"addresses":[{"formatted":"1 Main St\u0000","type":"work"}]`, "addresses[0].formatted", "U+0000"},
+		{`"` + ent + `":{"department":"R\u0000D"}`, ent + ":department", "U+0000"},
+	} {
+		body := `{` + coreUser + `,"userName":"ada@example.com",` + tc.body + `}`
+		detail := ts.do("POST", "/Users", body).scimError(t, 400, "invalidValue")
+		if !strings.Contains(detail, tc.attr+" contains") || !strings.Contains(detail, tc.cp) {
+			t.Errorf("%s: detail %q should name %s and %s", tc.body, detail, tc.attr, tc.cp)
+		}
+	}
+	// TAB, LF and CR are allowed.
+	u := ts.do("POST", "/Users", `{`+coreUser+`,"userName":"ada@example.com","displayName":"Ada Lovelace","title":"Countess\tof Lovelace",`+
+		`"addresses":[{"formatted":"12 St James's Square\r\nLondon","type":"home"}]}`).must(t, 201).body["id"].(string)
+
+	patch := func(op string) response {
+		return ts.do("PATCH", "/Users/"+u, `{"schemas":["urn:ietf:params:scim:api:messages:2.0:PatchOp"],"Operations":[`+op+`]}`)
+	}
+	for _, tc := range []struct{ op, attr string }{
+		{`{"op":"replace","path":"displayName","value":"Ada\u0000"}`, "displayName"},
+		{`{"op":"replace","path":"name.givenName","value":"\u0000"}`, "name.givenName"},
+		{`{"op":"replace","value":{"title":"x\u0001"}}`, "title"},
+		{`{"op":"add","path":"phoneNumbers","value":[{"value":"+44\u0000","type":"work"}]}`, "phoneNumbers[0].value"},
+	} {
+		detail := patch(tc.op).scimError(t, 400, "invalidValue")
+		if !strings.Contains(detail, tc.attr+" contains") {
+			t.Errorf("PATCH %s: detail %q should name %s", tc.op, detail, tc.attr)
+		}
+	}
+	got := ts.do("GET", "/Users/"+u, "").must(t, 200).body
+	if got["displayName"] != "Ada Lovelace" || got["title"] != "Countess\tof Lovelace" || got["phoneNumbers"] != nil {
+		t.Errorf("after refused PATCHes the user changed: %v", got)
+	}
+	// A group's displayName is an identifier; a member's display is a
+	// string attribute.
+	ts.do("POST", "/Groups", `{"schemas":["urn:ietf:params:scim:schemas:core:2.0:Group"],"displayName":"admins","members":[{"value":"`+u+`","display":"Ada\u0000"}]}`).
+		scimError(t, 400, "invalidValue")
+	g := ts.do("POST", "/Groups", `{"schemas":["urn:ietf:params:scim:schemas:core:2.0:Group"],"displayName":"admins"}`).must(t, 201).body["id"].(string)
+	detail := ts.do("PATCH", "/Groups/"+g, `{"schemas":["urn:ietf:params:scim:api:messages:2.0:PatchOp"],"Operations":[{"op":"add","path":"members","value":[{"value":"`+u+`","display":"Ada\u0002"}]}]}`).
+		scimError(t, 400, "invalidValue")
+	if !strings.Contains(detail, "members[0].display") {
+		t.Errorf("member display detail %q should name members[0].display", detail)
+	}
+}

@@ -42,6 +42,9 @@ func (s *Store) CreateGroup(doc map[string]any) (*Resource, error) {
 	if err := groupIdentifiers(doc, nil); err != nil {
 		return nil, err
 	}
+	if err := checkStrings(doc, nil); err != nil {
+		return nil, err
+	}
 	id, k := newID(), s.groups
 	var out *Resource
 	err = s.write(func(tx *bolt.Tx, rs *readSet) (writeFunc, error) {
@@ -64,6 +67,9 @@ func (s *Store) CreateGroup(doc map[string]any) (*Resource, error) {
 		r := &record{ID: id, Created: now, Modified: now, Version: s.nextVersion(0), Doc: doc, Record: res.Record}
 		enc, err := k.encode(r)
 		if err != nil {
+			return nil, err
+		}
+		if err := s.checkSize(k, enc, 0); err != nil {
 			return nil, err
 		}
 		created, err := newEvent("group.created", []string{resKey("Group", id)}, dataOf("group", r.Data), nil)
@@ -189,7 +195,7 @@ func (s *Store) PatchGroup(id, ifMatch string, ops []scim.Operation) (*Resource,
 	return s.updateGroup(id, ifMatch, func(tx *bolt.Tx, cur *record) (map[string]any, delta, error) {
 		doc := cur.Doc
 		if len(docOps) > 0 {
-			next, err := scim.ApplyPatchLimits(cur.Doc, docOps, s.groups.rt, s.limits)
+			next, err := scim.ApplyPatchLimits(cur.Doc, docOps, s.groups.rt, s.patchLimits())
 			if err != nil {
 				return nil, delta{}, err
 			}
@@ -232,6 +238,9 @@ func (s *Store) updateGroup(id, ifMatch string, next func(tx *bolt.Tx, cur *reco
 			if err := groupIdentifiers(doc, cur.Doc); err != nil {
 				return nil, err
 			}
+			if err := checkStrings(doc, cur.Doc); err != nil {
+				return nil, err
+			}
 		}
 		unknown, err := s.knownMembers(tx, rs, id, &d)
 		if err != nil {
@@ -253,6 +262,9 @@ func (s *Store) updateGroup(id, ifMatch string, next func(tx *bolt.Tx, cur *reco
 		r := &record{ID: id, Seq: cur.Seq, Created: cur.Created, Modified: now, Version: s.nextVersion(cur.Version), Doc: doc, Record: res.Record}
 		enc, err := k.encode(r)
 		if err != nil {
+			return nil, err
+		}
+		if err := s.checkSize(k, enc, cur.size); err != nil {
 			return nil, err
 		}
 		var evs []event
@@ -436,6 +448,9 @@ func memberValues(v any) ([]string, map[string]string, error) {
 			for _, key := range []string{"display", "displayName"} {
 				if d, _ := scim.Get(e, key); d != nil {
 					if ds, ok := d.(string); ok && ds != "" && id != "" {
+						if err := checkControl(fmt.Sprintf("members[%d].%s", i, key), ds); err != nil {
+							return nil, nil, err
+						}
 						if display == nil {
 							display = map[string]string{}
 						}

@@ -231,3 +231,17 @@ func TestFoldKeyIdempotentEveryRune(t *testing.T) {
 		t.Errorf("Cherokee small and capital: %q and %q", a, b)
 	}
 }
+
+// Issue 17 item 12: the paths string-attribute refusals name.
+func TestWalkStringsPaths(t *testing.T) {
+	const ent = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"
+	d := doc(t, `{"name":{"givenName":"a"},"emails":[{"value":"b"},{"display":"c"}],"`+ent+`":{"department":"d","manager":{"value":"e"}}}`)
+	var got []string
+	if err := walkStrings(d, "", func(attr, s string) error { got = append(got, attr+"="+s); return nil }); err != nil {
+		t.Fatal(err)
+	}
+	want := []string{"emails[0].value=b", "emails[1].display=c", "name.givenName=a", ent + ":department=d", ent + ":manager.value=e"}
+	if strings.Join(got, " ") != strings.Join(want, " ") {
+		t.Errorf("walkStrings = %q, want %q", got, want)
+	}
+}

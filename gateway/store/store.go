@@ -127,9 +127,42 @@ type Options struct {
 	// UnknownReject (config scim.unknown_members).
 	UnknownMembers string
 	// MaxDepth bounds the nesting of a document a PATCH produces
-	// (scim.limits.max_depth); scim.DefaultMaxDepth when 0.
+	// (scim.limits.max_depth); scim.DefaultMaxDepth when 0. It is the
+	// value until SetLimits, which the gateway's Server calls with its
+	// configuration at start and at each reload (the one source).
 	MaxDepth int
+	// MaxResourceBytes bounds a stored resource, encoded
+	// (scim.limits.max_resource_bytes); DefaultMaxResourceBytes when 0.
+	// SetLimits changes it, as MaxDepth.
+	MaxResourceBytes int
 }
+
+// Limits bound what a client write may produce; SetLimits changes them.
+type Limits struct {
+	// MaxDepth bounds the nesting of a document a PATCH produces
+	// (scim.DefaultMaxDepth when 0).
+	MaxDepth int
+	// MaxResourceBytes bounds a stored resource, encoded
+	// (DefaultMaxResourceBytes when 0).
+	MaxResourceBytes int
+}
+
+// DefaultMaxResourceBytes is the default of scim.limits.max_resource_bytes.
+const DefaultMaxResourceBytes = 512 << 10
+
+// SetLimits replaces the limits writes check from now on (a reload).
+func (s *Store) SetLimits(l Limits) {
+	if l.MaxDepth <= 0 {
+		l.MaxDepth = scim.DefaultMaxDepth
+	}
+	if l.MaxResourceBytes <= 0 {
+		l.MaxResourceBytes = DefaultMaxResourceBytes
+	}
+	s.lim.Store(&l)
+}
+
+// patchLimits is what a PATCH may produce.
+func (s *Store) patchLimits() scim.Limits { return scim.Limits{MaxDepth: s.lim.Load().MaxDepth} }
 
 // The values of Options.UnknownMembers.
 const (
@@ -164,7 +197,7 @@ type Store struct {
 	now    func() time.Time
 	wake   func()
 	floor  uint64
-	limits scim.Limits // what a PATCH may produce
+	lim    atomic.Pointer[Limits] // what a client write may produce (SetLimits)
 	w      *writer
 	log    *slog.Logger
 	obs    Observer
@@ -197,7 +230,8 @@ type kind struct {
 // and starts its writer. Close stops it.
 func New(db *bolt.DB, mapper *mapping.Mapper, opts Options) *Store {
 	s := &Store{mapper: mapper, now: opts.Now, wake: opts.OnCommit, floor: opts.VersionFloor,
-		log: opts.Logger, obs: opts.Observer, reject: opts.UnknownMembers == UnknownReject, limits: scim.Limits{MaxDepth: opts.MaxDepth}}
+		log: opts.Logger, obs: opts.Observer, reject: opts.UnknownMembers == UnknownReject}
+	s.SetLimits(Limits{MaxDepth: opts.MaxDepth, MaxResourceBytes: opts.MaxResourceBytes})
 	s.dbp.Store(db)
 	if s.now == nil {
 		s.now = time.Now
@@ -359,6 +393,8 @@ type record struct {
 	Display string          `json:"display,omitempty"` // members' display value
 	Doc     map[string]any  `json:"doc"`               // client attributes, normalised; no id, meta, groups, members, password
 	Record  map[string]any  `json:"record"`            // the canonical record the mapping produced
+
+	size int // bytes of the stored form it was decoded from (0: not decoded)
 }
 
 // Stats are the store's counts for status and metrics.
@@ -467,6 +503,7 @@ func (k *kind) decode(id string, v []byte) (*record, error) {
 	if err := decodeJSON(v, &r); err != nil {
 		return nil, fmt.Errorf("decode %s %s: %w", k.event, id, err)
 	}
+	r.size = len(v)
 	return &r, nil
 }
 

@@ -27,6 +27,9 @@ func (s *Store) CreateUser(doc map[string]any) (*Resource, error) {
 	if err := userIdentifiers(doc, nil); err != nil {
 		return nil, err
 	}
+	if err := checkStrings(doc, nil); err != nil {
+		return nil, err
+	}
 	id, k := newID(), s.users
 	var out *Resource
 	err = s.write(func(tx *bolt.Tx, rs *readSet) (writeFunc, error) {
@@ -41,6 +44,9 @@ func (s *Store) CreateUser(doc map[string]any) (*Resource, error) {
 		r := &record{ID: id, Created: now, Modified: now, Version: s.nextVersion(0), Doc: doc, Record: res.Record}
 		enc, err := k.encode(r)
 		if err != nil {
+			return nil, err
+		}
+		if err := s.checkSize(k, enc, 0); err != nil {
 			return nil, err
 		}
 		created, err := newEvent("user.created", []string{resKey("User", id)}, dataOf("user", r.Data), nil)
@@ -200,9 +206,9 @@ func (s *Store) PatchUser(id, ifMatch string, ops []scim.Operation) (*Resource, 
 // shows the old value going.
 func (s *Store) applyUserPatch(doc map[string]any, ops []scim.Operation) (map[string]any, error) {
 	if s.mapper == nil || !s.mapper.HasSingleValued() {
-		return scim.ApplyPatchLimits(doc, ops, s.users.rt, s.limits)
+		return scim.ApplyPatchLimits(doc, ops, s.users.rt, s.patchLimits())
 	}
-	return scim.ApplyPatchEach(doc, ops, s.users.rt, s.limits, func(i int, doc map[string]any) func() {
+	return scim.ApplyPatchEach(doc, ops, s.users.rt, s.patchLimits(), func(i int, doc map[string]any) func() {
 		if ops[i].Op != "add" {
 			return nil
 		}
@@ -246,6 +252,9 @@ func (s *Store) updateUser(id, ifMatch string, next func(cur *record) (map[strin
 		if err := userIdentifiers(doc, cur.Doc); err != nil {
 			return nil, err
 		}
+		if err := checkStrings(doc, cur.Doc); err != nil {
+			return nil, err
+		}
 		if err := k.checkName(tx, rs, doc, id); err != nil {
 			return nil, err
 		}
@@ -279,6 +288,9 @@ func (s *Store) prepareUserWrite(cur, r *record, res *mapping.Result, now time.T
 	k := s.users
 	enc, err := k.encode(r)
 	if err != nil {
+		return nil, err
+	}
+	if err := s.checkSize(k, enc, cur.size); err != nil {
 		return nil, err
 	}
 	wasActive, active := isActive(cur.Doc), isActive(r.Doc)
