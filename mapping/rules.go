@@ -236,7 +236,7 @@ func decodeTransform(n *yaml.Node) (Transform, error) {
 	}
 	k, v := n.Content[0], n.Content[1]
 	t := Transform{Op: k.Value}
-	// Unknown option keys are Rules.UnmarshalYAML's (unknownKeys).
+	// Unknown option keys are reported by Rules.UnmarshalYAML (checkNodes).
 	switch strings.ToLower(k.Value) {
 	case "lookup":
 		if v.Kind != yaml.MappingNode {
