@@ -229,6 +229,9 @@ func (a *Admin) readyz(w http.ResponseWriter, r *http.Request) {
 	if !a.dispatcher.Ready() {
 		problems = append(problems, "dispatcher not running")
 	}
+	if err := a.dispatcher.Healthy(); err != nil { // e.g. a full disk refusing delivery state
+		problems = append(problems, err.Error())
+	}
 	if len(problems) > 0 {
 		writeJSON(w, http.StatusServiceUnavailable, map[string]any{"status": "unavailable", "problems": problems})
 		return
@@ -453,10 +456,11 @@ func (a *Admin) backfill(w http.ResponseWriter, r *http.Request) {
 // history re-delivers retained events: {"after": SEQ} or {"since": RFC3339}.
 func (a *Admin) history(w http.ResponseWriter, r *http.Request) {
 	var body struct {
-		After *uint64 `json:"after"`
-		Since string  `json:"since"`
+		After            *uint64 `json:"after"`
+		Since            string  `json:"since"`
+		IncludeDiscarded bool    `json:"include_discarded"`
 	}
-	const usage = `send {"after": <sequence>} or {"since": "<RFC 3339 time>"}`
+	const usage = `send {"after": <sequence>} or {"since": "<RFC 3339 time>"}, optionally with "include_discarded": true`
 	if err := decodeOptional(r, &body); err != nil {
 		writeError(w, http.StatusBadRequest, "%v: %s", err, usage)
 		return
@@ -481,7 +485,8 @@ func (a *Admin) history(w http.ResponseWriter, r *http.Request) {
 	if body.After != nil {
 		after = *body.After
 	}
-	res, err := a.dispatcher.ReplayHistory(r.PathValue("target"), after, since)
+	res, err := a.dispatcher.ReplayHistoryWith(r.PathValue("target"),
+		outbox.HistoryRequest{After: after, Since: since, IncludeDiscarded: body.IncludeDiscarded})
 	if err != nil {
 		a.outboxErr(w, "history", err)
 		return

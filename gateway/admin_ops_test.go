@@ -259,3 +259,32 @@ func TestAdminTokenReload(t *testing.T) {
 		t.Error("a refused reload changed the tokens")
 	}
 }
+
+// Issue 17 item 16 through the admin API: a history replay skips an event
+// whose dead letter was discarded, and re-sends it with include_discarded.
+func TestAdminHistorySkipsDiscarded(t *testing.T) {
+	env := newAdminEnv(t)
+	env.status.Store(400) // dead-letters at once
+	createUser(t, env.scim, "ada@example.com")
+	var st struct {
+		Targets []outbox.TargetStatus `json:"targets"`
+	}
+	waitUntil(t, "a dead letter", func() bool {
+		env.call(t, "GET", "/admin/status", adminToken, &st)
+		return st.Targets[0].DeadLetters == 1
+	})
+	if code, body := env.send(t, "POST", "/admin/targets/app/discard", adminToken, `{"all":true}`, nil); code != 200 || !strings.Contains(body, `"discarded": 1`) {
+		t.Fatalf("discard = %d %s", code, body)
+	}
+	env.status.Store(204)
+	code, body := env.send(t, "POST", "/admin/targets/app/history", adminToken, `{"after":0}`, nil)
+	var hr outbox.HistoryResult
+	if code != 200 || json.Unmarshal([]byte(body), &hr) != nil || hr.Replayed != 0 || hr.SkippedDiscarded != 1 {
+		t.Fatalf("history = %d %s, want nothing replayed and the discarded event skipped", code, body)
+	}
+	code, body = env.send(t, "POST", "/admin/targets/app/history", adminToken, `{"after":0,"include_discarded":true}`, nil)
+	if code != 200 || json.Unmarshal([]byte(body), &hr) != nil || hr.Replayed != 1 {
+		t.Fatalf("history with include_discarded = %d %s", code, body)
+	}
+	waitUntil(t, "the discarded event re-sent", func() bool { return env.got.Load() == 1 })
+}
