@@ -90,6 +90,8 @@ func Missing() string {
 	return ""
 }
 
+const installHint = `apt-get install redmine redmine-sqlite; echo 'gem "webrick"' > ` + Root + `/Gemfile.local`
+
 // require skips (or, with CI set, fails) t when Redmine cannot run here.
 func require(t testing.TB) {
 	t.Helper()
@@ -102,10 +104,10 @@ func requireWhy(t testing.TB, why string) {
 		return
 	}
 	if os.Getenv("CI") != "" {
-		t.Fatalf("redminetest: %s; CI must install Redmine (.ci/run does: apt-get install redmine redmine-sqlite)", why)
+		t.Fatalf("redminetest: %s; CI must install Redmine as .ci/run does (%s)", why, installHint)
 		return
 	}
-	t.Skipf("redminetest: %s (apt-get install redmine redmine-sqlite, as .ci/run does)", why)
+	t.Skipf("redminetest: %s (to run: %s)", why, installHint)
 }
 
 // Start starts a fresh Redmine for t and stops it when t ends.
