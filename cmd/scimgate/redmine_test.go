@@ -293,7 +293,8 @@ func lastBytes(s string, n int) string {
 // memberships exactly as the gateway has them: creates, a profile update,
 // a deactivation (locked) and a reactivation (unlocked), a user locked for
 // good, a deleted user (deleted in Redmine), a group with members added and
-// removed and renamed, a deleted group; an account that existed in Redmine
+// removed and renamed, a group as a member (left out: Redmine has no
+// nested groups), a deleted group; an account that existed in Redmine
 // before with the same login is adopted (same Redmine id, brought up to
 // date), not duplicated.
 func TestRedmineExample(t *testing.T) {
@@ -322,6 +323,7 @@ func TestRedmineExample(t *testing.T) {
 	r.do("PATCH", "/Groups/"+eng, patchMembers("add", bob, carol), 200, 204)
 	r.do("PATCH", "/Groups/"+eng, patchRemoveMember(grace), 200, 204)
 	r.do("PATCH", "/Groups/"+eng, `{"schemas":["urn:ietf:params:scim:api:messages:2.0:PatchOp"],"Operations":[{"op":"replace","value":{"displayName":"Engineering & Research"}}]}`, 200, 204)
+	r.do("PATCH", "/Groups/"+eng, patchMembers("add", ops), 200, 204) // nested: Redmine has no such thing, left out
 	r.do("DELETE", "/Users/"+carol, "", 204)
 	r.do("DELETE", "/Groups/"+ops, "", 204)
 	r.do("PATCH", "/Users/"+ada, patchActive(true), 200, 204)
