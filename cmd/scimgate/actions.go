@@ -247,6 +247,7 @@ func (c *cli) actionsTest(ctx context.Context, path string, f actionsTestFlags) 
 	switch {
 	case err == nil && !f.send:
 		fmt.Fprintln(c.stdout, "result: every step rendered (nothing was sent)")
+		return nil
 	case err == nil:
 		fmt.Fprintln(c.stdout, "result: done")
 		return nil
