@@ -51,8 +51,9 @@ func (c *cli) actionsTestCommand() *cobra.Command {
 		Long: `Run one event through an action target's steps (docs/actions.md) and print each request as
 it would be sent — method, URL, headers with secrets redacted, body — with the values it would
 save, touching nothing. The event's record comes from --record FILE (the record as in
-data.user / data.group, or a whole event envelope with data and changes) or from the
-stopped gateway's data dir (--user ID, --group ID; both for a membership event).
+data.user / data.group, or as ` + "`scimgate map`" + ` prints it, or a whole event envelope with data
+and changes) or from the stopped gateway's data dir (--user ID, --group ID; both for a
+membership event).
 
 --send performs the steps against the app and prints its answers; the outbox and the id map
 are still not written unless --link is given too (then the saves land in the data dir's id
@@ -164,6 +165,9 @@ func (c *cli) actionsTest(ctx context.Context, path string, f actionsTestFlags) 
 		if err := json.Unmarshal(raw, &v); err != nil {
 			return fmt.Errorf("--record %s: %v", f.record, err)
 		}
+		if r, ok := v["record"].(map[string]any); ok && len(v) == 1 { // `scimgate map`'s output
+			v = r
+		}
 		if d, ok := v["data"].(map[string]any); ok { // an envelope
 			data = d
 			if ch, ok := v["changes"]; ok {
@@ -236,6 +240,9 @@ func (c *cli) actionsTest(ctx context.Context, path string, f actionsTestFlags) 
 	fmt.Fprintf(c.stdout, "target %s, event %s (%s)\n", t.Name, f.event, mode)
 	err = rest.DryRun(ctx, t, ev, opts)
 	switch {
+	case err == nil && !f.send:
+		fmt.Fprintln(c.stdout, "result: every step rendered (nothing was sent)")
+		return nil
 	case err == nil:
 		fmt.Fprintln(c.stdout, "result: done")
 		return nil

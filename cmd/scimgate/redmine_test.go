@@ -32,6 +32,9 @@ type redmineGateway struct {
 	cfg string
 	env []string
 	g   *binaryGateway
+
+	lastUsers  map[string]wantUser // the gateway's state at the last waitRedmineMatches
+	lastGroups map[string][]string
 }
 
 // redmineConfig writes examples/redmine.yaml with the retry schedule made
@@ -261,6 +264,7 @@ func redmineDiff(t *testing.T, rm *redminetest.Redmine, users map[string]wantUse
 func (r *redmineGateway) waitRedmineMatches(timeout time.Duration, others ...string) {
 	r.t.Helper()
 	users, groups := r.gatewayState()
+	r.lastUsers, r.lastGroups = users, groups
 	deadline := time.Now().Add(timeout)
 	for {
 		diff := redmineDiff(r.t, r.rm, users, groups, others...)
@@ -277,6 +281,10 @@ func (r *redmineGateway) waitRedmineMatches(timeout time.Duration, others ...str
 	}
 }
 
+// dryRunDone is how `scimgate actions test` (without --send) ends when
+// every step rendered.
+const dryRunDone = "result: every step rendered"
+
 func lastBytes(s string, n int) string {
 	if len(s) > n {
 		return "…" + s[len(s)-n:]
@@ -289,7 +297,8 @@ func lastBytes(s string, n int) string {
 // memberships exactly as the gateway has them: creates, a profile update,
 // a deactivation (locked) and a reactivation (unlocked), a user locked for
 // good, a deleted user (deleted in Redmine), a group with members added and
-// removed and renamed, a deleted group; an account that existed in Redmine
+// removed and renamed, a group as a member (left out: Redmine has no
+// nested groups), a deleted group; an account that existed in Redmine
 // before with the same login is adopted (same Redmine id, brought up to
 // date), not duplicated.
 func TestRedmineExample(t *testing.T) {
@@ -318,6 +327,7 @@ func TestRedmineExample(t *testing.T) {
 	r.do("PATCH", "/Groups/"+eng, patchMembers("add", bob, carol), 200, 204)
 	r.do("PATCH", "/Groups/"+eng, patchRemoveMember(grace), 200, 204)
 	r.do("PATCH", "/Groups/"+eng, `{"schemas":["urn:ietf:params:scim:api:messages:2.0:PatchOp"],"Operations":[{"op":"replace","value":{"displayName":"Engineering & Research"}}]}`, 200, 204)
+	r.do("PATCH", "/Groups/"+eng, patchMembers("add", ops), 200, 204) // nested: Redmine has no such thing, left out
 	r.do("DELETE", "/Users/"+carol, "", 204)
 	r.do("DELETE", "/Groups/"+ops, "", 204)
 	r.do("PATCH", "/Users/"+ada, patchActive(true), 200, 204)
@@ -331,6 +341,56 @@ func TestRedmineExample(t *testing.T) {
 	}
 	if out, err := r.cli("dead-letters", "list", "--target", "redmine", "--json"); err != nil || strings.Contains(out, `evt_`) {
 		t.Errorf("dead letters after a clean run (err %v):\n%s", err, out)
+	}
+
+	// The dry run of every event type the example handles, from the stopped
+	// gateway's data (its records and id map): each prints its requests
+	// with Redmine's ids in them, and nothing changes in Redmine.
+	r.g.kill()
+	before := redmineDiff(t, rm, r.lastUsers, r.lastGroups)
+	adaID := rm.UserByLogin(t, "ada@example.com").ID
+	var engID int
+	for _, g := range rm.Groups(t) {
+		engID = g.ID
+	}
+	for typ, want := range map[string]string{
+		"user.created":         "PUT " + rm.URL + fmt.Sprintf("/users/%d.json", adaID), // known: brought up to date, not created
+		"user.snapshot":        "PUT " + rm.URL + fmt.Sprintf("/users/%d.json", adaID),
+		"user.updated":         "PUT " + rm.URL + fmt.Sprintf("/users/%d.json", adaID),
+		"user.deactivated":     `"status":3`,
+		"user.reactivated":     `"status":1`,
+		"user.deleted":         "DELETE " + rm.URL + fmt.Sprintf("/users/%d.json", adaID),
+		"group.created":        "step create: skipped", // known: nothing to send
+		"group.snapshot":       "PUT " + rm.URL + fmt.Sprintf("/groups/%d.json", engID),
+		"group.updated":        "PUT " + rm.URL + fmt.Sprintf("/groups/%d.json", engID),
+		"group.deleted":        "DELETE " + rm.URL + fmt.Sprintf("/groups/%d.json", engID),
+		"group.member_added":   "GET " + rm.URL + fmt.Sprintf("/groups/%d.json?include=users", engID),
+		"group.member_removed": "DELETE " + rm.URL + fmt.Sprintf("/groups/%d/users/%d.json", engID, adaID),
+	} {
+		args := []string{"actions", "test", "--target", "redmine", "--event", typ}
+		if strings.HasPrefix(typ, "user.") || strings.HasPrefix(typ, "group.member") {
+			args = append(args, "--user", ada)
+		}
+		if strings.HasPrefix(typ, "group.") {
+			args = append(args, "--group", eng)
+		}
+		if typ == "group.updated" {
+			f := filepath.Join(t.TempDir(), "changes.json")
+			os.WriteFile(f, []byte(`{"name":{"old":"Engineering","new":"Engineering & Research"}}`), 0o600)
+			args = append(args, "--changes", f)
+		}
+		cmd := exec.Command(r.bin, args...)
+		cmd.Env = r.env
+		out, err := cmd.CombinedOutput()
+		if err != nil || !strings.Contains(string(out), want) || !strings.Contains(string(out), dryRunDone) {
+			t.Errorf("dry run of %s (err %v): want %q and done:\n%s", typ, err, want, out)
+		}
+		if strings.Contains(string(out), rm.APIKey) {
+			t.Errorf("dry run of %s prints the API key", typ)
+		}
+	}
+	if after := redmineDiff(t, rm, r.lastUsers, r.lastGroups); after != before {
+		t.Errorf("the dry run changed Redmine:\n%s", after)
 	}
 }
 
@@ -598,5 +658,124 @@ func TestRedmineOktaRun(t *testing.T) {
 	if out, err := r.cli("dead-letters", "list", "--target", "redmine", "--json"); err != nil || strings.Contains(out, "evt_") {
 		t.Errorf("dead letters after the run (err %v):\n%s", err, out)
 	}
+
+	// The id map, read with `scimgate ids` from the stopped gateway's data
+	// dir: exactly every live user and group, each with its Redmine id.
+	want := map[string]string{}
+	for i, id := range ids {
+		if id != "" {
+			want["User/"+id] = login(i)
+		}
+	}
+	for g, id := range groups {
+		want["Group/"+id] = fmt.Sprintf("Team %d", g)
+	}
+	want["Group/"+groups[2]] = "Team Two (renamed)"
+	r.g.kill()
+	r.checkIDMap(want)
 	t.Logf("Redmine run: %d users, 5 groups, %d kill -9, Redmine down %v; Redmine matches the gateway", n, killed, outage)
+}
+
+// checkIDMap compares `scimgate ids --target redmine` (the gateway
+// stopped) with want: "User/<scim id>" → login, "Group/<scim id>" → name;
+// each entry's app id must be the Redmine id of that login or name.
+func (r *redmineGateway) checkIDMap(want map[string]string) {
+	r.t.Helper()
+	cmd := exec.Command(r.bin, "ids", "--target", "redmine")
+	cmd.Env = r.env
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		r.t.Fatalf("scimgate ids: %v\n%s", err, out)
+	}
+	redmineID := map[string]int{}
+	for _, u := range r.rm.Users(r.t) {
+		redmineID["User/"+strings.ToLower(u.Login)] = u.ID
+	}
+	for _, g := range r.rm.Groups(r.t) {
+		redmineID["Group/"+g.Name] = g.ID
+	}
+	got := map[string]bool{}
+	for line := range strings.Lines(strings.TrimSpace(string(out))) {
+		key, val, _ := strings.Cut(strings.TrimSpace(line), " ")
+		var saved struct {
+			ID int `json:"id"`
+		}
+		if err := json.Unmarshal([]byte(val), &saved); err != nil {
+			r.t.Errorf("ids line %q: %v", line, err)
+			continue
+		}
+		got[key] = true
+		name, ok := want[key]
+		if !ok {
+			r.t.Errorf("id map has %s, which the gateway no longer has", line)
+			continue
+		}
+		typ, _, _ := strings.Cut(key, "/")
+		if typ == "User" {
+			name = strings.ToLower(name)
+		}
+		if rid := redmineID[typ+"/"+name]; saved.ID == 0 || saved.ID != rid {
+			r.t.Errorf("id map: %s (%s) → Redmine id %d, but Redmine has it as %d", key, name, saved.ID, rid)
+		}
+	}
+	for key, name := range want {
+		if !got[key] {
+			r.t.Errorf("id map lacks %s (%s)", key, name)
+		}
+	}
+}
+
+// TestRedmineExampleDryRun: `scimgate actions test` prints the requests of
+// examples/redmine.yaml's event types from record files, touching nothing
+// (no Redmine needed: the URL is never called). The types whose requests
+// need the resource's own Redmine id (updates, locks, renames, members)
+// wait for it ("not known yet") without an id map; TestRedmineExample runs
+// the dry run of every type against its stopped gateway's data instead.
+func TestRedmineExampleDryRun(t *testing.T) {
+	bin := buildBinary(t)
+	dir := t.TempDir()
+	user := `{"id":"u-1","version":2,"login":"ada@example.com","email":"ada@example.com","first_name":"Ada","last_name":"Lovelace","active":true}`
+	group := `{"id":"g-1","version":1,"name":"Engineering"}`
+	events := map[string]string{
+		"user.created":           `{"data":{"user":` + user + `}}`,
+		"user.snapshot":          `{"data":{"user":` + user + `}}`,
+		"user.deleted":           `{"data":{"user":` + user + `}}`,
+		"group.created":          `{"data":{"group":` + group + `}}`,
+		"group.snapshot":         `{"data":{"group":` + group + `}}`,
+		"group.deleted":          `{"data":{"group":` + group + `}}`,
+		"group.member_removed":   `{"data":{"group":` + group + `,"user":` + user + `}}`,
+		"group.members_snapshot": `{"data":{"group":` + group + `,"members":[{"id":"u-1","type":"User"}],"chunk":{"index":0,"count":1}}}`,
+	}
+	// What each type must print (a request line of its main write).
+	wantLine := map[string]string{
+		"user.created":           "POST http://redmine.invalid/users.json",
+		"user.snapshot":          "POST http://redmine.invalid/users.json",
+		"group.created":          "POST http://redmine.invalid/groups.json",
+		"group.snapshot":         "POST http://redmine.invalid/groups.json",
+		"group.members_snapshot": "PUT http://redmine.invalid/groups/",
+	}
+	env := append(os.Environ(), "SCIMGATE_DATA_DIR="+dir, "REDMINE_URL=http://redmine.invalid", "REDMINE_API_KEY=secret-key-0123456789")
+	for typ, ev := range events {
+		f := filepath.Join(dir, typ+".json")
+		if err := os.WriteFile(f, []byte(ev), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		cmd := exec.Command(bin, "actions", "test", "--config", examplePath("redmine"), "--target", "redmine", "--event", typ, "--record", f)
+		cmd.Env = env
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			t.Errorf("%s: %v\n%s", typ, err, out)
+			continue
+		}
+		text := string(out)
+		if w := wantLine[typ]; w != "" && !strings.Contains(text, w) {
+			t.Errorf("%s: the dry run does not show %q:\n%s", typ, w, text)
+		}
+		if strings.Contains(text, "secret-key-0123456789") {
+			t.Errorf("%s: the dry run prints the API key:\n%s", typ, text)
+		}
+		if !strings.Contains(text, dryRunDone) {
+			t.Errorf("%s: the dry run did not complete:\n%s", typ, text)
+		}
+	}
 }

@@ -23,6 +23,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/scimgate/scimgate/outbox"
 	"github.com/scimgate/scimgate/outbox/rest"
 )
@@ -346,5 +348,69 @@ func TestTLSClientCertificate(t *testing.T) {
 	}
 	if cn.Load() != "scimgate-client" {
 		t.Errorf("client certificate %v", cn.Load())
+	}
+}
+
+// TestExpressionErrorsAndMetrics: an expression that fails at run time
+// (an index out of range) dead-letters naming the step, the field and the
+// line, without a request; for_each sends one request per item; the
+// collectors count requests by target, step and outcome.
+func TestExpressionErrorsAndMetrics(t *testing.T) {
+	var paths []string
+	var mu sync.Mutex
+	app := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		paths = append(paths, r.Method+" "+r.URL.EscapedPath())
+		mu.Unlock()
+		w.WriteHeader(204)
+	}))
+	defer app.Close()
+	s := sender(t, `base_url: `+app.URL+`
+actions:
+  user.updated:
+    - name: roles
+      method: PUT
+      for_each: 'record.roles'
+      path: '"/roles/" + urlPath(item)'
+    - name: bad
+      method: PUT
+      path: '"/u"'
+      body:
+        first: 'record.roles[5]'
+`)
+	e := userEvent("user.updated", "m1", "ada", `,"roles":["a b","c"]`)
+	e.ID = "evt_m1"
+	err := s.Send(context.Background(), e)
+	if !outbox.IsPermanent(err) || !strings.Contains(err.Error(), "step bad: body.first (line 12)") {
+		t.Fatalf("Send = %v", err)
+	}
+	mu.Lock()
+	if strings.Join(paths, ",") != "PUT /roles/a%20b,PUT /roles/c" {
+		t.Errorf("the app saw %v", paths)
+	}
+	mu.Unlock()
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(rest.Collectors()...)
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ok float64
+	for _, mf := range mfs {
+		if mf.GetName() != "scimgate_rest_requests_total" {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			l := map[string]string{}
+			for _, p := range m.GetLabel() {
+				l[p.GetName()] = p.GetValue()
+			}
+			if l["target"] == "app" && l["step"] == "roles" && l["outcome"] == "ok" {
+				ok = m.GetCounter().GetValue()
+			}
+		}
+	}
+	if ok < 2 {
+		t.Errorf("scimgate_rest_requests_total{step=roles,outcome=ok} = %v, want ≥ 2", ok)
 	}
 }

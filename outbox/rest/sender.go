@@ -790,7 +790,9 @@ func (r *run) request(st *step, key string) (bool, error) {
 		if err != nil {
 			return false, err
 		}
-		r.env["session"] = r.s.sessionValues()
+		if r.s.cfg.auth.kind == "session" {
+			r.env["session"] = r.s.sessionValues()
+		}
 		if rq, err = r.render(st); err != nil {
 			return false, err
 		}
@@ -818,7 +820,10 @@ func (r *run) request(st *step, key string) (bool, error) {
 		}
 		r.s.invalidate(gen)
 	}
-	tr := Trace{Step: st.name, Method: rq.method, URL: rq.url, Header: r.s.redactHeader(rq.header), Body: r.s.redact(string(rq.body))}
+	var tr Trace
+	if r.s.trace != nil {
+		tr = Trace{Step: st.name, Method: rq.method, URL: rq.url, Header: r.s.redactHeader(rq.header), Body: r.s.redact(string(rq.body))}
+	}
 	r.env["response"] = rs.value()
 	defer delete(r.env, "response")
 	then, err := r.classify(st, rs)
@@ -826,7 +831,9 @@ func (r *run) request(st *step, key string) (bool, error) {
 		return false, err
 	}
 	metrics.requests.WithLabelValues(r.s.cfg.target, st.name, string(then)).Inc()
-	tr.Status, tr.Response, tr.Then = rs.status, truncateUTF8(r.s.redact(string(rs.raw)), deadLetterResponse), then
+	if r.s.trace != nil {
+		tr.Status, tr.Response, tr.Then = rs.status, truncateUTF8(r.s.redact(string(rs.raw)), deadLetterResponse), then
+	}
 	switch then {
 	case ThenRetry, ThenDead:
 		r.s.tracef(tr)
