@@ -12,6 +12,7 @@ import (
 	"github.com/expr-lang/expr/vm"
 
 	"github.com/scimgate/scimgate/outbox"
+	"github.com/scimgate/scimgate/outbox/webhook"
 	"github.com/scimgate/scimgate/outbox/rest"
 )
 
@@ -63,7 +64,7 @@ actions:
 	})
 	b.Run("webhook", func(b *testing.B) {
 		secret, _ := outbox.NewSecret()
-		w, err := outbox.NewWebhookSender(outbox.Target{Name: "app", URL: app.URL, Secrets: []string{secret}, Timeout: 5 * time.Second}, 1, nil)
+		w, err := webhook.New(outbox.Target{Name: "app", URL: app.URL, Secrets: []string{secret}, Timeout: 5 * time.Second}, 1)
 		if err != nil {
 			b.Fatal(err)
 		}
