@@ -12,8 +12,8 @@ import (
 	"github.com/expr-lang/expr/vm"
 
 	"github.com/scimgate/scimgate/outbox"
-	"github.com/scimgate/scimgate/outbox/webhook"
 	"github.com/scimgate/scimgate/outbox/rest"
+	"github.com/scimgate/scimgate/outbox/webhook"
 )
 
 // BenchmarkStep: one step of a typical action (a Redmine-style user
