@@ -196,4 +196,14 @@ func TestActionsThroughTheBinary(t *testing.T) {
 	if _, out, _ := runBinary(t, bin, env, "ids", "--target", "app"); strings.Contains(out, "x1") {
 		t.Errorf("--send without --link wrote the id map: %q", out)
 	}
+	if err := os.WriteFile(rec, []byte(`{"id":"x2","login":"cy"}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	code, out, errOut = runBinary(t, bin, env, "actions", "test", "--target", "app", "--event", "user.created", "--record", rec, "--send", "--link")
+	if code != 0 || !strings.Contains(out, "saved id = 9") {
+		t.Errorf("actions test --send --link: %d\n%s\n%s", code, out, errOut)
+	}
+	if code, out, _ := runBinary(t, bin, env, "ids", "--target", "app", "x2"); code != 0 || out != "User/x2 {\"id\":9}\n" {
+		t.Errorf("after --link: ids x2 = %d %q", code, out)
+	}
 }

@@ -928,6 +928,9 @@ func (r *run) commit(st *step, key string, saves map[string]any) error {
 				}
 			}
 		}
+		if r.s.trace != nil {
+			return nil // a dry run (--link) writes the id map only: no event is in the outbox
+		}
 		return tx.SetProgress(r.ev.ID, prog)
 	})
 	if err != nil {
