@@ -158,7 +158,7 @@ func TestActionsThroughTheBinary(t *testing.T) {
 	g.kill()
 	reqs := app.requests()
 	if len(reqs) != 2 || !strings.HasPrefix(reqs[0], "GET /users.json?name=ada%40example.com") ||
-		!strings.HasPrefix(reqs[1], `POST /users.json {"user":{"firstname":"Ada","login":"ada@example.com"}}`) {
+		!strings.HasPrefix(reqs[1], `POST /users.json {"user":{"login":"ada@example.com","firstname":"Ada"}}`) {
 		t.Fatalf("the app saw %q", reqs)
 	}
 
