@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/expr-lang/expr"
+	"github.com/expr-lang/expr/types"
 	"github.com/expr-lang/expr/vm"
 	"gopkg.in/yaml.v3"
 
@@ -143,28 +144,20 @@ var (
 	errUnknownApp = errors.New("app id not known yet")
 )
 
-func compileEnv(s scope) map[string]any {
-	m := map[string]any{
-		"event":        map[string]any{},
-		"record":       map[string]any{},
-		"user":         map[string]any{},
-		"group":        map[string]any{},
-		"member_group": map[string]any{},
-		"members":      []any{},
-		"chunk":        map[string]any{},
-		"changes":      map[string]any{},
-		"previous":     map[string]any{},
-		"app":          map[string]any{},
-		"steps":        map[string]any{},
-		"session":      map[string]any{},
-		"appId":        func(string, any) (any, error) { return nil, nil },
-		"appIdOr":      func(string, any, any) (any, error) { return nil, nil },
+func compileEnv(s scope) types.Map {
+	obj, list := types.TypeOf(map[string]any{}), types.TypeOf([]any{})
+	m := types.Map{
+		"event": obj, "record": obj, "user": obj, "group": obj, "member_group": obj,
+		"members": list, "chunk": obj, "changes": obj, "previous": obj,
+		"app": obj, "steps": obj, "session": obj,
+		"appId":   types.TypeOf(func(string, any) (any, error) { return nil, nil }),
+		"appIdOr": types.TypeOf(func(string, any, any) (any, error) { return nil, nil }),
 	}
 	if s&scopeResponse != 0 {
-		m["response"] = map[string]any{}
+		m["response"] = obj
 	}
 	if s&scopeItem != 0 {
-		m["item"] = any(nil)
+		m["item"] = types.Any // a list's element: any shape
 	}
 	return m
 }

@@ -1,12 +1,15 @@
 package rest_test
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
 	"strings"
 	"testing"
 	"time"
+
+	bolt "go.etcd.io/bbolt"
 
 	"github.com/scimgate/scimgate/outbox"
 	"github.com/scimgate/scimgate/outbox/rest"
@@ -260,4 +263,75 @@ actions:
 		t.Errorf("dead letter: %d %q", dl.LastStatus, dl.ResponseBody)
 	}
 	_ = time.Second
+}
+
+// TestBackfillCreatesAdoptsAndSetsMembers: a backfill through an action
+// target creates every user (adopting one the app has already), creates
+// the group, and sets its members with one request per member (for_each
+// over the snapshot's members, each translated by appId).
+func TestBackfillCreatesAdoptsAndSetsMembers(t *testing.T) {
+	app := newFakeApp(t)
+	app.users[100] = map[string]any{"id": 100, "login": "grace"}
+	section := appSection(app.URL, app.apiKey) + `  user.snapshot:
+    - name: find
+      method: GET
+      path: '"/users.json"'
+      query: {name: 'record.login'}
+      save: {id: 'len(response.body.users) > 0 ? response.body.users[0].id : nil'}
+    - name: create
+      when: 'app.id == nil'
+      method: POST
+      path: '"/users.json"'
+      body: {user: {login: 'record.login'}}
+      save: {id: 'response.body.user.id'}
+  group.snapshot:
+    - {name: create, method: POST, path: '"/groups.json"', body: {group: {name: 'record.name'}}, save: {id: 'response.body.group.id'}}
+  group.members_snapshot:
+    - name: add
+      for_each: 'filter(members, .type == "User")'
+      method: POST
+      path: '"/groups/" + urlPath(app.id) + "/users.json"'
+      body: {user_id: 'appId("User", item.id)'}
+`
+	h := newHarness(t, testConfig(t, section))
+	h.setup = func(d *outbox.Dispatcher) {
+		d.SetSnapshot(func(tx *bolt.Tx, emit func(outbox.Event) error) error {
+			evs := []outbox.Event{{Type: "snapshot.started", Data: json.RawMessage(`{"sequence":0,"users":3,"groups":1}`)}}
+			for _, u := range []string{"ada", "grace", "linus"} {
+				evs = append(evs, outbox.Event{Type: "user.snapshot", Resources: []string{"User/" + u},
+					Data: json.RawMessage(fmt.Sprintf(`{"user":{"id":%q,"login":%q}}`, u, u))})
+			}
+			evs = append(evs, outbox.Event{Type: "group.snapshot", Resources: []string{"Group/g1"}, Data: json.RawMessage(`{"group":{"id":"g1","name":"Eng"}}`)},
+				outbox.Event{Type: "group.members_snapshot", Resources: []string{"Group/g1"},
+					Data: json.RawMessage(`{"group":{"id":"g1","name":"Eng"},"members":[{"id":"ada","type":"User"},{"id":"grace","type":"User"},{"id":"linus","type":"User"},{"id":"g2","type":"Group"}],"chunk":{"index":0,"count":1}}`)},
+				outbox.Event{Type: "snapshot.completed", Data: json.RawMessage(`{"sequence":0}`)})
+			for _, ev := range evs {
+				if err := emit(ev); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+	}
+	h.run()
+	if _, err := h.d.Backfill("app"); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the backfill done", func() bool {
+		s := h.status()
+		return s.Backfill != nil && s.Backfill.State == outbox.BackfillDone
+	})
+	if s := h.status(); s.DeadLetters != 0 {
+		t.Fatalf("dead letters: %+v", s)
+	}
+	app.mu.Lock()
+	defer app.mu.Unlock()
+	if len(app.users) != 3 || app.calls["POST /users.json"] != 2 {
+		t.Errorf("users %v, creates %d: want ada and linus created, grace adopted", app.users, app.calls["POST /users.json"])
+	}
+	gid := int(h.ids("Group/g1")["id"].(float64))
+	want := map[int]bool{100: true, int(h.ids("User/ada")["id"].(float64)): true, int(h.ids("User/linus")["id"].(float64)): true}
+	if fmt.Sprint(app.members[gid]) != fmt.Sprint(want) {
+		t.Errorf("members of %d = %v, want %v", gid, app.members[gid], want)
+	}
 }
