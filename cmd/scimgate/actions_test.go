@@ -119,7 +119,7 @@ func TestActionsValidateNamesLines(t *testing.T) {
 	}
 	code, _, stderr := runCLI(t, env, "validate", "--config", cfg)
 	for _, want := range []string{
-		cfg + `:26: outbox.targets[0].rest.actions[user.deleted][0].path: invalid: line 26: expression "\"/users/\" + urlPath(app.idd) + nosuch": unknown name nosuch`,
+		cfg + `:26: outbox.targets[0].rest.actions[user.deleted][0].path: invalid: line 26: expression: unknown name nosuch`,
 		cfg + `:27: outbox.targets[0].rest.actions[user.deleted][1].method: invalid: line 27: "PURGE"`,
 	} {
 		if !strings.Contains(stderr, want) {

@@ -147,12 +147,16 @@ func (s *Sender) ensureSession(ctx context.Context) (int, error) {
 		metrics.requests.WithLabelValues(s.cfg.target, "login."+st.name, string(then)).Inc()
 		switch then {
 		case ThenRetry, ThenDead:
-			se := &outbox.StatusError{StatusCode: rs.status, Body: s.deadLetter(st, rq, rs)}
+			shown := *rq // a login's body carries the credentials
+			if len(shown.body) > 0 {
+				shown.body = []byte("(a login request's body is not shown)")
+			}
+			se := &outbox.StatusError{StatusCode: rs.status, Body: s.deadLetter(st, &shown, rs)}
 			var e error = &stepError{step: "login." + st.name, method: rq.method, url: redactURL(rq.url), se: se, then: then}
 			if then == ThenDead {
 				e = outbox.Permanent(e)
 			}
-			return 0, e
+			return 0, loginErr(e)
 		}
 		saved := map[string]any{}
 		for _, kv := range st.save {

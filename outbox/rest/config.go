@@ -287,7 +287,7 @@ func (p *parser) expr(n *yaml.Node, field string, s scope, asBool bool) *program
 	src := n.Value // a number or a boolean compiles to itself
 	prog, err := compile(src, s, asBool)
 	if err != nil {
-		p.errf(n, field, "expression %q: %s", shorten(src), firstLine(err.Error()))
+		p.errf(n, field, "expression: %s", scrub(firstLine(err.Error())))
 		return nil
 	}
 	return &program{src: src, line: n.Line, p: prog}
@@ -297,6 +297,14 @@ func firstLine(s string) string {
 	s, _, _ = strings.Cut(s, "\n")
 	return s
 }
+
+// quoted matches a quoted string in an error message: an expression's
+// literal (a password expanded from ${VAR}) or a value of the event (an
+// email), neither of which may reach a log.
+var quoted = regexp.MustCompile(`"(?:[^"\\]|\\.)*"`)
+
+// scrub replaces quoted strings in an expression error by "…".
+func scrub(msg string) string { return quoted.ReplaceAllString(msg, `"…"`) }
 
 func shorten(s string) string {
 	if len(s) > 80 {

@@ -43,14 +43,14 @@ actions:
 	want := []struct{ field, text string }{
 		{"outbox.targets[0].rest", `line 2: unknown key "colour"`},
 		{"outbox.targets[0].rest.actions[user.created][0].method", `line 6: "FETCH"`},
-		{"outbox.targets[0].rest.actions[user.created][0].query.name", `line 8: expression "record.login +"`},
+		{"outbox.targets[0].rest.actions[user.created][0].query.name", `line 8: expression: unexpected token EOF (1:14)`},
 		{"outbox.targets[0].rest.actions[user.created][1].name", `line 9: "find": a step of this action has that name already`},
-		{"outbox.targets[0].rest.actions[user.created][1].path", `line 11: expression "nosuch.path": unknown name nosuch`},
-		{"outbox.targets[0].rest.actions[user.created][1].body.user.x", `line 12: expression "shout(record.login)": unknown name shout`},
+		{"outbox.targets[0].rest.actions[user.created][1].path", `line 11: expression: unknown name nosuch (1:1)`},
+		{"outbox.targets[0].rest.actions[user.created][1].body.user.x", `line 12: expression: unknown name shout`},
 		{"outbox.targets[0].rest.actions[user.created][1].outcomes[0].then", `line 14: "maybe": use ok, done, retry or dead`},
 		{"outbox.targets[0].rest.actions[user.renamed]", `line 16: "user.renamed" is not an event type`},
-		{"outbox.targets[0].rest.actions[user.deleted][0].when", `line 18: expression "\"yes\""`},
-		{"outbox.targets[0].rest.actions[user.deleted][1].path", `line 19: expression "\"/\" + response.body": unknown name response`},
+		{"outbox.targets[0].rest.actions[user.deleted][0].when", `line 18: expression: expected bool, but got string`},
+		{"outbox.targets[0].rest.actions[user.deleted][1].path", `line 19: expression: unknown name response`},
 	}
 	got := map[string]string{}
 	for _, e := range errs {
@@ -75,6 +75,19 @@ actions:
 			t.Log(e)
 		}
 		t.Errorf("%d errors, want %d", len(errs), len(want))
+	}
+	// An expression's literal (a password expanded from ${VAR}) is never
+	// echoed, even in a syntax error about it.
+	bad := outbox.Target{Name: "app", Type: outbox.TypeRest, Rest: restNode(t, "base_url: http://x\nactions:\n  user.created: [{name: a, method: POST, path: '\"/\"', form: {pw: '\"hunter2-pw\" \"x\"'}}]\n")}
+	badErrs := rest.Validate(bad, "p")
+	if len(badErrs) != 1 {
+		t.Errorf("a syntax error: %v", badErrs)
+	}
+	for _, e := range badErrs {
+		t.Log(e)
+		if strings.Contains(e.Error(), "hunter2") {
+			t.Errorf("the literal leaked: %v", e)
+		}
 	}
 	// The good file has none.
 	if errs := rest.Validate(outbox.Target{Name: "app", Type: outbox.TypeRest, Rest: restNode(t, appSection("http://x", "k"))}, "p"); len(errs) != 0 {

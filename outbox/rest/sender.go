@@ -474,7 +474,7 @@ func (r *run) eval(st *step, what string, p *program) (any, error) {
 	if err != nil {
 		var ue *unknownError
 		var se *storeError
-		msg := fmt.Errorf("step %s: %s (line %d) %q: %s", st.name, what, p.line, shorten(p.src), r.s.redact(firstLine(err.Error())))
+		msg := fmt.Errorf("step %s: %s (line %d): %s", st.name, what, p.line, scrub(r.s.redact(firstLine(err.Error()))))
 		if errors.As(err, &ue) || errors.As(err, &se) {
 			return nil, msg
 		}
