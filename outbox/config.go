@@ -45,7 +45,7 @@ type Config struct {
 	PollInterval time.Duration `yaml:"poll_interval"`
 	// Transports are the target types implemented outside the engine, by
 	// type name; the command fills them (not YAML).
-	Transports map[string]Transport `yaml:"-"`
+	Transports map[string]Transport `yaml:"-" json:"-"`
 }
 
 // Target is one downstream consumer of events: a webhook (the default), a
