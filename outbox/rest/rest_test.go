@@ -5,7 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"net/http/httptest"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -346,5 +348,44 @@ func TestBackfillCreatesAdoptsAndSetsMembers(t *testing.T) {
 	want := map[int]bool{100: true, int(h.ids("User/ada")["id"].(float64)): true, int(h.ids("User/linus")["id"].(float64)): true}
 	if fmt.Sprint(app.members[gid]) != fmt.Sprint(want) {
 		t.Errorf("members of %d = %v, want %v", gid, app.members[gid], want)
+	}
+}
+
+// TestCrashWindowAdopts: the app creates the account but its answer never
+// arrives (the gateway dies first); the redelivered event's lookup finds
+// the account and links it: one account, its id in the map.
+func TestCrashWindowAdopts(t *testing.T) {
+	app := newFakeApp(t)
+	hang := make(chan struct{})
+	var once sync.Once
+	app.Config.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == "POST" {
+			first := false
+			once.Do(func() { first = true })
+			if first {
+				rec := httptest.NewRecorder()
+				app.serve(rec, r) // the app commits the account…
+				<-hang            // …and the answer is lost with the process
+				return
+			}
+		}
+		app.serve(w, r)
+	})
+	h := startHarness(t, testConfig(t, appSection(app.URL, app.apiKey)))
+	h.enqueue(userEvent("user.created", "u1", "ada", ""))
+	waitFor(t, "the account created", func() bool {
+		app.mu.Lock()
+		defer app.mu.Unlock()
+		return len(app.users) == 1
+	})
+	h.stopRun()
+	close(hang)
+	h.run()
+	h.settled(1, 0)
+	if n := app.count("POST /users.json"); n != 1 {
+		t.Errorf("creates = %d, want 1 (the redelivery adopts)", n)
+	}
+	if got := h.ids("User/u1"); got["id"] != float64(1) {
+		t.Errorf("ids[User/u1] = %v", got)
 	}
 }
