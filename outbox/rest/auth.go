@@ -86,6 +86,7 @@ func (s *Sender) invalidate(gen int) {
 		if s.sessGen == gen {
 			s.session = nil
 			s.jar.reset()
+			s.logger.Info("The app ended the session; logging in again", "target", s.cfg.target, "session", gen)
 		}
 		s.sessMu.Unlock()
 	}
@@ -176,6 +177,7 @@ func (s *Sender) ensureSession(ctx context.Context) (int, error) {
 	}
 	s.session = sess
 	s.sessGen++
+	s.logger.Info("Logged in to the app (session)", "target", s.cfg.target, "session", s.sessGen)
 	return s.sessGen, nil
 }
 
