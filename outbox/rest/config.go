@@ -140,10 +140,6 @@ const (
 	scopeSession // a login step: no event
 )
 
-var (
-	errUnknownApp = errors.New("app id not known yet")
-)
-
 func compileEnv(s scope) types.Map {
 	obj, list := types.TypeOf(map[string]any{}), types.TypeOf([]any{})
 	m := types.Map{
@@ -305,13 +301,6 @@ var quoted = regexp.MustCompile(`"(?:[^"\\]|\\.)*"`)
 
 // scrub replaces quoted strings in an expression error by "…".
 func scrub(msg string) string { return quoted.ReplaceAllString(msg, `"…"`) }
-
-func shorten(s string) string {
-	if len(s) > 80 {
-		return s[:77] + "..."
-	}
-	return s
-}
 
 // exprMap parses a mapping of name → expression in key order.
 func (p *parser) exprMap(n *yaml.Node, field string, s scope) []kv {
