@@ -119,7 +119,7 @@ func TestActionsValidateNamesLines(t *testing.T) {
 	}
 	code, _, stderr := runCLI(t, env, "validate", "--config", cfg)
 	for _, want := range []string{
-		cfg + `:26: outbox.targets[0].rest.actions[user.deleted][0].path: invalid: line 26: expression "\"/users/\" + urlPath(app.idd) + nosuch": unknown name nosuch`,
+		cfg + `:26: outbox.targets[0].rest.actions[user.deleted][0].path: invalid: line 26: expression: unknown name nosuch`,
 		cfg + `:27: outbox.targets[0].rest.actions[user.deleted][1].method: invalid: line 27: "PURGE"`,
 	} {
 		if !strings.Contains(stderr, want) {
@@ -158,7 +158,7 @@ func TestActionsThroughTheBinary(t *testing.T) {
 	g.kill()
 	reqs := app.requests()
 	if len(reqs) != 2 || !strings.HasPrefix(reqs[0], "GET /users.json?name=ada%40example.com") ||
-		!strings.HasPrefix(reqs[1], `POST /users.json {"user":{"firstname":"Ada","login":"ada@example.com"}}`) {
+		!strings.HasPrefix(reqs[1], `POST /users.json {"user":{"login":"ada@example.com","firstname":"Ada"}}`) {
 		t.Fatalf("the app saw %q", reqs)
 	}
 
@@ -195,5 +195,15 @@ func TestActionsThroughTheBinary(t *testing.T) {
 	}
 	if _, out, _ := runBinary(t, bin, env, "ids", "--target", "app"); strings.Contains(out, "x1") {
 		t.Errorf("--send without --link wrote the id map: %q", out)
+	}
+	if err := os.WriteFile(rec, []byte(`{"id":"x2","login":"cy"}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	code, out, errOut = runBinary(t, bin, env, "actions", "test", "--target", "app", "--event", "user.created", "--record", rec, "--send", "--link")
+	if code != 0 || !strings.Contains(out, "saved id = 9") {
+		t.Errorf("actions test --send --link: %d\n%s\n%s", code, out, errOut)
+	}
+	if code, out, _ := runBinary(t, bin, env, "ids", "--target", "app", "x2"); code != 0 || out != "User/x2 {\"id\":9}\n" {
+		t.Errorf("after --link: ids x2 = %d %q", code, out)
 	}
 }

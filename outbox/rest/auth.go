@@ -86,6 +86,7 @@ func (s *Sender) invalidate(gen int) {
 		if s.sessGen == gen {
 			s.session = nil
 			s.jar.reset()
+			s.logger.Info("The app ended the session; logging in again", "target", s.cfg.target, "session", gen)
 		}
 		s.sessMu.Unlock()
 	}
@@ -147,12 +148,16 @@ func (s *Sender) ensureSession(ctx context.Context) (int, error) {
 		metrics.requests.WithLabelValues(s.cfg.target, "login."+st.name, string(then)).Inc()
 		switch then {
 		case ThenRetry, ThenDead:
-			se := &outbox.StatusError{StatusCode: rs.status, Body: s.deadLetter(st, rq, rs)}
+			shown := *rq // a login's body carries the credentials
+			if len(shown.body) > 0 {
+				shown.body = []byte("(a login request's body is not shown)")
+			}
+			se := &outbox.StatusError{StatusCode: rs.status, Body: s.deadLetter(st, &shown, rs)}
 			var e error = &stepError{step: "login." + st.name, method: rq.method, url: redactURL(rq.url), se: se, then: then}
 			if then == ThenDead {
 				e = outbox.Permanent(e)
 			}
-			return 0, e
+			return 0, loginErr(e)
 		}
 		saved := map[string]any{}
 		for _, kv := range st.save {
@@ -172,6 +177,7 @@ func (s *Sender) ensureSession(ctx context.Context) (int, error) {
 	}
 	s.session = sess
 	s.sessGen++
+	s.logger.Info("Logged in to the app (session)", "target", s.cfg.target, "session", s.sessGen)
 	return s.sessGen, nil
 }
 

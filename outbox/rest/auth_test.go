@@ -414,3 +414,61 @@ actions:
 		t.Errorf("scimgate_rest_requests_total{step=roles,outcome=ok} = %v, want ≥ 2", ok)
 	}
 }
+
+// TestSessionExpiredWhenAndFailedLogin: an app that answers 200 with
+// "session expired" in the body is logged into again (expired_when); a
+// refused login dead-letters without showing the credentials it sent.
+func TestSessionExpiredWhenAndFailedLogin(t *testing.T) {
+	var logins atomic.Int32
+	var valid atomic.Value
+	valid.Store("")
+	app := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case "/login":
+			if r.PostFormValue("password") != "pw-very-secret" {
+				w.WriteHeader(401)
+				fmt.Fprint(w, `{"error":"bad password"}`)
+				return
+			}
+			tok := fmt.Sprintf("t%d-abcdef", logins.Add(1))
+			valid.Store(tok)
+			fmt.Fprintf(w, `{"token":%q}`, tok)
+		default:
+			if r.Header.Get("X-Token") != valid.Load().(string) {
+				fmt.Fprint(w, `{"error":"session expired"}`)
+				return
+			}
+			fmt.Fprint(w, `{"ok":true}`)
+		}
+	}))
+	defer app.Close()
+	section := func(pw string) string {
+		return `base_url: ` + app.URL + `
+auth:
+  session:
+    steps: [{name: login, method: POST, path: '"/login"', form: {password: '"` + pw + `"'}, save: {token: 'response.body.token'}}]
+    expired_when: 'response.body?.error == "session expired"'
+actions:
+  user.updated: [{name: put, method: PUT, path: '"/u"', headers: {X-Token: 'session.token'}}]
+`
+	}
+	s := sender(t, section("pw-very-secret"))
+	if err := s.Send(context.Background(), ev("user.updated", "1")); err != nil {
+		t.Fatal(err)
+	}
+	valid.Store("rotated")
+	if err := s.Send(context.Background(), ev("user.updated", "2")); err != nil {
+		t.Fatal(err)
+	}
+	if logins.Load() != 2 {
+		t.Errorf("logins = %d, want 2 (the expired session renewed)", logins.Load())
+	}
+	err := sender(t, section("pw-wrong-guess")).Send(context.Background(), ev("user.updated", "3"))
+	var se *outbox.StatusError
+	if !outbox.IsPermanent(err) || !errors.As(err, &se) || se.StatusCode != 401 || !strings.Contains(err.Error(), "session login") {
+		t.Fatalf("refused login: %v", err)
+	}
+	if strings.Contains(se.Body+err.Error(), "pw-wrong-guess") || !strings.Contains(se.Body, "bad password") {
+		t.Errorf("dead letter of a refused login:\n%s", se.Body)
+	}
+}

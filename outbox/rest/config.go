@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/expr-lang/expr"
+	"github.com/expr-lang/expr/types"
 	"github.com/expr-lang/expr/vm"
 	"gopkg.in/yaml.v3"
 
@@ -139,32 +140,20 @@ const (
 	scopeSession // a login step: no event
 )
 
-var (
-	errUnknownApp = errors.New("app id not known yet")
-)
-
-func compileEnv(s scope) map[string]any {
-	m := map[string]any{
-		"event":        map[string]any{},
-		"record":       map[string]any{},
-		"user":         map[string]any{},
-		"group":        map[string]any{},
-		"member_group": map[string]any{},
-		"members":      []any{},
-		"chunk":        map[string]any{},
-		"changes":      map[string]any{},
-		"previous":     map[string]any{},
-		"app":          map[string]any{},
-		"steps":        map[string]any{},
-		"session":      map[string]any{},
-		"appId":        func(string, any) (any, error) { return nil, nil },
-		"appIdOr":      func(string, any, any) (any, error) { return nil, nil },
+func compileEnv(s scope) types.Map {
+	obj, list := types.TypeOf(map[string]any{}), types.TypeOf([]any{})
+	m := types.Map{
+		"event": obj, "record": obj, "user": obj, "group": obj, "member_group": obj,
+		"members": list, "chunk": obj, "changes": obj, "previous": obj,
+		"app": obj, "steps": obj, "session": obj,
+		"appId":   types.TypeOf(func(string, any) (any, error) { return nil, nil }),
+		"appIdOr": types.TypeOf(func(string, any, any) (any, error) { return nil, nil }),
 	}
 	if s&scopeResponse != 0 {
-		m["response"] = map[string]any{}
+		m["response"] = obj
 	}
 	if s&scopeItem != 0 {
-		m["item"] = any(nil)
+		m["item"] = types.Any // a list's element: any shape
 	}
 	return m
 }
@@ -294,7 +283,7 @@ func (p *parser) expr(n *yaml.Node, field string, s scope, asBool bool) *program
 	src := n.Value // a number or a boolean compiles to itself
 	prog, err := compile(src, s, asBool)
 	if err != nil {
-		p.errf(n, field, "expression %q: %s", shorten(src), firstLine(err.Error()))
+		p.errf(n, field, "expression: %s", scrub(firstLine(err.Error())))
 		return nil
 	}
 	return &program{src: src, line: n.Line, p: prog}
@@ -305,12 +294,13 @@ func firstLine(s string) string {
 	return s
 }
 
-func shorten(s string) string {
-	if len(s) > 80 {
-		return s[:77] + "..."
-	}
-	return s
-}
+// quoted matches a quoted string in an error message: an expression's
+// literal (a password expanded from ${VAR}) or a value of the event (an
+// email), neither of which may reach a log.
+var quoted = regexp.MustCompile(`"(?:[^"\\]|\\.)*"`)
+
+// scrub replaces quoted strings in an expression error by "…".
+func scrub(msg string) string { return quoted.ReplaceAllString(msg, `"…"`) }
 
 // exprMap parses a mapping of name → expression in key order.
 func (p *parser) exprMap(n *yaml.Node, field string, s scope) []kv {

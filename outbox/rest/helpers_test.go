@@ -47,12 +47,13 @@ func openDB(t testing.TB, path string) *bolt.DB {
 
 // harness is a real dispatcher on a real bbolt file with one rest target.
 type harness struct {
-	t    testing.TB
-	path string
-	db   *bolt.DB
-	cfg  outbox.Config
-	d    *outbox.Dispatcher
-	stop func()
+	t     testing.TB
+	path  string
+	db    *bolt.DB
+	cfg   outbox.Config
+	d     *outbox.Dispatcher
+	stop  func()
+	setup func(d *outbox.Dispatcher) // before Run
 }
 
 func testConfig(t testing.TB, section string) outbox.Config {
@@ -70,13 +71,19 @@ func testConfig(t testing.TB, section string) outbox.Config {
 
 func startHarness(t testing.TB, cfg outbox.Config) *harness {
 	t.Helper()
+	h := newHarness(t, cfg)
+	h.run()
+	return h
+}
+
+// newHarness is startHarness without starting the dispatcher (set setup).
+func newHarness(t testing.TB, cfg outbox.Config) *harness {
 	h := &harness{t: t, path: filepath.Join(t.TempDir(), "scimgate.db"), cfg: cfg}
 	h.db = openDB(t, h.path)
 	t.Cleanup(func() {
 		h.stopRun()
 		_ = h.db.Close()
 	})
-	h.run()
 	return h
 }
 
@@ -88,6 +95,9 @@ func (h *harness) run() {
 	d, err := outbox.NewDispatcher(h.db, h.cfg, slog.New(slog.NewTextHandler(io.Discard, nil)), outbox.NewMetrics())
 	if err != nil {
 		h.t.Fatalf("NewDispatcher: %v", err)
+	}
+	if h.setup != nil {
+		h.setup(d)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)

@@ -1,12 +1,17 @@
 package rest_test
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
+	"net/http/httptest"
 	"strings"
+	"sync"
 	"testing"
 	"time"
+
+	bolt "go.etcd.io/bbolt"
 
 	"github.com/scimgate/scimgate/outbox"
 	"github.com/scimgate/scimgate/outbox/rest"
@@ -40,14 +45,14 @@ actions:
 	want := []struct{ field, text string }{
 		{"outbox.targets[0].rest", `line 2: unknown key "colour"`},
 		{"outbox.targets[0].rest.actions[user.created][0].method", `line 6: "FETCH"`},
-		{"outbox.targets[0].rest.actions[user.created][0].query.name", `line 8: expression "record.login +"`},
+		{"outbox.targets[0].rest.actions[user.created][0].query.name", `line 8: expression: unexpected token EOF (1:14)`},
 		{"outbox.targets[0].rest.actions[user.created][1].name", `line 9: "find": a step of this action has that name already`},
-		{"outbox.targets[0].rest.actions[user.created][1].path", `line 11: expression "nosuch.path": unknown name nosuch`},
-		{"outbox.targets[0].rest.actions[user.created][1].body.user.x", `line 12: expression "shout(record.login)": unknown name shout`},
+		{"outbox.targets[0].rest.actions[user.created][1].path", `line 11: expression: unknown name nosuch (1:1)`},
+		{"outbox.targets[0].rest.actions[user.created][1].body.user.x", `line 12: expression: unknown name shout`},
 		{"outbox.targets[0].rest.actions[user.created][1].outcomes[0].then", `line 14: "maybe": use ok, done, retry or dead`},
 		{"outbox.targets[0].rest.actions[user.renamed]", `line 16: "user.renamed" is not an event type`},
-		{"outbox.targets[0].rest.actions[user.deleted][0].when", `line 18: expression "\"yes\""`},
-		{"outbox.targets[0].rest.actions[user.deleted][1].path", `line 19: expression "\"/\" + response.body": unknown name response`},
+		{"outbox.targets[0].rest.actions[user.deleted][0].when", `line 18: expression: expected bool, but got string`},
+		{"outbox.targets[0].rest.actions[user.deleted][1].path", `line 19: expression: unknown name response`},
 	}
 	got := map[string]string{}
 	for _, e := range errs {
@@ -72,6 +77,19 @@ actions:
 			t.Log(e)
 		}
 		t.Errorf("%d errors, want %d", len(errs), len(want))
+	}
+	// An expression's literal (a password expanded from ${VAR}) is never
+	// echoed, even in a syntax error about it.
+	bad := outbox.Target{Name: "app", Type: outbox.TypeRest, Rest: restNode(t, "base_url: http://x\nactions:\n  user.created: [{name: a, method: POST, path: '\"/\"', form: {pw: '\"hunter2-pw\" \"x\"'}}]\n")}
+	badErrs := rest.Validate(bad, "p")
+	if len(badErrs) != 1 {
+		t.Errorf("a syntax error: %v", badErrs)
+	}
+	for _, e := range badErrs {
+		t.Log(e)
+		if strings.Contains(e.Error(), "hunter2") {
+			t.Errorf("the literal leaked: %v", e)
+		}
 	}
 	// The good file has none.
 	if errs := rest.Validate(outbox.Target{Name: "app", Type: outbox.TypeRest, Rest: restNode(t, appSection("http://x", "k"))}, "p"); len(errs) != 0 {
@@ -260,4 +278,114 @@ actions:
 		t.Errorf("dead letter: %d %q", dl.LastStatus, dl.ResponseBody)
 	}
 	_ = time.Second
+}
+
+// TestBackfillCreatesAdoptsAndSetsMembers: a backfill through an action
+// target creates every user (adopting one the app has already), creates
+// the group, and sets its members with one request per member (for_each
+// over the snapshot's members, each translated by appId).
+func TestBackfillCreatesAdoptsAndSetsMembers(t *testing.T) {
+	app := newFakeApp(t)
+	app.users[100] = map[string]any{"id": 100, "login": "grace"}
+	section := appSection(app.URL, app.apiKey) + `  user.snapshot:
+    - name: find
+      method: GET
+      path: '"/users.json"'
+      query: {name: 'record.login'}
+      save: {id: 'len(response.body.users) > 0 ? response.body.users[0].id : nil'}
+    - name: create
+      when: 'app.id == nil'
+      method: POST
+      path: '"/users.json"'
+      body: {user: {login: 'record.login'}}
+      save: {id: 'response.body.user.id'}
+  group.snapshot:
+    - {name: create, method: POST, path: '"/groups.json"', body: {group: {name: 'record.name'}}, save: {id: 'response.body.group.id'}}
+  group.members_snapshot:
+    - name: add
+      for_each: 'filter(members, .type == "User")'
+      method: POST
+      path: '"/groups/" + urlPath(app.id) + "/users.json"'
+      body: {user_id: 'appId("User", item.id)'}
+`
+	h := newHarness(t, testConfig(t, section))
+	h.setup = func(d *outbox.Dispatcher) {
+		d.SetSnapshot(func(tx *bolt.Tx, emit func(outbox.Event) error) error {
+			evs := []outbox.Event{{Type: "snapshot.started", Data: json.RawMessage(`{"sequence":0,"users":3,"groups":1}`)}}
+			for _, u := range []string{"ada", "grace", "linus"} {
+				evs = append(evs, outbox.Event{Type: "user.snapshot", Resources: []string{"User/" + u},
+					Data: json.RawMessage(fmt.Sprintf(`{"user":{"id":%q,"login":%q}}`, u, u))})
+			}
+			evs = append(evs, outbox.Event{Type: "group.snapshot", Resources: []string{"Group/g1"}, Data: json.RawMessage(`{"group":{"id":"g1","name":"Eng"}}`)},
+				outbox.Event{Type: "group.members_snapshot", Resources: []string{"Group/g1"},
+					Data: json.RawMessage(`{"group":{"id":"g1","name":"Eng"},"members":[{"id":"ada","type":"User"},{"id":"grace","type":"User"},{"id":"linus","type":"User"},{"id":"g2","type":"Group"}],"chunk":{"index":0,"count":1}}`)},
+				outbox.Event{Type: "snapshot.completed", Data: json.RawMessage(`{"sequence":0}`)})
+			for _, ev := range evs {
+				if err := emit(ev); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+	}
+	h.run()
+	if _, err := h.d.Backfill("app"); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the backfill done", func() bool {
+		s := h.status()
+		return s.Backfill != nil && s.Backfill.State == outbox.BackfillDone
+	})
+	if s := h.status(); s.DeadLetters != 0 {
+		t.Fatalf("dead letters: %+v", s)
+	}
+	app.mu.Lock()
+	defer app.mu.Unlock()
+	if len(app.users) != 3 || app.calls["POST /users.json"] != 2 {
+		t.Errorf("users %v, creates %d: want ada and linus created, grace adopted", app.users, app.calls["POST /users.json"])
+	}
+	gid := int(h.ids("Group/g1")["id"].(float64))
+	want := map[int]bool{100: true, int(h.ids("User/ada")["id"].(float64)): true, int(h.ids("User/linus")["id"].(float64)): true}
+	if fmt.Sprint(app.members[gid]) != fmt.Sprint(want) {
+		t.Errorf("members of %d = %v, want %v", gid, app.members[gid], want)
+	}
+}
+
+// TestCrashWindowAdopts: the app creates the account but its answer never
+// arrives (the gateway dies first); the redelivered event's lookup finds
+// the account and links it: one account, its id in the map.
+func TestCrashWindowAdopts(t *testing.T) {
+	app := newFakeApp(t)
+	hang := make(chan struct{})
+	var once sync.Once
+	app.Config.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == "POST" {
+			first := false
+			once.Do(func() { first = true })
+			if first {
+				rec := httptest.NewRecorder()
+				app.serve(rec, r) // the app commits the account…
+				<-hang            // …and the answer is lost with the process
+				return
+			}
+		}
+		app.serve(w, r)
+	})
+	h := startHarness(t, testConfig(t, appSection(app.URL, app.apiKey)))
+	h.enqueue(userEvent("user.created", "u1", "ada", ""))
+	waitFor(t, "the account created", func() bool {
+		app.mu.Lock()
+		defer app.mu.Unlock()
+		return len(app.users) == 1
+	})
+	h.stopRun()
+	close(hang)
+	h.run()
+	h.settled(1, 0)
+	if n := app.count("POST /users.json"); n != 1 {
+		t.Errorf("creates = %d, want 1 (the redelivery adopts)", n)
+	}
+	if got := h.ids("User/u1"); got["id"] != float64(1) {
+		t.Errorf("ids[User/u1] = %v", got)
+	}
 }

@@ -474,7 +474,7 @@ func (r *run) eval(st *step, what string, p *program) (any, error) {
 	if err != nil {
 		var ue *unknownError
 		var se *storeError
-		msg := fmt.Errorf("step %s: %s (line %d) %q: %s", st.name, what, p.line, shorten(p.src), r.s.redact(firstLine(err.Error())))
+		msg := fmt.Errorf("step %s: %s (line %d): %s", st.name, what, p.line, scrub(r.s.redact(firstLine(err.Error()))))
 		if errors.As(err, &ue) || errors.As(err, &se) {
 			return nil, msg
 		}
@@ -623,13 +623,13 @@ func (r *run) renderTmpl(st *step, field string, t *tmpl) (any, error) {
 	}
 	switch t.kind {
 	case yaml.MappingNode:
-		m := make(map[string]any, len(t.keys))
+		m := &orderedMap{keys: t.keys, vals: make([]any, len(t.keys))}
 		for i, k := range t.keys {
 			v, err := r.renderTmpl(st, field+"."+k, t.elems[i])
 			if err != nil {
 				return nil, err
 			}
-			m[k] = v
+			m.vals[i] = v
 		}
 		return m, nil
 	case yaml.SequenceNode:
@@ -647,6 +647,35 @@ func (r *run) renderTmpl(st *step, field string, t *tmpl) (any, error) {
 		return r.eval(st, field, t.prog)
 	}
 	return t.lit, nil
+}
+
+// orderedMap is a body object: its keys go out in the YAML's order.
+type orderedMap struct {
+	keys []string
+	vals []any
+}
+
+func (m *orderedMap) MarshalJSON() ([]byte, error) {
+	var b bytes.Buffer
+	b.WriteByte('{')
+	for i, k := range m.keys {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		kb, err := json.Marshal(k)
+		if err != nil {
+			return nil, err
+		}
+		vb, err := json.Marshal(m.vals[i])
+		if err != nil {
+			return nil, err
+		}
+		b.Write(kb)
+		b.WriteByte(':')
+		b.Write(vb)
+	}
+	b.WriteByte('}')
+	return b.Bytes(), nil
 }
 
 // response is what save, outcomes and expired_when see.
@@ -927,6 +956,9 @@ func (r *run) commit(st *step, key string, saves map[string]any) error {
 					return err
 				}
 			}
+		}
+		if r.s.trace != nil {
+			return nil // a dry run (--link) writes the id map only: no event is in the outbox
 		}
 		return tx.SetProgress(r.ev.ID, prog)
 	})
