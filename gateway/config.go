@@ -148,8 +148,10 @@ type LimitsConfig struct {
 	// request: a POST or PUT body, or all PATCH operations together (with
 	// or without a path).
 	MaxValues int `yaml:"max_values"`
-	// MaxMembersPerList bounds the group members rendered in one list
-	// response (GET /Groups); GET /Groups/{id} always has them all.
+	// MaxMembersPerList is accepted so that configurations written for
+	// earlier releases still load, and has no effect: a GET /Groups page
+	// holds the groups asked for, each with all its members, written one
+	// group at a time (docs/operations.md, Limits).
 	MaxMembersPerList int `yaml:"max_members_per_list"`
 	// MaxResourceBytes bounds a stored resource, encoded (its attributes,
 	// its canonical record and its event data; a group's members are kept
