@@ -428,7 +428,10 @@ func (r *run) lookup(typ string, id any) (any, error) {
 	}
 	key := typ + "/" + toString(id)
 	if key == r.key {
-		return r.app["id"], nil
+		if v := r.app["id"]; v != nil || r.s.state != nil || r.s.trace == nil {
+			return v, nil
+		}
+		return "{app id of " + key + "}", nil // a dry run without an id map shows where it would go
 	}
 	if r.s.state == nil {
 		if r.s.ids != nil {
