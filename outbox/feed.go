@@ -169,7 +169,11 @@ func (f *Feed) read(after uint64, limit int, m matcher) (FeedPage, error) {
 		}
 		pruned := getU64(meta, keyPruned)
 		issued := events.Sequence()
-		if from, to, ok := RestoreGap(tx); ok && after > from && after <= to {
+		for _, g := range RestoreGaps(tx) {
+			from, to := g[0], g[1]
+			if after <= from || after > to {
+				continue
+			}
 			return fmt.Errorf("%w: sequence %d was issued by a database that has since been replaced by a backup taken at sequence %d, "+
 				"so the events after it are not the ones you processed; reload the directory from /v1/users and /v1/groups "+
 				"and continue from the sequence that response reports", ErrCursorGone, after, from)

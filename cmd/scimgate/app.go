@@ -108,21 +108,26 @@ func newApp(cfg Config, logger *slog.Logger, opts appOptions) (*app, error) {
 			"bytes_after", c.After, "free", fmt.Sprintf("%.0f%%", 100*c.Free), "took", c.Took)
 	}
 	logger.Debug("database checked", "path", path, "bytes", check.Size, "pages", check.Pages, "keys", check.Keys, "elapsed", check.Elapsed)
-	var ep epochDecision
 	var mig store.Migration
-	err = db.Update(func(tx *bolt.Tx) error {
-		var err error
-		if mig, err = store.Init(tx, logger); err != nil {
-			return err
-		}
-		if err := outbox.InitBuckets(tx); err != nil {
-			return err
-		}
-		ep, err = startEpoch(tx, fileEpoch)
-		return err
-	})
+	ep, err := planEpoch(db, fileEpoch)
+	var done bool
 	if err == nil {
-		err = writeEpochFile(cfg.DataDir, ep.epochState)
+		done, err = writeBoot(cfg.DataDir, ep.Held, ep.epochState, func(epochState) error {
+			return db.Update(func(tx *bolt.Tx) error {
+				var err error
+				if mig, err = store.Init(tx, logger); err != nil {
+					return err
+				}
+				if err := outbox.InitBuckets(tx); err != nil {
+					return err
+				}
+				return startEpoch(tx, &ep)
+			})
+		})
+	}
+	if done && err != nil { // the database holds the new pair; the file names it pending
+		logger.Warn("could not finish writing data/epoch; the next start reads its pending boot id", "err", err)
+		err = nil
 	}
 	if err != nil {
 		db.Close()
@@ -289,19 +294,18 @@ func (w *statusWriter) Write(b []byte) (int, error) {
 // stream extends its own write deadline).
 func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 
-// rotateBoot writes a fresh boot id, database first, then the file.
+// rotateBoot writes a fresh boot id, in the order of writeBoot.
 func (a *app) rotateBoot() error {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	next := epochState{Epoch: a.epoch.Epoch, Boot: newBootID()}
-	if err := a.db().Update(func(tx *bolt.Tx) error { return outbox.WriteBoot(tx, next.Epoch, next.Boot) }); err != nil {
-		return err
+	done, err := writeBoot(a.cfg.DataDir, a.epoch, next, func(next epochState) error {
+		return a.db().Update(func(tx *bolt.Tx) error { return outbox.WriteBoot(tx, next.Epoch, next.Boot) })
+	})
+	if done {
+		a.epoch = next
 	}
-	if err := writeEpochFile(a.cfg.DataDir, next); err != nil {
-		return err
-	}
-	a.epoch = next
-	return nil
+	return err
 }
 
 // SCIMAddr and AdminAddr return the bound addresses (useful with port 0).
