@@ -93,9 +93,20 @@ func newApp(cfg Config, logger *slog.Logger, opts appOptions) (*app, error) {
 	if err != nil {
 		return nil, err
 	}
+	leftover := path + ".compact"
+	_, leftoverErr := os.Stat(leftover)
 	db, check, err := openDatabase(path, opts.InitEmpty)
 	if err != nil {
 		return nil, err
+	}
+	// An online compaction cut by a kill -9 leaves its copy, as large as
+	// the database; no other gateway runs here now (the file is locked).
+	if leftoverErr == nil {
+		if err := os.Remove(leftover); err != nil && !errors.Is(err, os.ErrNotExist) {
+			logger.Warn("could not remove the copy an interrupted compaction left", "path", leftover, "err", err)
+		} else {
+			logger.Warn("removed "+leftover+", the copy an interrupted compaction left", "path", leftover)
+		}
 	}
 	if check.Warning != "" {
 		logger.Warn("database file damaged but readable: "+check.Warning, "path", path)

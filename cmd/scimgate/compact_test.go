@@ -347,3 +347,30 @@ func parseHuman(t *testing.T, s string) int64 {
 	mult := map[string]float64{"B": 1, "KiB": 1 << 10, "MiB": 1 << 20, "GiB": 1 << 30}[unit]
 	return int64(v * mult)
 }
+
+// Issue 17 item 14: a kill -9 during an online compaction leaves the copy,
+// scimgate.db.compact, as large as the database; the next start removes it
+// and says so.
+func TestLeftoverCompactionCopyRemovedAtStart(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs the binary")
+	}
+	dir := t.TempDir()
+	if r := serveOn(t, dir); !r.started { // a database of this data dir
+		t.Fatalf("first start:\n%s", r.stderr)
+	}
+	leftover := filepath.Join(dir, dbFile+".compact")
+	if err := os.WriteFile(leftover, make([]byte, 1<<20), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	r := serveOn(t, dir)
+	if !r.started {
+		t.Fatalf("start with a leftover copy:\n%s", r.stderr)
+	}
+	if _, err := os.Stat(leftover); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("%s is still there (%v)", leftover, err)
+	}
+	if !strings.Contains(r.stderr, "removed "+leftover) {
+		t.Errorf("the start did not say it removed the leftover copy:\n%s", r.stderr)
+	}
+}
