@@ -891,3 +891,49 @@ SCIMGATE_CRASH_CYCLES=20 go test -run TestCrashLosesNothing -v ./cmd/scimgate/
 		}
 	}
 }
+
+// Issue 17 item 19: the image context leaves out the secrets the docs make
+// (deploy/secrets/), the Dockerfile cites only documents in the repo, and
+// every variable row of README's environment table is inside the table.
+func TestPackagingHygiene(t *testing.T) {
+	root := filepath.Join("..", "..")
+	ignore, err := os.ReadFile(filepath.Join(root, ".dockerignore"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	excluded := false
+	for _, l := range strings.Split(string(ignore), "\n") {
+		switch strings.TrimSuffix(strings.TrimPrefix(strings.TrimSpace(l), "/"), "/") {
+		case "deploy/secrets", "deploy/secrets/*", "deploy/secrets/**", "**/secrets":
+			excluded = true
+		}
+	}
+	if !excluded {
+		t.Errorf(".dockerignore does not exclude deploy/secrets/, where docs/operations.md creates the secrets:\n%s", ignore)
+	}
+	df, err := os.ReadFile(filepath.Join(root, "Dockerfile"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range regexp.MustCompile(`[\w./-]+\.md\b`).FindAllString(string(df), -1) {
+		if _, err := os.Stat(filepath.Join(root, m)); err != nil {
+			t.Errorf("the Dockerfile cites %s, which is not in the repo", m)
+		}
+	}
+	readme, err := os.ReadFile(filepath.Join(root, "README.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(string(readme), "\n")
+	inTable := false
+	for i, l := range lines {
+		row := strings.HasPrefix(l, "| `SCIMGATE_")
+		if row && !inTable {
+			t.Errorf("README.md:%d: %q sits outside the environment table", i+1, l)
+		}
+		inTable = strings.HasPrefix(l, "|") && (inTable || strings.HasPrefix(l, "| variable") || strings.HasPrefix(l, "|---"))
+		if strings.HasPrefix(l, "| variable") {
+			inTable = true
+		}
+	}
+}
