@@ -46,6 +46,10 @@ type appOptions struct {
 	Reload func(running Config) (Config, error)
 	// LogLevel, when set, is the logger's level; reload changes it.
 	LogLevel *slog.LevelVar
+	// BeforeServe, when set, runs in Start once both listeners are bound,
+	// before anything is served (serve keeps and shows generated tokens
+	// there); its error fails the start.
+	BeforeServe func() error
 }
 
 // app is one running gateway: the database, the SCIM and admin listeners
@@ -216,6 +220,13 @@ func (a *app) Start() error {
 		return fmt.Errorf("admin listener: %w", err)
 	}
 	a.adminLn = netutil.LimitListener(ln, alim.MaxConnections)
+	if a.opts.BeforeServe != nil {
+		if err := a.opts.BeforeServe(); err != nil {
+			a.scimLn.Close()
+			a.adminLn.Close()
+			return err
+		}
+	}
 	errLog := slog.NewLogLogger(a.logger.Handler(), slog.LevelWarn)
 	a.scimSrv = &http.Server{Handler: a.scim, ErrorLog: errLog,
 		ReadHeaderTimeout: min(10*time.Second, lim.ReadTimeout), ReadTimeout: lim.ReadTimeout,

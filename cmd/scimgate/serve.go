@@ -131,17 +131,14 @@ func (c *cli) serve(ctx context.Context, path string, initEmpty bool) error {
 	level := new(slog.LevelVar)
 	logger := newLogger(cfg.Log, c.stderr, level)
 	a, err := newApp(cfg, logger, appOptions{InitEmpty: initEmpty, LogLevel: level,
-		Reload: func(running Config) (Config, error) { return loadReloadConfig(path, c.getenv, running) }})
+		Reload: func(running Config) (Config, error) { return loadReloadConfig(path, c.getenv, running) },
+		// The database is checked and the listeners are bound: keep and
+		// show the generated tokens now, before anything is served.
+		BeforeServe: func() error { return pending.commit(c.stdout) }})
 	if err != nil {
 		return err
 	}
 	if err := a.Start(); err != nil {
-		_ = a.Close(context.Background())
-		return err
-	}
-	// The database is checked and the listeners are bound: keep and show
-	// the generated tokens now.
-	if err := pending.commit(c.stdout); err != nil {
 		_ = a.Close(context.Background())
 		return err
 	}
