@@ -71,6 +71,9 @@ type Feed struct {
 	mu    sync.Mutex
 	ch    chan struct{} // closed by Notify, then replaced
 	taken bool          // someone waits on ch
+
+	stop     chan struct{} // closed by Stop
+	stopOnce sync.Once
 }
 
 // NewFeed returns a feed over db, whose outbox buckets must exist
@@ -86,7 +89,7 @@ func NewFeed(db *bolt.DB, cfg FeedConfig) *Feed {
 	if cfg.MaxWait <= 0 {
 		cfg.MaxWait = time.Minute
 	}
-	f := &Feed{cfg: cfg, ch: make(chan struct{})}
+	f := &Feed{cfg: cfg, ch: make(chan struct{}), stop: make(chan struct{})}
 	f.dbp.Store(db)
 	return f
 }
@@ -94,6 +97,11 @@ func NewFeed(db *bolt.DB, cfg FeedConfig) *Feed {
 // SetDB makes the feed read db from then on: the file an online compaction
 // replaced, opened again. Reads under way finish on the database they began.
 func (f *Feed) SetDB(db *bolt.DB) { f.dbp.Store(db) }
+
+// Stop ends every wait, now and from now on: a waiting read returns what it
+// has (an empty page, its cursor unchanged), so that a shutdown is not held
+// by long polls (issue 17). Reads without a wait are not affected.
+func (f *Feed) Stop() { f.stopOnce.Do(func() { close(f.stop) }) }
 
 // Notify wakes every waiting read. It never blocks and is safe to call from
 // tx.OnCommit.
@@ -153,6 +161,8 @@ func (f *Feed) Read(ctx context.Context, q FeedQuery) (FeedPage, error) {
 		select {
 		case <-woken:
 		case <-timer:
+			return page, nil
+		case <-f.stop:
 			return page, nil
 		case <-ctx.Done():
 			return page, ctx.Err()

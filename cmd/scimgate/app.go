@@ -343,12 +343,30 @@ func (a *app) Err() <-chan error { return a.runErr }
 // step runs; the errors are joined.
 func (a *app) Close(ctx context.Context) error {
 	var errs []error
-	if a.scimSrv != nil {
-		errs = append(errs, a.scimSrv.Shutdown(ctx))
+	// Long polls answer now, with an empty page; both listeners stop
+	// together, and what is still running after httpShutdown is cut, so
+	// that the steps below run well within an orchestrator's grace period
+	// (issue 17: a poll held SIGTERM for 30 s, and SIGKILL came first).
+	a.feed.Stop()
+	hctx, cancel := context.WithTimeout(ctx, httpShutdown)
+	defer cancel()
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	for _, srv := range []*http.Server{a.scimSrv, a.adminSrv} {
+		if srv == nil {
+			continue
+		}
+		wg.Go(func() {
+			err := srv.Shutdown(hctx)
+			if err != nil {
+				err = errors.Join(err, srv.Close())
+			}
+			mu.Lock()
+			errs = append(errs, err)
+			mu.Unlock()
+		})
 	}
-	if a.adminSrv != nil {
-		errs = append(errs, a.adminSrv.Shutdown(ctx))
-	}
+	wg.Wait()
 	a.compactMu.Lock() // an online compaction under way finishes first
 	defer a.compactMu.Unlock()
 	if a.cancel != nil {
@@ -365,6 +383,9 @@ func (a *app) Close(ctx context.Context) error {
 	a.logger.Info("scimgate stopped")
 	return errors.Join(errs...)
 }
+
+// httpShutdown bounds the wait for requests in flight at shutdown.
+const httpShutdown = 10 * time.Second
 
 func isLoopback(addr net.Addr) bool {
 	tcp, ok := addr.(*net.TCPAddr)
