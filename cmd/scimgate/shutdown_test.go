@@ -66,7 +66,7 @@ func TestSIGTERMWithLongPollsOpen(t *testing.T) {
 			answers <- answer{status: resp.StatusCode, events: len(page.Data)}
 		}()
 	}
-	opened.Wait() // every poll is sent (a poll that arrives after the shutdown began is answered at once too)
+	opened.Wait()                      // every poll is sent (a poll that arrives after the shutdown began is answered at once too)
 	time.Sleep(100 * time.Millisecond) // let them reach the wait; the outcome does not depend on it
 
 	start := time.Now()
@@ -109,7 +109,6 @@ func TestSIGTERMWithLongPollsOpen(t *testing.T) {
 		t.Errorf("the boot rotation did not finish at shutdown: %+v %v", e, err)
 	}
 }
-
 
 // startBinaryNoWait starts the binary without waiting for it to be ready.
 func startBinaryNoWait(t *testing.T, bin string, env []string, scimAddr, adminAddr string) *binaryGateway {
