@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"crypto/tls"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -77,6 +78,8 @@ type app struct {
 	ctx             context.Context
 	cancel          context.CancelFunc
 	dispStop        func() // ends the dispatcher's Run and waits for it
+	adminBusy       chan struct{} // admin requests being served (admin.max_connections)
+	polls           chan struct{} // long polls waiting (maxLongPolls)
 	compactMu       sync.Mutex
 	wg              sync.WaitGroup
 	runErr          chan error
@@ -219,7 +222,14 @@ func (a *app) Start() error {
 		a.scimLn.Close()
 		return fmt.Errorf("admin listener: %w", err)
 	}
-	a.adminLn = netutil.LimitListener(ln, alim.MaxConnections)
+	// The admin listener's connections are bounded loosely (file
+	// descriptors): admin.max_connections bounds the requests it serves at
+	// once, long polls have their own bound, and the probes and /metrics
+	// none (adminHandler), so that no client of the app API, and no
+	// connection that never finishes its headers, stops a probe (issue 17).
+	a.adminLn = netutil.LimitListener(ln, alim.MaxConnections+maxLongPolls+halfOpenHeadroom)
+	a.adminBusy = make(chan struct{}, alim.MaxConnections)
+	a.polls = make(chan struct{}, maxLongPolls)
 	if a.opts.BeforeServe != nil {
 		if err := a.opts.BeforeServe(); err != nil {
 			a.scimLn.Close()
@@ -232,7 +242,7 @@ func (a *app) Start() error {
 		ReadHeaderTimeout: min(10*time.Second, lim.ReadTimeout), ReadTimeout: lim.ReadTimeout,
 		WriteTimeout: lim.WriteTimeout, IdleTimeout: lim.IdleTimeout}
 	a.adminSrv = &http.Server{Handler: a.adminHandler(), ErrorLog: errLog,
-		ReadHeaderTimeout: min(10*time.Second, alim.ReadTimeout), ReadTimeout: alim.ReadTimeout,
+		ReadHeaderTimeout: min(adminHeaderTimeout, alim.ReadTimeout), ReadTimeout: alim.ReadTimeout,
 		WriteTimeout: alim.WriteTimeout, IdleTimeout: alim.IdleTimeout}
 	ctx, cancel := context.WithCancel(context.Background())
 	a.ctx, a.cancel = ctx, cancel
@@ -273,12 +283,65 @@ func (a *app) Start() error {
 	return nil
 }
 
-// adminHandler is the admin API, plus one duty of this package: after a
-// successful online backup it rotates the boot id, so that the backup, if
-// it is later copied back by hand, carries a pair the epoch file no longer
-// holds and the next start raises the epoch (epoch.go).
+// The admin listener's bounds (Start, adminHandler).
+var (
+	// maxLongPolls bounds the /v1/events long polls waiting at once (the
+	// app API docs invite up to 1,000 consumers); one more gets 503 with
+	// Retry-After.
+	maxLongPolls = 1000
+)
+
+const (
+	// halfOpenHeadroom is the admin listener's room for connections that
+	// have not sent a request yet, beyond what its requests may hold.
+	halfOpenHeadroom = 1024
+	// adminHeaderTimeout is how long the admin listener waits for a
+	// request's headers (the SCIM listener waits 10 s).
+	adminHeaderTimeout = 5 * time.Second
+	// busyRetryAfter is the Retry-After of a 503 for a full bound.
+	busyRetryAfter = "5"
+)
+
+// isLongPoll reports whether r is a /v1/events read that may wait.
+func isLongPoll(r *http.Request) bool {
+	if r.Method != http.MethodGet || r.URL.Path != "/v1/events" {
+		return false
+	}
+	d, err := time.ParseDuration(r.URL.Query().Get("wait"))
+	return err == nil && d > 0
+}
+
+// adminHandler is the admin API, plus two duties of this package. It
+// bounds what the listener serves: the probes and /metrics are always
+// served, long polls up to maxLongPolls, every other request up to
+// admin.max_connections at once; beyond a bound the answer is 503 with
+// Retry-After. And after a successful online backup it rotates the boot id,
+// so that the backup, if it is later copied back by hand, carries a pair
+// the epoch file no longer holds and the next start raises the epoch
+// (epoch.go).
 func (a *app) adminHandler() http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch {
+		case r.URL.Path == "/healthz" || r.URL.Path == "/readyz" || r.URL.Path == "/metrics":
+			a.admin.ServeHTTP(w, r)
+			return
+		case isLongPoll(r):
+			select {
+			case a.polls <- struct{}{}:
+				defer func() { <-a.polls }()
+			default:
+				busy(w, fmt.Sprintf("%d long polls are waiting, the most this gateway serves at once; retry later", cap(a.polls)))
+				return
+			}
+		default:
+			select {
+			case a.adminBusy <- struct{}{}:
+				defer func() { <-a.adminBusy }()
+			default:
+				busy(w, fmt.Sprintf("%d admin requests are being served, admin.max_connections; retry later", cap(a.adminBusy)))
+				return
+			}
+		}
 		if r.Method != http.MethodGet || r.URL.Path != "/admin/backup" {
 			a.admin.ServeHTTP(w, r)
 			return
@@ -291,6 +354,15 @@ func (a *app) adminHandler() http.Handler {
 			}
 		}
 	})
+}
+
+// busy answers 503 with Retry-After: a bound of the admin listener is full.
+func busy(w http.ResponseWriter, msg string) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Retry-After", busyRetryAfter)
+	w.WriteHeader(http.StatusServiceUnavailable)
+	b, _ := json.Marshal(map[string]string{"error": msg})
+	_, _ = w.Write(append(b, '\n'))
 }
 
 // statusWriter records the status of a response it passes through.
