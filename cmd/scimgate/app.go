@@ -77,7 +77,7 @@ type app struct {
 	adminSrv        *http.Server
 	ctx             context.Context
 	cancel          context.CancelFunc
-	dispStop        func() // ends the dispatcher's Run and waits for it
+	dispStop        func()        // ends the dispatcher's Run and waits for it
 	adminBusy       chan struct{} // admin requests being served (admin.max_connections)
 	polls           chan struct{} // long polls waiting (maxLongPolls)
 	compactMu       sync.Mutex
