@@ -571,7 +571,9 @@ func (a *app) compactWhenMostlyFree(ctx context.Context) {
 			return
 		case <-t.C:
 		}
-		if fi, err := os.Stat(a.db().Path()); err != nil || fi.Size() < compactMinSize {
+		// On disk: bbolt's file has a sparse tail (compact walks the
+		// buckets, which is not worth it for a small file).
+		if fi, err := os.Stat(a.db().Path()); err != nil || allocated(fi) < compactMinSize {
 			continue
 		}
 		if _, err := a.compact(false); err != nil {
