@@ -16,7 +16,7 @@ FROM gcr.io/distroless/static-debian12:nonroot
 COPY --from=build /out/scimgate /usr/local/bin/scimgate
 COPY --from=build --chown=65532:65532 /out/data /data
 COPY config.example.yaml /etc/scimgate/config.yaml
-# The environment contract of DESIGN.md; override at `docker run -e`.
+# The environment contract of README.md ("Configure"); override at `docker run -e`.
 # The admin listener binds all interfaces inside the container so that
 # Prometheus can scrape /metrics; /admin/ needs the admin token.
 ENV SCIMGATE_CONFIG=/etc/scimgate/config.yaml \

@@ -34,7 +34,7 @@
 // # Bucket layout
 //
 //	outbox_meta                 "schema" → "1"
-//	                            "restore_gap" → be64(old tail) be64(floor), see RaiseSequence
+//	                            "restore_gap" → be64(old tail) be64(floor), one pair per restore, see RaiseSequence
 //	                            "boot" → be64(epoch) boot id, see WriteBoot
 //	                            "pruned" → be64: highest seq pruning deleted (the feed's watermark)
 //	outbox_events               be64(seq) → JSON{id,type,at,res,data,changes}

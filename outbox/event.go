@@ -48,7 +48,7 @@ const (
 
 var (
 	keySchema     = []byte("schema")
-	keyRestoreGap = []byte("restore_gap") // be64(old tail) be64(floor), see RaiseSequence
+	keyRestoreGap = []byte("restore_gap") // be64(old tail) be64(floor), one pair per restore, see RaiseSequence
 	keyBoot       = []byte("boot")        // be64(epoch) boot id, see WriteBoot
 	keyPruned     = []byte("pruned")      // be64: highest seq pruning deleted (the feed's watermark)
 )
@@ -326,9 +326,13 @@ func RaiseSequence(tx *bolt.Tx, floor uint64) (bool, error) {
 	if err := b.SetSequence(floor); err != nil {
 		return false, fmt.Errorf("outbox: raise sequence: %w", err)
 	}
-	gap := make([]byte, 16)
-	binary.BigEndian.PutUint64(gap[:8], cur)
-	binary.BigEndian.PutUint64(gap[8:], floor)
+	// Every gap is kept, appended to those before: a cursor from any
+	// database a restore discarded is refused.
+	old := meta.Get(keyRestoreGap)
+	gap := make([]byte, len(old)-len(old)%16, len(old)+16)
+	copy(gap, old)
+	gap = binary.BigEndian.AppendUint64(gap, cur)
+	gap = binary.BigEndian.AppendUint64(gap, floor)
 	if err := meta.Put(keyRestoreGap, gap); err != nil {
 		return false, fmt.Errorf("outbox: raise sequence: %w", err)
 	}
@@ -344,10 +348,25 @@ func RestoreGap(tx *bolt.Tx) (from, to uint64, ok bool) {
 		return 0, 0, false
 	}
 	v := meta.Get(keyRestoreGap)
-	if len(v) != 16 {
+	if len(v) < 16 {
 		return 0, 0, false
 	}
-	return binary.BigEndian.Uint64(v[:8]), binary.BigEndian.Uint64(v[8:]), true
+	v = v[len(v)-len(v)%16-16:]
+	return binary.BigEndian.Uint64(v[:8]), binary.BigEndian.Uint64(v[8:16]), true
+}
+
+// RestoreGaps returns every gap RaiseSequence recorded, oldest first, each
+// as RestoreGap's (from, to].
+func RestoreGaps(tx *bolt.Tx) [][2]uint64 {
+	meta := tx.Bucket(bucketMeta)
+	if meta == nil {
+		return nil
+	}
+	var gaps [][2]uint64
+	for v := meta.Get(keyRestoreGap); len(v) >= 16; v = v[16:] {
+		gaps = append(gaps, [2]uint64{binary.BigEndian.Uint64(v[:8]), binary.BigEndian.Uint64(v[8:16])})
+	}
+	return gaps
 }
 
 // Tail returns the highest sequence in the log (0 when empty): the sequence

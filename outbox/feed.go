@@ -71,6 +71,9 @@ type Feed struct {
 	mu    sync.Mutex
 	ch    chan struct{} // closed by Notify, then replaced
 	taken bool          // someone waits on ch
+
+	stop     chan struct{} // closed by Stop
+	stopOnce sync.Once
 }
 
 // NewFeed returns a feed over db, whose outbox buckets must exist
@@ -86,7 +89,7 @@ func NewFeed(db *bolt.DB, cfg FeedConfig) *Feed {
 	if cfg.MaxWait <= 0 {
 		cfg.MaxWait = time.Minute
 	}
-	f := &Feed{cfg: cfg, ch: make(chan struct{})}
+	f := &Feed{cfg: cfg, ch: make(chan struct{}), stop: make(chan struct{})}
 	f.dbp.Store(db)
 	return f
 }
@@ -94,6 +97,11 @@ func NewFeed(db *bolt.DB, cfg FeedConfig) *Feed {
 // SetDB makes the feed read db from then on: the file an online compaction
 // replaced, opened again. Reads under way finish on the database they began.
 func (f *Feed) SetDB(db *bolt.DB) { f.dbp.Store(db) }
+
+// Stop ends every wait, now and from now on: a waiting read returns what it
+// has (an empty page, its cursor unchanged), so that a shutdown is not held
+// by long polls (issue 17). Reads without a wait are not affected.
+func (f *Feed) Stop() { f.stopOnce.Do(func() { close(f.stop) }) }
 
 // Notify wakes every waiting read. It never blocks and is safe to call from
 // tx.OnCommit.
@@ -154,6 +162,8 @@ func (f *Feed) Read(ctx context.Context, q FeedQuery) (FeedPage, error) {
 		case <-woken:
 		case <-timer:
 			return page, nil
+		case <-f.stop:
+			return page, nil
 		case <-ctx.Done():
 			return page, ctx.Err()
 		}
@@ -169,7 +179,11 @@ func (f *Feed) read(after uint64, limit int, m matcher) (FeedPage, error) {
 		}
 		pruned := getU64(meta, keyPruned)
 		issued := events.Sequence()
-		if from, to, ok := RestoreGap(tx); ok && after > from && after <= to {
+		for _, g := range RestoreGaps(tx) {
+			from, to := g[0], g[1]
+			if after <= from || after > to {
+				continue
+			}
 			return fmt.Errorf("%w: sequence %d was issued by a database that has since been replaced by a backup taken at sequence %d, "+
 				"so the events after it are not the ones you processed; reload the directory from /v1/users and /v1/groups "+
 				"and continue from the sequence that response reports", ErrCursorGone, after, from)

@@ -330,8 +330,11 @@ func printStatus(w io.Writer, st statusJSON, now time.Time) {
 			notes = append(notes, fmt.Sprintf("%s is paused: %s", t.Name, oneLine(reason)))
 		}
 		if len(t.Backfill) > 0 && string(t.Backfill) != "null" {
-			state += "+backfill"
-			notes = append(notes, fmt.Sprintf("%s backfill: %s", t.Name, compactJSON(t.Backfill)))
+			line, active := describeBackfill(t.Backfill, now)
+			if active {
+				state += "+backfill"
+			}
+			notes = append(notes, fmt.Sprintf("%s backfill: %s", t.Name, line))
 		}
 		lastOK, lastErr := "never", "-"
 		if !t.LastSuccess.IsZero() {
@@ -355,6 +358,38 @@ func printStatus(w io.Writer, st statusJSON, now time.Time) {
 		for _, n := range notes {
 			fmt.Fprintln(w, n)
 		}
+	}
+}
+
+// describeBackfill words a target's last backfill (outbox.BackfillStatus)
+// and says whether it is still under way.
+func describeBackfill(raw json.RawMessage, now time.Time) (string, bool) {
+	var b struct {
+		State      string    `json:"state"`
+		Sequence   uint64    `json:"sequence"`
+		Total      int       `json:"total"`
+		Remaining  int       `json:"remaining"`
+		Phase      string    `json:"phase"`
+		StartedAt  time.Time `json:"started_at"`
+		FinishedAt time.Time `json:"finished_at"`
+	}
+	if err := json.Unmarshal(raw, &b); err != nil {
+		return compactJSON(raw), true
+	}
+	snap := fmt.Sprintf("snapshot at sequence %d", b.Sequence)
+	switch b.State {
+	case "done":
+		return fmt.Sprintf("finished %s (%s ago), %d events, %s", b.FinishedAt.UTC().Format(time.RFC3339),
+			now.Sub(b.FinishedAt).Round(time.Second), b.Total, snap), false
+	case "running":
+		phase := ""
+		if b.Phase != "" {
+			phase = " (" + b.Phase + ")"
+		}
+		return fmt.Sprintf("running, %d of %d events delivered%s, %s, started %s ago", b.Total-b.Remaining, b.Total, phase, snap,
+			now.Sub(b.StartedAt).Round(time.Second)), true
+	default:
+		return fmt.Sprintf("%s, %d events, %s, started %s ago", b.State, b.Total, snap, now.Sub(b.StartedAt).Round(time.Second)), true
 	}
 }
 
@@ -784,7 +819,8 @@ func (c *cli) reloadCommand() *cobra.Command {
 		Long: `Reload the running gateway's configuration and environment (tokens, Basic credentials,
 limits, targets, the TLS certificate, and secrets from _FILE variables), as SIGHUP does. The new
 configuration is validated as at start; if it has problems they are printed and the running
-configuration is kept. Listeners, data_dir and the mapping need a restart.`,
+configuration is kept. Listeners, data_dir and the mapping need a restart: a reload that changes
+them applies the rest, names what was not applied, and exits 1.`,
 		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			cl, err := c.client(cmd, &f, true)
@@ -797,7 +833,7 @@ configuration is kept. Listeners, data_dir and the mapping need a restart.`,
 			err = cl.do(cmd.Context(), http.MethodPost, "/admin/reload", nil, &out)
 			var ae *apiError
 			if errors.As(err, &ae) && ae.Code == http.StatusBadRequest && len(ae.Problems) > 0 {
-				fmt.Fprintf(c.stderr, "reload refused (%s); the running configuration is kept. Fix:\n", ae.Message)
+				fmt.Fprintln(c.stderr, "reload refused; the running configuration is kept. Fix:")
 				for _, p := range ae.Problems {
 					fmt.Fprintf(c.stderr, "  %s\n", p)
 				}
@@ -809,11 +845,29 @@ configuration is kept. Listeners, data_dir and the mapping need a restart.`,
 				fmt.Fprintln(c.stdout, "reloaded: no changes")
 				return nil
 			}
-			fmt.Fprintln(c.stdout, "reloaded:")
+			var applied, restart []string
 			for _, ch := range out.Changes {
-				fmt.Fprintf(c.stdout, "  %s\n", ch)
+				if strings.Contains(ch, "needs a restart") {
+					restart = append(restart, ch)
+				} else {
+					applied = append(applied, ch)
+				}
 			}
-			return nil
+			if len(applied) > 0 {
+				fmt.Fprintln(c.stdout, "reloaded:")
+				for _, ch := range applied {
+					fmt.Fprintf(c.stdout, "  %s\n", ch)
+				}
+			}
+			if len(restart) == 0 {
+				return nil
+			}
+			// The configuration on disk is not what runs: say so, and fail.
+			fmt.Fprintln(c.stderr, "not applied until the gateway restarts:")
+			for _, ch := range restart {
+				fmt.Fprintf(c.stderr, "  %s\n", ch)
+			}
+			return errSilent
 		},
 	}
 	f.register(cmd, false, false)
@@ -864,11 +918,16 @@ half free alone.`,
 			if err := json.Unmarshal(raw, &out); err != nil {
 				return fmt.Errorf("unexpected answer from the gateway: %w", err)
 			}
+			// free_before is the share of the file a compaction reclaims
+			// (live data is the rest), an estimate until it is done.
 			if !out.Compacted {
-				fmt.Fprintf(c.stdout, "not compacted: %s, %.0f%% free (under half; --force compacts anyway)\n", humanBytes(out.Before), 100*out.Free)
+				reclaim := int64(float64(out.Before) * out.Free)
+				fmt.Fprintf(c.stdout, "not compacted: %s file, about %s live data, %s reclaimable (under half; --force compacts anyway)\n",
+					humanBytes(out.Before), humanBytes(out.Before-reclaim), humanBytes(reclaim))
 				return nil
 			}
-			fmt.Fprintf(c.stdout, "compacted: %s → %s (%.0f%% was free) in %.2fs\n", humanBytes(out.Before), humanBytes(out.After), 100*out.Free, out.TookSeconds)
+			fmt.Fprintf(c.stdout, "compacted: %s → %s (live data), %s reclaimed in %.2fs\n", humanBytes(out.Before), humanBytes(out.After),
+				humanBytes(out.Before-out.After), out.TookSeconds)
 			return nil
 		},
 	}

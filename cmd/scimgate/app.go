@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"crypto/tls"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -47,6 +48,10 @@ type appOptions struct {
 	Reload func(running Config) (Config, error)
 	// LogLevel, when set, is the logger's level; reload changes it.
 	LogLevel *slog.LevelVar
+	// BeforeServe, when set, runs in Start once both listeners are bound,
+	// before anything is served (serve keeps and shows generated tokens
+	// there); its error fails the start.
+	BeforeServe func() error
 }
 
 // app is one running gateway: the database, the SCIM and admin listeners
@@ -73,7 +78,9 @@ type app struct {
 	adminSrv        *http.Server
 	ctx             context.Context
 	cancel          context.CancelFunc
-	dispStop        func() // ends the dispatcher's Run and waits for it
+	dispStop        func()        // ends the dispatcher's Run and waits for it
+	adminBusy       chan struct{} // admin requests being served (admin.max_connections)
+	polls           chan struct{} // long polls waiting (maxLongPolls)
 	compactMu       sync.Mutex
 	wg              sync.WaitGroup
 	runErr          chan error
@@ -94,9 +101,20 @@ func newApp(cfg Config, logger *slog.Logger, opts appOptions) (*app, error) {
 	if err != nil {
 		return nil, err
 	}
+	leftover := path + ".compact"
+	_, leftoverErr := os.Stat(leftover)
 	db, check, err := openDatabase(path, opts.InitEmpty)
 	if err != nil {
 		return nil, err
+	}
+	// An online compaction cut by a kill -9 leaves its copy, as large as
+	// the database; no other gateway runs here now (the file is locked).
+	if leftoverErr == nil {
+		if err := os.Remove(leftover); err != nil && !errors.Is(err, os.ErrNotExist) {
+			logger.Warn("could not remove the copy an interrupted compaction left", "path", leftover, "err", err)
+		} else {
+			logger.Warn("removed "+leftover+", the copy an interrupted compaction left", "path", leftover)
+		}
 	}
 	if check.Warning != "" {
 		logger.Warn("database file damaged but readable: "+check.Warning, "path", path)
@@ -109,21 +127,26 @@ func newApp(cfg Config, logger *slog.Logger, opts appOptions) (*app, error) {
 			"bytes_after", c.After, "free", fmt.Sprintf("%.0f%%", 100*c.Free), "took", c.Took)
 	}
 	logger.Debug("database checked", "path", path, "bytes", check.Size, "pages", check.Pages, "keys", check.Keys, "elapsed", check.Elapsed)
-	var ep epochDecision
 	var mig store.Migration
-	err = db.Update(func(tx *bolt.Tx) error {
-		var err error
-		if mig, err = store.Init(tx, logger); err != nil {
-			return err
-		}
-		if err := outbox.InitBuckets(tx); err != nil {
-			return err
-		}
-		ep, err = startEpoch(tx, fileEpoch)
-		return err
-	})
+	ep, err := planEpoch(db, fileEpoch)
+	var done bool
 	if err == nil {
-		err = writeEpochFile(cfg.DataDir, ep.epochState)
+		done, err = writeBoot(cfg.DataDir, ep.Held, ep.epochState, func(epochState) error {
+			return db.Update(func(tx *bolt.Tx) error {
+				var err error
+				if mig, err = store.Init(tx, logger); err != nil {
+					return err
+				}
+				if err := outbox.InitBuckets(tx); err != nil {
+					return err
+				}
+				return startEpoch(tx, &ep)
+			})
+		})
+	}
+	if done && err != nil { // the database holds the new pair; the file names it pending
+		logger.Warn("could not finish writing data/epoch; the next start reads its pending boot id", "err", err)
+		err = nil
 	}
 	if err != nil {
 		db.Close()
@@ -201,13 +224,27 @@ func (a *app) Start() error {
 		a.scimLn.Close()
 		return fmt.Errorf("admin listener: %w", err)
 	}
-	a.adminLn = netutil.LimitListener(ln, alim.MaxConnections)
+	// The admin listener's connections are bounded loosely (file
+	// descriptors): admin.max_connections bounds the requests it serves at
+	// once, long polls have their own bound, and the probes and /metrics
+	// none (adminHandler), so that no client of the app API, and no
+	// connection that never finishes its headers, stops a probe (issue 17).
+	a.adminLn = netutil.LimitListener(ln, alim.MaxConnections+maxLongPolls+halfOpenHeadroom)
+	a.adminBusy = make(chan struct{}, alim.MaxConnections)
+	a.polls = make(chan struct{}, maxLongPolls)
+	if a.opts.BeforeServe != nil {
+		if err := a.opts.BeforeServe(); err != nil {
+			a.scimLn.Close()
+			a.adminLn.Close()
+			return err
+		}
+	}
 	errLog := slog.NewLogLogger(a.logger.Handler(), slog.LevelWarn)
 	a.scimSrv = &http.Server{Handler: a.scim, ErrorLog: errLog,
 		ReadHeaderTimeout: min(10*time.Second, lim.ReadTimeout), ReadTimeout: lim.ReadTimeout,
 		WriteTimeout: lim.WriteTimeout, IdleTimeout: lim.IdleTimeout}
 	a.adminSrv = &http.Server{Handler: a.adminHandler(), ErrorLog: errLog,
-		ReadHeaderTimeout: min(10*time.Second, alim.ReadTimeout), ReadTimeout: alim.ReadTimeout,
+		ReadHeaderTimeout: min(adminHeaderTimeout, alim.ReadTimeout), ReadTimeout: alim.ReadTimeout,
 		WriteTimeout: alim.WriteTimeout, IdleTimeout: alim.IdleTimeout}
 	ctx, cancel := context.WithCancel(context.Background())
 	a.ctx, a.cancel = ctx, cancel
@@ -248,12 +285,65 @@ func (a *app) Start() error {
 	return nil
 }
 
-// adminHandler is the admin API, plus one duty of this package: after a
-// successful online backup it rotates the boot id, so that the backup, if
-// it is later copied back by hand, carries a pair the epoch file no longer
-// holds and the next start raises the epoch (epoch.go).
+// The admin listener's bounds (Start, adminHandler).
+var (
+	// maxLongPolls bounds the /v1/events long polls waiting at once (the
+	// app API docs invite up to 1,000 consumers); one more gets 503 with
+	// Retry-After.
+	maxLongPolls = 1000
+)
+
+const (
+	// halfOpenHeadroom is the admin listener's room for connections that
+	// have not sent a request yet, beyond what its requests may hold.
+	halfOpenHeadroom = 1024
+	// adminHeaderTimeout is how long the admin listener waits for a
+	// request's headers (the SCIM listener waits 10 s).
+	adminHeaderTimeout = 5 * time.Second
+	// busyRetryAfter is the Retry-After of a 503 for a full bound.
+	busyRetryAfter = "5"
+)
+
+// isLongPoll reports whether r is a /v1/events read that may wait.
+func isLongPoll(r *http.Request) bool {
+	if r.Method != http.MethodGet || r.URL.Path != "/v1/events" {
+		return false
+	}
+	d, err := time.ParseDuration(r.URL.Query().Get("wait"))
+	return err == nil && d > 0
+}
+
+// adminHandler is the admin API, plus two duties of this package. It
+// bounds what the listener serves: the probes and /metrics are always
+// served, long polls up to maxLongPolls, every other request up to
+// admin.max_connections at once; beyond a bound the answer is 503 with
+// Retry-After. And after a successful online backup it rotates the boot id,
+// so that the backup, if it is later copied back by hand, carries a pair
+// the epoch file no longer holds and the next start raises the epoch
+// (epoch.go).
 func (a *app) adminHandler() http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch {
+		case r.URL.Path == "/healthz" || r.URL.Path == "/readyz" || r.URL.Path == "/metrics":
+			a.admin.ServeHTTP(w, r)
+			return
+		case isLongPoll(r):
+			select {
+			case a.polls <- struct{}{}:
+				defer func() { <-a.polls }()
+			default:
+				busy(w, fmt.Sprintf("%d long polls are waiting, the most this gateway serves at once; retry later", cap(a.polls)))
+				return
+			}
+		default:
+			select {
+			case a.adminBusy <- struct{}{}:
+				defer func() { <-a.adminBusy }()
+			default:
+				busy(w, fmt.Sprintf("%d admin requests are being served, admin.max_connections; retry later", cap(a.adminBusy)))
+				return
+			}
+		}
 		if r.Method != http.MethodGet || r.URL.Path != "/admin/backup" {
 			a.admin.ServeHTTP(w, r)
 			return
@@ -266,6 +356,15 @@ func (a *app) adminHandler() http.Handler {
 			}
 		}
 	})
+}
+
+// busy answers 503 with Retry-After: a bound of the admin listener is full.
+func busy(w http.ResponseWriter, msg string) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Retry-After", busyRetryAfter)
+	w.WriteHeader(http.StatusServiceUnavailable)
+	b, _ := json.Marshal(map[string]string{"error": msg})
+	_, _ = w.Write(append(b, '\n'))
 }
 
 // statusWriter records the status of a response it passes through.
@@ -291,19 +390,18 @@ func (w *statusWriter) Write(b []byte) (int, error) {
 // stream extends its own write deadline).
 func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 
-// rotateBoot writes a fresh boot id, database first, then the file.
+// rotateBoot writes a fresh boot id, in the order of writeBoot.
 func (a *app) rotateBoot() error {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	next := epochState{Epoch: a.epoch.Epoch, Boot: newBootID()}
-	if err := a.db().Update(func(tx *bolt.Tx) error { return outbox.WriteBoot(tx, next.Epoch, next.Boot) }); err != nil {
-		return err
+	done, err := writeBoot(a.cfg.DataDir, a.epoch, next, func(next epochState) error {
+		return a.db().Update(func(tx *bolt.Tx) error { return outbox.WriteBoot(tx, next.Epoch, next.Boot) })
+	})
+	if done {
+		a.epoch = next
 	}
-	if err := writeEpochFile(a.cfg.DataDir, next); err != nil {
-		return err
-	}
-	a.epoch = next
-	return nil
+	return err
 }
 
 // SCIMAddr and AdminAddr return the bound addresses (useful with port 0).
@@ -319,12 +417,30 @@ func (a *app) Err() <-chan error { return a.runErr }
 // step runs; the errors are joined.
 func (a *app) Close(ctx context.Context) error {
 	var errs []error
-	if a.scimSrv != nil {
-		errs = append(errs, a.scimSrv.Shutdown(ctx))
+	// Long polls answer now, with an empty page; both listeners stop
+	// together, and what is still running after httpShutdown is cut, so
+	// that the steps below run well within an orchestrator's grace period
+	// (issue 17: a poll held SIGTERM for 30 s, and SIGKILL came first).
+	a.feed.Stop()
+	hctx, cancel := context.WithTimeout(ctx, httpShutdown)
+	defer cancel()
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	for _, srv := range []*http.Server{a.scimSrv, a.adminSrv} {
+		if srv == nil {
+			continue
+		}
+		wg.Go(func() {
+			err := srv.Shutdown(hctx)
+			if err != nil {
+				err = errors.Join(err, srv.Close())
+			}
+			mu.Lock()
+			errs = append(errs, err)
+			mu.Unlock()
+		})
 	}
-	if a.adminSrv != nil {
-		errs = append(errs, a.adminSrv.Shutdown(ctx))
-	}
+	wg.Wait()
 	a.compactMu.Lock() // an online compaction under way finishes first
 	defer a.compactMu.Unlock()
 	if a.cancel != nil {
@@ -341,6 +457,9 @@ func (a *app) Close(ctx context.Context) error {
 	a.logger.Info("scimgate stopped")
 	return errors.Join(errs...)
 }
+
+// httpShutdown bounds the wait for requests in flight at shutdown.
+const httpShutdown = 10 * time.Second
 
 func isLoopback(addr net.Addr) bool {
 	tcp, ok := addr.(*net.TCPAddr)
@@ -454,7 +573,9 @@ func (a *app) compactWhenMostlyFree(ctx context.Context) {
 			return
 		case <-t.C:
 		}
-		if fi, err := os.Stat(a.db().Path()); err != nil || fi.Size() < compactMinSize {
+		// On disk: bbolt's file has a sparse tail (compact walks the
+		// buckets, which is not worth it for a small file).
+		if fi, err := os.Stat(a.db().Path()); err != nil || allocated(fi) < compactMinSize {
 			continue
 		}
 		if _, err := a.compact(false); err != nil {
@@ -472,16 +593,22 @@ func (a *app) compact(force bool) (store.CompactReport, error) {
 	if a.ctx == nil || a.ctx.Err() != nil {
 		return store.CompactReport{}, errors.New("the gateway is not running")
 	}
-	minFree := store.DefaultCompactFree
-	if force {
-		minFree = 1e-9
-	}
 	old := a.db()
 	path := old.Path()
 	before, err := os.Stat(path)
 	if err != nil {
 		return store.CompactReport{}, err
 	}
+	// Decide on what a compaction would reclaim (liveBytes), not on the
+	// free pages alone: pages left partly used count too.
+	reclaimable, err := reclaimableShare(old, before)
+	if err != nil {
+		return store.CompactReport{}, err
+	}
+	if !force && reclaimable < store.DefaultCompactFree {
+		return store.CompactReport{Before: allocated(before), After: allocated(before), Free: reclaimable}, nil
+	}
+	const minFree = 1e-9 // decided above
 	var resumeStore, resumeDispatcher func(*bolt.DB)
 	locked, stopped := false, false
 	stop := func() error {
@@ -537,12 +664,44 @@ func (a *app) compact(force bool) (store.CompactReport, error) {
 			}
 		}()
 	}
+	// Reported on disk: Before as it was, Free the estimate the decision
+	// was made on (the CLI shows live data and what is reclaimable).
+	rep.Before, rep.Free = allocated(before), reclaimable
 	switch {
 	case err != nil:
 		return rep, err
 	case rep.Compacted:
 		a.logger.Info("database compacted online", "bytes_before", rep.Before, "bytes_after", rep.After,
-			"free", fmt.Sprintf("%.0f%%", 100*rep.Free), "took", rep.Took, "writes_held", held)
+			"reclaimed_bytes", rep.Before-rep.After, "took", rep.Took, "writes_held", held)
 	}
 	return rep, nil
+}
+
+// reclaimableShare estimates the share of the file on disk that a
+// compaction gives back: what it holds on disk (its sparse tail does not
+// count) less the live data (liveBytes).
+func reclaimableShare(db *bolt.DB, fi os.FileInfo) (float64, error) {
+	live, err := liveBytes(db)
+	if err != nil || allocated(fi) <= 0 {
+		return 0, err
+	}
+	return max(0, float64(allocated(fi)-live)/float64(allocated(fi))), nil
+}
+
+// liveBytes is the bytes the database's keys and values occupy in their
+// pages, plus the meta, freelist and root pages: about the size of a
+// compacted copy. A file's free pages undercount what a compaction
+// reclaims (pages left partly used by deletions, the file's preallocated
+// tail): a 16 MiB file "33% free" compacted to 44 KiB.
+func liveBytes(db *bolt.DB) (int64, error) {
+	var live int64
+	err := db.View(func(tx *bolt.Tx) error {
+		live = 4 * int64(db.Info().PageSize)
+		return tx.ForEach(func(_ []byte, b *bolt.Bucket) error {
+			s := b.Stats()
+			live += int64(s.BranchInuse + s.LeafInuse)
+			return nil
+		})
+	})
+	return live, err
 }

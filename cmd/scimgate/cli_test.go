@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"io"
 	"log/slog"
 	"net/http"
@@ -440,5 +441,39 @@ func TestHelpExamplesParse(t *testing.T) {
 	walk(root)
 	if n < 15 {
 		t.Errorf("only %d examples", n)
+	}
+}
+
+// Issue 17 item 17: a finished backfill is not shown as active+backfill,
+// and a backfill is described in words, not as raw JSON.
+func TestPrintStatusBackfill(t *testing.T) {
+	now := time.Date(2026, 11, 23, 9, 10, 0, 0, time.UTC)
+	raw := func(b outbox.BackfillStatus) json.RawMessage {
+		j, err := json.Marshal(b)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return j
+	}
+	var b strings.Builder
+	printStatus(&b, statusJSON{Version: "x", StartedAt: now, Targets: []targetJSON{
+		{Name: "done", Backfill: raw(outbox.BackfillStatus{State: outbox.BackfillDone, Sequence: 1234, Total: 5000,
+			StartedAt: now.Add(-time.Hour), FinishedAt: now.Add(-50 * time.Minute)})},
+		{Name: "running", Backfill: raw(outbox.BackfillStatus{State: outbox.BackfillRunning, Sequence: 99, Total: 5000, Remaining: 1200,
+			Phase: "user.snapshot", StartedAt: now.Add(-2 * time.Minute)})},
+	}}, now)
+	out := b.String()
+	for _, want := range []string{
+		"done     active  ",
+		"running  active+backfill",
+		"done backfill: finished 2026-11-23T08:20:00Z (50m0s ago), 5000 events, snapshot at sequence 1234",
+		"running backfill: running, 3800 of 5000 events delivered (user.snapshot), snapshot at sequence 99, started 2m0s ago",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("status lacks %q:\n%s", want, out)
+		}
+	}
+	if strings.Contains(out, "{") || strings.Contains(out, "done     active+backfill") {
+		t.Errorf("status shows raw JSON or a finished backfill as active:\n%s", out)
 	}
 }

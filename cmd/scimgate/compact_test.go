@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 	"sync"
@@ -285,5 +286,91 @@ func waitPruned(t *testing.T, a *app) {
 			t.Fatalf("the log was not pruned up to %d in 10s (%v)", tail-2, err)
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// Issue 17 item 17: `scimgate compact` reports the live data and what a
+// compaction reclaims, and the estimate holds: the forced compaction that
+// follows leaves a file of about the live size it announced.
+func TestCompactReportsLiveAndReclaimable(t *testing.T) {
+	secret, _ := outbox.NewSecret()
+	dir := t.TempDir()
+	a := startAppCfg(t, DefaultConfig(testEnv(dir, "http://127.0.0.1:9/hooks", secret)), appOptions{})
+	defer func() { closeApp(t, a) }()
+	base, admin := "http://"+a.SCIMAddr()+"/scim/v2", "http://"+a.AdminAddr()
+	var ids []string
+	for i := range 600 {
+		status, body, err := tryDo(base, "POST", "/Users", fmt.Sprintf(`{"userName":"u%d@example.com","title":"%0900d"}`, i, 7))
+		if err != nil || status != 201 {
+			t.Fatalf("create: %d %v", status, err)
+		}
+		ids = append(ids, body["id"].(string))
+	}
+	for i := 0; i < len(ids); i += 2 { // every other one: pages left half used
+		if status, _, err := tryDo(base, "DELETE", "/Users/"+ids[i], ""); err != nil || status != 204 {
+			t.Fatalf("delete: %d %v", status, err)
+		}
+	}
+	env := fixedEnv("SCIMGATE_ADMIN_TOKEN", e2eToken)
+	code, stdout, stderr := runCLI(t, env, "compact", "--admin", admin)
+	var live, reclaim string
+	switch {
+	case code != 0:
+		t.Fatalf("compact: %d %s", code, stderr)
+	case strings.Contains(stdout, "% free"):
+		t.Fatalf("compact reports free pages, not what it reclaims: %s", stdout)
+	}
+	re := regexp.MustCompile(`about ([0-9.]+ \w+) live data, ([0-9.]+ \w+) reclaimable|→ ([0-9.]+ \w+) \(live data\), ([0-9.]+ \w+) reclaimed`)
+	m := re.FindStringSubmatch(stdout)
+	if m == nil {
+		t.Fatalf("compact does not report live data and reclaimable bytes: %q", stdout)
+	}
+	live, reclaim = m[1]+m[3], m[2]+m[4]
+	code, stdout, stderr = runCLI(t, env, "compact", "--force", "--admin", admin)
+	after := regexp.MustCompile(`→ ([0-9.]+) (\w+)`).FindStringSubmatch(stdout)
+	if code != 0 || after == nil {
+		t.Fatalf("compact --force: %d %q %s", code, stdout, stderr)
+	}
+	t.Logf("announced %s live, %s reclaimable; compacted to %s %s", live, reclaim, after[1], after[2])
+	if got, want := parseHuman(t, after[1]+" "+after[2]), parseHuman(t, live); got > 2*want+64<<10 || want > 2*got+64<<10 {
+		t.Errorf("announced %s live data, the compacted file is %s %s", live, after[1], after[2])
+	}
+}
+
+func parseHuman(t *testing.T, s string) int64 {
+	t.Helper()
+	var v float64
+	var unit string
+	if _, err := fmt.Sscanf(s, "%f %s", &v, &unit); err != nil {
+		t.Fatalf("size %q: %v", s, err)
+	}
+	mult := map[string]float64{"B": 1, "KiB": 1 << 10, "MiB": 1 << 20, "GiB": 1 << 30}[unit]
+	return int64(v * mult)
+}
+
+// Issue 17 item 14: a kill -9 during an online compaction leaves the copy,
+// scimgate.db.compact, as large as the database; the next start removes it
+// and says so.
+func TestLeftoverCompactionCopyRemovedAtStart(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs the binary")
+	}
+	dir := t.TempDir()
+	if r := serveOn(t, dir); !r.started { // a database of this data dir
+		t.Fatalf("first start:\n%s", r.stderr)
+	}
+	leftover := filepath.Join(dir, dbFile+".compact")
+	if err := os.WriteFile(leftover, make([]byte, 1<<20), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	r := serveOn(t, dir)
+	if !r.started {
+		t.Fatalf("start with a leftover copy:\n%s", r.stderr)
+	}
+	if _, err := os.Stat(leftover); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("%s is still there (%v)", leftover, err)
+	}
+	if !strings.Contains(r.stderr, "removed "+leftover) {
+		t.Errorf("the start did not say it removed the leftover copy:\n%s", r.stderr)
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -523,4 +524,57 @@ func TestStructureFlipsNeverCrash(t *testing.T) {
 		}
 	}
 	t.Logf("%d flips in page structure: %d crashes", len(flips), crashes)
+}
+
+// Issue 17 item 17: a start that fails after the configuration is read (the
+// SCIM port in use, a database refused) prints no generated token and keeps
+// no hash of one: the tokens are kept and shown only once the database is
+// checked and the listeners are bound, and the next start generates them.
+func TestFailedStartPrintsNoToken(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs the binary")
+	}
+	bin := buildBinary(t)
+	busy, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer busy.Close()
+	emptyDB := t.TempDir()
+	os.WriteFile(filepath.Join(emptyDB, dbFile), nil, 0o600)
+	for _, c := range []struct {
+		name, dataDir, scim string
+	}{
+		{"port in use", t.TempDir(), busy.Addr().String()},
+		{"empty database file", emptyDB, freePort(t)},
+	} {
+		cmd := exec.Command(bin, "serve")
+		cmd.Env = append(os.Environ(), "SCIMGATE_DATA_DIR="+c.dataDir, "SCIMGATE_CONFIG=", "SCIMGATE_SCIM_TOKEN=", "SCIMGATE_ADMIN_TOKEN=",
+			"SCIMGATE_LISTEN="+c.scim, "SCIMGATE_ADMIN_LISTEN="+freePort(t), "SCIMGATE_WEBHOOK_URL=http://127.0.0.1:9/hooks")
+		var stdout, stderr syncBuffer
+		cmd.Stdout, cmd.Stderr = &stdout, &stderr
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		done := make(chan error, 1)
+		go func() { done <- cmd.Wait() }()
+		select {
+		case err = <-done:
+		case <-time.After(20 * time.Second):
+			cmd.Process.Kill()
+			<-done
+			t.Fatalf("%s: serve did not fail:\n%s", c.name, stderr.String())
+		}
+		if err == nil {
+			t.Errorf("%s: serve exited 0", c.name)
+		}
+		if strings.Contains(stdout.String(), "shown only this once") {
+			t.Errorf("%s: a start that failed printed tokens:\n%s", c.name, stdout.String())
+		}
+		for _, f := range []string{scimTokenFile, adminTokenFile} {
+			if _, err := os.Stat(filepath.Join(c.dataDir, f)); !errors.Is(err, os.ErrNotExist) {
+				t.Errorf("%s: a start that failed kept %s (%v)", c.name, f, err)
+			}
+		}
+	}
 }

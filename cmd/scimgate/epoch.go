@@ -40,9 +40,46 @@ const (
 )
 
 // epochState is the content of data/epoch.
+//
+// Writing a new pair takes two writes, the file and the database, and
+// either may fail or be cut by a kill -9 (issue 17). So the file is written
+// first, naming the new pair as pending beside the current one; then the
+// database commits the new pair; then the file is rewritten without the
+// pending pair. A database that holds either pair of the file is the one
+// this data dir wrote: a failed or missing second write is not a restore.
+// A backup put back holds an older boot id, neither of the two.
 type epochState struct {
 	Epoch uint64 `json:"epoch"`
 	Boot  string `json:"boot"`
+	// PendingEpoch and PendingBoot are the pair being written to the
+	// database ("" when none).
+	PendingEpoch uint64 `json:"pending_epoch,omitempty"`
+	PendingBoot  string `json:"pending_boot,omitempty"`
+}
+
+// holds reports whether the database's pair is one this file vouches for.
+func (e epochState) holds(epoch uint64, boot string) bool {
+	return (epoch == e.Epoch && boot == e.Boot) || (e.PendingBoot != "" && epoch == e.PendingEpoch && boot == e.PendingBoot)
+}
+
+// current is the pair alone, without a pending one.
+func (e epochState) current() epochState { return epochState{Epoch: e.Epoch, Boot: e.Boot} }
+
+// writeBoot moves data dir and database to the pair next in the order of
+// epochState: the file with next pending, the database (write, which
+// commits next), the file with next alone. An error from the last step is
+// returned as done=true: the database holds next and the next start knows
+// it (the pending pair).
+func writeBoot(dataDir string, cur, next epochState, write func(epochState) error) (done bool, err error) {
+	pending := cur.current()
+	pending.PendingEpoch, pending.PendingBoot = next.Epoch, next.Boot
+	if err := writeEpochFile(dataDir, pending); err != nil {
+		return false, err
+	}
+	if err := write(next); err != nil {
+		return false, err
+	}
+	return true, writeEpochFile(dataDir, next.current())
 }
 
 // floor is the first number of the epoch: every sequence and version
@@ -104,30 +141,42 @@ type epochDecision struct {
 	DBEpoch         uint64
 	Raised          bool   // RaiseSequence moved the log's sequence up
 	PreviousTailSeq uint64 // the log's last sequence before the raise
+	// Held is the pair the data dir vouches for now: the database's when
+	// the file holds it (perhaps as the pending pair), else the file's.
+	Held epochState
 }
 
-// startEpoch runs inside the start-up write transaction: it compares the
-// database's pair with the file's, raises the epoch when they differ,
-// raises the event sequence to the floor, and records a fresh boot id in
-// the database. The caller writes the same pair to the file after commit.
-func startEpoch(tx *bolt.Tx, file epochState) (epochDecision, error) {
-	dbEpoch, dbBoot := outbox.ReadBoot(tx)
-	d := epochDecision{epochState: file, FileEpoch: file.Epoch, DBEpoch: dbEpoch}
-	if dbEpoch != file.Epoch || dbBoot != file.Boot {
-		d.Restored = true
-		d.Epoch = max(file.Epoch, dbEpoch) + 1
-	}
+// planEpoch compares the database's pair with the file's (either of its
+// pairs) and decides the epoch of this run: raised when they differ.
+func planEpoch(db *bolt.DB, file epochState) (epochDecision, error) {
+	d := epochDecision{FileEpoch: file.Epoch}
+	err := db.View(func(tx *bolt.Tx) error {
+		dbEpoch, dbBoot := outbox.ReadBoot(tx)
+		d.DBEpoch = dbEpoch
+		d.Epoch = dbEpoch
+		d.Held = epochState{Epoch: dbEpoch, Boot: dbBoot}
+		if !file.holds(dbEpoch, dbBoot) {
+			d.Restored = true
+			d.Epoch = max(file.Epoch, file.PendingEpoch, dbEpoch) + 1
+			d.Held = file.current()
+		}
+		return nil
+	})
+	d.Boot = newBootID()
+	return d, err
+}
+
+// startEpoch runs inside the start-up write transaction, between the two
+// writes of the file (writeBoot): it raises the event sequence to the
+// decided epoch's floor and records the new boot id in the database.
+func startEpoch(tx *bolt.Tx, d *epochDecision) error {
 	d.PreviousTailSeq = outbox.Tail(tx)
 	raised, err := outbox.RaiseSequence(tx, d.floor())
 	if err != nil {
-		return d, err
+		return err
 	}
 	d.Raised = raised
-	d.Boot = newBootID()
-	if err := outbox.WriteBoot(tx, d.Epoch, d.Boot); err != nil {
-		return d, err
-	}
-	return d, nil
+	return outbox.WriteBoot(tx, d.Epoch, d.Boot)
 }
 
 func truncate(s string, n int) string {

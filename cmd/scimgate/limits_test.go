@@ -182,3 +182,81 @@ func TestListenerLimitsDefaults(t *testing.T) {
 		t.Errorf("admin server timeouts: read %s write %s idle %s", a.adminSrv.ReadTimeout, a.adminSrv.WriteTimeout, a.adminSrv.IdleTimeout)
 	}
 }
+
+// Issue 17 item 4: the probes and /metrics answer whatever the admin
+// listener's other clients do. 300 waiting /v1/events consumers and 300
+// connections that never finish their request headers, on a listener whose
+// admin.max_connections is 256, leave /healthz, /readyz and /metrics
+// answering at once; long polls beyond their own bound get 503 with
+// Retry-After.
+func TestProbesAnswerBesideLongPollsAndHalfOpenConnections(t *testing.T) {
+	defer func(n int) { maxLongPolls = n }(maxLongPolls)
+	maxLongPolls = 300
+	a := limitsApp(t, func(c *Config) { c.API.Tokens = []string{apiTestToken}; c.Admin.MaxConnections = 256 })
+	addr := a.AdminAddr()
+	poll := func() (net.Conn, error) {
+		conn, err := net.Dial("tcp", addr)
+		if err != nil {
+			return nil, err
+		}
+		_, err = fmt.Fprintf(conn, "GET /v1/events?after=0&wait=60s HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\n\r\n", apiTestToken)
+		return conn, err
+	}
+	var conns []net.Conn
+	defer func() {
+		for _, c := range conns {
+			c.Close()
+		}
+	}()
+	for range 300 {
+		conn, err := poll()
+		if err != nil {
+			t.Fatal(err)
+		}
+		conns = append(conns, conn)
+	}
+	for range 300 { // half-sent headers
+		conn, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		fmt.Fprintf(conn, "GET /healthz HTTP/1.1\r\nHost: x\r\n")
+		conns = append(conns, conn)
+	}
+	// Wait until the 300 polls hold their slots: the next one is refused.
+	deadline := time.Now().Add(20 * time.Second)
+	var status int
+	var retry string
+	for time.Now().Before(deadline) {
+		conn, err := poll()
+		if err != nil {
+			t.Fatal(err)
+		}
+		conn.SetReadDeadline(time.Now().Add(2 * time.Second))
+		resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+		if err == nil {
+			status, retry = resp.StatusCode, resp.Header.Get("Retry-After")
+			resp.Body.Close()
+		}
+		conn.Close()
+		if status == http.StatusServiceUnavailable {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if status != http.StatusServiceUnavailable || retry == "" {
+		t.Fatalf("the long poll beyond the bound: %d, Retry-After %q; want 503 with Retry-After", status, retry)
+	}
+	for _, path := range []string{"/healthz", "/readyz", "/metrics"} {
+		conn, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		start := time.Now()
+		code, err := rawGet(conn, path, time.Second)
+		conn.Close()
+		if err != nil || code != 200 {
+			t.Errorf("%s beside 300 long polls and 300 half-open connections: %d %v after %s", path, code, err, time.Since(start).Round(time.Millisecond))
+		}
+	}
+}

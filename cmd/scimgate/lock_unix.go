@@ -25,3 +25,12 @@ func lockFile(path string) (unlock func(), err error) {
 	}
 	return func() { f.Close() }, nil
 }
+
+// allocated is the bytes the file holds on disk: bbolt grows its file by
+// truncating it larger, and that tail is sparse until written.
+func allocated(fi os.FileInfo) int64 {
+	if st, ok := fi.Sys().(*syscall.Stat_t); ok {
+		return min(fi.Size(), st.Blocks*512)
+	}
+	return fi.Size()
+}

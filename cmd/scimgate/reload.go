@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"reflect"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -100,6 +101,8 @@ func (a *app) reload(trigger string) ([]string, error) {
 		a.logger.Error("configuration reload failed", "trigger", trigger, "err", err)
 	case len(changes) == 0:
 		a.logger.Info("configuration reloaded: no changes", "trigger", trigger)
+	case slices.ContainsFunc(changes, func(c string) bool { return strings.Contains(c, "needs a restart") }):
+		a.logger.Warn("configuration reloaded, except what needs a restart (not applied)", "trigger", trigger, "changes", changes)
 	default:
 		a.logger.Info("configuration reloaded", "trigger", trigger, "changes", changes)
 	}

@@ -299,3 +299,26 @@ func TestReloadKeepsGeneratedCredentials(t *testing.T) {
 		t.Fatalf("reload on the generated token: %q %v", changes, err)
 	}
 }
+
+// Issue 17 item 17: `scimgate reload` says once that the running
+// configuration is kept when it refuses, and a reload that leaves a change
+// unapplied until a restart exits 1, naming it.
+func TestReloadCommandOutcome(t *testing.T) {
+	r := newReloadRig(t)
+	env := fixedEnv("SCIMGATE_ADMIN_TOKEN", e2eToken)
+	admin := "http://" + r.a.AdminAddr()
+	r.write(reloadBase + "bogus: 1\n")
+	code, stdout, stderr := runCLI(t, env, "reload", "--admin", admin)
+	if code != 1 || strings.Count(strings.ToLower(stdout+stderr), "kept") != 1 || !strings.Contains(stderr, "bogus") {
+		t.Errorf("refused reload: exit %d, want 1 and one \"kept\":\n%s%s", code, stdout, stderr)
+	}
+	r.write(strings.Replace(reloadBase, "listen: 127.0.0.1:0\n  auth", "listen: 127.0.0.1:0\n  limits:\n    read_timeout: 10s\n  auth", 1))
+	code, stdout, stderr = runCLI(t, env, "reload", "--admin", admin)
+	if code != 1 || !strings.Contains(stderr, "not applied") || !strings.Contains(stderr, "scim.limits.read_timeout") {
+		t.Errorf("reload needing a restart: exit %d, want 1 naming what was not applied:\n%s%s", code, stdout, stderr)
+	}
+	r.write(strings.Replace(reloadBase, "level: info", "level: warn", 1))
+	if code, stdout, stderr = runCLI(t, env, "reload", "--admin", admin); code != 0 || !strings.Contains(stdout, "log.level") {
+		t.Errorf("applied reload: exit %d:\n%s%s", code, stdout, stderr)
+	}
+}

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -10,6 +11,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	bolt "go.etcd.io/bbolt"
 
 	"github.com/scimgate/scimgate/outbox"
 )
@@ -316,5 +319,86 @@ func TestRestoreOverDamagedDatabase(t *testing.T) {
 	e, err := readEpochFile(dataDir)
 	if err != nil || !strings.HasPrefix(e.Boot, "restore-") {
 		t.Errorf("epoch file after restore: %+v %v", e, err)
+	}
+}
+
+// Issue 17 item 10: when the second of the boot id's two writes fails (here
+// data/epoch cannot be replaced at shutdown; a full disk or a kill -9
+// between the writes does the same), the next start must not take the data
+// dir for a restored one: no raised epoch, numbering goes on.
+func TestFailedEpochWriteIsNotARestore(t *testing.T) {
+	r := newRestoreRig(t)
+	r.start()
+	status, user, err := tryDo(r.g.scim, "POST", "/Users", `{"userName":"edsger@example.com","title":"Engineer"}`)
+	if err != nil || status != 201 {
+		t.Fatalf("create: %d %v %v", status, user, err)
+	}
+	r.eventWithTitle("Engineer")
+	// data/epoch cannot be replaced: a directory in its place.
+	epoch := filepath.Join(r.dataDir, epochFile)
+	saved, err := os.ReadFile(epoch)
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.Remove(epoch)
+	os.MkdirAll(filepath.Join(epoch, "blocker"), 0o700)
+	r.g.cmd.Process.Signal(syscall.SIGTERM)
+	r.g.cmd.Wait() // the shutdown reports the failed write
+	// The write failed: the file holds what it held.
+	os.RemoveAll(epoch)
+	os.WriteFile(epoch, saved, 0o600)
+	r.start()
+	defer r.stop()
+	if strings.Contains(r.g.out.String(), "raised the restore epoch") {
+		t.Errorf("a failed write of data/epoch was taken for a restore:\n%s", r.g.out)
+	}
+	r.patchTitle(user["id"].(string), "Lead")
+	r.eventWithTitle("Lead")
+	_, _, lead := r.numbers("Lead")
+	if seq := lead["sequence"].(float64); seq != 2 {
+		t.Errorf("the next event's sequence is %.0f, want 2 (epoch 0, not raised)", seq)
+	}
+}
+
+// Issue 17 item 10: every restore's gap is kept. A database restored twice
+// (the second time from a backup taken after the first restore) still
+// answers 410 to a cursor from the database the first restore discarded.
+func TestEveryRestoreGapKept(t *testing.T) {
+	db, err := bolt.Open(filepath.Join(t.TempDir(), dbFile), 0o600, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	setTail := func(seq uint64) {
+		t.Helper()
+		if err := db.Update(func(tx *bolt.Tx) error {
+			if err := outbox.InitBuckets(tx); err != nil {
+				return err
+			}
+			return tx.Bucket([]byte("outbox_events")).SetSequence(seq)
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	raise := func(floor uint64) {
+		t.Helper()
+		if err := db.Update(func(tx *bolt.Tx) error { _, err := outbox.RaiseSequence(tx, floor); return err }); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The backup was taken at 10; the discarded database went on to 40.
+	setTail(10)
+	raise(1 << epochShift)
+	// A second backup at floor+5, restored after the database reached floor+30.
+	setTail(1<<epochShift + 5)
+	raise(2 << epochShift)
+	feed := outbox.NewFeed(db, outbox.FeedConfig{})
+	for _, cursor := range []uint64{40, 1<<epochShift + 30} {
+		if _, err := feed.Read(context.Background(), outbox.FeedQuery{After: cursor}); !errors.Is(err, outbox.ErrCursorGone) {
+			t.Errorf("cursor %d from a discarded database: %v, want ErrCursorGone", cursor, err)
+		}
+	}
+	if _, err := feed.Read(context.Background(), outbox.FeedQuery{After: 5}); err != nil {
+		t.Errorf("cursor 5, before both gaps: %v", err)
 	}
 }

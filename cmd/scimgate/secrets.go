@@ -24,31 +24,75 @@ import (
 // a 0600 file, because signing needs the secret itself and `scimgate
 // listen` must read it while the gateway holds the database lock).
 func prepareSecrets(cfg *Config, out io.Writer) error {
+	p, err := planSecrets(cfg)
+	if err != nil {
+		return err
+	}
+	return p.commit(out)
+}
+
+// pendingTokens are tokens generated for a start but neither kept nor shown
+// yet: serve commits them once the database is checked and the listeners
+// are bound, so that a start that fails (a port in use, a damaged
+// database) prints no token that never worked (issue 17), and the next
+// start generates them again.
+type pendingTokens []pendingToken
+
+type pendingToken struct {
+	file, what, token string
+}
+
+// commit keeps each token's hash (durably) and prints the token, once.
+func (p pendingTokens) commit(out io.Writer) error {
+	for _, t := range p {
+		if err := writeFileDurable(t.file, []byte(gateway.HashToken(t.token)+"\n")); err != nil {
+			return err
+		}
+		fmt.Fprintf(out, "Generated %s, shown only this once:\n\n    %s\n\n(its hash is kept in %s; delete that file to generate a new one)\n\n", t.what, t.token, t.file)
+	}
+	return nil
+}
+
+// planSecrets is prepareSecrets with the generated tokens left to commit.
+// The webhook secret, which is never shown, is written at once.
+func planSecrets(cfg *Config) (pendingTokens, error) {
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
-		return fmt.Errorf("data dir: %w", err)
+		return nil, fmt.Errorf("data dir: %w", err)
+	}
+	var pending pendingTokens
+	token := func(file, what string) (string, error) {
+		if h, err := readGenerated(file, tokenHashFile); err != nil || h != "" {
+			return h, err
+		}
+		t, err := newToken()
+		if err != nil {
+			return "", err
+		}
+		pending = append(pending, pendingToken{file: file, what: what, token: t})
+		return gateway.HashToken(t), nil
 	}
 	if !cfg.SCIM.Auth.HasCredentials() {
-		h, err := loadOrCreateToken(filepath.Join(cfg.DataDir, scimTokenFile), "SCIM bearer token (give it to Okta: API Token / Entra: Secret Token; export TOKEN=… for the README's curl)", out)
+		h, err := token(filepath.Join(cfg.DataDir, scimTokenFile), "SCIM bearer token (give it to Okta: API Token / Entra: Secret Token; export TOKEN=… for the README's curl)")
 		if err != nil {
-			return err
+			return nil, err
 		}
 		cfg.SCIM.Auth.BearerTokens = gateway.Tokens(h)
 	}
 	if len(cfg.Admin.Tokens) == 0 {
-		h, err := loadOrCreateToken(filepath.Join(cfg.DataDir, adminTokenFile), "admin token (export SCIMGATE_ADMIN_TOKEN=… for scimgate status)", out)
+		h, err := token(filepath.Join(cfg.DataDir, adminTokenFile), "admin token (export SCIMGATE_ADMIN_TOKEN=… for scimgate status)")
 		if err != nil {
-			return err
+			return nil, err
 		}
 		cfg.Admin.Tokens = []string{h}
 	}
 	if needsWebhookSecret(*cfg) {
 		secret, err := loadOrCreateWebhookSecret(cfg.DataDir)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		setWebhookSecret(cfg, secret)
 	}
-	return nil
+	return pending, nil
 }
 
 func needsWebhookSecret(cfg Config) bool {
@@ -160,24 +204,6 @@ func readGenerated(file string, kind generatedKind) (string, error) {
 		return "", fmt.Errorf("%s is damaged: it should hold %s; restore it, or delete it (%s)", file, kind.what, kind.after)
 	}
 	return v, nil
-}
-
-// loadOrCreateToken returns the "sha256:…" hash kept in file, creating a
-// new token (printed once to out) when the file does not exist.
-func loadOrCreateToken(file, what string, out io.Writer) (string, error) {
-	if h, err := readGenerated(file, tokenHashFile); err != nil || h != "" {
-		return h, err
-	}
-	token, err := newToken()
-	if err != nil {
-		return "", err
-	}
-	h := gateway.HashToken(token)
-	if err := writeFileDurable(file, []byte(h+"\n")); err != nil {
-		return "", err
-	}
-	fmt.Fprintf(out, "Generated %s, shown only this once:\n\n    %s\n\n(its hash is kept in %s; delete that file to generate a new one)\n\n", what, token, file)
-	return h, nil
 }
 
 func loadOrCreateWebhookSecret(dataDir string) (string, error) {

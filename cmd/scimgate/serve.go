@@ -63,17 +63,28 @@ func loadConfig(path string, getenv func(string) string) (Config, *yaml.Node, st
 // loadServeConfig is what serve runs on, at start and at every reload:
 // the configuration, its generated secrets, validated.
 func loadServeConfig(path string, getenv func(string) string, out io.Writer) (Config, error) {
-	cfg, doc, name, err := loadConfig(path, getenv)
+	cfg, pending, err := planServeConfig(path, getenv)
 	if err != nil {
 		return cfg, err
 	}
-	if err := prepareSecrets(&cfg, out); err != nil {
-		return cfg, err
+	return cfg, pending.commit(out)
+}
+
+// planServeConfig is loadServeConfig with the generated tokens left to
+// commit once the gateway has started (pendingTokens).
+func planServeConfig(path string, getenv func(string) string) (Config, pendingTokens, error) {
+	cfg, doc, name, err := loadConfig(path, getenv)
+	if err != nil {
+		return cfg, nil, err
+	}
+	pending, err := planSecrets(&cfg)
+	if err != nil {
+		return cfg, nil, err
 	}
 	if err := cfg.Validate(name, doc); err != nil {
-		return cfg, fmt.Errorf("invalid configuration:\n%s", formatErrors(err))
+		return cfg, nil, fmt.Errorf("invalid configuration:\n%s", formatErrors(err))
 	}
-	return cfg, nil
+	return cfg, pending, nil
 }
 
 // loadReloadConfig is loadServeConfig for a reload of a gateway running on
@@ -113,14 +124,17 @@ func (c *cli) serve(ctx context.Context, path string, initEmpty bool) error {
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
-	cfg, err := loadServeConfig(path, c.getenv, c.stdout)
+	cfg, pending, err := planServeConfig(path, c.getenv)
 	if err != nil {
 		return err
 	}
 	level := new(slog.LevelVar)
 	logger := newLogger(cfg.Log, c.stderr, level)
 	a, err := newApp(cfg, logger, appOptions{InitEmpty: initEmpty, LogLevel: level,
-		Reload: func(running Config) (Config, error) { return loadReloadConfig(path, c.getenv, running) }})
+		Reload: func(running Config) (Config, error) { return loadReloadConfig(path, c.getenv, running) },
+		// The database is checked and the listeners are bound: keep and
+		// show the generated tokens now, before anything is served.
+		BeforeServe: func() error { return pending.commit(c.stdout) }})
 	if err != nil {
 		return err
 	}
