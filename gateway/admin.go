@@ -36,7 +36,10 @@ type AdminConfig struct {
 	ReadTimeout  time.Duration `yaml:"read_timeout"`
 	WriteTimeout time.Duration `yaml:"write_timeout"`
 	IdleTimeout  time.Duration `yaml:"idle_timeout"`
-	// MaxConnections bounds the connections the admin listener holds open.
+	// MaxConnections bounds the admin API requests (/admin/ and the app
+	// API's pages) served at once; one more gets 503 with Retry-After.
+	// Probes and /metrics are never bounded, and /v1/events long polls
+	// have their own bound (docs/operations.md, Limits).
 	MaxConnections int `yaml:"max_connections"`
 }
 

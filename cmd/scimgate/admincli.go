@@ -627,12 +627,14 @@ func (c *cli) replayCommand() *cobra.Command {
 	var f adminFlags
 	var after uint64
 	var since string
+	var inclDiscarded bool
 	cmd := &cobra.Command{
-		Use:   "replay --target NAME (--after SEQ | --since TIME)",
+		Use:   "replay --target NAME (--after SEQ | --since TIME) [--include-discarded]",
 		Short: "deliver retained events again to a target (after a sequence, or since a time)",
 		Long: `Re-deliver events that were already delivered and are still retained, to one target, in order
 and with their original ids (the app lost its database): every event after sequence SEQ, or
-every event since TIME (RFC 3339). Live delivery order is not disturbed.
+every event since TIME (RFC 3339), not in the future. Live delivery order is not disturbed.
+Events whose dead letter an operator discarded are skipped unless --include-discarded.
 
 Dead letters are replayed with 'scimgate dead-letters replay'.`,
 		Example: `  scimgate replay --target default --after 1200
@@ -657,29 +659,38 @@ Dead letters are replayed with 'scimgate dead-letters replay'.`,
 				t, _ := time.Parse(time.RFC3339, since)
 				body = map[string]any{"since": t.UTC().Format(time.RFC3339Nano)}
 			}
+			if inclDiscarded {
+				body["include_discarded"] = true
+			}
 			cl, err := c.client(cmd, &f, true)
 			if err != nil {
 				return err
 			}
 			var out struct {
-				Replayed     int    `json:"replayed"`
-				FromSequence uint64 `json:"from_sequence"`
-				ToSequence   uint64 `json:"to_sequence"`
+				Replayed         int    `json:"replayed"`
+				FromSequence     uint64 `json:"from_sequence"`
+				ToSequence       uint64 `json:"to_sequence"`
+				SkippedDiscarded int    `json:"skipped_discarded"`
 			}
 			if err := cl.do(cmd.Context(), http.MethodPost, targetPath(f.target, "/history"), body, &out); err != nil {
 				return err
 			}
+			skipped := ""
+			if out.SkippedDiscarded > 0 {
+				skipped = fmt.Sprintf(" (%d discarded event(s) skipped: --include-discarded sends them too)", out.SkippedDiscarded)
+			}
 			if out.Replayed == 0 {
-				fmt.Fprintf(c.stdout, "no retained event to replay to target %s\n", f.target)
+				fmt.Fprintf(c.stdout, "no retained event to replay to target %s%s\n", f.target, skipped)
 				return nil
 			}
-			fmt.Fprintf(c.stdout, "replaying %d event(s) to target %s, sequences %d to %d, with their original ids\n", out.Replayed, f.target, out.FromSequence, out.ToSequence)
+			fmt.Fprintf(c.stdout, "replaying %d event(s) to target %s, sequences %d to %d, with their original ids%s\n", out.Replayed, f.target, out.FromSequence, out.ToSequence, skipped)
 			return nil
 		},
 	}
 	f.register(cmd, true, false)
 	cmd.Flags().Uint64Var(&after, "after", 0, "replay the events after this sequence `SEQ`")
 	cmd.Flags().StringVar(&since, "since", "", "replay the events since this RFC 3339 `TIME`")
+	cmd.Flags().BoolVar(&inclDiscarded, "include-discarded", false, "also re-deliver events whose dead letter was discarded")
 	return cmd
 }
 

@@ -140,13 +140,23 @@ func TestOperatorDeadLetterBodies(t *testing.T) {
 	}
 	r.rcv.waitFor(t, "both users", 10*time.Second, func(evs []map[string]any) bool { return len(evs) >= 2 })
 	r.status.Store(400)
-	r.create("alan@example.com")
+	alan := r.create("alan@example.com")
 	for !strings.Contains(r.cli(0, "dead-letters", "list"), "1 dead letter(s)") {
 		time.Sleep(100 * time.Millisecond)
 	}
 	if out := r.cli(0, "dead-letters", "discard", "--all"); !strings.Contains(out, "discarded 1 dead letter(s)") {
 		t.Errorf("discard --all: %s", out)
 	}
+	// History replay leaves the discarded event out unless asked.
+	r.status.Store(0)
+	if out := r.cli(0, "replay", "--target", "default", "--after", "0"); !strings.Contains(out, "replaying 2 event(s)") ||
+		!strings.Contains(out, "1 discarded event(s) skipped") {
+		t.Errorf("replay --after 0 after a discard: %s", out)
+	}
+	if out := r.cli(0, "replay", "--target", "default", "--after", "0", "--include-discarded"); !strings.Contains(out, "replaying 3 event(s)") {
+		t.Errorf("replay --include-discarded: %s", out)
+	}
+	r.rcv.waitFor(t, "alan, once discarded", 10*time.Second, hasEvent("user.created", alan))
 }
 
 // replay --after and --since re-deliver retained history with the same ids.
