@@ -201,6 +201,23 @@ func TestIDMapSurfaces(t *testing.T) {
 		t.Errorf("ids --app-id 999 (running): %d %q", code, errOut)
 	}
 
+	// A group's members carry their app ids; the group itself has none
+	// (null: the target keeps no entry for it).
+	code, group := scimDo(t, g.scim, "POST", "/Groups", `{"schemas":["urn:ietf:params:scim:schemas:core:2.0:Group"],"displayName":"eng","members":[{"value":"`+one.ID+`"}]}`)
+	if code != 201 {
+		t.Fatalf("create group: %d %v", code, group)
+	}
+	var members struct {
+		Data []map[string]any `json:"data"`
+	}
+	if code, body := idsGet(t, g.admin, "/v1/groups/"+group["id"].(string)+"/members?include=app_ids:app", idsAPIToken, &members); code != 200 || len(members.Data) != 1 ||
+		members.Data[0]["type"] != "user" || jsonString(members.Data[0]["user"].(map[string]any)["app_ids"].(map[string]any)["app"].(map[string]any)["id"]) != appIDs[one.ID] {
+		t.Errorf("members?include: %d %s", code, body)
+	}
+	if code, body := idsGet(t, g.admin, "/v1/groups?include=app_ids:app", idsAPIToken, nil); code != 200 || !strings.Contains(oneSpaced(body), `"app_ids": { "app": null }`) {
+		t.Errorf("groups?include: %d %s", code, body)
+	}
+
 	// Backup, then a fourth user the backup does not hold.
 	backup := filepath.Join(dir, "backup.db")
 	if code, out, errOut := runBinary(t, bin, cliEnv, "backup", backup); code != 0 {
