@@ -44,6 +44,16 @@ type RequestStats struct {
 	Outcomes map[string]uint64 `json:"outcomes,omitempty"`
 	// RateLimitWaits counts the requests the target's rate limit held back.
 	RateLimitWaits uint64 `json:"rate_limit_waits"`
+	// Steps are the requests and outcomes by step, with their mean
+	// latency (a session login's steps as login.<name>).
+	Steps map[string]*StepStats `json:"steps,omitempty"`
+}
+
+// StepStats are one step's counters in RequestStats.
+type StepStats struct {
+	Requests           uint64            `json:"requests"`
+	Outcomes           map[string]uint64 `json:"outcomes,omitempty"`
+	MeanLatencySeconds float64           `json:"mean_latency_seconds"`
 }
 
 // ErrNoIDMap is returned for a target whose type keeps no id map.

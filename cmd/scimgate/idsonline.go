@@ -6,10 +6,13 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/spf13/cobra"
 )
@@ -73,7 +76,8 @@ func (c *cli) idsOnline(cmd *cobra.Command, f *adminFlags, target string, args [
 
 // printActionTargets follows the status table with the action targets'
 // id maps and request counters (GET /admin/status's id_map_size and
-// requests), when there are any.
+// requests), when there are any: a line per target, then a line per step
+// with its mean latency.
 func printActionTargets(w io.Writer, raw json.RawMessage) {
 	var st struct {
 		Targets []struct {
@@ -83,18 +87,23 @@ func printActionTargets(w io.Writer, raw json.RawMessage) {
 				Requests       uint64            `json:"requests"`
 				Outcomes       map[string]uint64 `json:"outcomes"`
 				RateLimitWaits uint64            `json:"rate_limit_waits"`
+				Steps          map[string]struct {
+					Requests           uint64            `json:"requests"`
+					Outcomes           map[string]uint64 `json:"outcomes"`
+					MeanLatencySeconds float64           `json:"mean_latency_seconds"`
+				} `json:"steps"`
 			} `json:"requests"`
 		} `json:"targets"`
 	}
 	if json.Unmarshal(raw, &st) != nil {
 		return
 	}
-	rows := [][]string{{"ACTION TARGET", "ID MAP", "REQUESTS", "OK", "DONE", "RETRY", "DEAD", "NO ANSWER", "RATE-LIMIT WAITS"}}
+	rows := [][]string{{"ACTION TARGET", "ID MAP", "REQUESTS", "OK", "DONE", "RETRY", "DEAD", "NO ANSWER", "RATE-LIMIT WAITS", "MEAN LATENCY"}}
 	for _, t := range st.Targets {
 		if t.IDMapSize == nil && t.Requests == nil {
 			continue
 		}
-		row := []string{t.Name, "-", "0", "0", "0", "0", "0", "0", "0"}
+		row := []string{t.Name, "-", "0", "0", "0", "0", "0", "0", "0", ""}
 		if t.IDMapSize != nil {
 			row[1] = strconv.Itoa(*t.IDMapSize)
 		}
@@ -106,6 +115,18 @@ func printActionTargets(w io.Writer, raw json.RawMessage) {
 			row[8] = strconv.FormatUint(r.RateLimitWaits, 10)
 		}
 		rows = append(rows, row)
+		if t.Requests == nil {
+			continue
+		}
+		for _, name := range slices.Sorted(maps.Keys(t.Requests.Steps)) {
+			sr := t.Requests.Steps[name]
+			row := []string{"  step " + name, "", strconv.FormatUint(sr.Requests, 10)}
+			for _, k := range []string{"ok", "done", "retry", "dead", "error"} {
+				row = append(row, strconv.FormatUint(sr.Outcomes[k], 10))
+			}
+			lat := time.Duration(sr.MeanLatencySeconds * float64(time.Second))
+			rows = append(rows, append(row, "", lat.Round(100*time.Microsecond).String()))
+		}
 	}
 	if len(rows) == 1 {
 		return

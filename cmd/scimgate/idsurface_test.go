@@ -175,16 +175,24 @@ func TestIDMapSurfaces(t *testing.T) {
 			Requests  *struct {
 				Requests uint64            `json:"requests"`
 				Outcomes map[string]uint64 `json:"outcomes"`
+				Steps    map[string]struct {
+					Requests           uint64            `json:"requests"`
+					Outcomes           map[string]uint64 `json:"outcomes"`
+					MeanLatencySeconds float64           `json:"mean_latency_seconds"`
+				} `json:"steps"`
 			} `json:"requests"`
 		} `json:"targets"`
 	}
 	idsGet(t, g.admin, "/admin/status", e2eToken, &st)
 	if len(st.Targets) != 1 || st.Targets[0].IDMapSize == nil || *st.Targets[0].IDMapSize != 3 || st.Targets[0].Requests == nil ||
-		st.Targets[0].Requests.Requests != 6 || st.Targets[0].Requests.Outcomes["ok"] != 6 {
+		st.Targets[0].Requests.Requests != 6 || st.Targets[0].Requests.Outcomes["ok"] != 6 ||
+		st.Targets[0].Requests.Steps["find"].Requests != 3 || st.Targets[0].Requests.Steps["create"].Outcomes["ok"] != 3 ||
+		st.Targets[0].Requests.Steps["create"].MeanLatencySeconds <= 0 {
 		t.Errorf("status: %+v", st.Targets)
 	}
 	code, out, errOut := runBinary(t, bin, cliEnv, "status")
-	if code != 0 || !strings.Contains(out, "ACTION TARGET") || !strings.Contains(oneSpaced(out), "app 3 6 6 0 0 0 0 0") {
+	if code != 0 || !strings.Contains(out, "ACTION TARGET") || !strings.Contains(oneSpaced(out), "app 3 6 6 0 0 0 0 0 step create 3 3 0 0 0 0 ") ||
+		!strings.Contains(oneSpaced(out), " step find 3 3 0 0 0 0 ") {
 		t.Errorf("scimgate status: %d\n%s\n%s", code, out, errOut)
 	}
 

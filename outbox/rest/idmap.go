@@ -69,11 +69,25 @@ func Stats(target string) *outbox.RequestStats {
 		}
 		n := uint64(m.Counter.GetValue())
 		if st.Outcomes == nil {
-			st.Outcomes = map[string]uint64{}
+			st.Outcomes, st.Steps = map[string]uint64{}, map[string]*outbox.StepStats{}
 		}
 		st.Outcomes[labels["outcome"]] += n
 		st.Requests += n
+		step := st.Steps[labels["step"]]
+		if step == nil {
+			step = &outbox.StepStats{Outcomes: map[string]uint64{}}
+			st.Steps[labels["step"]] = step
+		}
+		step.Outcomes[labels["outcome"]] += n
+		step.Requests += n
 		seen = true
+	})
+	collect(metrics.latency, func(labels map[string]string, m *dto.Metric) {
+		h := m.Histogram
+		if labels["target"] != target || h == nil || h.GetSampleCount() == 0 || st.Steps[labels["step"]] == nil {
+			return
+		}
+		st.Steps[labels["step"]].MeanLatencySeconds = h.GetSampleSum() / float64(h.GetSampleCount())
 	})
 	collect(metrics.rateWaits, func(labels map[string]string, m *dto.Metric) {
 		if labels["target"] == target && m.Counter != nil {
