@@ -121,6 +121,7 @@ func NewAdmin(cfg AdminConfig, d AdminDeps) *Admin {
 	a.mux.HandleFunc("GET /readyz", a.readyz)
 	a.mux.Handle("GET /metrics", promhttp.HandlerFor(d.Gatherer, promhttp.HandlerOpts{}))
 	a.mux.HandleFunc("GET /admin/status", a.auth(a.status))
+	a.mux.HandleFunc("GET /admin/targets/{target}/ids", a.auth(a.ids))
 	a.mux.HandleFunc("GET /admin/targets/{target}/dead-letters", a.auth(a.deadLetters))
 	a.mux.HandleFunc("GET /admin/targets/{target}/dead-letters/{id}", a.auth(a.deadLetter))
 	a.mux.HandleFunc("DELETE /admin/targets/{target}/dead-letters/{id}", a.auth(a.discardOne))

@@ -54,12 +54,12 @@ func (a *Admin) apiRoutes(cfg APIConfig) {
 	if a.apiMaxWait <= 0 {
 		a.apiMaxWait = time.Minute
 	}
-	a.mux.HandleFunc("GET /v1/users", a.apiAuth(a.listUsers))
-	a.mux.HandleFunc("GET /v1/users/{id}", a.apiAuth(a.oneUser))
-	a.mux.HandleFunc("GET /v1/users/{id}/groups", a.apiAuth(a.userGroups))
-	a.mux.HandleFunc("GET /v1/groups", a.apiAuth(a.listGroups))
-	a.mux.HandleFunc("GET /v1/groups/{id}", a.apiAuth(a.oneGroup))
-	a.mux.HandleFunc("GET /v1/groups/{id}/members", a.apiAuth(a.groupMembers))
+	a.mux.HandleFunc("GET /v1/users", a.apiAuth(a.withAppIDs("User", false, a.listUsers)))
+	a.mux.HandleFunc("GET /v1/users/{id}", a.apiAuth(a.withAppIDs("User", true, a.oneUser)))
+	a.mux.HandleFunc("GET /v1/users/{id}/groups", a.apiAuth(a.withAppIDs("Group", false, a.userGroups)))
+	a.mux.HandleFunc("GET /v1/groups", a.apiAuth(a.withAppIDs("Group", false, a.listGroups)))
+	a.mux.HandleFunc("GET /v1/groups/{id}", a.apiAuth(a.withAppIDs("Group", true, a.oneGroup)))
+	a.mux.HandleFunc("GET /v1/groups/{id}/members", a.apiAuth(a.withAppIDs("member", false, a.groupMembers)))
 	a.mux.HandleFunc("GET /v1/events", a.apiAuth(a.events))
 	a.mux.HandleFunc("/v1/", a.apiAuth(func(w http.ResponseWriter, r *http.Request) {
 		if r.Method != http.MethodGet {

@@ -50,6 +50,12 @@ type TargetStatus struct {
 	Backfill *BackfillStatus `json:"backfill,omitempty"`
 	// History is the history replay in progress, if any.
 	History *HistoryStatus `json:"history,omitempty"`
+	// IDMapSize is the number of resources in the target's id map (a type
+	// that keeps one: rest).
+	IDMapSize *int `json:"id_map_size,omitempty"`
+	// Requests are the type's request counters since the process started
+	// (rest).
+	Requests *RequestStats `json:"requests,omitempty"`
 }
 
 // UnmarshalJSON decodes the admin JSON, setting OldestPendingAge from
@@ -106,7 +112,7 @@ func (d *Dispatcher) Status() ([]TargetStatus, error) {
 		}
 		d.snapMu.Unlock()
 	}
-	_, targets := d.config()
+	cfg, targets := d.config()
 	now := d.now()
 	out := make([]TargetStatus, 0, len(targets))
 	err := d.database().View(func(tx *bolt.Tx) error {
@@ -205,6 +211,9 @@ func (d *Dispatcher) Status() ([]TargetStatus, error) {
 			if !oldest.IsZero() {
 				st.OldestPendingAge = max(now.Sub(oldest), 0)
 				st.OldestPendingAgeSeconds = st.OldestPendingAge.Seconds()
+			}
+			if err := transportStatus(cfg, t.cfg, tx, &st); err != nil {
+				return err
 			}
 			out = append(out, st)
 		}

@@ -20,6 +20,13 @@ type Transport struct {
 	// without secrets (a stream's servers and topic); without it, the
 	// target's URL is shown without userinfo or query.
 	Describe func(t Target) string
+	// IDs, if set, reads the id map the type keeps in a target's State
+	// (see IDMap): the admin API, the app API and status read it through
+	// Dispatcher.ViewIDMap.
+	IDs *IDMap
+	// Stats, if set, returns the type's counters for the target named
+	// (requests, outcomes, rate-limit waits) for status; nil if none yet.
+	Stats func(target string) *RequestStats
 }
 
 // Env is what the engine offers a transport's sender.

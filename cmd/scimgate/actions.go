@@ -133,7 +133,7 @@ func openData(cfg Config, writable bool) (*bolt.DB, error) {
 	}
 	db, err := bolt.Open(path, 0o600, &bolt.Options{ReadOnly: !writable, Timeout: time.Second})
 	if errors.Is(err, bolt.ErrTimeout) {
-		return nil, fmt.Errorf("%s is in use: stop the gateway (or point --config at a copy of a backup)", path)
+		return nil, fmt.Errorf("%s is %w: stop the gateway (or point --config at a copy of a backup)", path, errDataInUse)
 	}
 	return db, err
 }
@@ -266,15 +266,17 @@ func readInput(stdin io.Reader, name string) ([]byte, error) {
 }
 
 func (c *cli) idsCommand() *cobra.Command {
-	var cf configFlag
+	var af adminFlags
 	var target, appID, typ string
 	cmd := &cobra.Command{
 		Use:   "ids --target NAME [SCIM-ID | --app-id ID]",
-		Short: "print an action target's id map (our ids ↔ the app's) from the stopped data dir",
+		Short: "print an action target's id map (our ids ↔ the app's), from the data dir or the running gateway",
 		Long: `Print the id map of an action target (docs/actions.md): each resource's SCIM id with the
 values its steps saved (the app's id first). With a SCIM-ID, that resource's entry; with
---app-id, the resource the app knows by that id. Reads the data dir read-only: stop the
-gateway, or point --config at a configuration whose data_dir holds a restored backup.`,
+--app-id, the resource the app knows by that id. Reads the data dir read-only when no
+gateway holds it (a stopped gateway, or a configuration whose data_dir holds a restored
+backup); while the gateway runs, asks its admin API (GET /admin/targets/NAME/ids, with
+--admin and --token as the other admin commands).`,
 		Example: `  scimgate ids --config examples/redmine.yaml --target redmine
   scimgate ids --config config.yaml --target redmine 2819c223-7f76-453a-919d-413861904646
   scimgate ids --config config.yaml --target redmine --app-id 7`,
@@ -289,10 +291,14 @@ gateway, or point --config at a configuration whose data_dir holds a restored ba
 			if typ != "" && typ != "User" && typ != "Group" {
 				return usagef(cmd, "--type must be User or Group")
 			}
-			return c.ids(cf.value(cmd, c.getenv), target, args, appID, typ)
+			err := c.ids(af.cf.value(cmd, c.getenv), target, args, appID, typ)
+			if errors.Is(err, errDataInUse) {
+				return c.idsOnline(cmd, &af, target, args, appID, typ)
+			}
+			return err
 		},
 	}
-	cf.register(cmd)
+	af.register(cmd, false, false)
 	cmd.Flags().StringVar(&target, "target", "", "the action target's `NAME`")
 	cmd.Flags().StringVar(&appID, "app-id", "", "find the resource the app knows by `ID`")
 	cmd.Flags().StringVar(&typ, "type", "", "only `User` or Group entries")

@@ -234,6 +234,7 @@ Why a target is paused, the last delivery errors and backfills in progress follo
 				return fmt.Errorf("admin API: status: %w", err)
 			}
 			printStatus(c.stdout, st, time.Now())
+			printActionTargets(c.stdout, raw)
 			return nil
 		},
 	}

@@ -29,7 +29,7 @@ import (
 // Transport returns the outbox.Transport of type rest, for
 // outbox.Config.Transports.
 func Transport() outbox.Transport {
-	return outbox.Transport{Validate: Validate, New: New}
+	return outbox.Transport{Validate: Validate, New: New, IDs: IDMap, Stats: Stats}
 }
 
 // Validate checks t's rest section and returns every problem, each an
