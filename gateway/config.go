@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"gopkg.in/yaml.v3"
+
+	"github.com/scimgate/scimgate/mapping"
 )
 
 // Config is the `scim:` section: the listener identity providers talk to.
@@ -212,24 +214,18 @@ func DefaultConfig() Config {
 	}
 }
 
-// FieldError is a configuration problem at a YAML path such as
-// "scim.auth.bearer_tokens[1]".
-type FieldError struct {
-	Field string
-	Err   error
-}
-
-func (e *FieldError) Error() string { return e.Field + ": " + e.Err.Error() }
-func (e *FieldError) Unwrap() error { return e.Err }
-
 // Validation sentinels, for errors.Is.
 var (
 	ErrRequired = errors.New("required")
 	ErrInvalid  = errors.New("invalid")
 )
 
+// fieldErr is a configuration problem at a path relative to "scim" (such
+// as "auth.bearer_tokens[1]"), as the mapping's *FieldError: one type for
+// the command to read the path out of (the outbox engine, which imports
+// nothing of ours, keeps its own).
 func fieldErr(field string, err error, format string, args ...any) error {
-	return &FieldError{Field: field, Err: fmt.Errorf("%w: "+format, append([]any{err}, args...)...)}
+	return &mapping.FieldError{Field: field, Err: fmt.Errorf("%w: "+format, append([]any{err}, args...)...)}
 }
 
 // Validate checks the section; field names are relative to "scim".

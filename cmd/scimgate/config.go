@@ -480,12 +480,9 @@ func locate(file string, doc *yaml.Node, section string, err error) []error {
 // splitField reads the path and the cause out of the packages' FieldError
 // types (path "" for any other error).
 func splitField(err error) (string, error) {
-	var ge *gateway.FieldError
 	var oe *outbox.FieldError
-	var me *mapping.FieldError
+	var me *mapping.FieldError // also the gateway's
 	switch {
-	case errors.As(err, &ge):
-		return ge.Field, ge.Err
 	case errors.As(err, &oe):
 		return strings.TrimPrefix(oe.Field, "outbox."), oe.Err
 	case errors.As(err, &me):
