@@ -185,7 +185,8 @@ type TLSConfig struct {
 	KeyFile  string `yaml:"key_file"`
 }
 
-// DefaultConfig returns the defaults DESIGN.md promises.
+// DefaultConfig returns the defaults config.example.yaml shows (the
+// command's TestExampleConfigEqualsDefaults keeps the two equal).
 func DefaultConfig() Config {
 	return Config{
 		Listen:          ":8080",

@@ -39,7 +39,7 @@ type LogConfig struct {
 	Format string `yaml:"format"` // json or text
 }
 
-// Default values of the environment contract (DESIGN.md, Operations).
+// Default values of the environment variables (README.md, "Configure").
 const (
 	defaultListen      = ":8080"
 	defaultAdminListen = "127.0.0.1:8081"

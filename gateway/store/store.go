@@ -120,7 +120,7 @@ type Options struct {
 	// Discarded when nil.
 	Logger *slog.Logger
 	// Observer hears about mapping warnings, mapping rejections and
-	// ignored member ids (issue 9); nil: nobody.
+	// ignored member ids; nil: nobody.
 	Observer Observer
 	// UnknownMembers says what a member id that names no user or group
 	// does to a group write: UnknownIgnore (the default, also for "") or
@@ -173,7 +173,7 @@ const (
 	UnknownReject = "reject"
 )
 
-// Observer is told, after the fact, what operators watch (issue 9). Its
+// Observer is told, after the fact, what operators watch. Its
 // methods are called after the transaction commits (MappingRejected: after
 // the refusal), from the store's goroutines: they must not block. They
 // carry resource kinds ("user", "group"), ids, field names and counts,

@@ -166,7 +166,8 @@ func userTag(v, h uint64) string {
 
 // ReplaceUser replaces the user's attributes with a PUT body. Read-only
 // attributes in the body are ignored; an omitted "active" keeps the current
-// value rather than deactivating (IDP-PROTOCOL.md §1.3(f)).
+// value rather than deactivating (Okta's profile push sends a PUT without
+// it: docs/okta.md).
 func (s *Store) ReplaceUser(id, ifMatch string, doc map[string]any) (*Resource, error) {
 	doc, err := scim.Normalize(doc, s.users.rt)
 	if err != nil {
