@@ -7,7 +7,7 @@ import (
 	"fmt"
 	"net"
 	"net/url"
-	"slices"
+	"reflect"
 	"strconv"
 	"strings"
 	"time"
@@ -99,24 +99,20 @@ func (t *BearerToken) UnmarshalYAML(n *yaml.Node) error {
 		*t = BearerToken{Token: n.Value}
 		return nil
 	}
-	if err := knownKeys(n, "token", "allowed_cidrs"); err != nil {
-		return err
+	if n.Kind != yaml.MappingNode {
+		return fmt.Errorf("line %d: expected a mapping with token, allowed_cidrs", n.Line)
 	}
 	type plain BearerToken
-	return n.Decode((*plain)(t))
-}
-
-// knownKeys refuses mapping keys other than the given ones, naming the line.
-func knownKeys(n *yaml.Node, keys ...string) error {
-	if n.Kind != yaml.MappingNode {
-		return fmt.Errorf("line %d: expected a mapping with %s", n.Line, strings.Join(keys, ", "))
-	}
-	for i := 0; i+1 < len(n.Content); i += 2 {
-		if k := n.Content[i]; !slices.Contains(keys, k.Value) {
-			return fmt.Errorf("line %d: unknown key %q (allowed here: %s)", k.Line, k.Value, strings.Join(keys, ", "))
+	var err error
+	mapping.WalkKeys(n, reflect.TypeFor[plain](), "", nil, func(k mapping.UnknownKey) {
+		if err == nil {
+			err = fmt.Errorf("line %d: unknown key %q (allowed here: %s)", k.Key.Line, k.Key.Value, strings.Join(k.Allowed, ", "))
 		}
+	})
+	if err != nil {
+		return err
 	}
-	return nil
+	return n.Decode((*plain)(t))
 }
 
 // BasicCredential is one HTTP Basic key and secret (Cyolo-style).
