@@ -17,7 +17,7 @@ import (
 	"github.com/scimgate/scimgate/outbox"
 )
 
-// Issue 9: retry now, and resume retrying too, instead of waiting out the
+// Retry now, and resume retrying too, instead of waiting out the
 // backoff schedule (5 s, 5 min, 30 min …).
 func TestAdminRetryNow(t *testing.T) {
 	env := newAdminEnv(t)
@@ -66,7 +66,7 @@ func TestAdminRetryNow(t *testing.T) {
 	}
 }
 
-// Issue 10: history replay re-delivers with the original ids; backfill
+// History replay re-delivers with the original ids; backfill
 // sends a snapshot; bad requests say what to send.
 func TestAdminHistoryAndBackfill(t *testing.T) {
 	env := newAdminEnv(t)
@@ -119,7 +119,7 @@ func TestAdminHistoryAndBackfill(t *testing.T) {
 	}
 }
 
-// Issue 9: POST /admin/reload reports what changed, or why it refused.
+// POST /admin/reload reports what changed, or why it refused.
 func TestAdminReload(t *testing.T) {
 	env := newAdminEnv(t)
 	env.reload = func() ([]string, error) { return []string{"scim.auth.bearer_tokens: 1 → 2"}, nil }
@@ -157,7 +157,7 @@ func (env *adminEnv) delivered(t *testing.T) []delivered {
 	return out
 }
 
-// Issue 10: the feed returns the webhook envelopes byte for byte, in
+// The feed returns the webhook envelopes byte for byte, in
 // sequence order; a long poll returns soon after a commit; types filter;
 // a cursor in a restore gap is gone.
 func TestEventFeed(t *testing.T) {
@@ -227,7 +227,7 @@ func TestEventFeed(t *testing.T) {
 	}
 }
 
-// Issue 9: admin and app API tokens rotate on reload, atomically.
+// Admin and app API tokens rotate on reload, atomically.
 func TestAdminTokenReload(t *testing.T) {
 	env := newAPIEnv(t)
 	const newAdmin, newAPI = "admin-token-rotated-0123456789", "api-token-rotated-0123456789"
@@ -260,7 +260,7 @@ func TestAdminTokenReload(t *testing.T) {
 	}
 }
 
-// Issue 17 item 16 through the admin API: a history replay skips an event
+// Through the admin API: a history replay skips an event
 // whose dead letter was discarded, and re-sends it with include_discarded.
 func TestAdminHistorySkipsDiscarded(t *testing.T) {
 	env := newAdminEnv(t)

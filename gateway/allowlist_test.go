@@ -10,7 +10,7 @@ import (
 	"github.com/scimgate/scimgate/gateway"
 )
 
-// Issue 12: a credential with allowed_cidrs used from elsewhere gets 403 on
+// A credential with allowed_cidrs used from elsewhere gets 403 on
 // every route; the same credential from an allowed address works.
 func TestAllowedCIDRs(t *testing.T) {
 	const basicUser, basicPass = "okta-key", "basic-secret-0123456789"
@@ -42,8 +42,8 @@ func TestAllowedCIDRs(t *testing.T) {
 	}
 }
 
-// Issue 12: behind a trusted proxy the client address is the nearest
-// untrusted hop of X-Forwarded-For (the header read by default; issue 17);
+// Behind a trusted proxy the client address is the nearest
+// untrusted hop of X-Forwarded-For (the header read by default);
 // from anyone else the header is ignored.
 func TestTrustedProxies(t *testing.T) {
 	allow := func(c *gateway.Config) {
@@ -58,7 +58,7 @@ func TestTrustedProxies(t *testing.T) {
 		{"X-Forwarded-For", "203.0.113.7, 10.1.2.3", 200},       // through a second trusted proxy
 		{"X-Forwarded-For", "198.51.100.1", 403},                // outside
 		{"X-Forwarded-For", "203.0.113.7, 198.51.100.1", 403},   // a client cannot prepend its way in
-		{"Forwarded", `for=203.0.113.7;proto=https`, 403},       // not the header named (issue 17: TestForwardedHeaderChoice)
+		{"Forwarded", `for=203.0.113.7;proto=https`, 403},       // not the header named (see TestForwardedHeaderChoice)
 		{"Forwarded", `for=198.51.100.1, for=203.0.113.7`, 403}, // the same
 		{"X-Forwarded-For", "not-an-address", 403},              // unparseable: stop at the proxy itself
 		{"", "", 403}, // the proxy's own address

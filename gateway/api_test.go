@@ -64,7 +64,7 @@ func (env *adminEnv) all(t *testing.T, path string) []string {
 	return nil
 }
 
-// Issue 10: the directory as canonical records, cursor-paged.
+// The directory as canonical records, cursor-paged.
 func TestAppAPIDirectory(t *testing.T) {
 	env := newAPIEnv(t)
 	var users []string
@@ -125,7 +125,7 @@ func TestAppAPIDirectory(t *testing.T) {
 	}
 }
 
-// Issue 10: the app token reads /v1/ only; the admin and SCIM tokens do
+// The app token reads /v1/ only; the admin and SCIM tokens do
 // not read /v1/.
 func TestAppAPITokens(t *testing.T) {
 	env := newAPIEnv(t)

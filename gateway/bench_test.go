@@ -29,8 +29,8 @@ import (
 	"github.com/scimgate/scimgate/outbox"
 )
 
-// Benchmarks for the figures issues 2 and 13 name (targets, not timed
-// tests):
+// Benchmarks for the figures docs/performance.md reports (targets, not
+// timed tests):
 //
 //	go test -run '^$' -bench 'RawCeiling|OktaMix' -benchtime 3000x ./gateway/
 //	go test -run '^$' -bench 'Create|GroupAdd50' -benchtime 2000x ./gateway/
@@ -335,7 +335,7 @@ func add50Body(ids func(k int) string) string {
 }
 
 // mixSeconds is SCIMGATE_MIX_SECONDS: run BenchmarkOktaMix for that long
-// (issue 13's 60 s full-rate run) instead of b.N rounds.
+// (docs/performance.md's 60 s full-rate run) instead of b.N rounds.
 func mixSeconds() time.Duration {
 	n, _ := strconv.Atoi(os.Getenv("SCIMGATE_MIX_SECONDS"))
 	return time.Duration(n) * time.Second

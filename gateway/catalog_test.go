@@ -36,7 +36,7 @@ func createUserWith(t *testing.T, ts *testServer, body string) string {
 	return r.body["id"].(string)
 }
 
-// Issue 12: Okta Identity Governance's discovery sequence — ResourceTypes,
+// Okta Identity Governance's discovery sequence — ResourceTypes,
 // Schemas, each type's endpoint — then a PATCH assigning roles, and the
 // event the app receives.
 func TestOktaEntitlementDiscovery(t *testing.T) {
@@ -120,7 +120,7 @@ func TestOktaEntitlementDiscovery(t *testing.T) {
 	es.settle(t, 0)
 }
 
-// Issue 12: Entra assigns app roles with SingleAppRoleAssignment (roles
+// Entra assigns app roles with SingleAppRoleAssignment (roles
 // with primary true, then PATCH on roles[primary eq "True"].value) and
 // AppRoleAssignmentsComplex (add and remove in the roles list).
 func TestEntraAppRoles(t *testing.T) {

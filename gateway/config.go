@@ -7,12 +7,14 @@ import (
 	"fmt"
 	"net"
 	"net/url"
-	"slices"
+	"reflect"
 	"strconv"
 	"strings"
 	"time"
 
 	"gopkg.in/yaml.v3"
+
+	"github.com/scimgate/scimgate/mapping"
 )
 
 // Config is the `scim:` section: the listener identity providers talk to.
@@ -97,24 +99,20 @@ func (t *BearerToken) UnmarshalYAML(n *yaml.Node) error {
 		*t = BearerToken{Token: n.Value}
 		return nil
 	}
-	if err := knownKeys(n, "token", "allowed_cidrs"); err != nil {
-		return err
+	if n.Kind != yaml.MappingNode {
+		return fmt.Errorf("line %d: expected a mapping with token, allowed_cidrs", n.Line)
 	}
 	type plain BearerToken
-	return n.Decode((*plain)(t))
-}
-
-// knownKeys refuses mapping keys other than the given ones, naming the line.
-func knownKeys(n *yaml.Node, keys ...string) error {
-	if n.Kind != yaml.MappingNode {
-		return fmt.Errorf("line %d: expected a mapping with %s", n.Line, strings.Join(keys, ", "))
-	}
-	for i := 0; i+1 < len(n.Content); i += 2 {
-		if k := n.Content[i]; !slices.Contains(keys, k.Value) {
-			return fmt.Errorf("line %d: unknown key %q (allowed here: %s)", k.Line, k.Value, strings.Join(keys, ", "))
+	var err error
+	mapping.WalkKeys(n, reflect.TypeFor[plain](), "", nil, func(k mapping.UnknownKey) {
+		if err == nil {
+			err = fmt.Errorf("line %d: unknown key %q (allowed here: %s)", k.Key.Line, k.Key.Value, strings.Join(k.Allowed, ", "))
 		}
+	})
+	if err != nil {
+		return err
 	}
-	return nil
+	return n.Decode((*plain)(t))
 }
 
 // BasicCredential is one HTTP Basic key and secret (Cyolo-style).
@@ -185,7 +183,8 @@ type TLSConfig struct {
 	KeyFile  string `yaml:"key_file"`
 }
 
-// DefaultConfig returns the defaults DESIGN.md promises.
+// DefaultConfig returns the defaults config.example.yaml shows (the
+// command's TestExampleConfigEqualsDefaults keeps the two equal).
 func DefaultConfig() Config {
 	return Config{
 		Listen:          ":8080",
@@ -214,24 +213,18 @@ func DefaultConfig() Config {
 	}
 }
 
-// FieldError is a configuration problem at a YAML path such as
-// "scim.auth.bearer_tokens[1]".
-type FieldError struct {
-	Field string
-	Err   error
-}
-
-func (e *FieldError) Error() string { return e.Field + ": " + e.Err.Error() }
-func (e *FieldError) Unwrap() error { return e.Err }
-
 // Validation sentinels, for errors.Is.
 var (
 	ErrRequired = errors.New("required")
 	ErrInvalid  = errors.New("invalid")
 )
 
+// fieldErr is a configuration problem at a path relative to "scim" (such
+// as "auth.bearer_tokens[1]"), as the mapping's *FieldError: one type for
+// the command to read the path out of (the outbox engine, which imports
+// nothing of ours, keeps its own).
 func fieldErr(field string, err error, format string, args ...any) error {
-	return &FieldError{Field: field, Err: fmt.Errorf("%w: "+format, append([]any{err}, args...)...)}
+	return &mapping.FieldError{Field: field, Err: fmt.Errorf("%w: "+format, append([]any{err}, args...)...)}
 }
 
 // Validate checks the section; field names are relative to "scim".

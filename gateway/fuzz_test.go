@@ -19,7 +19,7 @@ import (
 
 // FuzzHandlers drives the SCIM handlers with arbitrary methods, paths,
 // queries, content types and bodies against a real store on a real bbolt
-// file (issue 8, done-when), and checks after every request that:
+// file, and checks after every request that:
 //   - no status is 5xx other than 503 (a storage fault) and 501 (/.search
 //     and /Bulk, which RFC 7644 answers so when unsupported);
 //   - the store stays readable: every user and group lists and reads;

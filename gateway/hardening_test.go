@@ -22,7 +22,7 @@ import (
 	"github.com/scimgate/scimgate/outbox"
 )
 
-// Issue 8 item 9: an empty or mistyped discard must not delete every dead
+// An empty or mistyped discard must not delete every dead
 // letter; "all" has to be asked for.
 func TestAdminBulkNeedsExplicitSelection(t *testing.T) {
 	env := newAdminEnv(t)
@@ -62,7 +62,7 @@ func TestAdminBulkNeedsExplicitSelection(t *testing.T) {
 	}
 }
 
-// Issue 9: a wrong admin token says so, rather than "token required".
+// A wrong admin token says so, rather than "token required".
 func TestAdminTokenMessages(t *testing.T) {
 	env := newAdminEnv(t)
 	for _, tc := range []struct{ token, want string }{
@@ -76,7 +76,7 @@ func TestAdminTokenMessages(t *testing.T) {
 	}
 }
 
-// Issue 8 item 3: after a 401 the server closes the connection instead of
+// After a 401 the server closes the connection instead of
 // waiting for the rest of a (possibly trickled) body.
 func TestUnauthorizedClosesConnection(t *testing.T) {
 	ts := newTestServer(t)
@@ -108,7 +108,7 @@ func TestUnauthorizedClosesConnection(t *testing.T) {
 	}
 }
 
-// Issue 8 item 15: a wrong method on an endpoint is 405 with Allow, not a
+// A wrong method on an endpoint is 405 with Allow, not a
 // 404 that says the endpoint does not exist.
 func TestMethodNotAllowed(t *testing.T) {
 	ts := newTestServer(t)
@@ -134,7 +134,7 @@ func TestMethodNotAllowed(t *testing.T) {
 	}
 }
 
-// Issue 8 item 15: a storage failure is 503 with a detail, so the IdP
+// A storage failure is 503 with a detail, so the IdP
 // retries, rather than an opaque 500.
 func TestStorageFailureIs503(t *testing.T) {
 	ts := newTestServer(t)
@@ -148,7 +148,7 @@ func TestStorageFailureIs503(t *testing.T) {
 
 const coreUser = `"schemas":["urn:ietf:params:scim:schemas:core:2.0:User"]`
 
-// Issue 8 item 1: a body nested 10,000 levels deep is refused at decode
+// A body nested 10,000 levels deep is refused at decode
 // time with 400 invalidSyntax (it used to be stored and then break every
 // read of the user, every list page and every scanning filter), and a
 // PATCH cannot deepen a document past the limit either.
@@ -173,7 +173,7 @@ func TestDepthLimit(t *testing.T) {
 	ts.do("GET", "/Users?filter="+url.QueryEscape("active eq true"), "").must(t, 200)
 }
 
-// Issue 8 item 2: values are counted with and without a path, in POST and
+// Values are counted with and without a path, in POST and
 // PUT bodies too, before anything reaches the store's writer.
 func TestValuesCountedWithoutPath(t *testing.T) {
 	ts := newTestServer(t)
@@ -208,7 +208,7 @@ func TestValuesCountedWithoutPath(t *testing.T) {
 	t.Logf("path-less add of 9,000 emails: %s", time.Since(start))
 }
 
-// Issue 8 item 8: a password is never stored or returned, however it is
+// A password is never stored or returned, however it is
 // qualified, and no error detail quotes it.
 func TestPasswordNeverStored(t *testing.T) {
 	ts := newTestServer(t)
@@ -243,7 +243,7 @@ func TestPasswordNeverStored(t *testing.T) {
 	}
 }
 
-// Issue 8 item 12: responses carry the core URN and the declared
+// Responses carry the core URN and the declared
 // extensions present, never schemas the server does not advertise.
 func TestRenderedSchemas(t *testing.T) {
 	ts := newTestServer(t)
@@ -276,7 +276,7 @@ func TestRenderedSchemas(t *testing.T) {
 	}
 }
 
-// Issue 8 items 13 and 15: one primary; no PATCH on schemas; the schema
+// One primary; no PATCH on schemas; the schema
 // says what is enforced and returned; invalid UTF-8 is refused.
 func TestSmallProtocolFixes(t *testing.T) {
 	ts := newTestServer(t)
@@ -319,7 +319,7 @@ func groupWithMembers(t *testing.T, ts *testServer, name string, n int) (string,
 	return r.body["id"].(string), ids
 }
 
-// Issue 8 item 4, as issue 17 item 22 changed it: a list response no
+// A list response no
 // longer cuts a page by its members (which skipped groups in Okta's
 // import); it streams them, group by group, so every group comes whole,
 // and scim.limits.max_members_per_list bounds nothing any more.
@@ -349,7 +349,7 @@ func TestGroupListStreamsMembers(t *testing.T) {
 	}
 }
 
-// Issue 8 item 11: membership filters are served from the index; shapes it
+// Membership filters are served from the index; shapes it
 // cannot serve are 400, never a silent empty result.
 func TestMembershipFilters(t *testing.T) {
 	ts := newTestServer(t)
@@ -375,7 +375,7 @@ func TestMembershipFilters(t *testing.T) {
 	}
 }
 
-// Issue 8 item 14: one stale member id no longer blocks a full-membership
+// One stale member id no longer blocks a full-membership
 // PUT; scim.unknown_members: reject keeps the old strictness.
 func TestUnknownMemberIDs(t *testing.T) {
 	for _, mode := range []string{"ignore", "reject"} {
@@ -394,7 +394,7 @@ func TestUnknownMemberIDs(t *testing.T) {
 	}
 }
 
-// Issue 8 items 6 and 7: look-alike names are one name; control and
+// Look-alike names are one name; control and
 // invisible characters are refused in identifiers; what was sent is kept.
 func TestLookalikeNames(t *testing.T) {
 	ts := newTestServer(t)
@@ -437,7 +437,7 @@ func TestQualifiedMembers(t *testing.T) {
 	}
 }
 
-// Issue 8 item 5, with the real server: a panic inside the store's writer,
+// With the real server: a panic inside the store's writer,
 // in the batches SCIM writes share, fails only the write that panicked
 // (ErrInternal, rolled back); every SCIM write around it is acknowledged
 // and readable, and the server keeps serving.

@@ -10,7 +10,7 @@ import (
 	"github.com/scimgate/scimgate/gateway"
 )
 
-// Issue 17 item 8: every scim.limits key is bounded at load, with an error
+// Every scim.limits key is bounded at load, with an error
 // naming the key and its bounds.
 func TestLimitsBounded(t *testing.T) {
 	for _, tc := range []struct {
@@ -55,7 +55,7 @@ func nested(n int) string {
 	return strings.Repeat(`{"a":`, n-1) + `{}` + strings.Repeat(`}`, n-1)
 }
 
-// Issue 17 item 8: scim.limits.max_depth has one source: a reload that
+// scim.limits.max_depth has one source: a reload that
 // reports it changed applies it to what a PATCH may produce too (it used
 // to be copied into the store at start and never reloaded).
 func TestMaxDepthReloadApplies(t *testing.T) {
@@ -83,11 +83,11 @@ func TestMaxDepthReloadApplies(t *testing.T) {
 	patch(14).scimError(t, 400, "invalidSyntax")
 }
 
-// Issue 17 item 8: a stored resource is bounded (scim.limits.
-// max_resource_bytes, 512 KiB): twelve in-limit PATCHes of 10,000 emails
-// each (the round-three reproduction made a 3 MB user of them) store what
-// fits and are then refused with 413 naming the limit, changing nothing;
-// the user can still be deactivated.
+// A stored resource is bounded (scim.limits.max_resource_bytes, 512 KiB):
+// twelve in-limit PATCHes of 10,000 emails each (unbounded, they made a
+// 3 MB user whose every write took over a second) store what fits and
+// are then refused with 413 naming the limit, changing nothing; the user
+// can still be deactivated.
 func TestResourceSizeBounded(t *testing.T) {
 	ts := newTestServer(t)
 	u := createUser(t, ts, "ada@example.com")

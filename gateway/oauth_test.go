@@ -95,7 +95,7 @@ func (os *oauthServer) tokenRequest(t *testing.T, form url.Values, basicID, basi
 
 const createAda = `{"schemas":["urn:ietf:params:scim:schemas:core:2.0:User"],"userName":"ada@example.com","active":true}`
 
-// Issue 12: the standard Go client obtains a token and provisions with it,
+// The standard Go client obtains a token and provisions with it,
 // with the client authenticated in the header and in the body.
 func TestOAuthClientCredentials(t *testing.T) {
 	os := newOAuthServer(t)
@@ -133,7 +133,7 @@ func TestOAuthClientCredentials(t *testing.T) {
 	}
 }
 
-// Issue 12: each failure gets the RFC's error.
+// Each failure gets the RFC's error.
 func TestOAuthErrors(t *testing.T) {
 	os := newOAuthServer(t)
 	grant := url.Values{"grant_type": {"client_credentials"}}
@@ -185,7 +185,7 @@ func bearer(t *testing.T, ts *testServer, token, method, path, body string) resp
 	return ts.do(method, path, body, "Authorization", "Bearer "+token)
 }
 
-// Issue 12: an expired token and a token whose client (or secret) was
+// An expired token and a token whose client (or secret) was
 // removed get RFC 6750 invalid_token.
 func TestOAuthTokenLifecycle(t *testing.T) {
 	os := newOAuthServer(t)
@@ -253,7 +253,7 @@ func TestOAuthTokenLifecycle(t *testing.T) {
 	bearer(t, os.testServer, testToken, "GET", "/Users", "").must(t, 200)
 }
 
-// Issue 12: the token endpoint is rate-limited per client address.
+// The token endpoint is rate-limited per client address.
 func TestOAuthTokenRateLimit(t *testing.T) {
 	os := newOAuthServer(t, func(c *gateway.Config) { c.Limits.TokenRatePerSecond, c.Limits.TokenBurst = 0.1, 3 })
 	var last int
@@ -267,7 +267,7 @@ func TestOAuthTokenRateLimit(t *testing.T) {
 	}
 }
 
-// Issue 17 item 3: a secret removed and then added back does not revive
+// A secret removed and then added back does not revive
 // the tokens issued under it before its removal; a token issued after it
 // came back works.
 func TestOAuthReAddedSecretKeepsTokensDead(t *testing.T) {
@@ -307,7 +307,7 @@ func TestOAuthReAddedSecretKeepsTokensDead(t *testing.T) {
 	bearer(t, os.testServer, fresh, "GET", "/Users", "").scimError(t, 401, "")
 }
 
-// Issue 17 item 3: two token requests in the same second (here the same
+// Two token requests in the same second (here the same
 // instant: the clock is frozen) get different tokens, both valid.
 func TestOAuthTokensCarryTheirOwnRandomness(t *testing.T) {
 	os := newOAuthServer(t)

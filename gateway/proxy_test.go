@@ -42,7 +42,7 @@ func send(t *testing.T, c *http.Client, method, u, body string, headers ...strin
 	return resp.StatusCode
 }
 
-// Issue 17 item 1: behind a trusted proxy that appends X-Forwarded-For and
+// Behind a trusted proxy that appends X-Forwarded-For and
 // passes a client's Forwarded header through (Go's httputil.ReverseProxy,
 // here a real one in front of the gateway; nginx's
 // proxy_add_x_forwarded_for, ingress-nginx and AWS ALB behave alike), a
@@ -100,7 +100,7 @@ func TestForwardedBehindAppendingProxy(t *testing.T) {
 	}
 }
 
-// Issue 17 item 1: the operator names the one header read; the others are
+// The operator names the one header read; the others are
 // ignored, whatever they say.
 func TestForwardedHeaderChoice(t *testing.T) {
 	allow := func(c *gateway.Config) {

@@ -201,7 +201,8 @@ func (ts *testServer) count(path string) int {
 	return int(r.body["totalResults"].(float64))
 }
 
-// oktaCreate is the exact create body of IDP-PROTOCOL.md §1.3(d).
+// oktaCreate is the exact body of Okta's create (Assign user in
+// docs/okta.md, "What Okta sends, and what scimgate answers").
 const oktaCreate = `{
   "schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"],
   "userName": "Test.User@okta.local",
@@ -394,7 +395,7 @@ func TestOktaGroupPush(t *testing.T) {
 	// AIW: PUT with the full membership.
 	ts.do("PUT", "/Groups/"+gid, fmt.Sprintf(`{"schemas":["urn:ietf:params:scim:schemas:core:2.0:Group"],"displayName":"Test SCIMv2","members":[{"value":%q,"display":"u1"}]}`, u1)).must(t, 200)
 	assertMembers(t, ts, gid, u1)
-	// Unknown member ids are ignored by default (issue 8 item 14): nothing
+	// Unknown member ids are ignored by default: nothing
 	// changes, and the request succeeds.
 	ts.do("PATCH", "/Groups/"+gid, `{"Operations":[{"op":"add","path":"members","value":[{"value":"nope"}]}]}`).must(t, 204)
 	assertMembers(t, ts, gid, u1)
@@ -704,7 +705,7 @@ func TestProjectionETagAndMeta(t *testing.T) {
 	}
 	// An undeclared extension is stored (so it round-trips once the mapping
 	// declares it) but not returned: strict clients reject a resource whose
-	// schemas the server does not advertise (issue 8 item 12).
+	// schemas the server does not advertise.
 	const custom = "urn:ietf:params:scim:schemas:extension:custom:2.0:User"
 	r = ts.do("PATCH", "/Users/"+id+"?attributes="+custom,
 		`{"Operations":[{"op":"add","value":{"`+custom+`":{"badge":"B-7"}}}]}`).must(t, 200)

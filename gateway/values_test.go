@@ -21,7 +21,7 @@ func defaultIgnorable(r rune) bool {
 		!(0xfff9 <= r && r <= 0xfffb) && !(0x13430 <= r && r <= 0x1343f)
 }
 
-// Issue 17 item 11: an identifier holding any Default_Ignorable_Code_Point
+// An identifier holding any Default_Ignorable_Code_Point
 // — the issue's U+034F, U+3164, U+FE0F, the Hangul fillers, variation
 // selectors — is refused with 400 invalidValue naming the attribute and
 // the code point, through the real server, so no look-alike userName,
@@ -69,7 +69,7 @@ func TestDefaultIgnorableIdentifiers(t *testing.T) {
 	ts.do("POST", "/Users", `{`+coreUser+`,"userName":"grace@example.com","emails":[{"value":"grace@example.com"}]}`).must(t, 201)
 }
 
-// Issue 17 item 12: NUL and the other control characters (but TAB, LF and
+// NUL and the other control characters (but TAB, LF and
 // CR) are refused in every string attribute, not only in identifiers, with
 // 400 invalidValue naming the attribute; the refused write changes
 // nothing. A multi-line address and a tab are kept.

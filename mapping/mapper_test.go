@@ -487,7 +487,7 @@ func TestRejectionAndWarningFields(t *testing.T) {
 }
 
 // TestDateInvalidMessage: a date in the right form that does not exist
-// says so, rather than naming the form it already has (issue 17, item 20).
+// says so, rather than naming the form it already has.
 func TestDateInvalidMessage(t *testing.T) {
 	conv, err := dateConverter("", "")
 	if err != nil {
@@ -514,7 +514,7 @@ func TestDateInvalidMessage(t *testing.T) {
 
 // TestUnknownKeysWithOtherErrors: an unknown key is one of Compile's
 // errors, beside the others, rather than a decoding error that hides them
-// (issue 17, item 20; compile-unknown-key has one at every level).
+// (compile-unknown-key has one at every level).
 func TestUnknownKeysWithOtherErrors(t *testing.T) {
 	var r Rules
 	if err := yaml.Unmarshal([]byte("user:\n  - {to: login, form: userName}\n  - {to: hired, from: x, type: datte}\n  - {to: email, from: 'emails[', type: email}\n"), &r); err != nil {

@@ -41,7 +41,7 @@ user:
 `
 
 // TestReferenceField: a reference with a field outputs that field of the
-// referenced user's record instead of its SCIM id (issue 17, item 21).
+// referenced user's record instead of its SCIM id.
 func TestReferenceField(t *testing.T) {
 	var rules Rules
 	if err := yaml.Unmarshal([]byte(referenceFieldRules), &rules); err != nil {

@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"reflect"
-	"slices"
 	"strconv"
 	"strings"
 
@@ -266,19 +265,21 @@ func decodeTransform(n *yaml.Node) (Transform, error) {
 // checkNodes returns a *FieldError for each key of n, at any depth, that
 // the type t it decodes into has no yaml field for, and for each value that
 // cannot decode into its option, in document order; path is n's place
-// ("user[3]"). node.Decode does not honour a decoder's KnownFields
-// (go-yaml #460), and a decoder's stops at the first.
+// ("user[3]"). A decoder stops at the first (and node.Decode does not
+// honour KnownFields), so the walk is WalkKeys'.
 func checkNodes(n *yaml.Node, t reflect.Type, path string, errs []error) []error {
-	for t.Kind() == reflect.Pointer {
-		t = t.Elem()
-	}
-	if err := wrongKind(n, t); err != nil {
-		return append(errs, &FieldError{Field: path, Err: err})
-	}
-	switch {
-	case t == reflect.TypeFor[Transforms]():
+	WalkKeys(n, t, path, func(n *yaml.Node, t reflect.Type, path string) bool {
+		if err := wrongKind(n, t); err != nil {
+			errs = append(errs, &FieldError{Field: path, Err: err})
+			return false
+		}
+		if t != reflect.TypeFor[Transforms]() {
+			return true
+		}
+		// A step is a bare name or a one-key map; the options of lookup and
+		// replace are checked as their own types.
 		if n.Kind != yaml.SequenceNode {
-			return errs
+			return false
 		}
 		for i, c := range n.Content {
 			if c.Kind != yaml.MappingNode || len(c.Content) != 2 {
@@ -289,37 +290,10 @@ func checkNodes(n *yaml.Node, t reflect.Type, path string, errs []error) []error
 				errs = checkNodes(c.Content[1], ot, fmt.Sprintf("%s[%d].%s", path, i, c.Content[0].Value), errs)
 			}
 		}
-	case n.Kind == yaml.MappingNode && t.Kind() == reflect.Struct:
-		fields := map[string]reflect.Type{}
-		var names []string
-		for i := range t.NumField() {
-			f := t.Field(i)
-			name, _, _ := strings.Cut(f.Tag.Get("yaml"), ",")
-			if !f.IsExported() || name == "" || name == "-" {
-				continue
-			}
-			fields[name] = f.Type
-			names = append(names, name)
-		}
-		slices.Sort(names)
-		for i := 0; i+1 < len(n.Content); i += 2 {
-			key, val := n.Content[i], n.Content[i+1]
-			at := key.Value
-			if path != "" {
-				at = path + "." + key.Value
-			}
-			ft, ok := fields[key.Value]
-			if !ok {
-				errs = append(errs, &FieldError{Field: at, Err: errf(ErrUnknown, "%w (allowed here: %s)", ErrUnknownKey, strings.Join(names, ", "))})
-				continue
-			}
-			errs = checkNodes(val, ft, at, errs)
-		}
-	case n.Kind == yaml.SequenceNode && t.Kind() == reflect.Slice && t != reflect.TypeFor[StringList]():
-		for i, c := range n.Content {
-			errs = checkNodes(c, t.Elem(), fmt.Sprintf("%s[%d]", path, i), errs)
-		}
-	}
+		return false
+	}, func(k UnknownKey) {
+		errs = append(errs, &FieldError{Field: k.Path, Err: errf(ErrUnknown, "%w (allowed here: %s)", ErrUnknownKey, strings.Join(k.Allowed, ", "))})
+	})
 	return errs
 }
 

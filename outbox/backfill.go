@@ -580,13 +580,7 @@ func (s *scheduler) admitSpool(l *lane, room int) error {
 		bf.next = a.key
 	}
 	s.submit(func(tx *bolt.Tx) error {
-		p := targetBucket(tx, name).Bucket(bucketPending)
-		for _, k := range keys {
-			if err := p.Put(be64(k), freshState); err != nil {
-				return err
-			}
-		}
-		return nil
+		return putPending(targetBucket(tx, name), keys)
 	}, nil)
 	return nil
 }

@@ -85,7 +85,7 @@ func waitRunning(t *testing.T, timeout time.Duration, what string, done <-chan e
 	}
 }
 
-// Issue 17 item 5: a full disk with deliveries in flight. The outcomes that
+// A full disk with deliveries in flight. The outcomes that
 // cannot be recorded stay in memory, Run keeps running and reports the
 // failure through Healthy (for /readyz) and a gauge, starts no new attempt
 // and fails admin writes at once; when space returns it records them and
@@ -219,7 +219,7 @@ func TestFullDiskKeepsRunning(t *testing.T) {
 	}
 }
 
-// Issue 17 item 5, at start: Run's first transaction (the delivery state
+// At start: Run's first transaction (the delivery state
 // of targets configured for the first time) meets a full disk. Run waits
 // for room, not Ready, with Healthy saying why, and starts when space
 // returns. Before, Run returned the error and serve exited, at every start.

@@ -330,11 +330,8 @@ func (s *scheduler) refillHistory(l *lane, room int) error {
 	}
 	s.submit(func(tx *bolt.Tx) error {
 		b := targetBucket(tx, name)
-		p := b.Bucket(bucketPending)
-		for _, k := range keys {
-			if err := p.Put(be64(k), freshState); err != nil {
-				return err
-			}
+		if err := putPending(b, keys); err != nil {
+			return err
 		}
 		if dis := b.Bucket(bucketDiscarded); dis != nil {
 			for _, k := range unmark {

@@ -13,7 +13,7 @@ import (
 	bolt "go.etcd.io/bbolt"
 )
 
-// Issue 17 item 13: a since in the future (a mistyped year) is an error and
+// A since in the future (a mistyped year) is an error and
 // replays nothing; before, 3026 overflowed int64 nanoseconds and replayed the
 // whole retained history. A since before the int64 range is the log's start.
 func TestReplayHistorySinceFuture(t *testing.T) {
@@ -89,7 +89,7 @@ func TestFirstSinceBounds(t *testing.T) {
 	}
 }
 
-// Issue 17 item 16: a history replay skips the events whose dead letter an
+// A history replay skips the events whose dead letter an
 // operator discarded, unless asked to include them; an event sent again that
 // way is no longer treated as discarded.
 func TestReplayHistorySkipsDiscarded(t *testing.T) {

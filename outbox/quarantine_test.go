@@ -55,7 +55,7 @@ func rot(t *testing.T, path, marker string) {
 	}
 }
 
-// Issue 17 item 9: one undecodable event (bit rot in one stored value) no
+// One undecodable event (bit rot in one stored value) no
 // longer stops the dispatcher at start. Each damaged event is quarantined —
 // dead-lettered without being sent, with the reason — for the targets it
 // concerns; the others are delivered; the log and the target's status say
@@ -168,7 +168,7 @@ func TestUndecodableEventQuarantined(t *testing.T) {
 	waitStatus(t, d, 5*time.Second, "discarded", func(st TargetStatus) bool { return st.DeadLetters == 0 })
 }
 
-// Issue 17 item 9, the other stored values: a damaged dead letter, a
+// The other stored values: a damaged dead letter, a
 // damaged replay entry and a damaged pause record no longer stop Run at
 // start (nor break the dead-letter list). The dead letter is listed as
 // quarantined and can be discarded, not replayed; the replay entry's event

@@ -14,7 +14,7 @@ import (
 	"time"
 )
 
-// Issue 8 item 16: a receiver that keeps failing sees exactly one request per
+// A receiver that keeps failing sees exactly one request per
 // attempt — max_attempts requests in all — spaced by the schedule, whatever
 // the kind of failure.
 func TestOneRequestPerAttempt(t *testing.T) {

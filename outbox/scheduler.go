@@ -574,11 +574,8 @@ func (s *scheduler) admit(l *lane, evs []Event) {
 	name := l.t.cfg.Name
 	s.submit(func(tx *bolt.Tx) error {
 		b := targetBucket(tx, name)
-		p := b.Bucket(bucketPending)
-		for _, k := range keys {
-			if err := p.Put(be64(k), freshState); err != nil {
-				return err
-			}
+		if err := putPending(b, keys); err != nil {
+			return err
 		}
 		return b.Put(keyCursor, be64(last))
 	}, nil)

@@ -21,6 +21,18 @@ type deliveryState struct {
 
 var freshState = []byte("{}")
 
+// putPending records keys as pending in a target's bucket b, each with a
+// fresh delivery state.
+func putPending(b *bolt.Bucket, keys []uint64) error {
+	p := b.Bucket(bucketPending)
+	for _, k := range keys {
+		if err := p.Put(be64(k), freshState); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // pauseState is stored under keyPause while a target is paused.
 type pauseState struct {
 	Reason string    `json:"reason"`

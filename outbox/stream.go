@@ -136,7 +136,7 @@ func (c *TLSConfig) Validate(prefix string) []error {
 	}
 	var errs []error
 	if (c.CertFile == "") != (c.KeyFile == "") {
-		errs = append(errs, invalidField(prefix+".cert_file", "cert_file and key_file go together"))
+		errs = append(errs, InvalidField(prefix+".cert_file", "cert_file and key_file go together"))
 	}
 	return errs
 }
@@ -204,10 +204,6 @@ func (e *StreamError) Error() string {
 
 // Unwrap returns the client's error.
 func (e *StreamError) Unwrap() error { return e.Err }
-
-func invalidField(field, format string, args ...any) error {
-	return &FieldError{Field: field, Err: fmt.Errorf("%w: %s", ErrInvalid, fmt.Sprintf(format, args...))}
-}
 
 // StreamHeaders returns the headers every stream message (NATS, Kafka)
 // carries, in order: webhook-id, type, sequence, content type, then the

@@ -616,7 +616,7 @@ func TestKafkaLatency(t *testing.T) {
 	measureLatency(t, db, d, arrived, "consumer")
 }
 
-// TestKafkaTopicRecreated (issue 17 item 6): a topic deleted while the
+// TestKafkaTopicRecreated: a topic deleted while the
 // target runs, then created again (by the target's create_topic, or by the
 // operator), takes deliveries again without a restart: the producer must
 // forget the old topic id instead of failing with UNKNOWN_TOPIC_ID

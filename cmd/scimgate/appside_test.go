@@ -22,7 +22,7 @@ import (
 	"github.com/scimgate/scimgate/outbox"
 )
 
-// The app's side (issue 10), end to end through the real binary: a
+// The app's side, end to end through the real binary: a
 // consumer that loads the directory and follows the feed — the program
 // docs/app-api.md shows, built from the doc — ends with exactly the
 // gateway's state after an Okta-shaped run with concurrent writes; the feed

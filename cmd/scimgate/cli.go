@@ -26,7 +26,7 @@ const (
 	groupTools   = "tools"
 )
 
-// rootCommand builds the command tree (CONTRACTS.md "CLI"). Flags work
+// rootCommand builds the command tree (README.md, "Operate"). Flags work
 // anywhere after the command name; every command has its own --help, which
 // exits 0 and runs nothing; wrong usage exits 2 with a one-line hint. No
 // flag default shows a secret: defaults taken from the environment are

@@ -17,7 +17,7 @@ import (
 	"github.com/scimgate/scimgate/outbox"
 )
 
-// Issue 13: a database that became mostly free shrinks at the next start,
+// A database that became mostly free shrinks at the next start,
 // and a clean stop leaves the freelist written so that the start does not
 // read every page.
 func TestStartUpCompaction(t *testing.T) {
@@ -75,7 +75,7 @@ func TestStartUpCompaction(t *testing.T) {
 	t.Logf("start-up compaction: %d → %d bytes", before.Size(), after.Size())
 }
 
-// Issue 13: POST /admin/compact (scimgate compact) rewrites the file while
+// POST /admin/compact (scimgate compact) rewrites the file while
 // the gateway serves. Writes that go on during the compaction are all
 // acknowledged, kept and delivered, events keep flowing after the swap,
 // and the feed and backups read the new file.

@@ -7,7 +7,6 @@ import (
 	"os"
 	"reflect"
 	"regexp"
-	"sort"
 	"strconv"
 	"strings"
 	"time"
@@ -39,7 +38,7 @@ type LogConfig struct {
 	Format string `yaml:"format"` // json or text
 }
 
-// Default values of the environment contract (DESIGN.md, Operations).
+// Default values of the environment variables (README.md, "Configure").
 const (
 	defaultListen      = ":8080"
 	defaultAdminListen = "127.0.0.1:8081"
@@ -165,7 +164,7 @@ func parseConfig(name string, data []byte, getenv func(string) string, lenient b
 	if err := expandNode(doc, lookup); err != nil {
 		return cfg, nil, &ConfigError{File: name, Line: err.line, Err: err}
 	}
-	if err := checkKnown(doc, reflect.TypeOf(cfg), ""); err != nil {
+	if err := checkKnown(doc, reflect.TypeOf(cfg)); err != nil {
 		err.File = name
 		return cfg, nil, err
 	}
@@ -254,89 +253,26 @@ func expandNode(n *yaml.Node, lookup func(string) (string, error)) *expandError 
 	return nil
 }
 
-// checkKnown rejects mapping keys that the target struct type has no yaml
-// field for, naming the key, its line and the keys that are allowed.
-// (yaml.v3's KnownFields works only through a Decoder, which would lose the
-// expanded node tree.)
-func checkKnown(n *yaml.Node, t reflect.Type, path string) *ConfigError {
-	for t.Kind() == reflect.Pointer {
-		t = t.Elem()
-	}
-	if reflect.PointerTo(t).Implements(unmarshalerType) || t == nodeType {
-		return nil // the type (or, for a YAML section, its transport) checks its own keys
-	}
-	switch {
-	case n.Kind == yaml.MappingNode && t.Kind() == reflect.Struct:
-		fields := yamlFields(t)
-		for i := 0; i+1 < len(n.Content); i += 2 {
-			key, val := n.Content[i], n.Content[i+1]
-			ft, ok := fields[key.Value]
-			if !ok {
-				names := make([]string, 0, len(fields))
-				for k := range fields {
-					names = append(names, k)
-				}
-				sort.Strings(names)
-				return &ConfigError{Line: key.Line, Field: join(path, key.Value),
-					Err: fmt.Errorf("%w (allowed here: %s)", ErrUnknownKey, strings.Join(names, ", "))}
-			}
-			if err := checkKnown(val, ft, join(path, key.Value)); err != nil {
-				return err
-			}
+// checkKnown rejects the first mapping key that the target struct type has
+// no yaml field for, naming the key, its line and the keys that are
+// allowed. A section whose type decodes itself (the mapping, a YAML section
+// kept for its transport) checks its own keys.
+func checkKnown(n *yaml.Node, t reflect.Type) *ConfigError {
+	var first *ConfigError
+	mapping.WalkKeys(n, t, "", nil, func(k mapping.UnknownKey) {
+		if first == nil {
+			first = &ConfigError{Line: k.Key.Line, Field: k.Path,
+				Err: fmt.Errorf("%w (allowed here: %s)", ErrUnknownKey, strings.Join(k.Allowed, ", "))}
 		}
-	case n.Kind == yaml.MappingNode && t.Kind() == reflect.Map:
-		for i := 0; i+1 < len(n.Content); i += 2 {
-			if err := checkKnown(n.Content[i+1], t.Elem(), join(path, n.Content[i].Value)); err != nil {
-				return err
-			}
-		}
-	case n.Kind == yaml.SequenceNode && (t.Kind() == reflect.Slice || t.Kind() == reflect.Array):
-		for i, c := range n.Content {
-			if err := checkKnown(c, t.Elem(), fmt.Sprintf("%s[%d]", path, i)); err != nil {
-				return err
-			}
-		}
-	}
-	return nil
+	})
+	return first
 }
-
-var (
-	unmarshalerType = reflect.TypeOf((*yaml.Unmarshaler)(nil)).Elem()
-	nodeType        = reflect.TypeOf(yaml.Node{})
-)
 
 func join(path, key string) string {
 	if path == "" {
 		return key
 	}
 	return path + "." + key
-}
-
-// yamlFields maps a struct's yaml keys to field types (inline fields flattened).
-func yamlFields(t reflect.Type) map[string]reflect.Type {
-	out := map[string]reflect.Type{}
-	for i := 0; i < t.NumField(); i++ {
-		f := t.Field(i)
-		if !f.IsExported() {
-			continue
-		}
-		tag := f.Tag.Get("yaml")
-		name, opts, _ := strings.Cut(tag, ",")
-		if name == "-" {
-			continue
-		}
-		if strings.Contains(opts, "inline") {
-			for k, v := range yamlFields(f.Type) {
-				out[k] = v
-			}
-			continue
-		}
-		if name == "" {
-			name = strings.ToLower(f.Name)
-		}
-		out[name] = f.Type
-	}
-	return out
 }
 
 // lineOf finds the line of a YAML path such as "outbox.targets[1].url" (or
@@ -480,12 +416,9 @@ func locate(file string, doc *yaml.Node, section string, err error) []error {
 // splitField reads the path and the cause out of the packages' FieldError
 // types (path "" for any other error).
 func splitField(err error) (string, error) {
-	var ge *gateway.FieldError
 	var oe *outbox.FieldError
-	var me *mapping.FieldError
+	var me *mapping.FieldError // also the gateway's
 	switch {
-	case errors.As(err, &ge):
-		return ge.Field, ge.Err
 	case errors.As(err, &oe):
 		return strings.TrimPrefix(oe.Field, "outbox."), oe.Err
 	case errors.As(err, &me):

@@ -10,7 +10,7 @@ import (
 	"testing"
 )
 
-// TestYAMLSyntaxErrorLines (issue 17, item 20): a YAML syntax error names
+// TestYAMLSyntaxErrorLines: a YAML syntax error names
 // the line where it is, not yaml.v3's (the line before, or the start of the
 // enclosing block), and a tab in the indentation is called a tab.
 func TestYAMLSyntaxErrorLines(t *testing.T) {
@@ -57,8 +57,8 @@ func TestYAMLSyntaxErrorLines(t *testing.T) {
 
 // TestValidateReportsEveryMappingError: `scimgate validate` prints every
 // problem of the mapping, a value of the wrong kind and an unknown key
-// among them, each on its line (issue 17, item 20: the unknown key hid the
-// other errors, and yaml.v3's type error everything else).
+// among them, each on its line (the unknown key used to hide the other
+// errors, and yaml.v3's type error everything else).
 func TestValidateReportsEveryMappingError(t *testing.T) {
 	dir := t.TempDir()
 	file := filepath.Join(dir, "c.yaml")

@@ -17,7 +17,7 @@ import (
 	berrors "go.etcd.io/bbolt/errors"
 )
 
-// The start-up check of the database file (issue 8, item 10).
+// The start-up check of the database file.
 //
 // A damaged bbolt file must not crash the process: bbolt maps the file
 // into memory, so reading past the end of a truncated file is a SIGBUS,

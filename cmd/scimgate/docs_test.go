@@ -24,7 +24,7 @@ import (
 
 // TestDocsCommandLines runs every command line that README.md and
 // docs/*.md show, literally, against a running gateway, so that the docs
-// cannot drift from the program again (issue 9). The convention, which the
+// cannot drift from the program again. The convention, which the
 // docs follow:
 //
 //   - A command line is a line of a ```sh, ```bash or ```shell block. A

@@ -20,7 +20,7 @@ func writeSecret(t *testing.T, content string) string {
 }
 
 // Every secret variable has a _FILE form: the Docker and Kubernetes
-// secrets convention (issue 9).
+// secrets convention.
 func TestSecretsFromFiles(t *testing.T) {
 	const scim, admin, whsec = "scim-token-from-a-file-0123", "admin-token-from-a-file-0123", "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 	env := fixedEnv(
@@ -114,7 +114,7 @@ func TestSecretFileErrors(t *testing.T) {
 	}
 }
 
-// Issue 17 item 15: an empty or malformed generated-secret file in the
+// An empty or malformed generated-secret file in the
 // data dir (scim-token.sha256, admin-token.sha256, webhook-secret) stops
 // the start with one line that names it, instead of a "ready" gateway that
 // refuses every request; nothing is generated over it.

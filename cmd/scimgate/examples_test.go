@@ -29,7 +29,7 @@ import (
 
 // The examples/ configs, each exercised below through a real SCIM server
 // (real HTTP, a real bbolt file) with the payloads Okta sends
-// (docs IDP-PROTOCOL.md §1.3 and §1.6).
+// (docs/okta.md, "What Okta sends, and what scimgate answers").
 
 const (
 	exToken       = "okta-bearer-0123456789abcdef"
@@ -371,9 +371,9 @@ func TestExampleCybSafe(t *testing.T) {
 	s.userRecord(ava, withFields(cybsafeAvaRecord, "manager_id", bea))
 
 	// What CybSafe does not read round-trips when a schema defines it; what
-	// no schema defines is stored but not returned (issue 17 item 24:
-	// strict clients reject undefined attributes), and the manager's
-	// read-only displayName is ignored (item 29).
+	// no schema defines is stored but not returned (strict clients reject
+	// undefined attributes), and the manager's read-only displayName is
+	// ignored.
 	got := s.must(http.StatusOK, http.MethodGet, "/Users/"+ava, "").body
 	if got["nickName"] != "Avi" {
 		t.Errorf("GET lost core attributes no rule reads: %v", got)
@@ -385,7 +385,7 @@ func TestExampleCybSafe(t *testing.T) {
 	sameJSON(t, "CybSafe extension as returned", ext, map[string]any{
 		"hireDate": "2024-01-02T00:00:00.000Z", "jobLevel": "senior", "startLocation": "London HQ"})
 	// An extension the mapping does not declare is kept but not returned
-	// (issue 8 item 12: strict clients reject undeclared schemas).
+	// (strict clients reject undeclared schemas).
 	const acme = "urn:ietf:params:scim:schemas:extension:acme:2.0:User"
 	if _, ok := got[acme]; ok {
 		t.Errorf("GET returned the undeclared acme extension: %v", got[acme])

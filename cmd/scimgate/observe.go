@@ -8,7 +8,7 @@ import (
 
 // observer is the store's Observer: what operators watch about mapping
 // and memberships, as WARN lines (ids and field names, never values) and
-// counters (issue 9).
+// counters.
 type observer struct {
 	logger     *slog.Logger
 	warnings   *prometheus.CounterVec

@@ -12,7 +12,7 @@ import (
 	"github.com/scimgate/scimgate/outbox"
 )
 
-// Issue 9: mapping warnings and rejections are logged at WARN with ids and
+// Mapping warnings and rejections are logged at WARN with ids and
 // field names, never values, and counted; the counters exist from start-up.
 func TestMappingWarningsLoggedAndCounted(t *testing.T) {
 	secret, _ := outbox.NewSecret()

@@ -104,7 +104,7 @@ func TestOperatorRetryNow(t *testing.T) {
 }
 
 // Discarding or replaying everything needs --all; the API refuses empty
-// and mistyped bodies with 400 and discards nothing (issue 8, item 9).
+// and mistyped bodies with 400 and discards nothing.
 func TestOperatorDeadLetterBodies(t *testing.T) {
 	r := newOpRig(t, "")
 	r.status.Store(400)
@@ -241,8 +241,8 @@ func TestOperatorReloadCommand(t *testing.T) {
 	}
 }
 
-// The done-when of issue 9: rotate a SCIM token with SIGHUP while a client
-// keeps calling, with no failed request.
+// Rotation without downtime (docs/operations.md, "Reloading"): rotate a SCIM
+// token with SIGHUP while a client keeps calling, with no failed request.
 func TestOperatorTokenRotationWithSIGHUP(t *testing.T) {
 	const oldToken, newToken = "old-token-0123456789abcdef", "new-token-0123456789abcdef"
 	r := newOpRig(t, "", oldToken)

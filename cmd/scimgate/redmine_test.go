@@ -553,7 +553,7 @@ func TestRedmineBackfill(t *testing.T) {
 // lands on the right account (the id map is complete).
 //
 // Default: 30 users, 3 kills, Redmine down 3 s (plus its boot). The full
-// run of issue 16 (200 users, 10 kills, Redmine down a minute):
+// run (200 users, 10 kills, Redmine down a minute):
 //
 //	SCIMGATE_REDMINE_FULL=1 go test -run TestRedmineOktaRun -timeout 30m ./cmd/scimgate
 func TestRedmineOktaRun(t *testing.T) {

@@ -166,7 +166,7 @@ func TestSIGHUPReload(t *testing.T) {
 	waitOutput(t, g.out, "log.level: info → warn", 10*time.Second)
 }
 
-// Issue 12: the catalog reloads; a reload whose catalog drops a value some
+// The catalog reloads; a reload whose catalog drops a value some
 // user still holds is refused, naming it, and the running catalog is kept.
 func TestReloadCatalog(t *testing.T) {
 	r := newReloadRig(t)
@@ -212,7 +212,7 @@ func TestReloadCatalog(t *testing.T) {
 	}
 }
 
-// Issue 17 item 2: a reload never generates secrets. A configuration that
+// A reload never generates secrets. A configuration that
 // leaves the SCIM listener without credentials (the auth section removed
 // while editing, the token's _FILE emptied) or an empty document is
 // refused, the running configuration is kept (the old token still works),

@@ -118,10 +118,10 @@ func checkSchema(copyPath string) error {
 	})
 }
 
-// restoreDatabase is `scimgate restore FILE` (CONTRACTS.md "Numbering
-// across restores"): offline, checked, the current database kept, FILE
-// copied in place durably, and the epoch file marked so that the next
-// serve raises the epoch.
+// restoreDatabase is `scimgate restore FILE` (docs/operations.md, "Backup
+// and restore"; docs/events.md, "After a restore"): offline, checked, the
+// current database kept, FILE copied in place durably, and the epoch file
+// marked so that the next serve raises the epoch.
 func restoreDatabase(file, dataDir string, now time.Time, out io.Writer) error {
 	if err := os.MkdirAll(dataDir, 0o700); err != nil {
 		return fmt.Errorf("data dir: %w", err)

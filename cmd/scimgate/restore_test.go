@@ -137,10 +137,11 @@ func (r *restoreRig) checkAbove(title string) {
 	r.t.Logf("before the restore: up to sequence %.0f, version %.0f; the change after it: sequence %.0f, version %.0f", maxSeq, maxVersion, seq, ver)
 }
 
-// The done-when test of issue 9: take a backup of a running gateway, make
-// two changes, stop it, `scimgate restore` the backup, start again, make a
-// third change: its event's sequence and the user's version, read at a real
-// webhook receiver, exceed every one issued before.
+// Numbering across a restore (docs/events.md, "After a restore"): take a
+// backup of a running gateway, make two changes, stop it, `scimgate restore`
+// the backup, start again, make a third change: its event's sequence and the
+// user's version, read at a real webhook receiver, exceed every one issued
+// before.
 func TestRestoreKeepsNumbersGrowing(t *testing.T) {
 	r := newRestoreRig(t)
 	r.start()

@@ -113,7 +113,7 @@ func setWebhookSecret(cfg *Config, secret string) {
 }
 
 // reloadSecrets is prepareSecrets for a reload, which never generates a
-// secret (issue 17): a generated token is printed once, to the log of a
+// secret: a generated token is printed once, to the log of a
 // process that is already running, and would replace every credential the
 // identity provider holds. A listener left without credentials is refused,
 // unless the running configuration is itself on the data dir's generated
@@ -166,7 +166,7 @@ func sameCredentials(running, gen gateway.AuthConfig) bool {
 }
 
 // generatedKind describes the content of a generated secret file, so that
-// an empty or damaged one stops the start with one line (issue 17) instead
+// an empty or damaged one stops the start with one line instead
 // of a gateway that refuses every request.
 type generatedKind struct {
 	valid func(string) bool

@@ -9,7 +9,7 @@
 //
 //	okta    per user: `userName eq` pre-check, POST, full PUT, PATCH
 //	        deactivate; every fifth user a PATCH adding -group-size members
-//	        to the client's group (issue 13's run)
+//	        to the client's group (docs/performance.md's run)
 //	entra   per user: `userName eq` pre-check, POST, PATCH replacing
 //	        attributes by path, PATCH active "False"; every fifth user a
 //	        PATCH adding -group-size members and Entra's membership check

@@ -364,7 +364,8 @@ func (st *docsState) kubectl(args []string) error {
 	return nil
 }
 
-// knownVars are the gateway's environment variables (README, DESIGN.md).
+// knownVars are the gateway's environment variables (README.md,
+// "Configure").
 var knownVars = []string{"SCIMGATE_CONFIG", "SCIMGATE_LISTEN", "SCIMGATE_ADMIN_LISTEN", "SCIMGATE_DATA_DIR",
 	"SCIMGATE_WEBHOOK_URL", "SCIMGATE_SCIM_TOKEN_FILE", "SCIMGATE_ADMIN_TOKEN_FILE", "SCIMGATE_WEBHOOK_SECRET_FILE", "SCIMGATE_API_TOKEN_FILE"}
 

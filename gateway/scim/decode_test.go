@@ -7,8 +7,9 @@ import (
 	"time"
 )
 
-// deepBody returns the reproduction of issue 8 item 1: a top-level object
-// plus n-1 nested arrays in an unknown attribute.
+// deepBody returns a body nested n levels deep (the nesting that used to
+// exhaust the decoder): a top-level object plus n-1 nested arrays in an
+// unknown attribute.
 func deepBody(n int) []byte {
 	return []byte(`{"userName":"deep","x":` + strings.Repeat("[", n-1) + strings.Repeat("]", n-1) + `}`)
 }
@@ -119,7 +120,7 @@ func TestDecodeObjectDeepIsLinear(t *testing.T) {
 	}
 }
 
-// Two different names must not become one (issue 8 item 15): encoding/json
+// Two different names must not become one: encoding/json
 // alone turns both into "\ufffd".
 func TestDecodeObjectNoReplacement(t *testing.T) {
 	var std1, std2 map[string]any

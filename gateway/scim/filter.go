@@ -529,25 +529,17 @@ func isJSONNumber(s string) bool {
 	if i < len(s) && s[i] == '-' {
 		i++
 	}
-	if i >= len(s) {
-		return false
-	}
-	if s[i] == '0' {
+	switch {
+	case i < len(s) && s[i] == '0':
 		i++
-	} else if s[i] >= '1' && s[i] <= '9' {
-		for i < len(s) && s[i] >= '0' && s[i] <= '9' {
-			i++
-		}
-	} else {
+	case i < len(s) && s[i] >= '1' && s[i] <= '9':
+		i = skipDigits(s, i)
+	default:
 		return false
 	}
 	if i < len(s) && s[i] == '.' {
-		i++
-		d := i
-		for i < len(s) && s[i] >= '0' && s[i] <= '9' {
-			i++
-		}
-		if i == d {
+		d := i + 1
+		if i = skipDigits(s, d); i == d {
 			return false
 		}
 	}
@@ -557,14 +549,20 @@ func isJSONNumber(s string) bool {
 			i++
 		}
 		d := i
-		for i < len(s) && s[i] >= '0' && s[i] <= '9' {
-			i++
-		}
-		if i == d {
+		if i = skipDigits(s, d); i == d {
 			return false
 		}
 	}
 	return i == len(s)
+}
+
+// skipDigits returns the index of the first byte at or after i of s that
+// is not an ASCII digit.
+func skipDigits(s string, i int) int {
+	for i < len(s) && s[i] >= '0' && s[i] <= '9' {
+		i++
+	}
+	return i
 }
 
 // quote returns s as a JSON string literal, for filter text and details.

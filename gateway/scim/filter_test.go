@@ -350,7 +350,7 @@ func TestValidate(t *testing.T) {
 		{`meta.created gt "2011-01-01T00:00:00Z"`, users, true},
 		{`members[value eq "x"]`, groups, true},
 		{`members gt "x"`, groups, true},
-		// membership filters the store serves from its index (issue 8 item 11)
+		// membership filters the store serves from its index
 		{`members eq "2819c223"`, groups, true},
 		{`members.value eq "2819c223"`, groups, true},
 		{`members[value eq "2819c223"]`, groups, true},

@@ -21,7 +21,7 @@ func applyJSON(t *testing.T, doc, body string, rt *ResourceType, lim Limits) (ma
 	return ApplyPatchLimits(mustDoc(t, doc), ops, rt, lim)
 }
 
-// Issue 8 item 8: a password arrives qualified with the core URN, in POST,
+// A password arrives qualified with the core URN, in POST,
 // PUT and PATCH with and without path. It is accepted and never stored.
 func TestPasswordNeverStored(t *testing.T) {
 	users := NewUserResourceType()
@@ -187,9 +187,9 @@ func TestApplyPatchCoreURN(t *testing.T) {
 	}
 }
 
-// Issue 8 item 15: PATCH on "schemas" stores nothing. The IdPs'
-// documented traffic (IDP-PROTOCOL.md) never sends it as a path, so it is
-// refused; in a path-less value it is ignored, as before.
+// PATCH on "schemas" stores nothing. The IdPs' documented traffic
+// (docs/okta.md, docs/entra.md) never sends it as a path, so it is refused;
+// in a path-less value it is ignored, as before.
 func TestApplyPatchSchemasPath(t *testing.T) {
 	users := NewUserResourceType()
 	for _, op := range []string{
@@ -214,7 +214,7 @@ func TestApplyPatchSchemasPath(t *testing.T) {
 	}
 }
 
-// Issue 8 item 1, through PATCH: a value added at a nested path deepens the
+// The nesting bound, through PATCH: a value added at a nested path deepens the
 // document past the limit although the body is within it.
 func TestApplyPatchDepth(t *testing.T) {
 	users := NewUserResourceType()
@@ -248,7 +248,7 @@ func TestApplyPatchDepth(t *testing.T) {
 	}
 }
 
-// Issue 8 item 13: at most one primary per multi-valued attribute.
+// At most one primary per multi-valued attribute.
 func TestOnePrimary(t *testing.T) {
 	users := NewUserResourceType()
 	got, err := Normalize(mustDoc(t, `{"userName":"u",
@@ -289,7 +289,7 @@ func TestOnePrimary(t *testing.T) {
 	}
 }
 
-// Issue 8 item 12: schemas is rendered from the data and declared
+// The schemas attribute is rendered from the data and declared
 // extensions; undeclared extension data stays stored but is not returned.
 func TestProjectSchemas(t *testing.T) {
 	custom := &Schema{ID: "urn:ietf:params:scim:schemas:extension:cybsafe:2.0:User", Name: "CybSafe",
@@ -349,7 +349,7 @@ func TestProjectSchemas(t *testing.T) {
 	}
 }
 
-// Issue 8 item 2: values count the same with and without a path, in POST
+// Values count the same with and without a path, in POST
 // and PUT bodies and at any depth.
 func TestCountValues(t *testing.T) {
 	tests := []struct {
@@ -451,7 +451,7 @@ func TestSplitAttr(t *testing.T) {
 	}
 }
 
-// Issue 8 item 15: /Schemas renders these definitions; it must say what
+// /Schemas renders these definitions; it must say what
 // the gateway does.
 func TestSchemasSayWhatIsEnforced(t *testing.T) {
 	b, err := json.Marshal(GroupSchema.Attr("displayName"))

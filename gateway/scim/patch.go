@@ -435,6 +435,19 @@ func (a *applier) set(doc map[string]any, op string, p *Path, value any, explici
 	return nil
 }
 
+// objectValue is value coerced to the object that op on name needs.
+func (a *applier) objectValue(op, name string, def *Attribute, value any) (map[string]any, *Error) {
+	v, err := coerceSingle(def, value, name)
+	if err != nil {
+		return nil, a.wrap(err)
+	}
+	vm, ok := v.(map[string]any)
+	if !ok {
+		return nil, a.errorf(InvalidValue, "%s on %s needs an object value, got %s", op, quote(name), valueDesc(def, value))
+	}
+	return vm, nil
+}
+
 // wrap prefixes an error from coerce with the operation index.
 func (a *applier) wrap(err *Error) *Error {
 	e := *err
@@ -534,13 +547,9 @@ func (a *applier) setFiltered(c map[string]any, key, op string, p *Path, def *At
 		if isEmpty(value) {
 			return a.errorf(InvalidValue, "%s on %s needs an object value, got %s", op, quote(name), valueDesc(def, value))
 		}
-		v, err := coerceSingle(def, value, name)
+		vm, err := a.objectValue(op, name, def, value)
 		if err != nil {
-			return a.wrap(err)
-		}
-		vm, ok := v.(map[string]any)
-		if !ok {
-			return a.errorf(InvalidValue, "%s on %s needs an object value, got %s", op, quote(name), valueDesc(def, value))
+			return err
 		}
 		if op == "replace" {
 			list[i] = vm
@@ -577,13 +586,9 @@ func (a *applier) setFiltered(c map[string]any, key, op string, p *Path, def *At
 			return err
 		}
 	} else {
-		v, err := coerceSingle(def, value, name)
+		vm, err := a.objectValue(op, name, def, value)
 		if err != nil {
-			return a.wrap(err)
-		}
-		vm, ok := v.(map[string]any)
-		if !ok {
-			return a.errorf(InvalidValue, "%s on %s needs an object value, got %s", op, quote(name), valueDesc(def, value))
+			return err
 		}
 		for k, x := range vm {
 			elem[k] = x

@@ -122,7 +122,7 @@ func TestApplyPatch(t *testing.T) {
 			`{"userName":"u","active":true}`},
 		{"okta password", users, `{"userName":"u"}`,
 			`{"schemas":["urn:ietf:params:scim:api:messages:2.0:PatchOp"],"Operations":[{"op":"replace","value":{"password":"1mz050nq"}}]}`,
-			`{"userName":"u"}`}, // accepted, never stored (issue 8 item 8)
+			`{"userName":"u"}`}, // accepted, never stored
 		// Okta §1.3(h)
 		{"okta membership change", groups, `{"displayName":"Test SCIMv2","members":[{"value":"89bb1940-b905-4575-9e7f-6f887cfb368e","display":"a"},{"value":"x"}]}`,
 			`{"schemas":["urn:ietf:params:scim:api:messages:2.0:PatchOp"],

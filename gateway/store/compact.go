@@ -12,7 +12,7 @@ import (
 )
 
 // BoltOptions are the bbolt options the application should open the
-// database with (issue 13, measured in docs/performance.md):
+// database with (measured in docs/performance.md):
 //
 //   - no freelist written at commits (NoFreelistSync) with the hashmap
 //     freelist: a commit on a file with many free pages (events pruned)

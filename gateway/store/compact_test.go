@@ -125,7 +125,7 @@ func memberList(ids []string) []any {
 	return out
 }
 
-// TestFootprint measures issue 13's footprint targets (SCIMGATE_FOOTPRINT=1;
+// TestFootprint measures docs/performance.md's footprint (SCIMGATE_FOOTPRINT=1;
 // SCIMGATE_FOOTPRINT_USERS sets the count, 100,000 by default; about two
 // minutes on two shared cores): after an initial load of N Okta-shaped
 // users and one group holding all of them, with every event retained, the

@@ -14,7 +14,7 @@ import (
 	"github.com/scimgate/scimgate/gateway/scim"
 )
 
-// TestConcurrentConflictingPatches (issue 13): many clients PATCH one user
+// TestConcurrentConflictingPatches: many clients PATCH one user
 // and one group at the same time, so prepared writes keep finding that
 // what they read has changed. Nothing acknowledged may be lost, versions
 // must have no gaps, each resource's events must follow commit order, and

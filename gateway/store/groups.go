@@ -63,19 +63,11 @@ func (s *Store) CreateGroup(doc map[string]any) (*Resource, error) {
 		if err != nil {
 			return nil, err
 		}
-		now := s.now()
-		r := &record{ID: id, Created: now, Modified: now, Version: s.nextVersion(0), Doc: doc, Record: res.Record}
-		enc, err := k.encode(r)
+		r, enc, created, err := s.newRecord(k, id, doc, res.Record)
 		if err != nil {
 			return nil, err
 		}
-		if err := s.checkSize(k, enc, 0); err != nil {
-			return nil, err
-		}
-		created, err := newEvent("group.created", []string{resKey("Group", id)}, dataOf("group", r.Data), nil)
-		if err != nil {
-			return nil, err
-		}
+		now := r.Created
 		mops, err := s.prepareMembers(tx, rs, r, d)
 		if err != nil {
 			return nil, err

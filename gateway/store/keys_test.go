@@ -48,7 +48,7 @@ func TestFoldKey(t *testing.T) {
 	}
 }
 
-// TestLookalikeDuplicates reproduces issue 8 item 6: every look-alike of
+// TestLookalikeDuplicates: every look-alike of
 // an existing userName or group displayName is refused, with 409 when it
 // is the same name written differently and 400 naming the attribute when
 // it holds a control or invisible character; the detail never quotes it.
@@ -139,7 +139,7 @@ func TestNameKeptAsSent(t *testing.T) {
 	}
 }
 
-// TestNULIndexKeys reproduces issue 8 item 7 on data written before values
+// TestNULIndexKeys, on data written before values
 // were checked: an email index key "boss@x.com 0x00 zzz 0x00 <id>" must
 // not make a lookup of boss@x.com resolve to "zzz 0x00 <id>".
 func TestNULIndexKeys(t *testing.T) {
@@ -232,7 +232,7 @@ func TestFoldKeyIdempotentEveryRune(t *testing.T) {
 	}
 }
 
-// Issue 17 item 12: the paths string-attribute refusals name.
+// The paths string-attribute refusals name.
 func TestWalkStringsPaths(t *testing.T) {
 	const ent = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"
 	d := doc(t, `{"name":{"givenName":"a"},"emails":[{"value":"b"},{"display":"c"}],"`+ent+`":{"department":"d","manager":{"value":"e"}}}`)

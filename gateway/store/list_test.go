@@ -53,7 +53,7 @@ func memberLen(r *Resource) int {
 
 // TestGroupPageHoldsCount: a page of groups holds the Count groups asked
 // for, each with all its members, however many members they have together
-// (issue 17 item 22: a member budget used to end pages early, and Okta's
+// (a member budget used to end pages early, and Okta's
 // import, which advances startIndex by count, skipped the groups between),
 // filtered or not; paging by count visits every group once.
 func TestGroupPageHoldsCount(t *testing.T) {
@@ -92,7 +92,7 @@ func TestGroupPageHoldsCount(t *testing.T) {
 	}
 }
 
-// TestMembershipFilters reproduces issue 8 item 11: the membership
+// TestMembershipFilters: the membership
 // filters Okta and Entra send are answered from the index, alone and
 // combined with other terms; shapes that cannot be answered are a 400
 // invalidFilter, never a silent empty result.

@@ -246,7 +246,8 @@ func reindex(tx *bolt.Tx, k *kind, m *Migration, refs bool) (int, error) {
 		})
 		if broken {
 			// A reference release 1 resolved through a value with a NUL
-			// (issue 8 item 7): New maps the user again and tells the app.
+			// (values are checked since): New maps the user again and
+			// tells the app.
 			if err := tx.Bucket(bucketRemap).Put([]byte(r.ID), nil); err != nil {
 				return n, err
 			}

@@ -359,7 +359,7 @@ func TestMigrateSchema2Rekeys(t *testing.T) {
 	}
 }
 
-// Issue 17 item 11: a schema 2 file's name holding a default-ignorable
+// A schema 2 file's name holding a default-ignorable
 // character (stored before they were refused) is keyed without it after
 // the migration, so its look-alike without the character is the same
 // identifier.

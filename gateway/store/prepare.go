@@ -16,7 +16,7 @@ import (
 	"github.com/scimgate/scimgate/outbox"
 )
 
-// Optimistic writes (issue 13). A SCIM write is prepared in the request's
+// Optimistic writes. A SCIM write is prepared in the request's
 // goroutine against a read snapshot: normalising, PATCH, the uniqueness
 // decisions, mapping, the diff and the encoding of the record, its member
 // keys and its events all happen there, recording in a readSet what they

@@ -13,7 +13,7 @@ import (
 	"github.com/scimgate/scimgate/outbox"
 )
 
-// The app's read API (issue 10): the directory as the canonical records
+// The app's read API: the directory as the canonical records
 // events carry, paged in O(page) with opaque cursors that stay valid across
 // inserts and deletes.
 

@@ -27,7 +27,7 @@ func recordIDs(t testing.TB, rs []json.RawMessage) []string {
 	return out
 }
 
-// TestUserRecordsPaging (issue 10): creation order, records exactly as
+// TestUserRecordsPaging: creation order, records exactly as
 // the events carry them, a cursor that survives inserts and deletes, the
 // outbox tail of the same read, and clear errors for bad cursors.
 func TestUserRecordsPaging(t *testing.T) {

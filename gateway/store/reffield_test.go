@@ -60,7 +60,7 @@ func recordField(t *testing.T, ts *testStore, id, name string) any {
 	return field(t, rec, name)
 }
 
-// TestReferenceFieldThroughStore (issue 17, item 21): a reference with a
+// TestReferenceFieldThroughStore: a reference with a
 // field holds the manager's login; it resolves whichever of manager and
 // report comes first, follows the manager's login when it changes, and
 // waits again when the manager is deleted, each change a user.updated of

@@ -10,7 +10,7 @@ import (
 	"github.com/scimgate/scimgate/outbox"
 )
 
-// Snapshot event types (CONTRACTS.md "Snapshot events"). The outbox exports
+// Snapshot event types (docs/events.md, "Types"). The outbox exports
 // constants for them; until the two branches meet, these literals are the
 // one place they are spelled in the store.
 const (

@@ -165,7 +165,7 @@ func (c *consumer) take(ev outbox.Event) error {
 	return nil
 }
 
-// TestSnapshotRebuildsState (issue 10): a consumer that receives only the
+// TestSnapshotRebuildsState: a consumer that receives only the
 // snapshot ends with exactly the store's state as the read transaction saw
 // it, although writes commit while the snapshot is read; members come in
 // chunks of at most 1,000 with their index and count, every group has its

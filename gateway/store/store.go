@@ -120,7 +120,7 @@ type Options struct {
 	// Discarded when nil.
 	Logger *slog.Logger
 	// Observer hears about mapping warnings, mapping rejections and
-	// ignored member ids (issue 9); nil: nobody.
+	// ignored member ids; nil: nobody.
 	Observer Observer
 	// UnknownMembers says what a member id that names no user or group
 	// does to a group write: UnknownIgnore (the default, also for "") or
@@ -173,7 +173,7 @@ const (
 	UnknownReject = "reject"
 )
 
-// Observer is told, after the fact, what operators watch (issue 9). Its
+// Observer is told, after the fact, what operators watch. Its
 // methods are called after the transaction commits (MappingRejected: after
 // the refusal), from the store's goroutines: they must not block. They
 // carry resource kinds ("user", "group"), ids, field names and counts,
@@ -746,6 +746,23 @@ func (s *Store) touched(tx *bolt.Tx, now time.Time) error {
 }
 
 func resKey(kind, id string) string { return kind + "/" + id }
+
+// newRecord is the record of a resource of kind k created now, with the
+// client's doc and the canonical record the mapping made of it: encoded,
+// within the size bound, and with its created event.
+func (s *Store) newRecord(k *kind, id string, doc, canonical map[string]any) (*record, encoded, event, error) {
+	now := s.now()
+	r := &record{ID: id, Created: now, Modified: now, Version: s.nextVersion(0), Doc: doc, Record: canonical}
+	enc, err := k.encode(r)
+	if err != nil {
+		return nil, enc, event{}, err
+	}
+	if err := s.checkSize(k, enc, 0); err != nil {
+		return nil, enc, event{}, err
+	}
+	created, err := newEvent(k.event+".created", []string{resKey(k.name, id)}, dataOf(k.event, r.Data), nil)
+	return r, enc, created, err
+}
 
 // jsonEqual reports whether two JSON documents are the same.
 func jsonEqual(a, b any) bool {

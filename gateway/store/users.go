@@ -40,19 +40,11 @@ func (s *Store) CreateUser(doc map[string]any) (*Resource, error) {
 		if err != nil {
 			return nil, err
 		}
-		now := s.now()
-		r := &record{ID: id, Created: now, Modified: now, Version: s.nextVersion(0), Doc: doc, Record: res.Record}
-		enc, err := k.encode(r)
+		r, enc, created, err := s.newRecord(k, id, doc, res.Record)
 		if err != nil {
 			return nil, err
 		}
-		if err := s.checkSize(k, enc, 0); err != nil {
-			return nil, err
-		}
-		created, err := newEvent("user.created", []string{resKey("User", id)}, dataOf("user", r.Data), nil)
-		if err != nil {
-			return nil, err
-		}
+		now := r.Created
 		idents := s.identifiers(r)
 		out = k.resource(r) // a new user is in no group
 		return func(tx *bolt.Tx) error {
@@ -166,7 +158,8 @@ func userTag(v, h uint64) string {
 
 // ReplaceUser replaces the user's attributes with a PUT body. Read-only
 // attributes in the body are ignored; an omitted "active" keeps the current
-// value rather than deactivating (IDP-PROTOCOL.md §1.3(f)).
+// value rather than deactivating (Okta's profile push sends a PUT without
+// it: docs/okta.md).
 func (s *Store) ReplaceUser(id, ifMatch string, doc map[string]any) (*Resource, error) {
 	doc, err := scim.Normalize(doc, s.users.rt)
 	if err != nil {

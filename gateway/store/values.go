@@ -10,7 +10,7 @@ import (
 	"github.com/scimgate/scimgate/gateway/scim"
 )
 
-// Values of every string attribute (issue 17 item 12). Identifiers are held
+// Values of every string attribute. Identifiers are held
 // to a stricter rule (checkIdentifier: nothing invisible at all); every
 // other string attribute — displayName, name.givenName, title, an
 // address's formatted, an extension's department, a member's display —

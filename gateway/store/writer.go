@@ -40,9 +40,10 @@ type pauseReq struct {
 
 // writer commits whatever writes are queued in one bbolt transaction: group
 // commit. Under concurrency many SCIM writes share one fsync; alone, a write
-// costs one fsync as with db.Update. Measured (DESIGN.md): a single writer
-// goroutine reaches ~12,500 writes/s at 16 producers where one Update per
-// write caps at ~2,200/s and bolt's Batch with its 10 ms delay at ~1,400/s.
+// costs one fsync as with db.Update. Measured when it was written: a single
+// writer goroutine reaches ~12,500 writes/s at 16 producers where one Update
+// per write caps at ~2,200/s and bolt's Batch with its 10 ms delay at
+// ~1,400/s.
 type writer struct {
 	db      *bolt.DB
 	begin   func(tx *bolt.Tx) // called at the start of each transaction (nil: nothing)

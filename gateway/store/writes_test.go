@@ -16,7 +16,7 @@ import (
 	"github.com/scimgate/scimgate/outbox"
 )
 
-// TestWriterRecoversPanic reproduces issue 8 item 5: a write that panics
+// TestWriterRecoversPanic: a write that panics
 // inside the writer, after writing, in a batch with others, fails alone
 // with ErrInternal and its changes rolled back; the others commit; the
 // panic and its stack are logged; the writer keeps serving.
@@ -114,7 +114,7 @@ func (o *recordingObserver) UnknownMembers(groupID string, n int) {
 	o.unknown = append(o.unknown, fmt.Sprintf("%s:%d", groupID, n))
 }
 
-// TestUnknownMembersIgnored reproduces issue 8 item 14: one stale id no
+// TestUnknownMembersIgnored: one stale id no
 // longer blocks a full-membership PUT; the valid members are applied, the
 // unknown ones give no membership and no event, and the count is logged
 // and reported with the group id (never the ids themselves).
@@ -175,7 +175,7 @@ func TestUnknownMembersReject(t *testing.T) {
 	}
 }
 
-// TestObserverMapping (issue 9): warnings after commit with resource id
+// TestObserverMapping: warnings after commit with resource id
 // and field, rejections with their fields, never values; no Observer, no
 // calls (and no crash).
 func TestObserverMapping(t *testing.T) {
@@ -217,7 +217,7 @@ func TestObserverMapping(t *testing.T) {
 	plain.createUser(`{"userName":"w@example.com","timezone":"Mars/Olympus"}`)
 }
 
-// TestDeleteVersions (issue 8, also fixed): every event of a user's
+// TestDeleteVersions: every event of a user's
 // deletion carries a version greater than the user's previous events, so
 // "drop lower versions" never drops it; group deletion likewise.
 func TestDeleteVersions(t *testing.T) {
@@ -259,7 +259,7 @@ func TestDeleteVersions(t *testing.T) {
 	check(ts.events(before))
 }
 
-// TestDeletedManagerRepends (issue 8, also fixed): deleting a manager
+// TestDeletedManagerRepends: deleting a manager
 // removes manager_id from its reports (user.updated), and the reference
 // waits: the manager's return links them again.
 func TestDeletedManagerRepends(t *testing.T) {
@@ -304,7 +304,7 @@ func TestDeletedManagerRepends(t *testing.T) {
 	}
 }
 
-// TestVersionFloor (issue 9): a store opened with a floor writes every
+// TestVersionFloor: a store opened with a floor writes every
 // version above it, for new and existing resources, and for deletions.
 func TestVersionFloor(t *testing.T) {
 	path := t.TempDir() + "/f.db"

@@ -6,12 +6,9 @@ package kafka
 
 import (
 	"context"
-	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"net"
-	"os"
 	"regexp"
 	"strconv"
 	"strings"
@@ -43,7 +40,7 @@ func Transport() outbox.Transport {
 func Validate(t outbox.Target, prefix string) []error {
 	var errs []error
 	if t.URL != "" {
-		errs = append(errs, invalidField(prefix+".url", "a kafka target takes its brokers in kafka.brokers, not url"))
+		errs = append(errs, outbox.InvalidField(prefix+".url", "a kafka target takes its brokers in kafka.brokers, not url"))
 	}
 	if t.Kafka == nil {
 		return append(errs, &outbox.FieldError{Field: prefix + ".kafka", Err: outbox.ErrRequired})
@@ -60,52 +57,6 @@ func Describe(t outbox.Target) string {
 	return "kafka://" + strings.Join(t.Kafka.Brokers, ",") + " topic " + t.Kafka.Topic
 }
 
-func invalidField(field, format string, args ...any) error {
-	return &outbox.FieldError{Field: field, Err: fmt.Errorf("%w: %s", outbox.ErrInvalid, fmt.Sprintf(format, args...))}
-}
-
-// readSecret returns value, or the content of file without its trailing
-// line break when file is set. The error names the key, never the value.
-func readSecret(value, file, field string) (string, error) {
-	if file == "" {
-		return value, nil
-	}
-	b, err := os.ReadFile(file)
-	if err != nil {
-		return "", fmt.Errorf("%s: %w", field, err)
-	}
-	s := strings.TrimRight(string(b), "\r\n")
-	if s == "" {
-		return "", fmt.Errorf("%s: %s is empty", field, file)
-	}
-	return s, nil
-}
-
-// splitList splits entries that hold several comma-separated values and
-// drops empty ones.
-func splitList(in []string) []string {
-	var out []string
-	for _, e := range in {
-		for _, v := range strings.Split(e, ",") {
-			if v = strings.TrimSpace(v); v != "" {
-				out = append(out, v)
-			}
-		}
-	}
-	return out
-}
-
-// tlsAuthError reports whether err is a certificate verification failure:
-// every event would fail the same way until the configuration is fixed.
-func tlsAuthError(err error) bool {
-	var ua x509.UnknownAuthorityError
-	var he x509.HostnameError
-	var ci x509.CertificateInvalidError
-	var ve *tls.CertificateVerificationError
-	var ae tls.AlertError
-	return errors.As(err, &ua) || errors.As(err, &he) || errors.As(err, &ci) || errors.As(err, &ve) || errors.As(err, &ae)
-}
-
 // DefaultKafkaMaxMessageBytes is the record batch limit of a kafka target
 // that sets none, just under Kafka's default message.max.bytes.
 const DefaultKafkaMaxMessageBytes = 1000000
@@ -114,7 +65,7 @@ var topicNameRe = regexp.MustCompile(`^[a-zA-Z0-9._-]{1,249}$`)
 
 // withDefaults returns c with brokers split and defaults applied.
 func withDefaults(c outbox.KafkaConfig) outbox.KafkaConfig {
-	c.Brokers = splitList(c.Brokers)
+	c.Brokers = outbox.SplitList(c.Brokers)
 	if c.Partitions == 0 {
 		c.Partitions = 1
 	}
@@ -130,9 +81,9 @@ func withDefaults(c outbox.KafkaConfig) outbox.KafkaConfig {
 func validate(c *outbox.KafkaConfig, prefix string) []error {
 	var errs []error
 	bad := func(field, format string, args ...any) {
-		errs = append(errs, invalidField(prefix+"."+field, format, args...))
+		errs = append(errs, outbox.InvalidField(prefix+"."+field, format, args...))
 	}
-	brokers := splitList(c.Brokers)
+	brokers := outbox.SplitList(c.Brokers)
 	if len(brokers) == 0 {
 		errs = append(errs, &outbox.FieldError{Field: prefix + ".brokers", Err: outbox.ErrRequired})
 	}
@@ -384,7 +335,7 @@ func (s *kafkaSender) build(limit int32) error {
 		opts = append(opts, kgo.DialTLSConfig(tc))
 	}
 	if a := c.SASL; a != nil {
-		if _, err := readSecret(a.Password, a.PasswordFile, "kafka.sasl.password_file"); err != nil {
+		if _, err := outbox.ReadSecret(a.Password, a.PasswordFile, "kafka.sasl.password_file"); err != nil {
 			return outbox.PauseTarget(s.fail(outbox.ReasonAuth, err, "cannot read the credentials; fix the file, then resume the target"))
 		}
 		opts = append(opts, kgo.SASL(kafkaMechanism(*a)))
@@ -404,7 +355,7 @@ func (s *kafkaSender) build(limit int32) error {
 // every authentication.
 func kafkaMechanism(a outbox.KafkaSASL) sasl.Mechanism {
 	pass := func() (string, error) {
-		p, err := readSecret(a.Password, a.PasswordFile, "kafka.sasl.password_file")
+		p, err := outbox.ReadSecret(a.Password, a.PasswordFile, "kafka.sasl.password_file")
 		if err != nil {
 			return "", &kafkaCredError{err}
 		}
@@ -487,7 +438,7 @@ func (h kafkaHook) OnBrokerConnect(meta kgo.BrokerMetadata, _ time.Duration, _ n
 func isKafkaAuth(err error) bool {
 	var ce *kafkaCredError
 	return errors.Is(err, kerr.SaslAuthenticationFailed) || errors.Is(err, kerr.IllegalSaslState) ||
-		errors.Is(err, kerr.UnsupportedSaslMechanism) || errors.As(err, &ce) || tlsAuthError(err)
+		errors.Is(err, kerr.UnsupportedSaslMechanism) || errors.As(err, &ce) || outbox.TLSAuthError(err)
 }
 
 // classify turns a failed produce (rec set) or topic operation (rec nil)

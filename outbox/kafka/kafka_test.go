@@ -73,7 +73,7 @@ func TestKafkaKey(t *testing.T) {
 	}
 }
 
-// TestKafkaMissingWording (issue 17 item 6): a missing topic tells the
+// TestKafkaMissingWording: a missing topic tells the
 // operator to set create_topic only when it is not set.
 func TestKafkaMissingWording(t *testing.T) {
 	for _, create := range []bool{false, true} {

@@ -6,8 +6,6 @@ package nats
 
 import (
 	"context"
-	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"net/url"
@@ -40,7 +38,7 @@ func Transport() outbox.Transport {
 func Validate(t outbox.Target, prefix string) []error {
 	var errs []error
 	if t.URL != "" {
-		errs = append(errs, invalidField(prefix+".url", "a nats target takes its servers in nats.urls, not url"))
+		errs = append(errs, outbox.InvalidField(prefix+".url", "a nats target takes its servers in nats.urls, not url"))
 	}
 	if t.NATS == nil {
 		return append(errs, &outbox.FieldError{Field: prefix + ".nats", Err: outbox.ErrRequired})
@@ -67,52 +65,6 @@ const (
 	DefaultDuplicateWindow = 10 * time.Minute
 	minDuplicateWindow     = 2 * time.Minute
 )
-
-// readSecret returns value, or the content of file without its trailing
-// line break when file is set. The error names the key, never the value.
-func readSecret(value, file, field string) (string, error) {
-	if file == "" {
-		return value, nil
-	}
-	b, err := os.ReadFile(file)
-	if err != nil {
-		return "", fmt.Errorf("%s: %w", field, err)
-	}
-	s := strings.TrimRight(string(b), "\r\n")
-	if s == "" {
-		return "", fmt.Errorf("%s: %s is empty", field, file)
-	}
-	return s, nil
-}
-
-// splitList splits entries that hold several comma-separated values and
-// drops empty ones.
-func splitList(in []string) []string {
-	var out []string
-	for _, e := range in {
-		for _, v := range strings.Split(e, ",") {
-			if v = strings.TrimSpace(v); v != "" {
-				out = append(out, v)
-			}
-		}
-	}
-	return out
-}
-
-// tlsAuthError reports whether err is a certificate verification failure:
-// every event would fail the same way until the configuration is fixed.
-func tlsAuthError(err error) bool {
-	var ua x509.UnknownAuthorityError
-	var he x509.HostnameError
-	var ci x509.CertificateInvalidError
-	var ve *tls.CertificateVerificationError
-	var ae tls.AlertError
-	return errors.As(err, &ua) || errors.As(err, &he) || errors.As(err, &ci) || errors.As(err, &ve) || errors.As(err, &ae)
-}
-
-func invalidField(field, format string, args ...any) error {
-	return &outbox.FieldError{Field: field, Err: fmt.Errorf("%w: %s", outbox.ErrInvalid, fmt.Sprintf(format, args...))}
-}
 
 // Subject templates.
 
@@ -247,7 +199,7 @@ func withDefaults(c outbox.NATSConfig) outbox.NATSConfig {
 // natsURLs splits comma-separated entries and adds nats:// where no scheme
 // is given.
 func natsURLs(in []string) []string {
-	out := splitList(in)
+	out := outbox.SplitList(in)
 	for i, u := range out {
 		if !strings.Contains(u, "://") {
 			out[i] = "nats://" + u
@@ -259,7 +211,7 @@ func natsURLs(in []string) []string {
 func validate(c *outbox.NATSConfig, prefix string) []error {
 	var errs []error
 	bad := func(field, format string, args ...any) {
-		errs = append(errs, invalidField(prefix+"."+field, format, args...))
+		errs = append(errs, outbox.InvalidField(prefix+"."+field, format, args...))
 	}
 	urls := natsURLs(c.URLs)
 	if len(urls) == 0 {
@@ -520,25 +472,25 @@ func (s *natsSender) dial() (*nats.Conn, error) {
 	}
 	switch {
 	case c.User != "":
-		pw, err := readSecret(c.Password, c.PasswordFile, "nats.password_file")
+		pw, err := outbox.ReadSecret(c.Password, c.PasswordFile, "nats.password_file")
 		if err != nil {
 			return nil, pause(err)
 		}
 		// Re-read on every reconnect; keep the last good value if the file
 		// is briefly unreadable (being replaced).
 		opts = append(opts, nats.UserInfoHandler(func() (string, string) {
-			if p, err := readSecret(c.Password, c.PasswordFile, ""); err == nil {
+			if p, err := outbox.ReadSecret(c.Password, c.PasswordFile, ""); err == nil {
 				pw = p
 			}
 			return c.User, pw
 		}))
 	case c.Token != "" || c.TokenFile != "":
-		tok, err := readSecret(c.Token, c.TokenFile, "nats.token_file")
+		tok, err := outbox.ReadSecret(c.Token, c.TokenFile, "nats.token_file")
 		if err != nil {
 			return nil, pause(err)
 		}
 		opts = append(opts, nats.TokenHandler(func() string {
-			if t, err := readSecret(c.Token, c.TokenFile, ""); err == nil {
+			if t, err := outbox.ReadSecret(c.Token, c.TokenFile, ""); err == nil {
 				tok = t
 			}
 			return tok
@@ -574,7 +526,7 @@ func (s *natsSender) classifyConnect(err error) error {
 	switch {
 	case isNATSAuth(err):
 		return outbox.PauseTarget(s.fail(outbox.ReasonAuth, err, "%s refused the credentials; fix the nats credentials, then resume the target", s.hosts))
-	case tlsAuthError(err) || errors.Is(err, nats.ErrSecureConnRequired) || errors.Is(err, nats.ErrSecureConnWanted):
+	case outbox.TLSAuthError(err) || errors.Is(err, nats.ErrSecureConnRequired) || errors.Is(err, nats.ErrSecureConnWanted):
 		return outbox.PauseTarget(s.fail(outbox.ReasonAuth, err, "TLS with %s failed; fix nats.tls or the URLs' scheme, then resume the target", s.hosts))
 	}
 	return s.fail(outbox.ReasonUnavailable, err, "cannot connect to %s", s.hosts)

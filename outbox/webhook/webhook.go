@@ -78,7 +78,8 @@ type Sender struct {
 // proxy settings from the environment, and bounds each request by the
 // target's timeout (DefaultTimeout when it sets none).
 //
-// The client is go-retryablehttp's, built once per target (STYLE.md H14):
+// The client is go-retryablehttp's, built once per target (a client per
+// request would lose its connection pool):
 // its retry policy classifies transport errors (a certificate the client
 // does not trust, an invalid header or scheme are not worth retrying; a
 // reset or refused connection is), but RetryMax is 0, so an attempt of

@@ -9,7 +9,7 @@ import (
 	"github.com/scimgate/scimgate/mapping"
 )
 
-// Issue 17 item 22: a page of GET /Groups holds the groups asked for, with
+// A page of GET /Groups holds the groups asked for, with
 // all their members, however many members they have together, so Okta's
 // import (startIndex advanced by count) reads every group. 101 users, 150
 // groups of 101 members: 15,150 members in a walk at count=100.
@@ -70,7 +70,7 @@ func TestGroupPagesReturnGroupsAskedFor(t *testing.T) {
 	}
 }
 
-// Issue 17 item 23: /ServiceProviderConfig declares only schemas a client
+// /ServiceProviderConfig declares only schemas a client
 // can discover (python-scim's discovery rejected the undeclared limits
 // extension); the limits are in the admin status instead.
 func TestServiceProviderConfigSchemasDiscoverable(t *testing.T) {
@@ -106,7 +106,7 @@ func TestServiceProviderConfigSchemasDiscoverable(t *testing.T) {
 	}
 }
 
-// Issue 17 item 24: attributes no schema defines — at the top level, inside
+// Attributes no schema defines — at the top level, inside
 // a declared extension, as sub-attributes — are not returned, whether they
 // came in a POST, a PUT or a PATCH (with or without a path), in a single
 // resource or a list: one such user made strict clients reject the whole
@@ -155,7 +155,7 @@ func TestUnknownAttributesNotReturned(t *testing.T) {
 	noUnknown("GET /Groups", ts.do("GET", "/Groups", "").must(t, http.StatusOK).raw)
 }
 
-// Issue 17 item 25: an extension the group rules read is a declared Group
+// An extension the group rules read is a declared Group
 // extension: in the Group resource type's schemaExtensions, on /Schemas,
 // and returned with the group.
 func TestGroupRuleExtensionsDeclared(t *testing.T) {
@@ -184,7 +184,7 @@ func TestGroupRuleExtensionsDeclared(t *testing.T) {
 	}
 }
 
-// Issue 17 item 26: a user's ETag covers its groups (If-None-Match used to
+// A user's ETag covers its groups (If-None-Match used to
 // answer 304 with stale groups), and If-None-Match matches a list of tags
 // and the strong form of a weak tag (weak comparison, RFC 9110 §13.1.2).
 func TestUserETagCoversGroups(t *testing.T) {
@@ -239,7 +239,7 @@ func TestUserETagCoversGroups(t *testing.T) {
 	ts.do("DELETE", "/Users/"+uid, "", "If-Match", e3).must(t, http.StatusPreconditionFailed)
 }
 
-// Issue 17 item 27: the catalog endpoints honour attributes and
+// The catalog endpoints honour attributes and
 // excludedAttributes, on lists and on single values.
 func TestCatalogProjection(t *testing.T) {
 	ts := newEventServerRules(t, entitlementRules(t))
@@ -277,7 +277,7 @@ func TestCatalogProjection(t *testing.T) {
 	}
 }
 
-// Issue 17 item 28: with a single-valued catalog type, an add while a
+// With a single-valued catalog type, an add while a
 // value is set replaces it (RFC 7644 §3.5.2.1 for single values), so an
 // identity provider that changes a role as two PATCHes works in either
 // order: add then remove, remove then add. The replacement's event says
@@ -343,7 +343,7 @@ func TestSingleValuedCatalogAddReplaces(t *testing.T) {
 	es.settle(t, 2)
 }
 
-// Issue 17 item 29: manager.displayName is read-only (RFC 7643 §4.3): no
+// manager.displayName is read-only (RFC 7643 §4.3): no
 // write sets it. A PATCH naming it is refused with 400 mutability, as a
 // path naming any read-only attribute is; inside a manager value (Okta's
 // POST and PUT send {"value": …, "displayName": …}; a PATCH may too) it is
@@ -389,7 +389,7 @@ func TestManagerDisplayNameReadOnly(t *testing.T) {
 	}
 }
 
-// Issue 17 item 30 (the SCIM part): the discovery endpoints refuse a filter
+// The discovery endpoints refuse a filter
 // with 403 (RFC 7644 §4), and /Me, which scimgate does not implement,
 // answers 501 (RFC 7644 §3.11), whatever the method.
 func TestDiscoveryFilterForbiddenAndMe(t *testing.T) {
