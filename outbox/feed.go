@@ -100,7 +100,7 @@ func (f *Feed) SetDB(db *bolt.DB) { f.dbp.Store(db) }
 
 // Stop ends every wait, now and from now on: a waiting read returns what it
 // has (an empty page, its cursor unchanged), so that a shutdown is not held
-// by long polls (issue 17). Reads without a wait are not affected.
+// by long polls. Reads without a wait are not affected.
 func (f *Feed) Stop() { f.stopOnce.Do(func() { close(f.stop) }) }
 
 // Notify wakes every waiting read. It never blocks and is safe to call from

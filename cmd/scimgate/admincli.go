@@ -21,8 +21,8 @@ import (
 	"github.com/scimgate/scimgate/mapping"
 )
 
-// The admin commands are clients of the admin HTTP API (CONTRACTS.md
-// "Admin HTTP API"); they decode its JSON into their own types, not the
+// The admin commands are clients of the admin HTTP API (docs/operations.md
+// lists its routes); they decode its JSON into their own types, not the
 // server's, so that they depend on the wire contract only.
 
 // compileMapping compiles the mapping section, locating errors in the file.
@@ -558,7 +558,7 @@ func (c *cli) listDeadLetters(cmd *cobra.Command, f *adminFlags) error {
 }
 
 // idsOrAll accepts EVENT-IDs or --all, exactly one of the two: an empty
-// request never means "all" (issue 8, item 9).
+// request never means "all".
 func idsOrAll(op string, all *bool) cobra.PositionalArgs {
 	return func(cmd *cobra.Command, ids []string) error {
 		if err := argsBetween(0, -1, "EVENT-IDs")(cmd, ids); err != nil {

@@ -228,7 +228,7 @@ func (a *app) Start() error {
 	// descriptors): admin.max_connections bounds the requests it serves at
 	// once, long polls have their own bound, and the probes and /metrics
 	// none (adminHandler), so that no client of the app API, and no
-	// connection that never finishes its headers, stops a probe (issue 17).
+	// connection that never finishes its headers, stops a probe.
 	a.adminLn = netutil.LimitListener(ln, alim.MaxConnections+maxLongPolls+halfOpenHeadroom)
 	a.adminBusy = make(chan struct{}, alim.MaxConnections)
 	a.polls = make(chan struct{}, maxLongPolls)
@@ -420,7 +420,7 @@ func (a *app) Close(ctx context.Context) error {
 	// Long polls answer now, with an empty page; both listeners stop
 	// together, and what is still running after httpShutdown is cut, so
 	// that the steps below run well within an orchestrator's grace period
-	// (issue 17: a poll held SIGTERM for 30 s, and SIGKILL came first).
+	// (a poll once held SIGTERM for 30 s, and the kubelet's SIGKILL came first).
 	a.feed.Stop()
 	hctx, cancel := context.WithTimeout(ctx, httpShutdown)
 	defer cancel()
@@ -553,7 +553,7 @@ func (a *app) runDispatcher() {
 	}()
 }
 
-// Online compaction (issue 13): the bbolt file never shrinks by itself, so
+// Online compaction: the bbolt file never shrinks by itself, so
 // when it is mostly free the gateway rewrites it while serving. The copy is
 // made while writes go on; SCIM writes and deliveries are held only while
 // the copy catches up (measured: about 300 ms on a 1 GB file), then the

@@ -444,7 +444,7 @@ func TestHelpExamplesParse(t *testing.T) {
 	}
 }
 
-// Issue 17 item 17: a finished backfill is not shown as active+backfill,
+// a finished backfill is not shown as active+backfill,
 // and a backfill is described in words, not as raw JSON.
 func TestPrintStatusBackfill(t *testing.T) {
 	now := time.Date(2026, 11, 23, 9, 10, 0, 0, time.UTC)

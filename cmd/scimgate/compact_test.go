@@ -289,7 +289,7 @@ func waitPruned(t *testing.T, a *app) {
 	}
 }
 
-// Issue 17 item 17: `scimgate compact` reports the live data and what a
+// `scimgate compact` reports the live data and what a
 // compaction reclaims, and the estimate holds: the forced compaction that
 // follows leaves a file of about the live size it announced.
 func TestCompactReportsLiveAndReclaimable(t *testing.T) {
@@ -348,7 +348,7 @@ func parseHuman(t *testing.T, s string) int64 {
 	return int64(v * mult)
 }
 
-// Issue 17 item 14: a kill -9 during an online compaction leaves the copy,
+// a kill -9 during an online compaction leaves the copy,
 // scimgate.db.compact, as large as the database; the next start removes it
 // and says so.
 func TestLeftoverCompactionCopyRemovedAtStart(t *testing.T) {

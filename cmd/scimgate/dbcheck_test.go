@@ -526,7 +526,7 @@ func TestStructureFlipsNeverCrash(t *testing.T) {
 	t.Logf("%d flips in page structure: %d crashes", len(flips), crashes)
 }
 
-// Issue 17 item 17: a start that fails after the configuration is read (the
+// a start that fails after the configuration is read (the
 // SCIM port in use, a database refused) prints no generated token and keeps
 // no hash of one: the tokens are kept and shown only once the database is
 // checked and the listeners are bound, and the next start generates them.

@@ -928,7 +928,7 @@ SCIMGATE_CRASH_CYCLES=20 go test -run TestCrashLosesNothing -v ./cmd/scimgate/
 	}
 }
 
-// Issue 17 item 19: the image context leaves out the secrets the docs make
+// the image context leaves out the secrets the docs make
 // (deploy/secrets/), the Dockerfile cites only documents in the repo, and
 // every variable row of README's environment table is inside the table.
 func TestPackagingHygiene(t *testing.T) {

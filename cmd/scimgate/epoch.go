@@ -14,7 +14,7 @@ import (
 	"github.com/scimgate/scimgate/outbox"
 )
 
-// Numbering across restores (CONTRACTS.md; issue 9).
+// Numbering across restores (docs/operations.md, "Backup and restore").
 //
 // Event sequences and resource versions must only grow, even after an
 // older backup replaces the database. The application keeps an epoch in a
@@ -42,7 +42,7 @@ const (
 // epochState is the content of data/epoch.
 //
 // Writing a new pair takes two writes, the file and the database, and
-// either may fail or be cut by a kill -9 (issue 17). So the file is written
+// either may fail or be cut by a kill -9. So the file is written
 // first, naming the new pair as pending beside the current one; then the
 // database commits the new pair; then the file is rewritten without the
 // pending pair. A database that holds either pair of the file is the one

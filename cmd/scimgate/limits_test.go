@@ -183,7 +183,7 @@ func TestListenerLimitsDefaults(t *testing.T) {
 	}
 }
 
-// Issue 17 item 4: the probes and /metrics answer whatever the admin
+// the probes and /metrics answer whatever the admin
 // listener's other clients do. 300 waiting /v1/events consumers and 300
 // connections that never finish their request headers, on a listener whose
 // admin.max_connections is 256, leave /healthz, /readyz and /metrics

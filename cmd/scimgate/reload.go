@@ -17,7 +17,7 @@ import (
 	"github.com/scimgate/scimgate/outbox"
 )
 
-// Reload (SIGHUP, `scimgate reload` → POST /admin/reload; issue 9).
+// Reload (SIGHUP, `scimgate reload` → POST /admin/reload).
 //
 // A reload loads and validates the configuration and the environment
 // exactly as serve does at start (the _FILE secrets are read again, so a

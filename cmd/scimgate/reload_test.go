@@ -300,7 +300,7 @@ func TestReloadKeepsGeneratedCredentials(t *testing.T) {
 	}
 }
 
-// Issue 17 item 17: `scimgate reload` says once that the running
+// `scimgate reload` says once that the running
 // configuration is kept when it refuses, and a reload that leaves a change
 // unapplied until a restart exits 1, naming it.
 func TestReloadCommandOutcome(t *testing.T) {

@@ -323,7 +323,7 @@ func TestRestoreOverDamagedDatabase(t *testing.T) {
 	}
 }
 
-// Issue 17 item 10: when the second of the boot id's two writes fails (here
+// when the second of the boot id's two writes fails (here
 // data/epoch cannot be replaced at shutdown; a full disk or a kill -9
 // between the writes does the same), the next start must not take the data
 // dir for a restored one: no raised epoch, numbering goes on.
@@ -361,7 +361,7 @@ func TestFailedEpochWriteIsNotARestore(t *testing.T) {
 	}
 }
 
-// Issue 17 item 10: every restore's gap is kept. A database restored twice
+// every restore's gap is kept. A database restored twice
 // (the second time from a backup taken after the first restore) still
 // answers 410 to a cursor from the database the first restore discarded.
 func TestEveryRestoreGapKept(t *testing.T) {

@@ -34,7 +34,7 @@ func prepareSecrets(cfg *Config, out io.Writer) error {
 // pendingTokens are tokens generated for a start but neither kept nor shown
 // yet: serve commits them once the database is checked and the listeners
 // are bound, so that a start that fails (a port in use, a damaged
-// database) prints no token that never worked (issue 17), and the next
+// database) prints no token that never worked, and the next
 // start generates them again.
 type pendingTokens []pendingToken
 

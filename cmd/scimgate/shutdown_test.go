@@ -14,7 +14,7 @@ import (
 	"time"
 )
 
-// Issue 17 item 7: open long polls on /v1/events do not hold SIGTERM. They
+// open long polls on /v1/events do not hold SIGTERM. They
 // are answered at once with an empty page (200, not a reset), the clean
 // shutdown steps run, and the time the identity provider cannot reach SCIM
 // across a restart — SIGTERM to the old process until the new one answers
