@@ -1,0 +1,251 @@
+package console
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"strconv"
+	"strings"
+
+	"github.com/scimgate/scimgate/gateway/scim"
+	"github.com/scimgate/scimgate/gateway/store"
+	"github.com/scimgate/scimgate/mapping"
+)
+
+// userRow is one search result.
+type userRow struct {
+	ID, UserName, ExternalID string
+	Active                   bool
+}
+
+func rowOf(r *store.Resource) userRow {
+	row := userRow{ID: r.ID, Active: true}
+	if v, ok := r.Doc["userName"].(string); ok {
+		row.UserName = v
+	}
+	if v, ok := r.Doc["externalId"].(string); ok {
+		row.ExternalID = v
+	}
+	if v, ok := r.Doc["active"]; ok {
+		if b, ok := scim.ParseBool(v); ok {
+			row.Active = b
+		}
+	}
+	return row
+}
+
+// users searches by userName, email, external id or id; without a query it
+// lists users in creation order, a page at a time.
+func (c *Console) users(w http.ResponseWriter, r *http.Request, who caller) {
+	q := strings.TrimSpace(r.URL.Query().Get("q"))
+	start, _ := strconv.Atoi(r.URL.Query().Get("start"))
+	start = max(start, 1)
+	var rows []userRow
+	var total int
+	seen := map[string]bool{}
+	if q != "" {
+		if u, err := c.d.Store.GetUser(q); err == nil {
+			rows, seen[u.ID] = append(rows, rowOf(u)), true
+		}
+		quoted, _ := json.Marshal(q)
+		f, err := scim.ParseFilter(fmt.Sprintf(`userName eq %[1]s or emails.value eq %[1]s or externalId eq %[1]s`, quoted))
+		if err != nil {
+			c.fail(w, who, err)
+			return
+		}
+		n, list, err := c.d.Store.ListUsers(store.Query{Filter: f, StartIndex: start, Count: PageSize})
+		if err != nil {
+			c.fail(w, who, err)
+			return
+		}
+		total = n
+		for _, u := range list {
+			if !seen[u.ID] {
+				rows = append(rows, rowOf(u))
+			}
+		}
+		total = max(total, len(rows))
+	} else {
+		n, list, err := c.d.Store.ListUsers(store.Query{StartIndex: start, Count: PageSize})
+		if err != nil {
+			c.fail(w, who, err)
+			return
+		}
+		total = n
+		for _, u := range list {
+			rows = append(rows, rowOf(u))
+		}
+	}
+	next := 0
+	if start-1+PageSize < total && len(rows) > 0 {
+		next = start + PageSize
+	}
+	c.render(w, http.StatusOK, "users", who, map[string]any{"Q": q, "Rows": rows, "Total": total, "Start": start, "Next": next})
+}
+
+type groupRow struct{ ID, Name string }
+
+func groupRows(records []json.RawMessage) []groupRow {
+	var out []groupRow
+	for _, raw := range records {
+		var g map[string]any
+		_ = json.Unmarshal(raw, &g)
+		row := groupRow{ID: fmt.Sprint(g["id"])}
+		for _, k := range []string{"displayName", "display_name", "name"} {
+			if v, ok := g[k].(string); ok {
+				row.Name = v
+				break
+			}
+		}
+		out = append(out, row)
+	}
+	return out
+}
+
+func (c *Console) user(w http.ResponseWriter, r *http.Request, who caller) {
+	id := r.PathValue("id")
+	u, err := c.d.Store.GetUser(id)
+	if err != nil {
+		c.fail(w, who, err)
+		return
+	}
+	rec, err := c.d.Store.UserRecord(id)
+	if err != nil {
+		c.fail(w, who, err)
+		return
+	}
+	groups, err := c.d.Store.UserGroups(id, "", PageSize)
+	if err != nil {
+		c.fail(w, who, err)
+		return
+	}
+	c.d.Logger.Info("console: user opened", "session", who.id, "user", id)
+	c.render(w, http.StatusOK, "user", who, map[string]any{"Row": rowOf(u), "Version": u.Version, "Modified": u.Modified,
+		"SCIM": indentJSON(u.Doc), "Record": prettyRaw(rec), "Groups": groupRows(groups.Records), "MoreGroups": groups.NextCursor != ""})
+}
+
+func (c *Console) group(w http.ResponseWriter, r *http.Request, who caller) {
+	id := r.PathValue("id")
+	g, err := c.d.Store.GetGroup(id, false)
+	if err != nil {
+		c.fail(w, who, err)
+		return
+	}
+	rec, err := c.d.Store.GroupRecord(id)
+	if err != nil {
+		c.fail(w, who, err)
+		return
+	}
+	members, err := c.d.Store.GroupMembers(id, "", PageSize)
+	if err != nil {
+		c.fail(w, who, err)
+		return
+	}
+	var rows []groupRow
+	for _, m := range members.Members {
+		row := groupRow{ID: m.ID, Name: m.Type}
+		rows = append(rows, row)
+	}
+	c.render(w, http.StatusOK, "group", who, map[string]any{"ID": id, "SCIM": indentJSON(g.Doc), "Record": prettyRaw(rec),
+		"Members": rows, "MoreMembers": members.NextCursor != ""})
+}
+
+// ---- mapping preview
+
+const samplePayload = `{
+  "schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"],
+  "userName": "ada@example.com",
+  "name": {"givenName": "Ada", "familyName": "Lovelace"},
+  "emails": [{"value": "ada@example.com", "type": "work", "primary": true}],
+  "active": true
+}`
+
+func (c *Console) mapForm(w http.ResponseWriter, r *http.Request, who caller) {
+	payload := samplePayload
+	if id := r.URL.Query().Get("user"); id != "" {
+		u, err := c.d.Store.GetUser(id)
+		if err != nil {
+			c.fail(w, who, err)
+			return
+		}
+		payload = indentJSON(u.Doc)
+	}
+	c.render(w, http.StatusOK, "map", who, map[string]any{"Payload": payload, "Kind": "auto"})
+}
+
+// mapPreview runs the mapping in force on a pasted SCIM resource, as
+// `scimgate map` does: the record, its warnings, or the rejection.
+func (c *Console) mapPreview(w http.ResponseWriter, r *http.Request, who caller) {
+	payload, kind := r.PostFormValue("payload"), r.PostFormValue("kind")
+	data := map[string]any{"Payload": payload, "Kind": kind}
+	res, err := c.preview(payload, kind)
+	if err != nil {
+		data["Rejected"] = err.Error()
+	} else {
+		data["Record"] = indentJSON(res.Record)
+		data["Warnings"] = res.Warnings
+		data["Refs"] = res.Refs
+	}
+	c.d.Logger.Info("console: mapping preview", "session", who.id, "ok", err == nil)
+	c.render(w, http.StatusOK, "map", who, data)
+}
+
+func (c *Console) preview(payload, kind string) (mapping.Result, error) {
+	var m *mapping.Mapper
+	if c.d.Mapper != nil {
+		m = c.d.Mapper()
+	}
+	if m == nil {
+		return mapping.Result{}, errors.New("this gateway has no mapping loaded")
+	}
+	dec := json.NewDecoder(bytes.NewReader([]byte(payload)))
+	dec.UseNumber()
+	var res map[string]any
+	if err := dec.Decode(&res); err != nil {
+		return mapping.Result{}, fmt.Errorf("not a JSON object: %v", err)
+	}
+	if kind == "" || kind == "auto" {
+		kind = "User"
+		if v, _ := scim.Get(res, "schemas"); strings.Contains(fmt.Sprint(v), scim.SchemaGroup) {
+			kind = "Group"
+		}
+	}
+	var out mapping.Result
+	var err error
+	if strings.EqualFold(kind, "group") {
+		var norm map[string]any
+		if norm, err = scim.Normalize(res, scim.NewGroupResourceType()); err == nil {
+			out, err = m.MapGroup(norm)
+		}
+	} else {
+		var norm map[string]any
+		if norm, err = scim.Normalize(res, scim.NewUserResourceType(m.UserExtensions()...)); err == nil {
+			out, err = m.MapUser(norm, c.resolver())
+		}
+	}
+	var se *scim.Error
+	if errors.As(err, &se) {
+		return out, fmt.Errorf("rejected (%d %s): %s", se.Status, se.ScimType, se.Detail)
+	}
+	return out, err
+}
+
+// noResolver resolves nothing: references show as pending.
+type noResolver struct{}
+
+func (noResolver) ResolveUser(by, value string) (string, bool) { return "", false }
+
+func (c *Console) resolver() mapping.Resolver { return noResolver{} }
+
+// ---- recent activity
+
+func (c *Console) activity(w http.ResponseWriter, r *http.Request, who caller) {
+	var list []Request
+	kept := c.d.Recent != nil
+	if kept {
+		list = c.d.Recent()
+	}
+	c.render(w, http.StatusOK, "activity", who, map[string]any{"Requests": list, "Kept": kept, "LastRequest": c.d.LastRequest()})
+}
