@@ -206,7 +206,8 @@ func (c *Console) auth(next func(http.ResponseWriter, *http.Request, caller)) ht
 			got := r.PostFormValue("csrf")
 			if got == "" || subtle.ConstantTimeCompare([]byte(got), []byte(s.csrf)) != 1 {
 				c.d.Logger.Warn("console: POST refused without a valid CSRF token", "session", s.id, "path", r.URL.Path)
-				http.Error(w, "refused: the form's CSRF token is missing or wrong; reload the page and try again", http.StatusForbidden)
+				c.render(w, http.StatusForbidden, "error", caller{id: s.id, csrf: s.csrf}, map[string]any{"Status": http.StatusForbidden,
+					"Message": "Refused: the form's CSRF token is missing or wrong; reload the page and try again."})
 				return
 			}
 		}
