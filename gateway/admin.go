@@ -136,7 +136,7 @@ func NewAdmin(cfg AdminConfig, d AdminDeps) *Admin {
 	a.mux.HandleFunc("POST /admin/compact", a.auth(a.compact))
 	a.mux.HandleFunc("GET /admin/backup", a.auth(a.backup))
 	a.apiRoutes(d.API)
-	if cfg.Console {
+	if cfg.Console && d.SCIM != nil && d.Dispatcher != nil && d.Store != nil { // the console reads all three
 		c := console.New(console.Deps{Store: d.Store, Dispatcher: d.Dispatcher, Logger: a.logger, Version: d.Version,
 			Mapper: a.scim.mapper.Load, AdminToken: a.isAdminToken, LastRequest: a.scim.LastRequest, Recent: a.scim.RecentRequests})
 		for _, p := range console.Paths {

@@ -60,10 +60,12 @@ type env struct {
 	status      atomic.Int32
 	got         atomic.Int32
 	d           *outbox.Dispatcher
+	st          *store.Store
+	db          *bolt.DB
 	log         *syncBuffer
 }
 
-func newEnv(t *testing.T, consoleOn bool) *env {
+func newEnv(t testing.TB, consoleOn bool) *env {
 	t.Helper()
 	e := &env{log: &syncBuffer{}}
 	e.status.Store(204)
@@ -126,12 +128,12 @@ func newEnv(t *testing.T, consoleOn bool) *env {
 		Logger: logger, Version: "test", API: api})
 	adminSrv := httptest.NewServer(admin)
 	t.Cleanup(adminSrv.Close)
-	e.admin, e.scim, e.d = adminSrv.URL, scimSrv.URL+"/scim/v2", d
+	e.admin, e.scim, e.d, e.st, e.db = adminSrv.URL, scimSrv.URL+"/scim/v2", d, st, db
 	waitFor(t, "the dispatcher runs", d.Ready)
 	return e
 }
 
-func waitFor(t *testing.T, what string, cond func() bool) {
+func waitFor(t testing.TB, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
 	for !cond() {

@@ -46,27 +46,29 @@ func (c *Console) users(w http.ResponseWriter, r *http.Request, who caller) {
 	var total int
 	seen := map[string]bool{}
 	if q != "" {
+		// One indexed lookup per key (an "or" filter would scan every user).
 		if u, err := c.d.Store.GetUser(q); err == nil {
 			rows, seen[u.ID] = append(rows, rowOf(u)), true
 		}
 		quoted, _ := json.Marshal(q)
-		f, err := scim.ParseFilter(fmt.Sprintf(`userName eq %[1]s or emails.value eq %[1]s or externalId eq %[1]s`, quoted))
-		if err != nil {
-			c.fail(w, who, err)
-			return
-		}
-		n, list, err := c.d.Store.ListUsers(store.Query{Filter: f, StartIndex: start, Count: PageSize})
-		if err != nil {
-			c.fail(w, who, err)
-			return
-		}
-		total = n
-		for _, u := range list {
-			if !seen[u.ID] {
-				rows = append(rows, rowOf(u))
+		for _, attr := range []string{"userName", "emails.value", "externalId"} {
+			f, err := scim.ParseFilter(fmt.Sprintf(`%s eq %s`, attr, quoted))
+			if err != nil {
+				c.fail(w, who, err)
+				return
+			}
+			_, list, err := c.d.Store.ListUsers(store.Query{Filter: f, StartIndex: 1, Count: PageSize})
+			if err != nil {
+				c.fail(w, who, err)
+				return
+			}
+			for _, u := range list {
+				if !seen[u.ID] && len(rows) < PageSize {
+					rows, seen[u.ID] = append(rows, rowOf(u)), true
+				}
 			}
 		}
-		total = max(total, len(rows))
+		total, start = len(rows), 1
 	} else {
 		n, list, err := c.d.Store.ListUsers(store.Query{StartIndex: start, Count: PageSize})
 		if err != nil {
