@@ -95,7 +95,7 @@ type session struct {
 // Paths are the patterns the console serves; the admin listener mounts
 // the console on each, so that its own routes (/admin/, /v1/, /healthz, …)
 // keep their paths and their answers.
-var Paths = []string{"/{$}", "/signin", "/signout", "/static/", "/targets/", "/users", "/users/", "/groups/", "/map", "/activity"}
+var Paths = []string{"/{$}", "/signin", "/signout", "/static/", "/targets/", "/users", "/users/", "/groups", "/groups/", "/map", "/activity"}
 
 var funcs = template.FuncMap{
 	"ago": func(t time.Time) string {
@@ -154,6 +154,7 @@ func New(d Deps) *Console {
 	c.mux.HandleFunc("POST /targets/{target}/{action}", c.auth(c.targetAction))
 	c.mux.HandleFunc("GET /users", c.auth(c.users))
 	c.mux.HandleFunc("GET /users/{id}", c.auth(c.user))
+	c.mux.HandleFunc("GET /groups", c.auth(c.groups))
 	c.mux.HandleFunc("GET /groups/{id}", c.auth(c.group))
 	c.mux.HandleFunc("GET /map", c.auth(c.mapForm))
 	c.mux.HandleFunc("POST /map", c.auth(c.mapPreview))

@@ -432,6 +432,14 @@ func TestUsersSearchMapPreviewAndActivity(t *testing.T) {
 			t.Errorf("user page lacks %s:\n%s", want, body)
 		}
 	}
+	for _, q := range []string{"Engineering", gid} {
+		if _, body := b.get("/groups?q=" + url.QueryEscape(q)); !strings.Contains(body, `href="/groups/`+gid+`">Engineering<`) {
+			t.Errorf("group search %q:\n%s", q, body)
+		}
+	}
+	if _, body := b.get("/groups?q=nothing"); !strings.Contains(body, `id="nogroups"`) {
+		t.Errorf("group search for nothing:\n%s", body)
+	}
 	if _, body := b.get("/groups/" + gid); !strings.Contains(body, `href="/users/`+id+`"`) {
 		t.Errorf("group page:\n%s", body)
 	}

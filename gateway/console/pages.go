@@ -89,6 +89,62 @@ func (c *Console) users(w http.ResponseWriter, r *http.Request, who caller) {
 
 type groupRow struct{ ID, Name string }
 
+// groups searches groups by displayName, external id or id; without a
+// query it lists them in creation order, a page at a time.
+func (c *Console) groups(w http.ResponseWriter, r *http.Request, who caller) {
+	q := strings.TrimSpace(r.URL.Query().Get("q"))
+	start, _ := strconv.Atoi(r.URL.Query().Get("start"))
+	start = max(start, 1)
+	var rows []groupRow
+	total := 0
+	add := func(g *store.Resource) {
+		name, _ := g.Doc["displayName"].(string)
+		rows = append(rows, groupRow{ID: g.ID, Name: name})
+	}
+	if q != "" {
+		seen := map[string]bool{}
+		if g, err := c.d.Store.GetGroup(q, false); err == nil {
+			add(g)
+			seen[g.ID] = true
+		}
+		quoted, _ := json.Marshal(q)
+		for _, attr := range []string{"displayName", "externalId"} {
+			f, err := scim.ParseFilter(fmt.Sprintf(`%s eq %s`, attr, quoted))
+			if err != nil {
+				c.fail(w, who, err)
+				return
+			}
+			_, list, err := c.d.Store.ListGroups(store.Query{Filter: f, StartIndex: 1, Count: PageSize})
+			if err != nil {
+				c.fail(w, who, err)
+				return
+			}
+			for _, g := range list {
+				if !seen[g.ID] && len(rows) < PageSize {
+					add(g)
+					seen[g.ID] = true
+				}
+			}
+		}
+		total, start = len(rows), 1
+	} else {
+		n, list, err := c.d.Store.ListGroups(store.Query{StartIndex: start, Count: PageSize})
+		if err != nil {
+			c.fail(w, who, err)
+			return
+		}
+		total = n
+		for _, g := range list {
+			add(g)
+		}
+	}
+	next := 0
+	if q == "" && start-1+PageSize < total {
+		next = start + PageSize
+	}
+	c.render(w, http.StatusOK, "groups", who, map[string]any{"Q": q, "Rows": rows, "Total": total, "Next": next})
+}
+
 func groupRows(records []json.RawMessage) []groupRow {
 	var out []groupRow
 	for _, raw := range records {
