@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"io"
@@ -18,8 +19,9 @@ import (
 	"github.com/scimgate/scimgate/outbox"
 )
 
-// chromiumPath is Debian's Chromium (.ci/run installs it).
-const chromiumPath = "/usr/bin/chromium"
+// defaultChromium is Debian's Chromium (.ci/run installs it);
+// SCIMGATE_CHROMIUM names another.
+const defaultChromium = "/usr/bin/chromium"
 
 // TestConsoleInBrowser drives the console of the real binary in headless
 // Chromium: sign-in (the SCIM token cannot), a dead letter after the
@@ -30,6 +32,7 @@ const chromiumPath = "/usr/bin/chromium"
 // artifact directory); SCIMGATE_DOCS_SCREENSHOT=1 also writes
 // docs/console.png.
 func TestConsoleInBrowser(t *testing.T) {
+	chromiumPath := cmp.Or(os.Getenv("SCIMGATE_CHROMIUM"), defaultChromium)
 	if _, err := os.Stat(chromiumPath); err != nil {
 		if os.Getenv("CI") == "" {
 			t.Skip("no Chromium at " + chromiumPath + " (apt-get install chromium); with CI=true this test fails instead")
@@ -164,7 +167,8 @@ func TestConsoleInBrowser(t *testing.T) {
 	if got := strings.TrimSpace(text("table.targets td.dead")); got != "1" {
 		t.Errorf("overview: dead letters %q, want 1", got)
 	}
-	do("overview screenshot", shot("overview"))
+	do("overview screenshots", shot("overview"),
+		chromedp.EmulateViewport(390, 844, chromedp.EmulateMobile), shot("overview-phone"), chromedp.ResetViewport())
 
 	// Open the target and its dead letter: the request and the answer.
 	do("open the dead letter",

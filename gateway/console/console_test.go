@@ -484,3 +484,53 @@ func TestAdminRoutesKeepTheirAnswers(t *testing.T) {
 		}
 	}
 }
+
+func TestDiscardRetryBackfillButtons(t *testing.T) {
+	e := newEnv(t, true)
+	b := e.browser(t)
+	csrf := b.signIn()
+	e.status.Store(400)
+	e.scimCall(t, "POST", "/Users", `{"schemas":["urn:ietf:params:scim:schemas:core:2.0:User"],"userName":"zed"}`)
+	waitFor(t, "a dead letter", func() bool { st, _ := e.d.Status(); return st[0].DeadLetters == 1 })
+	list, err := e.d.DeadLetters("app", 0, 10)
+	if err != nil || len(list) != 1 {
+		t.Fatalf("dead letters: %v %v", list, err)
+	}
+	path := "/targets/app/dead-letters/" + list[0].Event.ID
+	// The confirmation page holds the form; without its box ticked nothing goes.
+	if _, body := b.get(path + "/discard"); !strings.Contains(body, `name="confirm" value="yes"`) || !strings.Contains(body, `action="`+path+`/discard"`) {
+		t.Fatalf("confirmation page:\n%s", body)
+	}
+	if resp, _ := b.post(path+"/discard", url.Values{"csrf": {csrf}}); resp.StatusCode != http.StatusBadRequest {
+		t.Errorf("discard without confirm: %d, want 400", resp.StatusCode)
+	}
+	if st, _ := e.d.Status(); st[0].DeadLetters != 1 {
+		t.Fatal("an unconfirmed discard discarded")
+	}
+	resp, _ := b.post(path+"/discard", url.Values{"csrf": {csrf}, "confirm": {"yes"}})
+	if resp.StatusCode != http.StatusSeeOther || !strings.Contains(resp.Header.Get("Location"), "discard") {
+		t.Fatalf("discard: %d %q", resp.StatusCode, resp.Header.Get("Location"))
+	}
+	if st, _ := e.d.Status(); st[0].DeadLetters != 0 {
+		t.Errorf("dead letters after discard: %d", st[0].DeadLetters)
+	}
+	if resp, _ := b.get(path); resp.StatusCode != http.StatusNotFound {
+		t.Errorf("the discarded dead letter's page: %d, want 404", resp.StatusCode)
+	}
+	// Retry now and backfill.
+	e.status.Store(204)
+	if resp, _ := b.post("/targets/app/retry", url.Values{"csrf": {csrf}}); resp.StatusCode != http.StatusSeeOther {
+		t.Errorf("retry: %d", resp.StatusCode)
+	}
+	resp, _ = b.post("/targets/app/backfill", url.Values{"csrf": {csrf}})
+	if resp.StatusCode != http.StatusSeeOther || !strings.Contains(resp.Header.Get("Location"), "backfill") {
+		t.Fatalf("backfill: %d %q", resp.StatusCode, resp.Header.Get("Location"))
+	}
+	waitFor(t, "the backfill delivers the user", func() bool { return e.got.Load() >= 1 })
+	if _, body := b.get("/targets/app"); !strings.Contains(body, "Backfill: ") {
+		t.Errorf("target page does not show the backfill:\n%s", body)
+	}
+	if resp, _ := b.post("/targets/app/explode", url.Values{"csrf": {csrf}}); resp.StatusCode != http.StatusNotFound {
+		t.Errorf("unknown action: %d", resp.StatusCode)
+	}
+}
