@@ -3,6 +3,7 @@ package main
 import (
 	"cmp"
 	"context"
+	"fmt"
 	"encoding/json"
 	"io"
 	"net/http"
@@ -71,11 +72,14 @@ func TestConsoleInBrowser(t *testing.T) {
 	g := startBinary(t, bin, env, freePort(t), freePort(t))
 	defer g.kill()
 
-	if code, _, err := tryDoAuth(g.scim, scimToken, "POST", "/Users", `{"schemas":["urn:ietf:params:scim:schemas:core:2.0:User"],
-		"userName":"ada@example.com","externalId":"00u1ada","name":{"givenName":"Ada","familyName":"Lovelace"},
-		"emails":[{"value":"ada@example.com","type":"work","primary":true}]}`); err != nil || code != 201 {
+	const ada = `{"schemas":["urn:ietf:params:scim:schemas:core:2.0:User"],
+		"userName":"ada@example.com","externalId":"00u1ada","name":{"givenName":"Ada","familyName":"Lovelace"},"title":"%s",
+		"emails":[{"value":"ada@example.com","type":"work","primary":true}]}`
+	code, created, err := tryDoAuth(g.scim, scimToken, "POST", "/Users", fmt.Sprintf(ada, "Analyst"))
+	if err != nil || code != 201 {
 		t.Fatalf("create user: %d %v", code, err)
 	}
+	adaID, _ := created["id"].(string)
 	deadLetters := func() int {
 		req, _ := http.NewRequest("GET", g.admin+"/admin/status", nil)
 		req.Header.Set("Authorization", "Bearer "+adminToken)
@@ -195,7 +199,13 @@ func TestConsoleInBrowser(t *testing.T) {
 	do("overview after replay", chromedp.Navigate(g.admin+"/"), chromedp.WaitVisible("#health"))
 	contains("overview after replay", text("#health"), "Healthy")
 
-	// Search a user by email and open it: SCIM resource and record side by side.
+	// Three changes, then search the user by email and open it: SCIM
+	// resource and record side by side, and its history.
+	for _, title := range []string{"Mathematician", "Writer", "Programmer"} {
+		if code, _, err := tryDoAuth(g.scim, scimToken, "PUT", "/Users/"+adaID, fmt.Sprintf(ada, title)); err != nil || code != 200 {
+			t.Fatalf("replace user: %d %v", code, err)
+		}
+	}
 	do("search a user",
 		chromedp.Navigate(g.admin+"/users"),
 		chromedp.WaitVisible("#q"),
@@ -210,6 +220,10 @@ func TestConsoleInBrowser(t *testing.T) {
 	contains("mapped record", record, `"login": "ada@example.com"`)
 	contains("mapped record", record, `"first_name": "Ada"`)
 	contains("SCIM resource", text("#scim"), `"externalId": "00u1ada"`)
+	history := text("#history")
+	for _, want := range []string{`title: "Analyst" → "Mathematician"`, `title: "Mathematician" → "Writer"`, `title: "Writer" → "Programmer"`, "user.created"} {
+		contains("user history", history, want)
+	}
 
 	// The mapping preview names the field a payload lacks.
 	do("mapping preview",

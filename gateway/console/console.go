@@ -69,7 +69,9 @@ type Deps struct {
 	// LastRequest is when the last authenticated SCIM request arrived.
 	LastRequest func() time.Time
 	// Recent returns the last SCIM requests, newest first (nil: not kept).
-	Recent  func() []Request
+	Recent func() []Request
+	// Feed reads the retained events, for a user's history (nil: none).
+	Feed    *outbox.Feed
 	Logger  *slog.Logger
 	Version string
 	// Now is the clock (tests); nil: time.Now.

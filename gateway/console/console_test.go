@@ -3,6 +3,7 @@ package console_test
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -110,7 +111,8 @@ func newEnv(t testing.TB, consoleOn bool) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	st := store.New(db, mapper, store.Options{OnCommit: d.Notify})
+	feed := outbox.NewFeed(db, outbox.FeedConfig{})
+	st := store.New(db, mapper, store.Options{OnCommit: func() { d.Notify(); feed.Notify() }})
 	t.Cleanup(st.Close)
 	d.SetSnapshot(st.Snapshot)
 	gcfg := gateway.DefaultConfig()
@@ -125,7 +127,7 @@ func newEnv(t testing.TB, consoleOn bool) *env {
 	api := gateway.DefaultAPIConfig()
 	api.Tokens = []string{gateway.HashToken(apiToken)}
 	admin := gateway.NewAdmin(acfg, gateway.AdminDeps{DB: db, Store: st, SCIM: srv, Dispatcher: d, Gatherer: prometheus.NewRegistry(),
-		Logger: logger, Version: "test", API: api})
+		Logger: logger, Version: "test", API: api, Feed: feed})
 	adminSrv := httptest.NewServer(admin)
 	t.Cleanup(adminSrv.Close)
 	e.admin, e.scim, e.d, e.st, e.db = adminSrv.URL, scimSrv.URL+"/scim/v2", d, st, db
@@ -532,5 +534,30 @@ func TestDiscardRetryBackfillButtons(t *testing.T) {
 	}
 	if resp, _ := b.post("/targets/app/explode", url.Values{"csrf": {csrf}}); resp.StatusCode != http.StatusNotFound {
 		t.Errorf("unknown action: %d", resp.StatusCode)
+	}
+}
+
+func TestUserHistoryAfterThreeChanges(t *testing.T) {
+	e := newEnv(t, true)
+	b := e.browser(t)
+	b.signIn()
+	const user = `{"schemas":["urn:ietf:params:scim:schemas:core:2.0:User"],"userName":"hedy","title":"%s"}`
+	id := idRe.FindStringSubmatch(e.scimCall(t, "POST", "/Users", fmt.Sprintf(user, "Actor")))[1]
+	e.scimCall(t, "POST", "/Users", `{"schemas":["urn:ietf:params:scim:schemas:core:2.0:User"],"userName":"other"}`)
+	for _, title := range []string{"Inventor", "Engineer", "Pioneer"} {
+		e.scimCall(t, "PUT", "/Users/"+id, fmt.Sprintf(user, title))
+	}
+	_, body := b.get("/users/" + id)
+	if n := strings.Count(body, `<tr class="change">`); n != 4 {
+		t.Fatalf("history rows: %d, want 4 (created and three updates):\n%s", n, body)
+	}
+	for _, want := range []string{"title: &#34;Engineer&#34; → &#34;Pioneer&#34;", "title: &#34;Inventor&#34; → &#34;Engineer&#34;",
+		"title: &#34;Actor&#34; → &#34;Inventor&#34;", "user.created"} {
+		if !strings.Contains(body, want) {
+			t.Errorf("history lacks %s:\n%s", want, body)
+		}
+	}
+	if strings.Index(body, "Pioneer&#34;</div>") > strings.Index(body, "user.created") {
+		t.Error("history is not newest first")
 	}
 }

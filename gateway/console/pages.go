@@ -6,12 +6,15 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/scimgate/scimgate/gateway/scim"
 	"github.com/scimgate/scimgate/gateway/store"
 	"github.com/scimgate/scimgate/mapping"
+	"github.com/scimgate/scimgate/outbox"
 )
 
 // userRow is one search result.
@@ -181,7 +184,84 @@ func (c *Console) user(w http.ResponseWriter, r *http.Request, who caller) {
 	}
 	c.d.Logger.Info("console: user opened", "session", who.id, "user", id)
 	c.render(w, http.StatusOK, "user", who, map[string]any{"Row": rowOf(u), "Version": u.Version, "Modified": u.Modified,
-		"SCIM": indentJSON(u.Doc), "Record": prettyRaw(rec), "Groups": groupRows(groups.Records), "MoreGroups": groups.NextCursor != ""})
+		"SCIM": indentJSON(u.Doc), "Record": prettyRaw(rec), "Groups": groupRows(groups.Records), "MoreGroups": groups.NextCursor != "",
+		"History": c.history(r, id, groups.Sequence), "HistoryScan": HistoryScan, "HasFeed": c.d.Feed != nil})
+}
+
+// HistoryScan is how many of the newest retained events a user's page
+// searches for that user's history.
+const HistoryScan = 2000
+
+// change is one event of a user's history.
+type change struct {
+	At       time.Time
+	Type     string
+	Sequence uint64
+	Fields   []string // what changed: "title: Engineer → CTO"
+}
+
+// history returns the user's events among the newest HistoryScan retained
+// ones (up to tail), newest first.
+func (c *Console) history(r *http.Request, id string, tail uint64) []change {
+	if c.d.Feed == nil {
+		return nil
+	}
+	after := uint64(0)
+	if tail > HistoryScan {
+		after = tail - HistoryScan
+	}
+	var out []change
+	for scanned := 0; scanned < HistoryScan; {
+		page, err := c.d.Feed.Read(r.Context(), outbox.FeedQuery{After: after, Limit: 1000, Types: []string{"user.*"}})
+		if errors.Is(err, outbox.ErrCursorGone) && after != 0 {
+			after = 0 // fewer events retained than the scan: read them all
+			continue
+		}
+		if err != nil {
+			c.d.Logger.Warn("console: user history", "user", id, "err", err)
+			break
+		}
+		for _, raw := range page.Events {
+			var ev struct {
+				Type       string    `json:"type"`
+				OccurredAt time.Time `json:"occurred_at"`
+				Sequence   uint64    `json:"sequence"`
+				Data       struct {
+					User struct {
+						ID string `json:"id"`
+					} `json:"user"`
+				} `json:"data"`
+				Changes map[string]struct {
+					Old any `json:"old"`
+					New any `json:"new"`
+				} `json:"changes"`
+			}
+			if json.Unmarshal(raw, &ev) != nil || ev.Data.User.ID != id {
+				continue
+			}
+			ch := change{At: ev.OccurredAt, Type: ev.Type, Sequence: ev.Sequence}
+			for k, v := range ev.Changes {
+				ch.Fields = append(ch.Fields, fmt.Sprintf("%s: %s → %s", k, short(v.Old), short(v.New)))
+			}
+			slices.Sort(ch.Fields)
+			out = append(out, ch)
+		}
+		if page.Next <= after || page.Next >= tail {
+			break
+		}
+		scanned += int(page.Next - after)
+		after = page.Next
+	}
+	slices.Reverse(out)
+	return out
+}
+
+func short(v any) string {
+	b, _ := json.Marshal(v)
+	if len(b) > 80 {
+		return string(b[:77]) + "…"
+	}
+	return string(b)
 }
 
 func (c *Console) group(w http.ResponseWriter, r *http.Request, who caller) {
