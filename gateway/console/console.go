@@ -182,8 +182,6 @@ type caller struct {
 	csrf string // "" for a bearer token
 }
 
-type ctxKey struct{}
-
 func (c *Console) auth(next func(http.ResponseWriter, *http.Request, caller)) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		if h := r.Header.Get("Authorization"); h != "" {
