@@ -222,6 +222,9 @@ func (c *Console) history(r *http.Request, id string, tail uint64) []change {
 			break
 		}
 		for _, raw := range page.Events {
+			if !bytes.Contains(raw, []byte(`"`+id+`"`)) {
+				continue // not about this user: skip the decoding
+			}
 			var ev struct {
 				Type       string    `json:"type"`
 				OccurredAt time.Time `json:"occurred_at"`
