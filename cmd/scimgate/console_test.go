@@ -172,7 +172,7 @@ func TestConsoleInBrowser(t *testing.T) {
 		t.Errorf("overview: dead letters %q, want 1", got)
 	}
 	do("overview screenshots", shot("overview"),
-		chromedp.EmulateViewport(390, 844, chromedp.EmulateMobile), shot("overview-phone"), chromedp.ResetViewport())
+		chromedp.EmulateViewport(390, 844, chromedp.EmulateMobile), shot("overview-phone"), chromedp.EmulateViewport(1280, 900))
 
 	// Open the target and its dead letter: the request and the answer.
 	do("open the dead letter",
