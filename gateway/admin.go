@@ -20,6 +20,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	bolt "go.etcd.io/bbolt"
 
+	"github.com/scimgate/scimgate/gateway/console"
 	"github.com/scimgate/scimgate/gateway/store"
 	"github.com/scimgate/scimgate/outbox"
 )
@@ -41,12 +42,14 @@ type AdminConfig struct {
 	// Probes and /metrics are never bounded, and /v1/events long polls
 	// have their own bound (docs/operations.md, Limits).
 	MaxConnections int `yaml:"max_connections"`
+	// Console serves the web console under / (default true; false: off).
+	Console bool `yaml:"console"`
 }
 
 // DefaultAdminConfig returns the admin defaults.
 func DefaultAdminConfig() AdminConfig {
 	return AdminConfig{Listen: "127.0.0.1:8081", ReadTimeout: 30 * time.Second, WriteTimeout: 2 * time.Minute,
-		IdleTimeout: time.Minute, MaxConnections: 256}
+		IdleTimeout: time.Minute, MaxConnections: 256, Console: true}
 }
 
 // Validate checks the section; field names are relative to "admin".
@@ -137,7 +140,24 @@ func NewAdmin(cfg AdminConfig, d AdminDeps) *Admin {
 	a.mux.HandleFunc("POST /admin/compact", a.auth(a.compact))
 	a.mux.HandleFunc("GET /admin/backup", a.auth(a.backup))
 	a.apiRoutes(d.API)
+	if cfg.Console && d.SCIM != nil && d.Dispatcher != nil && d.Store != nil { // the console reads all three
+		c := console.New(console.Deps{Store: d.Store, Dispatcher: d.Dispatcher, Logger: a.logger, Version: d.Version,
+			Mapper: a.scim.mapper.Load, AdminToken: a.isAdminToken, LastRequest: a.scim.LastRequest, Recent: a.scim.RecentRequests, Feed: d.Feed})
+		for _, p := range console.Paths {
+			a.mux.Handle(p, c)
+		}
+	}
 	return a
+}
+
+// isAdminToken reports whether tok is one of admin.tokens now.
+func (a *Admin) isAdminToken(tok string) bool {
+	sum := sha256.Sum256([]byte(tok))
+	ok := 0
+	for _, t := range a.creds.Load().admin {
+		ok |= subtle.ConstantTimeCompare(sum[:], t[:])
+	}
+	return ok == 1
 }
 
 // adminCreds are the token hashes the admin listener accepts.

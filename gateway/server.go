@@ -18,6 +18,7 @@ import (
 	"github.com/labstack/echo/v4"
 	"github.com/labstack/echo/v4/middleware"
 
+	"github.com/scimgate/scimgate/gateway/console"
 	"github.com/scimgate/scimgate/gateway/scim"
 	"github.com/scimgate/scimgate/gateway/store"
 	"github.com/scimgate/scimgate/mapping"
@@ -51,6 +52,7 @@ type Server struct {
 	now          func() time.Time
 
 	lastRequest atomic.Int64 // unix nanos of the last authenticated SCIM request
+	recent      recentRing   // the last SCIM requests, for the console
 }
 
 // NewServer builds the SCIM API over st. m may be nil. Access tokens from
@@ -304,6 +306,7 @@ func (s *Server) observe(next echo.HandlerFunc) echo.HandlerFunc {
 		}
 		method := c.Request().Method
 		s.metrics.observe(method, route, status, time.Since(start))
+		s.recent.add(console.Request{At: start.UTC(), Method: method, Path: route, Status: status, Duration: time.Since(start), ResourceID: c.Param("id")})
 		if status != http.StatusUnauthorized && status < 500 && c.Get(ctxClientKey) != nil {
 			s.lastRequest.Store(time.Now().UnixNano())
 		}

@@ -72,7 +72,7 @@ var notReloadable = []string{
 	"data_dir", "mapping", "log.format",
 	"scim.listen", "scim.base_path",
 	"scim.limits.read_timeout", "scim.limits.write_timeout", "scim.limits.idle_timeout", "scim.limits.max_connections",
-	"admin.listen", "admin.read_timeout", "admin.write_timeout", "admin.idle_timeout", "admin.max_connections",
+	"admin.listen", "admin.read_timeout", "admin.write_timeout", "admin.idle_timeout", "admin.max_connections", "admin.console",
 }
 
 func restartNeeded(path string) bool {
@@ -218,7 +218,7 @@ func (a *app) applyReload() (changes []string, level *slog.Level, err error) {
 	kept.SCIM.Limits.ReadTimeout, kept.SCIM.Limits.WriteTimeout = cur.SCIM.Limits.ReadTimeout, cur.SCIM.Limits.WriteTimeout
 	kept.SCIM.Limits.IdleTimeout, kept.SCIM.Limits.MaxConnections = cur.SCIM.Limits.IdleTimeout, cur.SCIM.Limits.MaxConnections
 	kept.Admin.Listen, kept.Admin.ReadTimeout, kept.Admin.WriteTimeout = cur.Admin.Listen, cur.Admin.ReadTimeout, cur.Admin.WriteTimeout
-	kept.Admin.IdleTimeout, kept.Admin.MaxConnections = cur.Admin.IdleTimeout, cur.Admin.MaxConnections
+	kept.Admin.IdleTimeout, kept.Admin.MaxConnections, kept.Admin.Console = cur.Admin.IdleTimeout, cur.Admin.MaxConnections, cur.Admin.Console
 	a.cfg = kept
 	return append(changes, restart...), level, nil
 }
