@@ -116,6 +116,9 @@ func TestReplayHistorySkipsDiscarded(t *testing.T) {
 	waitStatus(t, d, 5*time.Second, "the dead letter", func(st TargetStatus) bool { return st.DeadLetters == 1 && st.Backlog == 0 })
 	last := enqueue(t, db, d, userEvent("user.created", "b"))
 	rc.waitAcked(t, 5*time.Second, last)
+	// The receiver's answer precedes the commit that records the delivery;
+	// history replays what the target has finished.
+	waitStatus(t, d, 5*time.Second, "b recorded as delivered", func(st TargetStatus) bool { return st.Delivered == 2 && st.Backlog == 0 })
 	if n, err := d.Discard("app", []string{bad.ID}); n != 1 || err != nil {
 		t.Fatalf("Discard = %d, %v", n, err)
 	}
