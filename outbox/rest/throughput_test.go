@@ -413,7 +413,7 @@ func TestBackfillRateLimit(t *testing.T) {
 			}
 		}
 		if len(l) == 0 {
-			t.Fatalf("no write samples in %v–%v", from, to)
+			return 0, 0, "no writes in this window"
 		}
 		slices.Sort(l)
 		p := func(q float64) time.Duration { return l[int(q*float64(len(l)-1))].Round(10 * time.Microsecond) }
@@ -447,7 +447,10 @@ func TestBackfillRateLimit(t *testing.T) {
 		perSec = append(perSec, n)
 		i++
 	}
-	minS, maxS := slices.Min(perSec[1:]), slices.Max(perSec[1:])
+	minS, maxS := -1, -1 // a run of under two seconds has no whole second after the first
+	if len(perSec) > 1 {
+		minS, maxS = slices.Min(perSec[1:]), slices.Max(perSec[1:])
+	}
 
 	b50, b99, bl := pct(tb, t0)
 	_, _, sl := pct(t0, t1)
@@ -469,7 +472,9 @@ func TestBackfillRateLimit(t *testing.T) {
 		t.Errorf("the app saw %.1f requests/s, configured %d: off by %+.1f %% (allowed ±5 %%)", rate, rateR, 100*dev)
 	}
 	// A loose check on a shared machine: the writes' median must not double.
-	if d50 > 2*b50+time.Millisecond {
+	if b50 == 0 || d50 == 0 {
+		t.Errorf("no SCIM-shaped writes before or during the backfill to compare")
+	} else if d50 > 2*b50+time.Millisecond {
 		t.Errorf("SCIM-shaped writes slowed by the backfill: p50 %v against %v without", d50, b50)
 	}
 }
