@@ -163,7 +163,7 @@ func parseSQL(t outbox.Target, prefix string) (*sqlConfig, []error) {
 	}
 	for _, typ := range p.keys(an, ".actions") {
 		f := ".actions[" + typ + "]"
-		v := valueOf(an, typ)
+		v := deref(valueOf(an, typ))
 		if !slices.Contains(eventTypes, typ) {
 			p.errf(v, f, "%q is not an event type (use one of %s)", typ, strings.Join(eventTypes, ", "))
 			continue
@@ -193,6 +193,7 @@ func (p *parser) sqlSteps(n *yaml.Node, field string) []*sqlStep {
 	names := map[string]bool{}
 	for i, sn := range n.Content {
 		f := fmt.Sprintf("%s[%d]", field, i)
+		sn = deref(sn)
 		m := p.mapping(sn, f, sqlStepKeys...)
 		st := &sqlStep{base: &step{field: f, line: sn.Line, name: p.str(m["name"], f+".name")}}
 		name := st.base.name
@@ -301,4 +302,13 @@ func describeSQL(t outbox.Target) string {
 		}
 	}
 	return c.driver + "://" + host
+}
+
+// deref follows a YAML alias (an action given as *anchor of another's
+// statements).
+func deref(n *yaml.Node) *yaml.Node {
+	for i := 0; n != nil && n.Kind == yaml.AliasNode && i < 8; i++ {
+		n = n.Alias
+	}
+	return n
 }
