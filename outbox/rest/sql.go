@@ -473,7 +473,7 @@ func (e *sqlError) Unwrap() error { return e.se }
 
 func (s *SQLSender) dbError(st *sqlStep, args []any, err error) error {
 	code, msg := dbCode(err)
-	msg = s.base.redact(firstLine(msg))
+	msg = s.base.redact(strings.Join(strings.Fields(msg), " ")) // pgx's connect errors span lines
 	var b strings.Builder
 	if st != nil {
 		fmt.Fprintf(&b, "step %s (line %d)\n--- statement\n%s\n", st.base.name, st.base.line, strings.TrimSpace(st.text))
