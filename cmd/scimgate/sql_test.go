@@ -347,3 +347,12 @@ func TestSQLPostgresExample(t *testing.T) {
 	}
 	sqlExampleTest(t, "postgres", sqltest.Postgres(t), pgSchema)
 }
+
+// TestSQLMariaDBExample: examples/mariadb.yaml through the binary against
+// a real MariaDB ends with the tables exactly as the gateway's state.
+func TestSQLMariaDBExample(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs a real MariaDB")
+	}
+	sqlExampleTest(t, "mariadb", sqltest.MariaDB(t), mariaSchema)
+}
