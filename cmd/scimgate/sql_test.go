@@ -336,11 +336,26 @@ func sqlExampleTest(t *testing.T, example string, db *sqltest.Server, schema str
 	if got := db.Query("select count(*) from app_users where login = 'adopt.me@example.com'"); !slices.Equal(got, []string{"1"}) {
 		t.Errorf("adopted rows: %q, want one", got)
 	}
+	// The tables drift (a member row gone, one added by hand, an email
+	// and a flag changed); `scimgate backfill --target app` brings them
+	// back through the snapshot statements (upserts, and each team's
+	// members replaced from the id map).
+	db.Exec(`delete from app_team_members where user_id = (select id from app_users where login = 'user03@example.com');
+insert into app_team_members (team_id, user_id) select t.id, u.id from app_teams t, app_users u where t.name = 'Operations' and u.login = 'boss@example.com';
+update app_users set email = 'drifted@example.com', disabled = true where login = 'vp@example.com'`)
+	if u, _ := appRows(db); slices.Contains(u, "vp@example.com|vp@example.com|Alan|Turing|VP|false|boss@example.com") {
+		t.Fatal("the drift did not apply")
+	}
+	if out, err := r.cli("backfill", "--target", "app"); err != nil {
+		t.Fatalf("backfill: %v\n%s", err, out)
+	}
+	r.waitTablesMatch(time.Minute)
 	r.checkIDMap()
 }
 
 // TestSQLPostgresExample: examples/postgres.yaml through the binary against
-// a real PostgreSQL ends with the tables exactly as the gateway's state.
+// a real PostgreSQL ends with the tables exactly as the gateway's state,
+// also after they drifted and a backfill ran.
 func TestSQLPostgresExample(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs a real PostgreSQL")
