@@ -424,7 +424,7 @@ func dbCode(err error) (string, string) {
 }
 
 func (s *SQLSender) classify(r *run, st *sqlStep, qerr error, def Then) (Then, error) {
-	code, _ := "", ""
+	var code string
 	if qerr != nil {
 		code, _ = dbCode(qerr)
 	}
