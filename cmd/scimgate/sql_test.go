@@ -495,3 +495,51 @@ func TestSQLPostgresCrashes(t *testing.T) {
 	r.waitTablesMatch(3 * time.Minute)
 	r.checkIDMap()
 }
+
+// TestSQLActionsTest: `scimgate actions test` on the PostgreSQL example
+// prints the statements and parameters without touching the database;
+// with --send it runs them in a transaction that is rolled back and
+// prints what they returned.
+func TestSQLActionsTest(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs a real PostgreSQL")
+	}
+	db := sqltest.Postgres(t)
+	db.Exec(pgSchema)
+	bin := buildBinary(t)
+	dir := t.TempDir()
+	rec := filepath.Join(dir, "user.json")
+	if err := os.WriteFile(rec, []byte(`{"id":"u1","login":"'; DROP TABLE users; --","email":"ada@example.com","active":true}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	run := func(dsn string, extra ...string) string {
+		cmd := exec.Command(bin, append([]string{"actions", "test", "--config", examplePath("postgres"), "--target", "app",
+			"--event", "user.created", "--record", rec}, extra...)...)
+		cmd.Env = append(os.Environ(), "SCIMGATE_DATA_DIR="+dir, "SCIMGATE_SCIM_TOKEN="+e2eToken, "APP_DATABASE_URL="+dsn)
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			t.Fatalf("actions test %v: %v\n%s", extra, err, out)
+		}
+		return string(out)
+	}
+	// The dry run needs no database: the DSN points nowhere.
+	out := run("postgres://app:s3cretpassw0rd@127.0.0.1:1/app")
+	for _, want := range []string{"step upsert:", "INSERT INTO app_users", `$1 = "'; DROP TABLE users; --"`, "$6 = false", "$7 = null",
+		"would save id = row.id", "result: every statement rendered (nothing was sent)"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("dry run lacks %q:\n%s", want, out)
+		}
+	}
+	out = run(db.DSN, "--send")
+	for _, want := range []string{"→ 1 row(s): ok", `{"id":1}`, "saved id = 1", "result: done (rolled back)"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("--send lacks %q:\n%s", want, out)
+		}
+	}
+	if strings.Contains(out, db.DSN) {
+		t.Errorf("--send prints the DSN:\n%s", out)
+	}
+	if got := db.Query("select count(*) from app_users"); !slices.Equal(got, []string{"0"}) {
+		t.Errorf("rows after --send: %q (it must roll back)", got)
+	}
+}
