@@ -20,6 +20,7 @@ import (
 	"github.com/go-sql-driver/mysql"
 	"github.com/jackc/pgx/v5/pgconn"
 	_ "github.com/jackc/pgx/v5/stdlib" // database/sql driver "pgx"
+	sqlite "modernc.org/sqlite"        // database/sql driver "sqlite" (pure Go: the binary stays static)
 
 	"github.com/scimgate/scimgate/outbox"
 )
@@ -73,7 +74,7 @@ func newSQLSender(t outbox.Target, state *outbox.State, logger *slog.Logger) (*S
 	base := &Sender{cfg: &config{target: t.Name, timeout: cfg.timeout}, state: state, logger: logger, now: time.Now, send: true}
 	base.secrets = slices.DeleteFunc(slices.Clone(cfg.secrets), func(v string) bool { return len(v) < 4 })
 	s := &SQLSender{cfg: cfg, base: base, send: true, commit: true}
-	name := map[string]string{DriverPostgres: "pgx", DriverMySQL: "mysql"}[cfg.driver]
+	name := map[string]string{DriverPostgres: "pgx", DriverMySQL: "mysql", DriverSQLite: "sqlite"}[cfg.driver]
 	dsn := cfg.dsn
 	if cfg.driver == DriverMySQL {
 		mc, err := mysql.ParseDSN(dsn)
@@ -387,6 +388,14 @@ func retryableDB(ctx context.Context, err error) bool {
 		}
 		return false
 	}
+	var le *sqlite.Error
+	if errors.As(err, &le) {
+		switch le.Code() & 0xff {
+		case 5, 6, 10, 13, 14, 15: // SQLITE_BUSY, LOCKED, IOERR, FULL, CANTOPEN, PROTOCOL
+			return true
+		}
+		return false
+	}
 	if ctx.Err() != nil || errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) {
 		return true
 	}
@@ -419,6 +428,10 @@ func dbCode(err error) (string, string) {
 	var me *mysql.MySQLError
 	if errors.As(err, &me) {
 		return strconv.Itoa(int(me.Number)), me.Message
+	}
+	var le *sqlite.Error
+	if errors.As(err, &le) {
+		return strconv.Itoa(le.Code()), le.Error()
 	}
 	return "", err.Error()
 }

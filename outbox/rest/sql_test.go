@@ -2,9 +2,12 @@ package rest_test
 
 import (
 	"context"
+	"database/sql"
 	"encoding/json"
 	"errors"
+	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -214,5 +217,77 @@ func TestSQLDryRun(t *testing.T) {
 	}
 	if got := pg.Query("select count(*) from app_users"); !slices.Equal(got, []string{"0"}) {
 		t.Errorf("rows after a rolled-back dry run: %q", got)
+	}
+}
+
+// SQLite (modernc.org/sqlite, pure Go): the same section's statements on a
+// file of the test's own — the crash between the two commits adopts the
+// row, a check violation dead-letters with SQLite's code, the delete
+// forgets.
+func TestSQLSQLite(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "app.db")
+	dsn := "file:" + path + "?_pragma=busy_timeout(5000)&_pragma=foreign_keys(1)"
+	db, err := sql.Open("sqlite", dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	if _, err := db.Exec(`create table app_users (id integer primary key, login text not null unique, email text,
+		title text check (length(title) <= 20))`); err != nil {
+		t.Fatal(err)
+	}
+	section := strings.Replace(sqlSection(dsn), "driver: postgres", "driver: sqlite", 1)
+	rows := func() []string {
+		rs, err := db.Query("select id, login from app_users order by id")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer rs.Close()
+		var out []string
+		for rs.Next() {
+			var id int
+			var login string
+			if err := rs.Scan(&id, &login); err != nil {
+				t.Fatal(err)
+			}
+			out = append(out, strconv.Itoa(id)+"|"+login)
+		}
+		return out
+	}
+	ev := userEvent("user.created", "u1", "ada'; DROP TABLE app_users; --", `,"email":"ada@example.com"`)
+	ev.ID = "evt_crash"
+	crashed, err := rest.NewSQL(sqlTarget(t, section), outbox.Env{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := crashed.Send(context.Background(), ev); err != nil {
+		t.Fatalf("first attempt: %v", err)
+	}
+	bad := crashed.Send(context.Background(), userEvent("user.created", "u9", "eve", `,"title":"a title much too long for the check"`))
+	var se *outbox.StatusError
+	if !outbox.IsPermanent(bad) || !errors.As(bad, &se) || !strings.Contains(se.Body, "error 275") || !strings.Contains(se.Body, `$3 = "a title much too long for the check"`) {
+		t.Errorf("a check violation: %v\n%v", bad, se)
+	}
+	crashed.(interface{ Close() error }).Close()
+	want := []string{"1|ada'; DROP TABLE app_users; --"}
+	if got := rows(); !slices.Equal(got, want) {
+		t.Fatalf("after the first attempt: %q", got)
+	}
+	cfg := testConfig(t, appSection("http://127.0.0.1:1", "k"))
+	cfg.Targets = []outbox.Target{sqlTarget(t, section)}
+	cfg.Transports = map[string]outbox.Transport{outbox.TypeSQL: rest.SQLTransport()}
+	h := startHarness(t, cfg)
+	h.enqueue(ev)
+	h.settled(1, 0)
+	if got := rows(); !slices.Equal(got, want) {
+		t.Fatalf("after the redelivery: %q, want %q", got, want)
+	}
+	if got := h.ids("User/u1"); toJSON(got["id"]) != "1" {
+		t.Fatalf("id map: %v", got)
+	}
+	h.enqueue(userEvent("user.deleted", "u1", "ada", ""))
+	h.settled(2, 0)
+	if got := rows(); len(got) != 0 {
+		t.Fatalf("after the delete: %q", got)
 	}
 }

@@ -118,9 +118,7 @@ func parseSQL(t outbox.Target, prefix string) (*sqlConfig, []error) {
 	switch {
 	case m["driver"] == nil:
 		p.errf(root, ".driver", "required: postgres, mysql (also MariaDB) or sqlite")
-	case c.driver == DriverSQLite:
-		p.errf(m["driver"], ".driver", "sqlite is not built into this scimgate yet: use postgres or mysql")
-	case c.driver != DriverPostgres && c.driver != DriverMySQL:
+	case c.driver != DriverPostgres && c.driver != DriverMySQL && c.driver != DriverSQLite:
 		p.errf(m["driver"], ".driver", "%q: use postgres, mysql (also MariaDB) or sqlite", c.driver)
 	}
 	c.dsn = p.str(m["dsn"], ".dsn")
