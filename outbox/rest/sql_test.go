@@ -291,3 +291,47 @@ func TestSQLSQLite(t *testing.T) {
 		t.Fatalf("after the delete: %q", got)
 	}
 }
+
+// MariaDB: a duplicate key the statement does not handle dead-letters with
+// MariaDB's error number and message (the value only in the dead letter's
+// body, not in the logged error), and the event leaves no row.
+func TestSQLMariaDBOutcomes(t *testing.T) {
+	my := sqltest.MariaDB(t)
+	my.Exec("create table app_users (id bigint auto_increment primary key, login varchar(255) not null unique, email varchar(255) unique, title varchar(255))")
+	section := `
+driver: mysql
+dsn: "` + my.DSN + `"
+actions:
+  user.created:
+    - name: insert
+      sql: INSERT INTO app_users (login, email, title) VALUES (?, ?, ?)
+      args: [record.login, record.email, record.title]
+    - name: id
+      sql: SELECT LAST_INSERT_ID() AS id
+      save: {id: row.id}
+`
+	s, err := rest.NewSQL(sqlTarget(t, section), outbox.Env{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.(interface{ Close() error }).Close()
+	if err := s.Send(context.Background(), userEvent("user.created", "u1", "ada", `,"email":"shared@example.com"`)); err != nil {
+		t.Fatalf("first insert: %v", err)
+	}
+	err = s.Send(context.Background(), userEvent("user.created", "u2", "bob", `,"email":"shared@example.com"`))
+	var se *outbox.StatusError
+	if !outbox.IsPermanent(err) || !errors.As(err, &se) {
+		t.Fatalf("a duplicate email: %v, want a dead letter", err)
+	}
+	for _, want := range []string{"step insert (line", `$2 = "shared@example.com"`, "error 1062: Duplicate entry 'shared@example.com'"} {
+		if !strings.Contains(se.Body, want) {
+			t.Errorf("the dead letter lacks %q:\n%s", want, se.Body)
+		}
+	}
+	if !strings.Contains(err.Error(), "step insert: database error 1062") || strings.Contains(err.Error(), "shared@example.com") {
+		t.Errorf("the logged error: %q", err)
+	}
+	if got := my.Query("select login from app_users order by id"); !slices.Equal(got, []string{"ada"}) {
+		t.Fatalf("rows: %q", got)
+	}
+}
