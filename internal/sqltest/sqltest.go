@@ -234,7 +234,7 @@ func (s *Server) open() {
 	}
 	db.SetMaxOpenConns(2)
 	s.db = db
-	s.t.Cleanup(func() { db.Close() })
+	s.t.Cleanup(func() { _ = db.Close() })
 }
 
 func (s *Server) start() {
@@ -339,6 +339,12 @@ func (s *Server) Restart() {
 	s.stop()
 	s.start()
 	s.waitReady(s.DSN)
+	// The pool's connections died with the server (PostgreSQL's last word
+	// on them is 57P01, which database/sql does not take for a bad
+	// connection): start a new pool.
+	old := s.db
+	s.open()
+	_ = old.Close()
 }
 
 // Exec runs statements (split on ";\n") as the test's setup.
