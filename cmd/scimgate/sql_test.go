@@ -256,6 +256,9 @@ func (r *sqlGateway) checkIDMap() {
 		if err := json.Unmarshal([]byte(v), &saved); err != nil {
 			r.t.Fatalf("scimgate ids: %q: %v", line, err)
 		}
+		if saved["deleted"] == true {
+			continue // a deleted user's id stays, marked (examples/postgres.yaml)
+		}
 		got[fmt.Sprintf("%s %v", typ, saved["id"])] = true
 	}
 	var missing []string
@@ -276,7 +279,7 @@ func (r *sqlGateway) checkIDMap() {
 
 // sqlRun is an Okta-shaped run: users (one with a login that is an SQL
 // injection, injection attempts in every other mapped field too, one
-// adopted from a row that existed), managers set and changed, groups with
+// adopted from a row that existed), managers set, changed and deleted, groups with
 // members added and removed, a rename, deactivations, a reactivation and
 // deletes. between, when set, is called after each of the three phases.
 func sqlRun(r *sqlGateway, between func(phase int)) {
@@ -310,6 +313,7 @@ func sqlRun(r *sqlGateway, between func(phase int)) {
 	r.do("PATCH", "/Users/"+staff[6], patchActive(true), 200, 204)
 	r.do("DELETE", "/Users/"+staff[7], "", 204)
 	r.do("DELETE", "/Users/"+staff[1], "", 204) // a member of Engineering
+	r.do("DELETE", "/Users/"+vp, "", 204)       // the manager of most: their manager_id is cleared
 	r.do("PUT", "/Groups/"+ops, groupJSON("Operations", staff[2], staff[5], staff[6]), 200)
 	grp := id(r.do("POST", "/Groups", groupJSON("Temp", staff[2]), 201))
 	r.do("DELETE", "/Groups/"+grp, "", 204)

@@ -261,6 +261,11 @@ func (s *SQLSender) statement(ctx context.Context, r *run, tx *sql.Tx, st *sqlSt
 	tr.Saved = saves
 	s.tracef(tr)
 	r.remember(st.base, saves)
+	// steps.<name>.row: the first row this statement returned, for later
+	// statements of the event (not kept in the id map).
+	if m, ok := r.env["steps"].(map[string]any)[st.base.name].(map[string]any); ok {
+		m["row"] = r.env["row"]
+	}
 	return then == ThenDone, nil
 }
 
