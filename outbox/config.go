@@ -85,6 +85,9 @@ type Target struct {
 	// Rest configures a target of type rest (an action target, package
 	// outbox/rest), kept as YAML so that its errors name their lines.
 	Rest yaml.Node `yaml:"rest"`
+	// Sql configures a target of type sql (an action target whose steps
+	// are statements against the app's database, package outbox/rest).
+	Sql yaml.Node `yaml:"sql"`
 }
 
 // Target types.
@@ -93,6 +96,7 @@ const (
 	TypeNATS    = "nats"
 	TypeKafka   = "kafka"
 	TypeRest    = "rest" // built by a Transport (outbox/rest)
+	TypeSQL     = "sql"  // built by a Transport (outbox/rest)
 )
 
 // transportNames lists the types of c.Transports for an error message,
@@ -254,6 +258,9 @@ func (c *Config) Validate() error {
 		}
 		if !t.Rest.IsZero() && kind != TypeRest {
 			invalid(f("rest"), "only a target of type rest takes a rest section")
+		}
+		if !t.Sql.IsZero() && kind != TypeSQL {
+			invalid(f("sql"), "only a target of type sql takes a sql section")
 		}
 		for j, p := range t.Events {
 			if !patternRe.MatchString(p) {

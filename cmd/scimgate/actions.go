@@ -23,7 +23,7 @@ import (
 func (c *cli) actionsCommand() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "actions",
-		Short: "try an action target's steps (type: rest) on one event",
+		Short: "try an action target's steps (type: rest or sql) on one event",
 		Args:  noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			cmd.SetOut(c.stderr)
@@ -111,7 +111,7 @@ func (c *cli) loadChecked(path string) (Config, error) {
 func restTarget(cfg Config, name string) (outbox.Target, error) {
 	var names []string
 	for _, t := range cfg.Outbox.Targets {
-		if t.Type == outbox.TypeRest {
+		if t.Type == outbox.TypeRest || t.Type == outbox.TypeSQL {
 			if t.Name == name {
 				return t, nil
 			}
@@ -119,9 +119,9 @@ func restTarget(cfg Config, name string) (outbox.Target, error) {
 		}
 	}
 	if len(names) == 0 {
-		return outbox.Target{}, fmt.Errorf("target %q: the configuration has no target of type rest", name)
+		return outbox.Target{}, fmt.Errorf("target %q: the configuration has no target of type rest or sql", name)
 	}
-	return outbox.Target{}, fmt.Errorf("target %q: no target of type rest by that name (there are: %s)", name, strings.Join(names, ", "))
+	return outbox.Target{}, fmt.Errorf("target %q: no target of type rest or sql by that name (there are: %s)", name, strings.Join(names, ", "))
 }
 
 // openData opens the data dir's database read-only (the gateway must be
@@ -210,6 +210,9 @@ func (c *cli) actionsTest(ctx context.Context, path string, f actionsTestFlags) 
 	if ev.Data, err = json.Marshal(data); err != nil {
 		return err
 	}
+	if t.Type == outbox.TypeSQL {
+		return c.actionsTestSQL(ctx, t, ev, db, f)
+	}
 	opts := rest.DryRunOptions{Send: f.send, Trace: func(tr rest.Trace) { rest.PrintTrace(c.stdout, tr) }}
 	if f.link {
 		d, err := outbox.NewDispatcher(db, cfg.Outbox, nil, nil)
@@ -245,6 +248,52 @@ func (c *cli) actionsTest(ctx context.Context, path string, f actionsTestFlags) 
 		return nil
 	case err == nil:
 		fmt.Fprintln(c.stdout, "result: done")
+		return nil
+	case outbox.IsPermanent(err):
+		fmt.Fprintf(c.stdout, "result: dead letter: %v\n", err)
+	default:
+		fmt.Fprintf(c.stdout, "result: would retry: %v\n", err)
+	}
+	var se *outbox.StatusError
+	if errors.As(err, &se) && se.Body != "" {
+		fmt.Fprintf(c.stdout, "%s\n", strings.TrimSpace(se.Body))
+	}
+	return errSilent
+}
+
+// actionsTestSQL is actionsTest for a target of type sql: the statements
+// and their parameters; with --send they run in a transaction that is
+// rolled back, and what they returned is printed.
+func (c *cli) actionsTestSQL(ctx context.Context, t outbox.Target, ev outbox.Event, db *bolt.DB, f actionsTestFlags) error {
+	if f.link {
+		return fmt.Errorf("target %s is of type sql: --send runs its statements in a transaction that is rolled back, so there is nothing to --link", t.Name)
+	}
+	opts := rest.SQLDryRunOptions{Send: f.send, Trace: func(tr rest.SQLTrace) { rest.PrintSQLTrace(c.stdout, tr) }}
+	if db != nil {
+		opts.IDs = func(key string) map[string]any {
+			var out map[string]any
+			_ = db.View(func(tx *bolt.Tx) error {
+				v, err := outbox.ReadState(tx, t.Name).Get(rest.SpaceIDs, []byte(key))
+				if err == nil && v != nil {
+					_ = json.Unmarshal(v, &out)
+				}
+				return nil
+			})
+			return out
+		}
+	}
+	mode := "dry run: nothing is sent"
+	if f.send {
+		mode = "running the statements in a transaction that is rolled back"
+	}
+	fmt.Fprintf(c.stdout, "target %s, event %s (%s)\n", t.Name, f.event, mode)
+	err := rest.SQLDryRun(ctx, t, ev, opts)
+	switch {
+	case err == nil && !f.send:
+		fmt.Fprintln(c.stdout, "result: every statement rendered (nothing was sent)")
+		return nil
+	case err == nil:
+		fmt.Fprintln(c.stdout, "result: done (rolled back)")
 		return nil
 	case outbox.IsPermanent(err):
 		fmt.Fprintf(c.stdout, "result: dead letter: %v\n", err)

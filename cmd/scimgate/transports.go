@@ -20,5 +20,6 @@ func transports() map[string]outbox.Transport {
 		outbox.TypeNATS:    nats.Transport(),
 		outbox.TypeKafka:   kafka.Transport(),
 		outbox.TypeRest:    rest.Transport(),
+		outbox.TypeSQL:     rest.SQLTransport(),
 	}
 }
