@@ -247,7 +247,10 @@ actions:
 	}
 	mu.Lock()
 	span := times[len(times)-1].Sub(times[0])
-	if span < 170*time.Millisecond { // 10 requests at 50/s, burst 1: 9 intervals of 20 ms
+	// 10 requests at 50/s, burst 1: 9 intervals of 20 ms (180 ms) between
+	// the limiter's grants; the app's clock sees them with scheduling jitter,
+	// so allow a third less. Without the limit they take about 25 ms.
+	if span < 120*time.Millisecond {
 		t.Errorf("10 requests in %v at 50/s", span)
 	}
 	if keys[0] == "" || !strings.HasPrefix(keys[0], "evt_") {
