@@ -37,8 +37,8 @@ func TestAllowedCIDRs(t *testing.T) {
 	}
 	bearer(t, ts.testServer, "local-token-0123456789", "GET", "/Users", "").must(t, 200)
 	code, body, _ := ts.tokenRequest(t, url.Values{"grant_type": {"client_credentials"}}, clientID, clientSecret)
-	if code != 403 || body["error"] != "unauthorized_client" {
-		t.Errorf("token request from outside the client's allowed_cidrs = %d %v, want 403 unauthorized_client", code, body)
+	if code != 400 || body["error"] != "unauthorized_client" { // RFC 6749 §5.2
+		t.Errorf("token request from outside the client's allowed_cidrs = %d %v, want 400 unauthorized_client", code, body)
 	}
 }
 

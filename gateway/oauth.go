@@ -119,7 +119,9 @@ func (s *Server) tokenHandler(c echo.Context) error {
 		return oauthFail(c, http.StatusUnauthorized, "invalid_client", "the client id or secret is not valid (check scim.auth.oauth_clients)")
 	}
 	if !allowed(client.cidrs, addr) {
-		return writeOAuth(c, http.StatusForbidden, oauthError{Code: "unauthorized_client",
+		// RFC 6749 §5.2: unauthorized_client is a 400, like every error of
+		// the token endpoint but invalid_client.
+		return writeOAuth(c, http.StatusBadRequest, oauthError{Code: "unauthorized_client",
 			Description: "this client may request tokens only from its allowed_cidrs, and this request came from " + addr.String()})
 	}
 	token, ttl := auth.issue(client, i)
