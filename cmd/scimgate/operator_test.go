@@ -330,15 +330,29 @@ func TestOperatorTokenRotationWithSIGHUP(t *testing.T) {
 			time.Sleep(20 * time.Millisecond)
 		}
 	}
-	time.Sleep(200 * time.Millisecond)
+	// traffic waits until the clients have made 20 more requests: each
+	// phase of the rotation is exercised however slow the machine is (a
+	// fixed 200 ms could pass with none).
+	traffic := func(phase string) {
+		t.Helper()
+		n := calls.Load()
+		deadline := time.Now().Add(10 * time.Second)
+		for calls.Load() < n+20 {
+			if time.Now().After(deadline) {
+				t.Fatalf("%d requests %s in 10 s, want 20", calls.Load()-n, phase)
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+	}
+	traffic("before the rotation")
 	r.writeConfig("", oldToken, newToken) // 1. add the new token next to the old
 	hup("configuration reloaded")
-	time.Sleep(200 * time.Millisecond)
+	traffic("with both tokens, the old one in use")
 	current.Store(newToken) // 2. the IdP switches
-	time.Sleep(200 * time.Millisecond)
+	traffic("with both tokens, the new one in use")
 	r.writeConfig("", newToken) // 3. remove the old one
 	hup("configuration reloaded")
-	time.Sleep(200 * time.Millisecond)
+	traffic("with the new token only")
 	close(stop)
 	wg.Wait()
 	if status, _, _ := tryDoAuth(r.g.scim, oldToken, "GET", "/Users", ""); status != 401 {
