@@ -195,6 +195,9 @@ func TestEventFeed(t *testing.T) {
 		}
 		done <- time.Now()
 	}()
+	// Deliberately real time: the long poll has to be waiting when the
+	// commit comes (nothing shows that it is), else it would return at once
+	// and the test would not see a wake-up.
 	time.Sleep(300 * time.Millisecond)
 	committed := time.Now()
 	env.scim.do("PATCH", "/Users/"+u, `{"Operations":[{"op":"replace","path":"title","value":"CEO"}]}`).must(t, 204)

@@ -103,11 +103,7 @@ func newAdminEnvAPI(t testing.TB, api gateway.APIConfig) *adminEnv {
 	env.scim = &testServer{t: t, url: scimSrv.URL + "/scim/v2", store: st, srv: scimSrv}
 	env.adminAPI = admin
 	env.admin = adminSrv.URL
-	// Wait until the dispatcher runs.
-	deadline := time.Now().Add(5 * time.Second)
-	for !d.Ready() && time.Now().Before(deadline) {
-		time.Sleep(5 * time.Millisecond)
-	}
+	waitUntil(t, "the dispatcher to run", d.Ready)
 	return env
 }
 
@@ -144,7 +140,7 @@ func (env *adminEnv) send(t *testing.T, method, path, token, body string, out an
 	return resp.StatusCode, string(raw)
 }
 
-func waitUntil(t *testing.T, what string, cond func() bool) {
+func waitUntil(t testing.TB, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
 	for !cond() {
@@ -217,6 +213,8 @@ func TestAdminAPI(t *testing.T) {
 	// Pause holds deliveries back; resume releases them.
 	env.call(t, "POST", "/admin/targets/app/pause", adminToken, nil)
 	createUser(t, env.scim, "linus@example.com")
+	// Deliberately real time: a paused target that delivered anyway would
+	// do so within this window (deliveries here take about a millisecond).
 	time.Sleep(150 * time.Millisecond)
 	env.call(t, "GET", "/admin/status", adminToken, &st)
 	if !st.Targets[0].Paused || st.Targets[0].Backlog != 1 || env.got.Load() != 2 {

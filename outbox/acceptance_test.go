@@ -420,7 +420,9 @@ func TestPruneKeepsUndelivered(t *testing.T) {
 	stored := enqueue(t, db, d, evs...)
 	app.waitAcked(t, 10*time.Second, stored)
 	waitStatus(t, d, 5*time.Second, "app done", func(st TargetStatus) bool { return st.Backlog == 0 })
-	time.Sleep(20 * d.pruneEvery) // prune passes
+	// Deliberately real time: prune passes run every pruneEvery and nothing
+	// shows that one ran; in 20 of them a wrong prune would have happened.
+	time.Sleep(20 * d.pruneEvery)
 
 	logKeys := func() (n int, missing []uint64) {
 		_ = db.View(func(tx *bolt.Tx) error {
@@ -555,8 +557,7 @@ func TestStatusFields(t *testing.T) {
 	if !strings.Contains(st.LastError, "500") || st.LastErrorAt.Before(enqueued) || st.Backlog != 1 || st.Delivered != 1 {
 		t.Errorf("while failing: %+v", st)
 	}
-	time.Sleep(30 * time.Millisecond)
-	st = waitStatus(t, d, time.Second, "pending", func(st TargetStatus) bool { return true })
+	st = waitStatus(t, d, 5*time.Second, "the pending event to be 30 ms old", func(st TargetStatus) bool { return st.OldestPendingAge >= 30*time.Millisecond })
 	if st.OldestPendingAge < 30*time.Millisecond || st.OldestPendingAge > time.Since(enqueued)+time.Second {
 		t.Errorf("OldestPendingAge = %v while the event waits for %v", st.OldestPendingAge, time.Since(enqueued))
 	}

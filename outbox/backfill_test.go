@@ -399,6 +399,8 @@ func TestBackfillOnStart(t *testing.T) {
 	more := dir.putUser(d, "u10", 1)
 	rc.waitAcked(t, 5*time.Second, more)
 	added.waitAcked(t, 5*time.Second, more)
+	// Deliberately real time: a second snapshot, the defect, would come
+	// within this window (nothing signals its absence).
 	time.Sleep(100 * time.Millisecond)
 	if got := rc.ackedTypes()[TypeSnapshotStarted]; got != 1 {
 		t.Errorf("%d snapshots after a restart, want still 1", got)
@@ -426,6 +428,8 @@ func TestBackfillOnStartExistingTarget(t *testing.T) {
 	d.SetSnapshot(dir.snapshot(1000))
 	runDispatcher(t, d)
 	rc.waitAcked(t, 5*time.Second, dir.putUser(d, "u2", 1))
+	// Deliberately real time: a snapshot, the defect, would come within
+	// this window (nothing signals its absence).
 	time.Sleep(50 * time.Millisecond)
 	if n := rc.ackedTypes()[TypeSnapshotStarted]; n != 0 {
 		t.Errorf("%d snapshots for a target that existed before backfill_on_start was set", n)
@@ -604,7 +608,9 @@ func TestBackfillSurvivesRestart(t *testing.T) {
 		t.Fatal(err)
 	}
 	rc.waitFor(t, 5*time.Second, "the user phase to stall", func() bool { return len(rc.got) >= 31 })
-	time.Sleep(50 * time.Millisecond) // the outcomes are committed
+	waitStatus(t, d, 5*time.Second, "the user phase's outcomes to be committed", func(st TargetStatus) bool {
+		return st.Backfill != nil && st.Backfill.Remaining == 11+1+1+1
+	})
 	stop()
 	sts, _ := d.Status()
 	if b := sts[0].Backfill; b == nil || b.State != BackfillRunning || b.Remaining != 11+1+1+1 {

@@ -451,6 +451,8 @@ func TestGonePausesTarget(t *testing.T) {
 	// Paused targets keep accumulating backlog and get no requests.
 	more := enqueue(t, db, d, userEvent("user.created", "u2"), userEvent("user.created", "u3"))
 	waitStatus(t, d, 5*time.Second, "backlog 3", func(st TargetStatus) bool { return st.Backlog == 3 })
+	// Deliberately real time: a request that should not come would come
+	// within this window (nothing signals its absence).
 	time.Sleep(100 * time.Millisecond)
 	rc.mu.Lock()
 	if n := len(rc.got); n != 1 {
@@ -485,6 +487,8 @@ func TestPauseResume(t *testing.T) {
 	if !st.Paused || st.PausedReason != "maintenance window" || st.OldestPendingAge <= 0 {
 		t.Errorf("status = %+v", st)
 	}
+	// Deliberately real time: a request that should not come would come
+	// within this window (nothing signals its absence).
 	time.Sleep(100 * time.Millisecond)
 	if len(rc.got) != 0 {
 		t.Errorf("%d deliveries while paused", len(rc.got))
@@ -673,7 +677,9 @@ func TestTargetsAndSubscriptions(t *testing.T) {
 	// A target that is down does not hold the others back.
 	all.waitAcked(t, 5*time.Second, evs)
 	users.waitAcked(t, 5*time.Second, []Event{evs[1], evs[3]})
-	time.Sleep(50 * time.Millisecond)
+	// With nothing left waiting for the user.* target ("app"), any event
+	// it took for its own has been sent, and the receiver has recorded it.
+	waitStatus(t, d, 5*time.Second, "the user.* target to have nothing waiting", func(st TargetStatus) bool { return st.Backlog == 0 })
 	users.mu.Lock()
 	if n := len(users.got); n != 2 {
 		t.Errorf("user.* target got %d requests, want 2", n)

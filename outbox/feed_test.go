@@ -166,6 +166,9 @@ func TestFeedLongPoll(t *testing.T) {
 		p, err := f.Read(context.Background(), FeedQuery{After: first.Seq, Wait: 10 * time.Second})
 		res <- out{p, err, time.Now()}
 	}()
+	// Deliberately real time: a long poll that returned early would do so
+	// within this window; it also lets the poll start waiting (nothing
+	// shows that it is).
 	time.Sleep(50 * time.Millisecond)
 	select {
 	case r := <-res:
@@ -191,7 +194,7 @@ func TestFeedLongPoll(t *testing.T) {
 		p, err := f.Read(context.Background(), FeedQuery{After: ev.Seq, Types: []string{"group.*"}, Wait: 300 * time.Millisecond})
 		res <- out{p, err, time.Now()}
 	}()
-	time.Sleep(50 * time.Millisecond)
+	time.Sleep(50 * time.Millisecond) // real time: the poll is waiting when the commit comes
 	other := enqueueFeed(t, db, nil, f, userEvent("user.updated", "u2"))[0]
 	start := time.Now()
 	r := <-res
@@ -204,7 +207,7 @@ func TestFeedLongPoll(t *testing.T) {
 		p, err := f.Read(ctx, FeedQuery{After: other.Seq, Wait: time.Minute})
 		res <- out{p, err, time.Now()}
 	}()
-	time.Sleep(20 * time.Millisecond)
+	time.Sleep(20 * time.Millisecond) // real time: the poll is waiting when it is cancelled
 	cancel()
 	select {
 	case r := <-res:
@@ -231,6 +234,8 @@ func TestFeedRetention(t *testing.T) {
 	runDispatcher(t, d)
 	old := enqueueFeed(t, db, d, f, userEvent("user.created", "u1"), userEvent("user.created", "u2"))
 	rc.waitAcked(t, 5*time.Second, old)
+	// Deliberately real time: prune passes run every pruneEvery and nothing
+	// shows that one ran; in 20 of them a wrong prune would have happened.
 	time.Sleep(20 * d.pruneEvery)
 	if got, _ := readAll(t, f, FeedQuery{}); len(got) != 2 {
 		t.Fatalf("feed holds %d events, want 2: feed_retention keeps what delivery no longer needs", len(got))

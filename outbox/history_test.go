@@ -192,6 +192,9 @@ func TestReplayHistoryInterleavedAndDurable(t *testing.T) {
 	}
 	live := enqueue(t, db, d, userEvent("user.updated", "u1"), userEvent("user.updated", "u2"))
 	rc.know(live)
+	// Deliberately real time: the replay (slowed by the receiver's delay)
+	// and the hard prune passes run together for a while; the check below
+	// fails if the replay was already over.
 	time.Sleep(30 * time.Millisecond)
 	stop() // mid-replay
 	sts, _ := d.Status()

@@ -123,6 +123,8 @@ func TestReloadTargets(t *testing.T) {
 		t.Errorf("new header value %q, want k2", k)
 	}
 	b.mu.Unlock()
+	// Deliberately real time: a request that should not come would come
+	// within this window (nothing signals its absence).
 	time.Sleep(50 * time.Millisecond)
 	for _, rc := range []*receiver{a, gone} {
 		rc.mu.Lock()
@@ -208,6 +210,8 @@ func TestReloadInFlight(t *testing.T) {
 		t.Fatal(err)
 	}
 	old := senders("app")[0]
+	// Deliberately real time: a sender closed too early, the defect, would
+	// be closed within this window.
 	time.Sleep(50 * time.Millisecond)
 	if old.closed.Load() {
 		t.Fatal("old sender closed while its attempt is in flight")

@@ -59,7 +59,9 @@ func TestOneRequestPerAttempt(t *testing.T) {
 			if err != nil || dl.Attempts != 5 {
 				t.Fatalf("DeadLetter = %+v, %v; want 5 attempts", dl, err)
 			}
-			time.Sleep(100 * time.Millisecond) // nothing more may arrive
+			// Deliberately real time: a sixth attempt, the defect, would come
+			// 40 ms after the fifth (real HTTP, so no synctest bubble).
+			time.Sleep(100 * time.Millisecond)
 			rc.mu.Lock()
 			defer rc.mu.Unlock()
 			if n := rc.attempts[ev.ID]; n != 5 {

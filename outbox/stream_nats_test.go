@@ -252,7 +252,10 @@ func TestNATSServerDown(t *testing.T) {
 		t.Errorf("last_error %q does not say it is about nats", st.LastError)
 	}
 	t.Logf("while down: %s", st.LastError)
-	time.Sleep(300 * time.Millisecond) // a few retries against the dead server
+	for range 2 { // two retries against the dead server
+		at := st.LastErrorAt
+		st = waitStatus(t, d, 10*time.Second, "a retry against the dead server", func(st TargetStatus) bool { return st.LastErrorAt.After(at) })
+	}
 
 	ns.start()
 	js = ns.js(t)

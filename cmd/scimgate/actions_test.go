@@ -154,7 +154,15 @@ func TestActionsThroughTheBinary(t *testing.T) {
 	for len(app.requests()) < 2 && time.Now().Before(deadline) {
 		time.Sleep(10 * time.Millisecond)
 	}
-	time.Sleep(100 * time.Millisecond) // the id map commit follows the response
+	// The id map commit follows the response: wait until the admin API
+	// lists the saved id.
+	for len(idLines(t, g.admin)) < 1 {
+		if time.Now().After(deadline) {
+			g.kill()
+			t.Fatal("the id map saved no id")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 	g.kill()
 	reqs := app.requests()
 	if len(reqs) != 2 || !strings.HasPrefix(reqs[0], "GET /users.json?name=ada%40example.com") ||

@@ -151,7 +151,7 @@ func TestOnlineCompaction(t *testing.T) {
 	before, _ := os.Stat(path)
 	onDiskBefore := diskUsage(t, path)
 	code, stdout, stderr := runCLI(t, fixedEnv("SCIMGATE_ADMIN_TOKEN", e2eToken), "compact", "--force", "--admin", admin)
-	time.Sleep(200 * time.Millisecond) // and after
+	time.Sleep(200 * time.Millisecond) // deliberately real time: the writes go on after the compaction too
 	close(stop)
 	during.Wait()
 	if code != 0 || !strings.HasPrefix(stdout, "compacted: ") {

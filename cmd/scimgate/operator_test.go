@@ -5,6 +5,7 @@ package main
 // SIGHUP under load), and the replay/discard bodies that require --all.
 
 import (
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"os"
@@ -76,6 +77,48 @@ func (r *opRig) create(userName string) string {
 	return body["id"].(string)
 }
 
+// lastErrorAt is when target default's last failed attempt ended, from
+// GET /admin/status (zero before any).
+func (r *opRig) lastErrorAt() time.Time {
+	r.t.Helper()
+	req, _ := http.NewRequest("GET", r.g.admin+"/admin/status", nil)
+	req.Header.Set("Authorization", "Bearer "+e2eToken)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var st struct {
+		Targets []struct {
+			Name        string    `json:"name"`
+			LastErrorAt time.Time `json:"last_error_at"`
+		} `json:"targets"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&st); err != nil || resp.StatusCode != 200 {
+		r.t.Fatalf("GET /admin/status: %d %v", resp.StatusCode, err)
+	}
+	for _, tg := range st.Targets {
+		if tg.Name == "default" {
+			return tg.LastErrorAt
+		}
+	}
+	r.t.Fatalf("no target default in /admin/status: %+v", st)
+	return time.Time{}
+}
+
+// waitFailedAfter waits until target default records a failed attempt
+// that ended after since: the next attempt is then an hour away.
+func (r *opRig) waitFailedAfter(since time.Time) {
+	r.t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !r.lastErrorAt().After(since) {
+		if time.Now().After(deadline) {
+			r.t.Fatalf("no failed attempt of target default recorded after %v", since)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
 // retry makes events waiting out a long backoff due now; resume does too.
 func TestOperatorRetryNow(t *testing.T) {
 	r := newOpRig(t, "")
@@ -83,7 +126,7 @@ func TestOperatorRetryNow(t *testing.T) {
 	r.start()
 	defer r.stop()
 	r.create("ada@example.com")
-	time.Sleep(500 * time.Millisecond) // the first attempt failed; the next is an hour away
+	r.waitFailedAfter(time.Time{}) // the first attempt failed; the next is an hour away
 	r.status.Store(0)
 	out := r.cli(0, "retry", "--target", "default")
 	if !strings.Contains(out, "retrying 1 pending event(s) of target default now") {
@@ -94,8 +137,9 @@ func TestOperatorRetryNow(t *testing.T) {
 	r.cli(0, "pause", "--target", "default")
 	r.status.Store(503)
 	id := r.create("grace@example.com")
+	before := r.lastErrorAt()
 	r.cli(0, "resume", "--target", "default") // attempted now, fails: an hour away again
-	time.Sleep(500 * time.Millisecond)
+	r.waitFailedAfter(before)
 	r.status.Store(0)
 	if out := r.cli(0, "resume", "--target", "default"); !strings.Contains(out, "resumed; 1 pending event(s) are due now") {
 		t.Errorf("resume: %s", out)
@@ -141,7 +185,11 @@ func TestOperatorDeadLetterBodies(t *testing.T) {
 	r.rcv.waitFor(t, "both users", 10*time.Second, func(evs []map[string]any) bool { return len(evs) >= 2 })
 	r.status.Store(400)
 	alan := r.create("alan@example.com")
+	deadline = time.Now().Add(10 * time.Second)
 	for !strings.Contains(r.cli(0, "dead-letters", "list"), "1 dead letter(s)") {
+		if time.Now().After(deadline) {
+			t.Fatal("alan's event not dead-lettered")
+		}
 		time.Sleep(100 * time.Millisecond)
 	}
 	if out := r.cli(0, "dead-letters", "discard", "--all"); !strings.Contains(out, "discarded 1 dead letter(s)") {
@@ -282,15 +330,29 @@ func TestOperatorTokenRotationWithSIGHUP(t *testing.T) {
 			time.Sleep(20 * time.Millisecond)
 		}
 	}
-	time.Sleep(200 * time.Millisecond)
+	// traffic waits until the clients have made 20 more requests: each
+	// phase of the rotation is exercised however slow the machine is (a
+	// fixed 200 ms could pass with none).
+	traffic := func(phase string) {
+		t.Helper()
+		n := calls.Load()
+		deadline := time.Now().Add(10 * time.Second)
+		for calls.Load() < n+20 {
+			if time.Now().After(deadline) {
+				t.Fatalf("%d requests %s in 10 s, want 20", calls.Load()-n, phase)
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+	}
+	traffic("before the rotation")
 	r.writeConfig("", oldToken, newToken) // 1. add the new token next to the old
 	hup("configuration reloaded")
-	time.Sleep(200 * time.Millisecond)
+	traffic("with both tokens, the old one in use")
 	current.Store(newToken) // 2. the IdP switches
-	time.Sleep(200 * time.Millisecond)
+	traffic("with both tokens, the new one in use")
 	r.writeConfig("", newToken) // 3. remove the old one
 	hup("configuration reloaded")
-	time.Sleep(200 * time.Millisecond)
+	traffic("with the new token only")
 	close(stop)
 	wg.Wait()
 	if status, _, _ := tryDoAuth(r.g.scim, oldToken, "GET", "/Users", ""); status != 401 {

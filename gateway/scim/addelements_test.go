@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"math/rand/v2"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -128,29 +129,45 @@ func emailsPatch(tb testing.TB, n int) []Operation {
 	return ops
 }
 
-// A path-less add of 30,000 emails used to take 30 s, quadratic. The time
-// must grow linearly: ten times the emails in about ten times the time
-// (quadratic would be a hundred), measured in the same run so that -race and
-// a loaded machine slow both alike.
+// A path-less add of 30,000 emails used to take 30 s, quadratic. The work
+// must grow linearly: ten times the emails in about ten times the CPU time
+// (quadratic would be a hundred). CPU time, not the wall clock: the wall
+// clock also counts the time spent waiting for a core, and on a loaded
+// machine one such wait in the short run made it fail (43×). Each size is
+// measured three times and the least kept, which drops a run slowed by a
+// garbage collection started by the one before.
 func TestApplyPatchLargeAddIsLinear(t *testing.T) {
 	users := NewUserResourceType()
 	doc := mustDoc(t, `{"userName":"u","emails":[{"value":"old@example.com","type":"home","primary":true}]}`)
 	add := func(n int) (map[string]any, time.Duration) {
 		ops := emailsPatch(t, n)
-		start := time.Now()
-		got, err := ApplyPatch(doc, ops, users)
-		if err != nil {
-			t.Fatal(err)
+		var got map[string]any
+		least := time.Duration(-1)
+		for range 3 {
+			runtime.GC()
+			start := cpuTime(t)
+			var err error
+			got, err = ApplyPatch(doc, ops, users)
+			took := cpuTime(t) - start
+			if err != nil {
+				t.Fatal(err)
+			}
+			if least < 0 || took < least {
+				least = took
+			}
+			if took > 10*time.Second {
+				break // quadratic: no need to wait for two more
+			}
 		}
 		if got := len(got["emails"].([]any)); got != n+1 {
 			t.Fatalf("emails after adding %d = %d, want %d", n, got, n+1)
 		}
-		return got, time.Since(start)
+		return got, least
 	}
 	small, tSmall := add(3000)
 	_, tLarge := add(30000)
 	if tLarge > 30*tSmall && tLarge > 200*time.Millisecond {
-		t.Errorf("adding 30,000 emails took %v, 3,000 took %v: %.0f×, want about 10× (linear)", tLarge, tSmall, float64(tLarge)/float64(tSmall))
+		t.Errorf("adding 30,000 emails took %v of CPU, 3,000 took %v: %.0f×, want about 10× (linear)", tLarge, tSmall, float64(tLarge)/float64(tSmall))
 	}
 	// Adding the same values again changes nothing.
 	again, err := ApplyPatch(small, emailsPatch(t, 3000), users)

@@ -336,7 +336,9 @@ func TestWebhookOneRequestPerAttempt(t *testing.T) {
 			db, d := startDispatcher(t, srv.URL, secret, Transport(), func(cfg *outbox.Config) { cfg.MaxAttempts = 4 })
 			ev := enqueue(t, db, d, testEvent())
 			waitFor(t, "a dead letter", func() bool { dl, err := d.DeadLetter("app", ev.ID); return err == nil && dl.Attempts == 4 })
-			time.Sleep(100 * time.Millisecond) // nothing more may arrive
+			// Deliberately real time: a fifth request, the defect, would come
+			// within this window (real HTTP, so no synctest bubble).
+			time.Sleep(100 * time.Millisecond)
 			if got := n.Load(); got != 4 {
 				t.Errorf("receiver got %d requests for max_attempts 4, want 4", got)
 			}
