@@ -56,6 +56,21 @@ func (f *adminFlags) register(cmd *cobra.Command, target, jsonOut bool) {
 	}
 }
 
+// adminCommand finishes an admin command that needs the token: it adds the
+// shared flags (--target and --json where asked, as register does) and runs
+// run with the command's client.
+func (c *cli) adminCommand(cmd *cobra.Command, f *adminFlags, target, jsonOut bool, run func(cmd *cobra.Command, cl *adminClient, args []string) error) *cobra.Command {
+	cmd.RunE = func(cmd *cobra.Command, args []string) error {
+		cl, err := c.client(cmd, f, true)
+		if err != nil {
+			return err
+		}
+		return run(cmd, cl, args)
+	}
+	f.register(cmd, target, jsonOut)
+	return cmd
+}
+
 // adminClient talks to a running gateway's admin listener.
 type adminClient struct {
 	base  string

@@ -27,7 +27,8 @@ type deadLetterJSON struct {
 
 func (c *cli) deadLettersCommand() *cobra.Command {
 	var f adminFlags
-	cmd := &cobra.Command{
+	list := func(cmd *cobra.Command, cl *adminClient, _ []string) error { return c.listDeadLetters(cmd, cl, &f) }
+	cmd := c.adminCommand(&cobra.Command{
 		Use:   "dead-letters",
 		Short: "list, show, replay or discard the events a target refused",
 		Long: `Dead letters are events a target refused (a 4xx other than 408/429) or that failed for the
@@ -42,63 +43,48 @@ whole retry budget: kept, counted in status, listed here. Without a subcommand: 
 			}
 			return nil
 		},
-		RunE: func(cmd *cobra.Command, _ []string) error { return c.listDeadLetters(cmd, &f) },
-	}
-	f.register(cmd, true, true)
-	list := &cobra.Command{
+	}, &f, true, true, list)
+	cmd.AddCommand(c.adminCommand(&cobra.Command{
 		Use:   "list",
 		Short: "list a target's dead letters: id, type, sequence, attempts, last status and error",
 		Args:  noArgs,
-		RunE:  func(cmd *cobra.Command, _ []string) error { return c.listDeadLetters(cmd, &f) },
-	}
-	show := &cobra.Command{
+	}, &f, true, true, list))
+	cmd.AddCommand(c.adminCommand(&cobra.Command{
 		Use:   "show EVENT-ID",
 		Short: "show one dead letter, with up to 4 KiB of the target's last answer",
 		Args:  argsBetween(1, 1, "EVENT-ID"),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			cl, err := c.client(cmd, &f, true)
-			if err != nil {
-				return err
-			}
-			var raw json.RawMessage
-			if err := cl.do(cmd.Context(), http.MethodGet, targetPath(f.target, "/dead-letters/"+url.PathEscape(args[0])), nil, &raw); err != nil {
-				return err
-			}
-			return printJSON(c.stdout, raw)
-		},
-	}
+	}, &f, true, false, func(cmd *cobra.Command, cl *adminClient, args []string) error {
+		var raw json.RawMessage
+		if err := cl.do(cmd.Context(), http.MethodGet, targetPath(f.target, "/dead-letters/"+url.PathEscape(args[0])), nil, &raw); err != nil {
+			return err
+		}
+		return printJSON(c.stdout, raw)
+	}))
 	var all bool
-	replay := &cobra.Command{
+	replay := c.adminCommand(&cobra.Command{
 		Use:   "replay (EVENT-ID… | --all)",
 		Short: "deliver dead letters again (the given ones, or --all)",
 		Long: `Move dead letters back to pending: each is delivered again with its original id, before the
 later pending events of the same user or group. Give their ids, or --all for every one.`,
 		Args: idsOrAll("replay", &all),
-		RunE: func(cmd *cobra.Command, args []string) error { return c.takeDeadLetters(cmd, &f, "replay", args, all) },
-	}
+	}, &f, true, false, func(cmd *cobra.Command, cl *adminClient, args []string) error {
+		return c.takeDeadLetters(cmd, cl, &f, "replay", args, all)
+	})
 	replay.Flags().BoolVar(&all, "all", false, "every dead letter of the target")
 	var discardAll bool
-	discard := &cobra.Command{
+	discard := c.adminCommand(&cobra.Command{
 		Use:   "discard (EVENT-ID… | --all)",
 		Short: "delete dead letters for good (the given ones, or --all)",
 		Args:  idsOrAll("discard", &discardAll),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			return c.takeDeadLetters(cmd, &f, "discard", args, discardAll)
-		},
-	}
+	}, &f, true, false, func(cmd *cobra.Command, cl *adminClient, args []string) error {
+		return c.takeDeadLetters(cmd, cl, &f, "discard", args, discardAll)
+	})
 	discard.Flags().BoolVar(&discardAll, "all", false, "every dead letter of the target")
-	for _, sub := range []*cobra.Command{list, show, replay, discard} {
-		f.register(sub, true, sub == list)
-		cmd.AddCommand(sub)
-	}
+	cmd.AddCommand(replay, discard)
 	return cmd
 }
 
-func (c *cli) listDeadLetters(cmd *cobra.Command, f *adminFlags) error {
-	cl, err := c.client(cmd, f, true)
-	if err != nil {
-		return err
-	}
+func (c *cli) listDeadLetters(cmd *cobra.Command, cl *adminClient, f *adminFlags) error {
 	const page = 500
 	var all []json.RawMessage
 	var after uint64
@@ -161,11 +147,7 @@ func idsOrAll(op string, all *bool) cobra.PositionalArgs {
 
 // takeDeadLetters replays or discards: the given ids in chunks (progress
 // shown), or all of them with --all.
-func (c *cli) takeDeadLetters(cmd *cobra.Command, f *adminFlags, op string, ids []string, all bool) error {
-	cl, err := c.client(cmd, f, true)
-	if err != nil {
-		return err
-	}
+func (c *cli) takeDeadLetters(cmd *cobra.Command, cl *adminClient, f *adminFlags, op string, ids []string, all bool) error {
 	key, done := "replayed", "they are pending delivery again"
 	if op == "discard" {
 		key, done = "discarded", "they are deleted"

@@ -17,7 +17,7 @@ import (
 
 func (c *cli) reloadCommand() *cobra.Command {
 	var f adminFlags
-	cmd := &cobra.Command{
+	return c.adminCommand(&cobra.Command{
 		Use:   "reload",
 		Short: "reload the running gateway's configuration and secrets (as SIGHUP does)",
 		Long: `Reload the running gateway's configuration and environment (tokens, Basic credentials,
@@ -26,56 +26,49 @@ configuration is validated as at start; if it has problems they are printed and 
 configuration is kept. Listeners, data_dir and the mapping need a restart: a reload that changes
 them applies the rest, names what was not applied, and exits 1.`,
 		Args: noArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			cl, err := c.client(cmd, &f, true)
-			if err != nil {
-				return err
-			}
-			var out struct {
-				Changes []string `json:"changes"`
-			}
-			err = cl.do(cmd.Context(), http.MethodPost, "/admin/reload", nil, &out)
-			var ae *apiError
-			if errors.As(err, &ae) && ae.Code == http.StatusBadRequest && len(ae.Problems) > 0 {
-				fmt.Fprintln(c.stderr, "reload refused; the running configuration is kept. Fix:")
-				for _, p := range ae.Problems {
-					fmt.Fprintf(c.stderr, "  %s\n", p)
-				}
-				return errSilent
-			} else if err != nil {
-				return err
-			}
-			if len(out.Changes) == 0 {
-				fmt.Fprintln(c.stdout, "reloaded: no changes")
-				return nil
-			}
-			var applied, restart []string
-			for _, ch := range out.Changes {
-				if strings.Contains(ch, "needs a restart") {
-					restart = append(restart, ch)
-				} else {
-					applied = append(applied, ch)
-				}
-			}
-			if len(applied) > 0 {
-				fmt.Fprintln(c.stdout, "reloaded:")
-				for _, ch := range applied {
-					fmt.Fprintf(c.stdout, "  %s\n", ch)
-				}
-			}
-			if len(restart) == 0 {
-				return nil
-			}
-			// The configuration on disk is not what runs: say so, and fail.
-			fmt.Fprintln(c.stderr, "not applied until the gateway restarts:")
-			for _, ch := range restart {
-				fmt.Fprintf(c.stderr, "  %s\n", ch)
+	}, &f, false, false, func(cmd *cobra.Command, cl *adminClient, _ []string) error {
+		var out struct {
+			Changes []string `json:"changes"`
+		}
+		err := cl.do(cmd.Context(), http.MethodPost, "/admin/reload", nil, &out)
+		var ae *apiError
+		if errors.As(err, &ae) && ae.Code == http.StatusBadRequest && len(ae.Problems) > 0 {
+			fmt.Fprintln(c.stderr, "reload refused; the running configuration is kept. Fix:")
+			for _, p := range ae.Problems {
+				fmt.Fprintf(c.stderr, "  %s\n", p)
 			}
 			return errSilent
-		},
-	}
-	f.register(cmd, false, false)
-	return cmd
+		} else if err != nil {
+			return err
+		}
+		if len(out.Changes) == 0 {
+			fmt.Fprintln(c.stdout, "reloaded: no changes")
+			return nil
+		}
+		var applied, restart []string
+		for _, ch := range out.Changes {
+			if strings.Contains(ch, "needs a restart") {
+				restart = append(restart, ch)
+			} else {
+				applied = append(applied, ch)
+			}
+		}
+		if len(applied) > 0 {
+			fmt.Fprintln(c.stdout, "reloaded:")
+			for _, ch := range applied {
+				fmt.Fprintf(c.stdout, "  %s\n", ch)
+			}
+		}
+		if len(restart) == 0 {
+			return nil
+		}
+		// The configuration on disk is not what runs: say so, and fail.
+		fmt.Fprintln(c.stderr, "not applied until the gateway restarts:")
+		for _, ch := range restart {
+			fmt.Fprintf(c.stderr, "  %s\n", ch)
+		}
+		return errSilent
+	})
 }
 
 // ---- compact ----
@@ -83,7 +76,7 @@ them applies the rest, names what was not applied, and exits 1.`,
 func (c *cli) compactCommand() *cobra.Command {
 	var f adminFlags
 	var force bool
-	cmd := &cobra.Command{
+	cmd := c.adminCommand(&cobra.Command{
 		Use:   "compact",
 		Short: "rewrite the running gateway's database without its free pages",
 		Long: `Rewrite the running gateway's database file without its free pages, while it serves. bbolt never
@@ -96,46 +89,40 @@ half free alone.`,
 		Example: `  scimgate compact
   scimgate compact --force`,
 		Args: noArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			cl, err := c.client(cmd, &f, true)
-			if err != nil {
-				return err
-			}
-			path := "/admin/compact"
-			if force {
-				path += "?force=true"
-			}
-			var raw json.RawMessage
-			if err := cl.do(cmd.Context(), http.MethodPost, path, nil, &raw); err != nil {
-				return err
-			}
-			if f.json {
-				return printJSON(c.stdout, raw)
-			}
-			var out struct {
-				Compacted   bool    `json:"compacted"`
-				Before      int64   `json:"bytes_before"`
-				After       int64   `json:"bytes_after"`
-				Free        float64 `json:"free_before"`
-				TookSeconds float64 `json:"took_seconds"`
-			}
-			if err := json.Unmarshal(raw, &out); err != nil {
-				return fmt.Errorf("unexpected answer from the gateway: %w", err)
-			}
-			// free_before is the share of the file a compaction reclaims
-			// (live data is the rest), an estimate until it is done.
-			if !out.Compacted {
-				reclaim := int64(float64(out.Before) * out.Free)
-				fmt.Fprintf(c.stdout, "not compacted: %s file, about %s live data, %s reclaimable (under half; --force compacts anyway)\n",
-					humanBytes(out.Before), humanBytes(out.Before-reclaim), humanBytes(reclaim))
-				return nil
-			}
-			fmt.Fprintf(c.stdout, "compacted: %s → %s (live data), %s reclaimed in %.2fs\n", humanBytes(out.Before), humanBytes(out.After),
-				humanBytes(out.Before-out.After), out.TookSeconds)
+	}, &f, false, true, func(cmd *cobra.Command, cl *adminClient, _ []string) error {
+		path := "/admin/compact"
+		if force {
+			path += "?force=true"
+		}
+		var raw json.RawMessage
+		if err := cl.do(cmd.Context(), http.MethodPost, path, nil, &raw); err != nil {
+			return err
+		}
+		if f.json {
+			return printJSON(c.stdout, raw)
+		}
+		var out struct {
+			Compacted   bool    `json:"compacted"`
+			Before      int64   `json:"bytes_before"`
+			After       int64   `json:"bytes_after"`
+			Free        float64 `json:"free_before"`
+			TookSeconds float64 `json:"took_seconds"`
+		}
+		if err := json.Unmarshal(raw, &out); err != nil {
+			return fmt.Errorf("unexpected answer from the gateway: %w", err)
+		}
+		// free_before is the share of the file a compaction reclaims
+		// (live data is the rest), an estimate until it is done.
+		if !out.Compacted {
+			reclaim := int64(float64(out.Before) * out.Free)
+			fmt.Fprintf(c.stdout, "not compacted: %s file, about %s live data, %s reclaimable (under half; --force compacts anyway)\n",
+				humanBytes(out.Before), humanBytes(out.Before-reclaim), humanBytes(reclaim))
 			return nil
-		},
-	}
-	f.register(cmd, false, true)
+		}
+		fmt.Fprintf(c.stdout, "compacted: %s → %s (live data), %s reclaimed in %.2fs\n", humanBytes(out.Before), humanBytes(out.After),
+			humanBytes(out.Before-out.After), out.TookSeconds)
+		return nil
+	})
 	cmd.Flags().BoolVar(&force, "force", false, "compact even a file that is less than half free")
 	return cmd
 }
@@ -144,7 +131,7 @@ half free alone.`,
 
 func (c *cli) backupCommand() *cobra.Command {
 	var f adminFlags
-	cmd := &cobra.Command{
+	return c.adminCommand(&cobra.Command{
 		Use:   "backup FILE",
 		Short: "write a consistent copy of the running gateway's database to FILE",
 		Long: `Write a consistent copy of the running gateway's database to FILE, from one read transaction,
@@ -153,16 +140,9 @@ renamed to FILE when complete. Progress is redrawn on a terminal and printed as 
 otherwise. Restore with 'scimgate restore FILE' (with scimgate stopped).`,
 		Example: `  scimgate backup scimgate-$(date +%F).db`,
 		Args:    argsBetween(1, 1, "FILE"),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			cl, err := c.client(cmd, &f, true)
-			if err != nil {
-				return err
-			}
-			return cl.backup(cmd.Context(), c.stdout, args[0])
-		},
-	}
-	f.register(cmd, false, false)
-	return cmd
+	}, &f, false, false, func(cmd *cobra.Command, cl *adminClient, args []string) error {
+		return cl.backup(cmd.Context(), c.stdout, args[0])
+	})
 }
 
 // backup streams the database to file (via a temporary file, renamed when

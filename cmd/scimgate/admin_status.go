@@ -15,36 +15,29 @@ import (
 
 func (c *cli) statusCommand() *cobra.Command {
 	var f adminFlags
-	cmd := &cobra.Command{
+	return c.adminCommand(&cobra.Command{
 		Use:   "status",
 		Short: "show a running gateway's counts, last SCIM activity and delivery per target",
 		Long: `Show a running gateway's counts, the last SCIM request and change, and each target's
 delivery: state, backlog, oldest pending event, dead letters, deliveries, last success.
 Why a target is paused, the last delivery errors and backfills in progress follow the table.`,
 		Args: noArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			cl, err := c.client(cmd, &f, true)
-			if err != nil {
-				return err
-			}
-			var raw json.RawMessage
-			if err := cl.do(cmd.Context(), http.MethodGet, "/admin/status", nil, &raw); err != nil {
-				return err
-			}
-			if f.json {
-				return printJSON(c.stdout, raw)
-			}
-			var st statusJSON
-			if err := json.Unmarshal(raw, &st); err != nil {
-				return fmt.Errorf("admin API: status: %w", err)
-			}
-			printStatus(c.stdout, st, time.Now())
-			printActionTargets(c.stdout, raw)
-			return nil
-		},
-	}
-	f.register(cmd, false, true)
-	return cmd
+	}, &f, false, true, func(cmd *cobra.Command, cl *adminClient, _ []string) error {
+		var raw json.RawMessage
+		if err := cl.do(cmd.Context(), http.MethodGet, "/admin/status", nil, &raw); err != nil {
+			return err
+		}
+		if f.json {
+			return printJSON(c.stdout, raw)
+		}
+		var st statusJSON
+		if err := json.Unmarshal(raw, &st); err != nil {
+			return fmt.Errorf("admin API: status: %w", err)
+		}
+		printStatus(c.stdout, st, time.Now())
+		printActionTargets(c.stdout, raw)
+		return nil
+	})
 }
 
 func (c *cli) healthCommand() *cobra.Command {

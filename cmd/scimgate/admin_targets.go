@@ -17,7 +17,7 @@ func (c *cli) replayCommand() *cobra.Command {
 	var after uint64
 	var since string
 	var inclDiscarded bool
-	cmd := &cobra.Command{
+	cmd := c.adminCommand(&cobra.Command{
 		Use:   "replay --target NAME (--after SEQ | --since TIME) [--include-discarded]",
 		Short: "deliver retained events again to a target (after a sequence, or since a time)",
 		Long: `Re-deliver events that were already delivered and are still retained, to one target, in order
@@ -42,41 +42,35 @@ Dead letters are replayed with 'scimgate dead-letters replay'.`,
 			}
 			return nil
 		},
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			body := map[string]any{"after": after}
-			if cmd.Flags().Changed("since") {
-				t, _ := time.Parse(time.RFC3339, since)
-				body = map[string]any{"since": t.UTC().Format(time.RFC3339Nano)}
-			}
-			if inclDiscarded {
-				body["include_discarded"] = true
-			}
-			cl, err := c.client(cmd, &f, true)
-			if err != nil {
-				return err
-			}
-			var out struct {
-				Replayed         int    `json:"replayed"`
-				FromSequence     uint64 `json:"from_sequence"`
-				ToSequence       uint64 `json:"to_sequence"`
-				SkippedDiscarded int    `json:"skipped_discarded"`
-			}
-			if err := cl.do(cmd.Context(), http.MethodPost, targetPath(f.target, "/history"), body, &out); err != nil {
-				return err
-			}
-			skipped := ""
-			if out.SkippedDiscarded > 0 {
-				skipped = fmt.Sprintf(" (%d discarded event(s) skipped: --include-discarded sends them too)", out.SkippedDiscarded)
-			}
-			if out.Replayed == 0 {
-				fmt.Fprintf(c.stdout, "no retained event to replay to target %s%s\n", f.target, skipped)
-				return nil
-			}
-			fmt.Fprintf(c.stdout, "replaying %d event(s) to target %s, sequences %d to %d, with their original ids%s\n", out.Replayed, f.target, out.FromSequence, out.ToSequence, skipped)
+	}, &f, true, false, func(cmd *cobra.Command, cl *adminClient, _ []string) error {
+		body := map[string]any{"after": after}
+		if cmd.Flags().Changed("since") {
+			t, _ := time.Parse(time.RFC3339, since)
+			body = map[string]any{"since": t.UTC().Format(time.RFC3339Nano)}
+		}
+		if inclDiscarded {
+			body["include_discarded"] = true
+		}
+		var out struct {
+			Replayed         int    `json:"replayed"`
+			FromSequence     uint64 `json:"from_sequence"`
+			ToSequence       uint64 `json:"to_sequence"`
+			SkippedDiscarded int    `json:"skipped_discarded"`
+		}
+		if err := cl.do(cmd.Context(), http.MethodPost, targetPath(f.target, "/history"), body, &out); err != nil {
+			return err
+		}
+		skipped := ""
+		if out.SkippedDiscarded > 0 {
+			skipped = fmt.Sprintf(" (%d discarded event(s) skipped: --include-discarded sends them too)", out.SkippedDiscarded)
+		}
+		if out.Replayed == 0 {
+			fmt.Fprintf(c.stdout, "no retained event to replay to target %s%s\n", f.target, skipped)
 			return nil
-		},
-	}
-	f.register(cmd, true, false)
+		}
+		fmt.Fprintf(c.stdout, "replaying %d event(s) to target %s, sequences %d to %d, with their original ids%s\n", out.Replayed, f.target, out.FromSequence, out.ToSequence, skipped)
+		return nil
+	})
 	cmd.Flags().Uint64Var(&after, "after", 0, "replay the events after this sequence `SEQ`")
 	cmd.Flags().StringVar(&since, "since", "", "replay the events since this RFC 3339 `TIME`")
 	cmd.Flags().BoolVar(&inclDiscarded, "include-discarded", false, "also re-deliver events whose dead letter was discarded")
@@ -85,7 +79,7 @@ Dead letters are replayed with 'scimgate dead-letters replay'.`,
 
 func (c *cli) retryCommand() *cobra.Command {
 	var f adminFlags
-	cmd := &cobra.Command{
+	return c.adminCommand(&cobra.Command{
 		Use:   "retry --target NAME [EVENT-ID…]",
 		Short: "make pending events due now (all of the target's, or the given ones)",
 		Long: `Make events that wait out their backoff (or a Retry-After) due now: after the app's outage is
@@ -93,91 +87,71 @@ over, instead of waiting up to hours for the next attempt. Without ids, every pe
 the target. 'scimgate resume' does the same for a paused target.`,
 		Example: `  scimgate retry --target default`,
 		Args:    argsBetween(0, -1, "EVENT-IDs"),
-		RunE: func(cmd *cobra.Command, ids []string) error {
-			cl, err := c.client(cmd, &f, true)
-			if err != nil {
+	}, &f, true, false, func(cmd *cobra.Command, cl *adminClient, ids []string) error {
+		if len(ids) == 0 {
+			var out map[string]int
+			if err := cl.do(cmd.Context(), http.MethodPost, targetPath(f.target, "/retry"), map[string]any{}, &out); err != nil {
 				return err
 			}
-			if len(ids) == 0 {
-				var out map[string]int
-				if err := cl.do(cmd.Context(), http.MethodPost, targetPath(f.target, "/retry"), map[string]any{}, &out); err != nil {
-					return err
-				}
-				fmt.Fprintf(c.stdout, "retrying %d pending event(s) of target %s now\n", out["retried"], f.target)
-				return nil
-			}
-			n, err := c.chunked(cmd.Context(), cl, targetPath(f.target, "/retry"), "retried", ids)
-			if err != nil {
-				return err
-			}
-			fmt.Fprintf(c.stdout, "retrying %d of %d event(s) of target %s now\n", n, len(ids), f.target)
+			fmt.Fprintf(c.stdout, "retrying %d pending event(s) of target %s now\n", out["retried"], f.target)
 			return nil
-		},
-	}
-	f.register(cmd, true, false)
-	return cmd
+		}
+		n, err := c.chunked(cmd.Context(), cl, targetPath(f.target, "/retry"), "retried", ids)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(c.stdout, "retrying %d of %d event(s) of target %s now\n", n, len(ids), f.target)
+		return nil
+	})
 }
 
 func (c *cli) pauseCommand() *cobra.Command {
 	var f adminFlags
 	var reason string
-	cmd := &cobra.Command{
+	cmd := c.adminCommand(&cobra.Command{
 		Use:   "pause --target NAME [--reason TEXT]",
 		Short: "stop deliveries to a target (events keep queueing)",
 		Args:  noArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			cl, err := c.client(cmd, &f, true)
-			if err != nil {
-				return err
-			}
-			q := ""
-			if reason != "" {
-				q = "?reason=" + url.QueryEscape(reason)
-			}
-			if err := cl.do(cmd.Context(), http.MethodPost, targetPath(f.target, "/pause"+q), nil, nil); err != nil {
-				return err
-			}
-			fmt.Fprintf(c.stdout, "target %s: paused; events keep queueing until 'scimgate resume --target %s'\n", f.target, f.target)
-			return nil
-		},
-	}
-	f.register(cmd, true, false)
+	}, &f, true, false, func(cmd *cobra.Command, cl *adminClient, _ []string) error {
+		q := ""
+		if reason != "" {
+			q = "?reason=" + url.QueryEscape(reason)
+		}
+		if err := cl.do(cmd.Context(), http.MethodPost, targetPath(f.target, "/pause"+q), nil, nil); err != nil {
+			return err
+		}
+		fmt.Fprintf(c.stdout, "target %s: paused; events keep queueing until 'scimgate resume --target %s'\n", f.target, f.target)
+		return nil
+	})
 	cmd.Flags().StringVar(&reason, "reason", "", "why, shown in status (default \"paused by operator\")")
 	return cmd
 }
 
 func (c *cli) resumeCommand() *cobra.Command {
 	var f adminFlags
-	cmd := &cobra.Command{
+	return c.adminCommand(&cobra.Command{
 		Use:   "resume --target NAME",
 		Short: "restart deliveries to a paused target, retrying pending events now",
 		Args:  noArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			cl, err := c.client(cmd, &f, true)
-			if err != nil {
-				return err
-			}
-			var out struct {
-				Retried *int `json:"retried"`
-			}
-			if err := cl.do(cmd.Context(), http.MethodPost, targetPath(f.target, "/resume"), nil, &out); err != nil {
-				return err
-			}
-			if out.Retried != nil {
-				fmt.Fprintf(c.stdout, "target %s: resumed; %d pending event(s) are due now\n", f.target, *out.Retried)
-				return nil
-			}
-			fmt.Fprintf(c.stdout, "target %s: resumed\n", f.target)
+	}, &f, true, false, func(cmd *cobra.Command, cl *adminClient, _ []string) error {
+		var out struct {
+			Retried *int `json:"retried"`
+		}
+		if err := cl.do(cmd.Context(), http.MethodPost, targetPath(f.target, "/resume"), nil, &out); err != nil {
+			return err
+		}
+		if out.Retried != nil {
+			fmt.Fprintf(c.stdout, "target %s: resumed; %d pending event(s) are due now\n", f.target, *out.Retried)
 			return nil
-		},
-	}
-	f.register(cmd, true, false)
-	return cmd
+		}
+		fmt.Fprintf(c.stdout, "target %s: resumed\n", f.target)
+		return nil
+	})
 }
 
 func (c *cli) backfillCommand() *cobra.Command {
 	var f adminFlags
-	cmd := &cobra.Command{
+	return c.adminCommand(&cobra.Command{
 		Use:   "backfill --target NAME",
 		Short: "send a target a consistent snapshot of every user, group and membership",
 		Long: `Send one target a snapshot of the current state — every user, every group, every membership —
@@ -185,26 +159,19 @@ taken at one sequence, followed by the live events after it (docs/events.md, sna
 For a target added to a gateway that has run for a while. Progress shows in 'scimgate status'.`,
 		Example: `  scimgate backfill --target app`,
 		Args:    noArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			cl, err := c.client(cmd, &f, true)
-			if err != nil {
-				return err
-			}
-			var raw json.RawMessage
-			if err := cl.do(cmd.Context(), http.MethodPost, targetPath(f.target, "/backfill"), nil, &raw); err != nil {
-				return err
-			}
-			if f.json {
-				return printJSON(c.stdout, raw)
-			}
-			var out struct {
-				Backfill json.RawMessage `json:"backfill"`
-			}
-			_ = json.Unmarshal(raw, &out)
-			fmt.Fprintf(c.stdout, "backfill of target %s started: %s\nfollow it with: scimgate status\n", f.target, compactJSON(out.Backfill))
-			return nil
-		},
-	}
-	f.register(cmd, true, true)
-	return cmd
+	}, &f, true, true, func(cmd *cobra.Command, cl *adminClient, _ []string) error {
+		var raw json.RawMessage
+		if err := cl.do(cmd.Context(), http.MethodPost, targetPath(f.target, "/backfill"), nil, &raw); err != nil {
+			return err
+		}
+		if f.json {
+			return printJSON(c.stdout, raw)
+		}
+		var out struct {
+			Backfill json.RawMessage `json:"backfill"`
+		}
+		_ = json.Unmarshal(raw, &out)
+		fmt.Fprintf(c.stdout, "backfill of target %s started: %s\nfollow it with: scimgate status\n", f.target, compactJSON(out.Backfill))
+		return nil
+	})
 }
