@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -54,6 +55,48 @@ func pgSettings(pg *sqltest.Server) string {
 		parts = append(parts, s+"="+strings.Join(pg.Query("show "+s), ""))
 	}
 	return strings.Join(parts, " ")
+}
+
+// pgCPU is the CPU in nanoseconds the PostgreSQL instance's processes
+// have used (Linux /proc, 100 ticks/s): the postmaster's own and its reaped
+// children's, plus that of every process pg_stat_activity lists (backends
+// and background processes). -1 when /proc cannot tell.
+func pgCPU(pg *sqltest.Server) int64 {
+	stat := func(pid string) []string {
+		b, err := os.ReadFile("/proc/" + pid + "/stat")
+		if err != nil {
+			return nil
+		}
+		i := strings.LastIndexByte(string(b), ')')
+		if i < 0 {
+			return nil
+		}
+		return strings.Fields(string(b)[i+1:]) // [0] is field 3 (state)
+	}
+	ticks := func(f []string, fields ...int) int64 {
+		var n int64
+		for _, k := range fields {
+			v, _ := strconv.ParseInt(f[k-3], 10, 64)
+			n += v
+		}
+		return n
+	}
+	var total int64
+	parent := ""
+	for _, pid := range pg.Query("select pid from pg_stat_activity") {
+		f := stat(pid)
+		if len(f) < 15 {
+			return -1
+		}
+		total += ticks(f, 14, 15)
+		parent = f[1]
+	}
+	f := stat(parent)
+	if len(f) < 15 {
+		return -1
+	}
+	total += ticks(f, 14, 15, 16, 17)
+	return total * int64(10*time.Millisecond)
 }
 
 func loadAvg() string {
@@ -123,6 +166,7 @@ func BenchmarkSQLThroughput(b *testing.B) {
 			}
 			settings, load0 := pgSettings(pg), loadAvg()
 			b.ResetTimer()
+			pgCPU0 := pgCPU(pg)
 			cpu := cpuTime()
 			start := time.Now()
 			runDispatcher(b, d)
@@ -139,15 +183,18 @@ func BenchmarkSQLThroughput(b *testing.B) {
 			el := time.Since(start)
 			b.StopTimer()
 			cpuNs := cpuTime() - cpu
+			pgNs := pgCPU(pg) - pgCPU0
 			if got := pg.Query("select count(*), count(distinct login) from app_users"); len(got) != 1 || got[0] != fmt.Sprintf("%d|%d", b.N, b.N) {
 				b.Fatalf("app_users holds %q rows|logins, want %d", got, b.N)
 			}
 			lastID, _ := benchUser(b.N - 1)
 			checkIDMap(b, d, lastID)
-			b.Logf("%d events in %v; postgres %s; load average %s before, %s after", b.N, el.Round(time.Millisecond), settings, load0, loadAvg())
+			b.Logf("%d events in %v; postgres %s; sessions opened on app %s; load average %s before, %s after", b.N, el.Round(time.Millisecond), settings,
+				strings.Join(pg.Query("select sessions from pg_stat_database where datname = 'app'"), ""), load0, loadAvg())
 			b.ReportMetric(float64(b.N)/el.Seconds(), "events/s")
 			b.ReportMetric(float64(b.N)/el.Seconds(), "statements/s") // one statement per event
 			b.ReportMetric(float64(cpuNs)/float64(b.N)/1e3, "cpu-µs/event")
+			b.ReportMetric(float64(pgNs)/float64(b.N)/1e3, "pg-cpu-µs/event")
 			b.ReportMetric(0, "ns/op")
 		})
 	}
@@ -210,6 +257,7 @@ func TestSQLBackfill(t *testing.T) {
 	runDispatcher(t, d)
 
 	settings, load0 := pgSettings(pg), loadAvg()
+	pgCPU0 := pgCPU(pg)
 	cpu0 := cpuTime()
 	t0 := time.Now()
 	bs, err := d.Backfill("app")
@@ -233,11 +281,14 @@ func TestSQLBackfill(t *testing.T) {
 	}
 	t2 := time.Now()
 	cpuNs := cpuTime() - cpu0
+	pgNs := pgCPU(pg) - pgCPU0
 
 	t.Logf("backfill of %d users to a sql target (PostgreSQL: %s), one upsert saving the id per user, one transaction each, outbox concurrency %d, pool 4:", users, settings, conc)
 	t.Logf("  snapshot stored in %v (%d events); delivered %v later; wall time %v", t1.Sub(t0).Round(time.Millisecond), bs.Total, t2.Sub(t1).Round(time.Millisecond), t2.Sub(t0).Round(time.Millisecond))
-	t.Logf("  %.0f events/s over the whole backfill (%.0f over the delivery); this process's CPU %.2f s (%.0f µs per user; PostgreSQL's own CPU not counted)",
-		float64(users)/t2.Sub(t0).Seconds(), float64(users)/t2.Sub(t1).Seconds(), float64(cpuNs)/1e9, float64(cpuNs)/float64(users)/1e3)
+	t.Logf("  %.0f events/s over the whole backfill (%.0f over the delivery); CPU: this process %.2f s (%.0f µs per user), PostgreSQL's processes %.2f s (%.0f µs per user)",
+		float64(users)/t2.Sub(t0).Seconds(), float64(users)/t2.Sub(t1).Seconds(), float64(cpuNs)/1e9, float64(cpuNs)/float64(users)/1e3,
+		float64(pgNs)/1e9, float64(pgNs)/float64(users)/1e3)
+	t.Logf("  PostgreSQL sessions opened on database app: %s", strings.Join(pg.Query("select sessions from pg_stat_database where datname = 'app'"), ""))
 	t.Logf("  load average %s before, %s after (2 shared cores)", load0, loadAvg())
 	if done.Total != users+2 {
 		t.Errorf("backfill total %d, want %d", done.Total, users+2)
