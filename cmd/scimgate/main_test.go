@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -268,8 +269,20 @@ func buildBinary(t *testing.T) string {
 	return binPath
 }
 
+// freePort returns a loopback address free now, for a process the test
+// starts next. It is taken below Linux's ephemeral range (32768–60999):
+// a port from ":0" is an ephemeral one, which another process's outgoing
+// connection can take as its source port before the binary binds it (a CI
+// run met "address already in use" that way).
 func freePort(t *testing.T) string {
 	t.Helper()
+	for range 100 {
+		addr := fmt.Sprintf("127.0.0.1:%d", 20000+rand.IntN(12000))
+		if l, err := net.Listen("tcp", addr); err == nil {
+			l.Close()
+			return addr
+		}
+	}
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
