@@ -239,6 +239,17 @@ func (p *parser) mapping(n *yaml.Node, field string, known ...string) map[string
 	return out
 }
 
+// then reads an outcome's then (o is the outcome, for the error's line).
+func (p *parser) then(o, n *yaml.Node, field string) Then {
+	t := Then(p.str(n, field))
+	switch t {
+	case ThenOK, ThenDone, ThenRetry, ThenDead:
+	default:
+		p.errf(o, field, "%q: use ok, done, retry or dead", t)
+	}
+	return t
+}
+
 func (p *parser) str(n *yaml.Node, field string) string {
 	if n == nil {
 		return ""
@@ -492,12 +503,7 @@ func (p *parser) steps(n *yaml.Node, field string, session bool) []*step {
 						}
 					}
 					oc.when = p.expr(om["when"], of+".when", s|scopeResponse, true)
-					oc.then = Then(p.str(om["then"], of+".then"))
-					switch oc.then {
-					case ThenOK, ThenDone, ThenRetry, ThenDead:
-					default:
-						p.errf(o, of+".then", "%q: use ok, done, retry or dead", oc.then)
-					}
+					oc.then = p.then(o, om["then"], of+".then")
 					if om["status"] == nil && om["when"] == nil {
 						p.errf(o, of, "an outcome needs status or when")
 					}

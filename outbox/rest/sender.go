@@ -77,6 +77,12 @@ func New(t outbox.Target, env outbox.Env) (outbox.Sender, error) {
 	return s, nil
 }
 
+// redactable is the secrets worth redacting: a value of fewer than four
+// bytes would blank ordinary text wherever it occurs.
+func redactable(secrets []string) []string {
+	return slices.DeleteFunc(slices.Clone(secrets), func(v string) bool { return len(v) < 4 })
+}
+
 func newSender(t outbox.Target, state *outbox.State, logger *slog.Logger) (*Sender, error) {
 	cfg, errs := parse(t, "outbox.targets["+t.Name+"]")
 	if len(errs) > 0 {
@@ -87,7 +93,7 @@ func newSender(t outbox.Target, state *outbox.State, logger *slog.Logger) (*Send
 	}
 	s := &Sender{cfg: cfg, state: state, logger: logger, now: time.Now, send: true, jar: &jarHolder{}}
 	s.jar.reset()
-	s.secrets = slices.DeleteFunc(slices.Clone(cfg.secrets), func(v string) bool { return len(v) < 4 })
+	s.secrets = redactable(cfg.secrets)
 	tlsCfg, err := cfg.tls.build()
 	if err != nil {
 		return nil, fmt.Errorf("target %s: tls: %w", t.Name, err)

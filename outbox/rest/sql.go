@@ -72,7 +72,7 @@ func newSQLSender(t outbox.Target, state *outbox.State, logger *slog.Logger) (*S
 		logger = slog.New(slog.DiscardHandler)
 	}
 	base := &Sender{cfg: &config{target: t.Name, timeout: cfg.timeout}, state: state, logger: logger, now: time.Now, send: true}
-	base.secrets = slices.DeleteFunc(slices.Clone(cfg.secrets), func(v string) bool { return len(v) < 4 })
+	base.secrets = redactable(cfg.secrets)
 	s := &SQLSender{cfg: cfg, base: base, send: true, commit: true}
 	name := map[string]string{DriverPostgres: "pgx", DriverMySQL: "mysql", DriverSQLite: "sqlite"}[cfg.driver]
 	dsn := cfg.dsn

@@ -247,12 +247,7 @@ func (p *parser) sqlSteps(n *yaml.Node, field string) []*sqlStep {
 						}
 					}
 					oc.when = p.sqlExpr(om["when"], of+".when", scopeRequest|sqlScopeRow, true)
-					oc.then = Then(p.str(om["then"], of+".then"))
-					switch oc.then {
-					case ThenOK, ThenDone, ThenRetry, ThenDead:
-					default:
-						p.errf(o, of+".then", "%q: use ok, done, retry or dead", oc.then)
-					}
+					oc.then = p.then(o, om["then"], of+".then")
 					if om["code"] == nil && om["when"] == nil {
 						p.errf(o, of, "an outcome needs code or when")
 					}
