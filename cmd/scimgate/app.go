@@ -84,6 +84,12 @@ type app struct {
 	compactMu       sync.Mutex
 	wg              sync.WaitGroup
 	runErr          chan error
+	// check is what the start-up check found; when it left step 3 to
+	// verifyDatabase (check.Deferred), Start runs it and a failure sets
+	// corrupt, so that Close leaves the file as a crash would: the next
+	// start then checks it whole and refuses it with one line.
+	check   dbCheck
+	corrupt atomic.Bool
 }
 
 // newApp checks and opens the database, applies the restore epoch, and
@@ -157,7 +163,7 @@ func newApp(cfg Config, logger *slog.Logger, opts appOptions) (*app, error) {
 			"epoch", ep.Epoch, "file_epoch", ep.FileEpoch, "database_epoch", ep.DBEpoch, "floor", ep.floor(),
 			"previous_last_sequence", ep.PreviousTailSeq, "sequence_raised", ep.Raised)
 	}
-	a := &app{opts: opts, cfg: cfg, epoch: ep.epochState, logger: logger, registry: prometheus.NewRegistry(), runErr: make(chan error, 3)}
+	a := &app{opts: opts, cfg: cfg, epoch: ep.epochState, logger: logger, registry: prometheus.NewRegistry(), runErr: make(chan error, 3), check: check}
 	a.dbp.Store(db)
 	om := outbox.NewMetrics()
 	a.dispatcher, err = outbox.NewDispatcher(db, cfg.Outbox, logger, om)
@@ -279,6 +285,9 @@ func (a *app) Start() error {
 	} else if !isLoopback(a.scimLn.Addr()) {
 		a.logger.Warn("serving SCIM over plain HTTP on a non-loopback address: put a TLS-terminating proxy in front, or set scim.tls (Okta requires HTTPS)",
 			"addr", a.scimLn.Addr().String())
+	}
+	if a.check.Deferred {
+		a.wg.Go(a.verify)
 	}
 	a.logger.Info("scimgate started", "version", version, "scim", scheme+"://"+a.scimLn.Addr().String()+a.cfg.SCIM.BasePath,
 		"admin", a.adminLn.Addr().String(), "data_dir", a.cfg.DataDir, "targets", len(a.cfg.Outbox.Targets), "epoch", a.epoch.Epoch)
@@ -448,14 +457,41 @@ func (a *app) Close(ctx context.Context) error {
 	}
 	a.wg.Wait()
 	a.store.Close()
-	// Nothing writes any more: write the freelist once, so that the next
-	// start reads it instead of every page of the file.
-	if err := store.SyncFreelist(a.db()); err != nil {
+	errs = append(errs, a.rotateBoot())
+	// Nothing writes any more: write the freelist once, as the file's last
+	// commit, so that the next start reads it instead of every page of the
+	// file and knows the run ended cleanly (dbCheck.Clean). A file found
+	// damaged is left as a crash leaves it, to be checked whole.
+	if a.corrupt.Load() {
+		a.logger.Warn("the database file failed its check: the next start checks it whole")
+	} else if err := store.SyncFreelist(a.db()); err != nil {
 		a.logger.Warn("could not write the freelist at shutdown; the next start reads the whole file", "err", err)
 	}
-	errs = append(errs, a.rotateBoot(), a.db().Close())
+	errs = append(errs, a.db().Close())
 	a.logger.Info("scimgate stopped")
 	return errors.Join(errs...)
+}
+
+// verify runs step 3 of the database check beside the running gateway
+// (checkFile deferred it: the last run ended cleanly). A damaged file
+// stops the gateway with the check's error.
+func (a *app) verify() {
+	// An online compaction under way reads every key through bbolt itself,
+	// and Close holds the lock while it waits for this goroutine.
+	if !a.compactMu.TryLock() {
+		return
+	}
+	defer a.compactMu.Unlock()
+	res, err := verifyDatabase(a.db(), filepath.Join(a.cfg.DataDir, dbFile))
+	if err != nil {
+		a.corrupt.Store(true)
+		select {
+		case a.runErr <- err:
+		default:
+		}
+		return
+	}
+	a.logger.Debug("database verified", "keys", res.Keys, "buckets", res.Buckets, "elapsed", res.Elapsed)
 }
 
 // httpShutdown bounds the wait for requests in flight at shutdown.

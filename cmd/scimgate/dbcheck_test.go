@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/binary"
 	"errors"
@@ -17,6 +18,8 @@ import (
 	"time"
 
 	bolt "go.etcd.io/bbolt"
+
+	"github.com/scimgate/scimgate/gateway/store"
 )
 
 // goodDatabase returns the path of a real gateway database with enough
@@ -353,8 +356,10 @@ func TestSecondGatewayOnTheSameDataDir(t *testing.T) {
 }
 
 // One damaged meta page: bbolt reads the other; the start logs a warning.
-// The transaction lost with it was the clean stop's boot id, so the epoch
-// is raised, as after a restore.
+// The transaction lost with it is the clean stop's last, the freelist's
+// (store.SyncFreelist after the boot id's rotation), so the boot id is kept
+// and the epoch is not raised; the file counts as not cleanly closed and
+// is checked whole.
 func TestOneDamagedMetaPage(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs the binary")
@@ -373,10 +378,13 @@ func TestOneDamagedMetaPage(t *testing.T) {
 	if !r.started {
 		t.Fatalf("did not start with one good meta page:\n%s", r.stderr)
 	}
-	for _, want := range []string{"database file damaged but readable", "meta page is damaged", "raised the restore epoch"} {
+	for _, want := range []string{"database file damaged but readable", "meta page is damaged"} {
 		if !strings.Contains(r.stderr, want) {
 			t.Errorf("log lacks %q:\n%s", want, r.stderr)
 		}
+	}
+	if strings.Contains(r.stderr, "raised the restore epoch") {
+		t.Errorf("the boot id's commit survived, yet the epoch was raised:\n%s", r.stderr)
 	}
 }
 
@@ -577,4 +585,123 @@ func TestFailedStartPrintsNoToken(t *testing.T) {
 			}
 		}
 	}
+}
+
+// A clean stop leaves the file marked clean (its last commit wrote the
+// freelist, after the boot id's rotation: the rotation once came last and
+// undid it, so every start read the whole file), and a run cut short
+// does not.
+func TestCleanStopMarksTheFile(t *testing.T) {
+	res, err := checkMeta(goodDatabase(t)) // closed by app.Close
+	if err != nil || !res.Clean {
+		t.Fatalf("after a clean stop: clean %v, err %v", res.Clean, err)
+	}
+	dir := damaged(t, func(b []byte, _ pageLayout) []byte { return b })
+	path := filepath.Join(dir, dbFile)
+	db, err := bolt.Open(path, 0o600, boltOptions())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Update(func(tx *bolt.Tx) error { return tx.Bucket([]byte("meta")).Put([]byte("x-test"), []byte("1")) }); err != nil {
+		t.Fatal(err)
+	}
+	db.Close() // a crash after a commit: no freelist written
+	if res, err := checkMeta(path); err != nil || res.Clean {
+		t.Fatalf("after a commit without the freelist: clean %v, err %v", res.Clean, err)
+	}
+	if res, err := checkFile(path, true); err != nil || res.Deferred {
+		t.Fatalf("a file not closed cleanly is checked whole at start: deferred %v, err %v", res.Deferred, err)
+	}
+}
+
+// inlineDisorder is a good database with one more bucket holding a small
+// nested bucket (stored inline, inside its parent's leaf) whose two keys
+// are swapped in place: the page-tree walk (step 2) does not read inline
+// buckets, bbolt's cursors (step 3) find the keys out of order. The file
+// is left as a clean stop leaves it.
+func inlineDisorder(t *testing.T) string {
+	t.Helper()
+	dir := damaged(t, func(b []byte, _ pageLayout) []byte { return b })
+	path := filepath.Join(dir, dbFile)
+	db, err := bolt.Open(path, 0o600, boltOptions())
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = db.Update(func(tx *bolt.Tx) error {
+		b, err := tx.CreateBucket([]byte("zz-test"))
+		if err != nil {
+			return err
+		}
+		nb, err := b.CreateBucket([]byte("inline"))
+		if err != nil {
+			return err
+		}
+		if err := nb.Put([]byte("key-aaaa-1"), []byte("v")); err != nil {
+			return err
+		}
+		return nb.Put([]byte("key-bbbb-2"), []byte("v"))
+	})
+	if err == nil {
+		err = store.SyncFreelist(db)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	db.Close()
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	i, j := bytes.Index(raw, []byte("key-aaaa-1")), bytes.Index(raw, []byte("key-bbbb-2"))
+	if i < 0 || j < 0 || bytes.Count(raw, []byte("key-aaaa-1")) != 1 {
+		t.Fatalf("inline keys not found once in the file (%d, %d)", i, j)
+	}
+	copy(raw[i:], "key-cccc-1")
+	if err := os.WriteFile(path, raw, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}
+
+// After a clean stop the start-up checks the page tree and leaves bbolt's
+// walk of every key (step 3) to run beside the gateway; damage only that
+// walk finds stops the gateway with the one line, and leaves the file
+// marked as not cleanly closed, so that the next start checks it whole and
+// refuses it. Without a clean stop nothing is deferred.
+func TestDeferredCheckStopsOnDamage(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs the binary")
+	}
+	dir := inlineDisorder(t)
+	path := filepath.Join(dir, dbFile)
+	if res, err := checkFile(path, true); err != nil || !res.Deferred {
+		t.Fatalf("clean file at start: deferred %v, err %v", res.Deferred, err)
+	}
+	if _, err := checkDatabase(path); err == nil || !strings.Contains(err.Error(), "keys out of order") {
+		t.Fatalf("the whole check of the damaged file: %v", err)
+	}
+	bin := buildBinary(t)
+	env := append(os.Environ(), "SCIMGATE_DATA_DIR="+dir, "SCIMGATE_SCIM_TOKEN="+e2eToken, "SCIMGATE_ADMIN_TOKEN="+e2eToken,
+		"SCIMGATE_WEBHOOK_URL=http://127.0.0.1:9/hooks", "SCIMGATE_WEBHOOK_SECRET=whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+		"SCIMGATE_LISTEN="+freePort(t), "SCIMGATE_ADMIN_LISTEN="+freePort(t), "SCIMGATE_CONFIG=")
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, bin, "serve")
+	cmd.Env = env
+	var errOut strings.Builder
+	cmd.Stderr = &errOut
+	err := cmd.Run()
+	code, stderr := cmd.ProcessState.ExitCode(), errOut.String()
+	if ctx.Err() != nil {
+		t.Fatalf("serve did not stop on a damaged file within 20 s (%v):\n%s", err, stderr)
+	}
+	if code != 1 || !strings.Contains(stderr, "scimgate started") ||
+		!strings.Contains(lastLine(stderr), "scimgate: database file is corrupt: ") || !strings.Contains(stderr, "keys out of order") {
+		t.Fatalf("serve on a clean file that only step 3 finds damaged: exit %d:\n%s", code, stderr)
+	}
+	if res, err := checkMeta(path); err != nil || res.Clean {
+		t.Fatalf("after the deferred check failed the file is marked clean %v (err %v)", res.Clean, err)
+	}
+	r := serveOn(t, dir)
+	wantRefused(t, r, "scimgate: database file is corrupt: ", "keys out of order")
 }
