@@ -491,7 +491,7 @@ func (a *app) verify() {
 		}
 		return
 	}
-	a.logger.Debug("database verified", "keys", res.Keys, "buckets", res.Buckets, "elapsed", res.Elapsed)
+	a.logger.Info("database file verified beside the running gateway", "keys", res.Keys, "buckets", res.Buckets, "elapsed", res.Elapsed)
 }
 
 // httpShutdown bounds the wait for requests in flight at shutdown.
