@@ -65,13 +65,43 @@ type secretKey struct {
 // configuration the server starts with have the empty one (so tokens
 // survive a restart); a secret a reload adds gets a random one. A secret
 // removed and then added back is therefore a new incarnation, and the
-// tokens issued under it before its removal stay revoked. A restart
-// forgets: a secret removed by a reload and back in the configuration the
-// next start reads is the start's (empty) incarnation again, so tokens
-// issued before the removal and not yet expired (oauth_token_ttl, at most
-// 24 h) would be accepted again; rotate the token key (delete
-// oauth-token-key in the data directory) to revoke every token at a restart.
+// tokens issued under it before its removal stay revoked. The application
+// keeps them across restarts (Server.SetSecretIncarnations): a secret the
+// last run did not have — added while it was stopped, or removed by a
+// reload and added back before the restart — gets a random one too.
 type secretIncarnations map[secretKey]string
+
+// restore returns inc with each secret's saved incarnation (saved is keyed
+// by name), a random one for a secret the last run did not have, and inc's
+// own (the empty one) for all when nothing was saved (the first start).
+func (inc secretIncarnations) restore(saved map[string]string, name func(secretKey) string) secretIncarnations {
+	out := secretIncarnations{}
+	for k, v := range inc {
+		if saved != nil {
+			var ok bool
+			if v, ok = saved[name(k)]; !ok {
+				v = newIncarnation()
+			}
+		}
+		out[k] = v
+	}
+	return out
+}
+
+// export is inc keyed by name, for saving.
+func (inc secretIncarnations) export(name func(secretKey) string) map[string]string {
+	out := make(map[string]string, len(inc))
+	for k, v := range inc {
+		out[name(k)] = v
+	}
+	return out
+}
+
+func newIncarnation() string {
+	b := make([]byte, 12)
+	_, _ = rand.Read(b)
+	return base64.RawURLEncoding.EncodeToString(b)
+}
 
 // next returns the incarnations for cfg's secrets: kept for a secret in
 // inc, random for a new one (the empty one for all when inc is nil: the
@@ -86,9 +116,7 @@ func (inc secretIncarnations) next(cfg Config) secretIncarnations {
 			k := secretKey{client: oc.ClientID, sum: hashSecret(s)}
 			v, ok := inc[k]
 			if !ok && inc != nil {
-				b := make([]byte, 12)
-				_, _ = rand.Read(b)
-				v = base64.RawURLEncoding.EncodeToString(b)
+				v = newIncarnation()
 			}
 			out[k] = v
 		}

@@ -2,11 +2,15 @@ package gateway
 
 import (
 	"bytes"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"mime"
 	"net/http"
 	"slices"
@@ -48,6 +52,7 @@ type Server struct {
 	tokenKey     []byte
 	applyMu      sync.Mutex                     // serialises apply (a SIGHUP and POST /admin/reload at once)
 	incs         secretIncarnations             // of the configuration in force; nil before the first
+	saveIncs     func(map[string]string) error  // keeps incs for the next start; nil: not kept
 	mapper       atomic.Pointer[mapping.Mapper] // its catalog is served; nil: none
 	now          func() time.Time
 
@@ -102,6 +107,30 @@ func (s *Server) SetTokenKey(key []byte) {
 	s.auth.Store(s.newAuthenticator(*s.cfg()))
 }
 
+// SetSecretIncarnations restores the incarnations of the OAuth client
+// secrets that the last run saved (saved; nil when there is nothing saved:
+// a first start), so that a secret removed by a reload and added back
+// across a restart does not revive the tokens issued under it before its
+// removal, and installs save, which keeps them now and at every reload
+// that changes them. Secrets are named in saved by an HMAC under the token
+// key, never by their hashes. Call it after SetTokenKey, before serving.
+func (s *Server) SetSecretIncarnations(saved map[string]string, save func(map[string]string) error) error {
+	s.applyMu.Lock()
+	defer s.applyMu.Unlock()
+	s.incs = s.incs.restore(saved, s.secretName)
+	s.saveIncs = save
+	s.auth.Store(s.newAuthenticator(*s.cfg()))
+	return save(s.incs.export(s.secretName))
+}
+
+// secretName names one client secret in what SetSecretIncarnations saves.
+func (s *Server) secretName(k secretKey) string {
+	m := hmac.New(sha256.New, s.tokenKey)
+	m.Write([]byte("secret\x00" + k.client + "\x00"))
+	m.Write(k.sum[:])
+	return base64.RawURLEncoding.EncodeToString(m.Sum(nil))
+}
+
 // SetClock replaces time.Now for access-token issue and expiry (tests).
 // Call it before serving.
 func (s *Server) SetClock(now func() time.Time) {
@@ -120,7 +149,15 @@ func (s *Server) apply(cfg Config) {
 	s.applyMu.Lock()
 	defer s.applyMu.Unlock()
 	c := cfg
+	prev := s.incs
 	s.incs = s.incs.next(c)
+	if s.saveIncs != nil && !maps.Equal(prev, s.incs) {
+		if err := s.saveIncs(s.incs.export(s.secretName)); err != nil {
+			// The configuration applies; only a restart's memory of the
+			// removed secrets is lost (see secretIncarnations).
+			s.logger.Error("could not save the OAuth client secrets' incarnations: a secret this reload removed would, added back before the next start, revive its tokens after it", logKeyErr, err)
+		}
+	}
 	s.conf.Store(&c)
 	s.auth.Store(s.newAuthenticator(c))
 	if c.Limits.RatePerSecond > 0 {

@@ -35,6 +35,7 @@ const (
 	adminTokenFile    = "admin-token.sha256"
 	webhookSecretFile = "webhook-secret"
 	tokenKeyFile      = "oauth-token-key" // signs OAuth access tokens, so they survive a restart
+	incarnationsFile  = "oauth-secrets"   // the OAuth client secrets' incarnations (gateway.Server.SetSecretIncarnations)
 )
 
 // appOptions are what newApp needs beyond the validated configuration.
@@ -191,6 +192,15 @@ func newApp(cfg Config, logger *slog.Logger, opts appOptions) (*app, error) {
 		return nil, err
 	}
 	a.scim.SetTokenKey(key)
+	saved, err := loadIncarnations(cfg.DataDir)
+	if err == nil {
+		err = a.scim.SetSecretIncarnations(saved, func(m map[string]string) error { return saveIncarnations(cfg.DataDir, m) })
+	}
+	if err != nil {
+		a.store.Close()
+		db.Close()
+		return nil, err
+	}
 	a.registry.MustRegister(obs.collectors()...)
 	buildInfo := prometheus.NewGauge(prometheus.GaugeOpts{Name: "scimgate_build_info", Help: "Always 1; the labels name the running build.",
 		ConstLabels: prometheus.Labels{"version": version, "goversion": runtime.Version()}})

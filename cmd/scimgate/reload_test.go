@@ -1,8 +1,10 @@
 package main
 
 import (
+	"encoding/json"
 	"errors"
 	"io"
+	"net/http"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -11,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/scimgate/scimgate/gateway"
 	"github.com/scimgate/scimgate/outbox"
 )
 
@@ -320,5 +323,96 @@ func TestReloadCommandOutcome(t *testing.T) {
 	r.write(strings.Replace(reloadBase, "level: info", "level: warn", 1))
 	if code, stdout, stderr = runCLI(t, env, "reload", "--admin", admin); code != 0 || !strings.Contains(stdout, "log.level") {
 		t.Errorf("applied reload: exit %d:\n%s%s", code, stdout, stderr)
+	}
+}
+
+// A secret removed by a reload and added back across a restart does not
+// revive the tokens issued under it before its removal (the secrets'
+// incarnations are kept in the data dir); a secret kept across the restart
+// keeps its tokens, and the re-added secret issues working ones.
+func TestReAddedSecretAcrossRestartKeepsTokensDead(t *testing.T) {
+	dataDir := t.TempDir()
+	secret, _ := outbox.NewSecret()
+	env := testEnv(dataDir, "http://127.0.0.1:9/hooks", secret)
+	path := filepath.Join(t.TempDir(), "scimgate.yaml")
+	const a, b = "client-secret-a-0123456789abcdef", "client-secret-b-0123456789abcdef"
+	conf := func(secrets ...string) {
+		var hashes []string
+		for _, s := range secrets {
+			hashes = append(hashes, `"`+gateway.HashToken(s)+`"`)
+		}
+		yaml := strings.Replace(reloadBase, `    bearer_tokens: ["${SCIMGATE_SCIM_TOKEN}"]`,
+			`    bearer_tokens: ["${SCIMGATE_SCIM_TOKEN}"]
+    oauth_clients:
+      - {client_id: entra, client_secrets: [`+strings.Join(hashes, ", ")+`]}`, 1)
+		if err := os.WriteFile(path, []byte(yaml), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	start := func() *app {
+		cfg, err := loadServeConfig(path, env, io.Discard)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return startAppCfg(t, cfg, appOptions{Reload: func(running Config) (Config, error) { return loadReloadConfig(path, env, running) }})
+	}
+	token := func(g *app, secret string) string {
+		t.Helper()
+		req, _ := http.NewRequest("POST", "http://"+g.SCIMAddr()+"/scim/v2/oauth/token", strings.NewReader("grant_type=client_credentials"))
+		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+		req.SetBasicAuth("entra", secret)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var body struct {
+			AccessToken string `json:"access_token"`
+		}
+		if err := json.NewDecoder(resp.Body).Decode(&body); err != nil || resp.StatusCode != 200 {
+			t.Fatalf("token with a secret: %d %v", resp.StatusCode, err)
+		}
+		return body.AccessToken
+	}
+	status := func(g *app, tok string) int {
+		t.Helper()
+		req, _ := http.NewRequest("GET", "http://"+g.SCIMAddr()+"/scim/v2/Users?count=1", nil)
+		req.Header.Set("Authorization", "Bearer "+tok)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	conf(a, b)
+	g := start()
+	ta, tb := token(g, a), token(g, b)
+	if status(g, ta) != 200 || status(g, tb) != 200 {
+		t.Fatal("fresh tokens refused")
+	}
+	conf(b) // a removed
+	if _, err := g.reload("test"); err != nil {
+		t.Fatal(err)
+	}
+	if got := status(g, ta); got != 401 {
+		t.Fatalf("a token of a removed secret: %d", got)
+	}
+	closeApp(t, g)
+	conf(a, b) // a added back while stopped
+	g = start()
+	defer closeApp(t, g)
+	if got := status(g, ta); got != 401 {
+		t.Errorf("a token issued before its secret's removal, after the secret came back across a restart: %d, want 401", got)
+	}
+	if got := status(g, tb); got != 200 {
+		t.Errorf("a token of a secret kept across the restart: %d, want 200", got)
+	}
+	if got := status(g, token(g, a)); got != 200 {
+		t.Errorf("a token of the re-added secret: %d, want 200", got)
+	}
+	raw, err := os.ReadFile(filepath.Join(dataDir, incarnationsFile))
+	if err != nil || strings.Contains(string(raw), gateway.HashToken(a)[7:]) || strings.Contains(string(raw), a) {
+		t.Errorf("the incarnations file holds a secret or its hash (err %v):\n%s", err, raw)
 	}
 }

@@ -3,6 +3,7 @@ package main
 import (
 	"crypto/rand"
 	"encoding/base64"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -277,4 +278,35 @@ func loadOrCreateTokenKey(dataDir string) ([]byte, error) {
 		return nil, err
 	}
 	return key, writeFileDurable(file, []byte(base64.RawStdEncoding.EncodeToString(key)+"\n"))
+}
+
+// loadIncarnations reads what saveIncarnations kept: nil when there is no
+// file (a first start, or the first since an upgrade: the secrets keep the
+// tokens issued so far).
+func loadIncarnations(dataDir string) (map[string]string, error) {
+	file := filepath.Join(dataDir, incarnationsFile)
+	b, err := os.ReadFile(file)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	var f struct {
+		Secrets map[string]string `json:"secrets"`
+	}
+	if err := json.Unmarshal(b, &f); err != nil || f.Secrets == nil {
+		return nil, fmt.Errorf("%s is not what scimgate writes: delete it and %s to revoke every OAuth access token (clients then ask for new ones)", file, tokenKeyFile)
+	}
+	return f.Secrets, nil
+}
+
+// saveIncarnations keeps the OAuth client secrets' incarnations (opaque
+// names and random values: no secret, no hash of one) in the data dir.
+func saveIncarnations(dataDir string, m map[string]string) error {
+	b, err := json.Marshal(map[string]any{"secrets": m})
+	if err != nil {
+		return err
+	}
+	return writeFileDurable(filepath.Join(dataDir, incarnationsFile), append(b, '\n'))
 }
