@@ -1,12 +1,14 @@
 package outbox
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"math/rand/v2"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -361,7 +363,13 @@ type op struct {
 	fn    func(tx *bolt.Tx) error
 	after func() // after commit, in the committer goroutine; must not block
 	admin bool
-	done  chan error
+	// own marks a change whose error is its caller's (State.Update): it is
+	// committed with the outcomes, in the same transaction, but an error it
+	// returns fails it alone — the transaction is rolled back, the error goes
+	// to done, and the others are committed without it. done gets nil once
+	// it committed, or the error that kept it from committing.
+	own  bool
+	done chan error
 }
 
 // Run delivers events until ctx is done and then returns ctx.Err(). Any other
@@ -502,6 +510,10 @@ func (d *Dispatcher) commitLoop(ops <-chan *op, errc chan<- error) {
 			d.clearFailing()
 			return true
 		case storageRefused(err):
+			// Own ops fail now rather than wait with the outcomes: their
+			// callers retry (an event's step is done again), and Run's
+			// shutdown does not wait on them.
+			held = dropOwn(held, err)
 			d.setFailing(err, len(held))
 			// A refused commit can cost seconds (with NoFreelistSync,
 			// bbolt's rollback rereads every page for its freelist): wait
@@ -512,6 +524,7 @@ func (d *Dispatcher) commitLoop(ops <-chan *op, errc chan<- error) {
 		default:
 			fatal = fmt.Errorf("outbox: commit delivery state: %w", err)
 			errc <- fatal // capacity 1, sent once
+			failOwn(held, fatal)
 			held = nil
 			d.clearFailing()
 		}
@@ -533,8 +546,10 @@ func (d *Dispatcher) commitLoop(ops <-chan *op, errc chan<- error) {
 		}
 		if !ok {
 			if len(held) > 0 && !flush() && fatal == nil {
-				errc <- fmt.Errorf("outbox: commit delivery state at shutdown: %w (%d changes not recorded: the events concerned are delivered again after a restart)",
+				err := fmt.Errorf("outbox: commit delivery state at shutdown: %w (%d changes not recorded: the events concerned are delivered again after a restart)",
 					d.failing.Load().err, len(held))
+				failOwn(held, err)
+				errc <- err
 			}
 			return
 		}
@@ -576,7 +591,11 @@ func (d *Dispatcher) commitLoop(ops <-chan *op, errc chan<- error) {
 			run := batch[i:j]
 			i = j
 			if fatal != nil {
+				failOwn(run, fatal)
 				continue
+			}
+			if len(held) > 0 { // the storage refuses commits: own ops fail at once, as admin ops do
+				run = dropOwn(run, cmp.Or(d.Healthy(), errNotRecording))
 			}
 			held = append(held, run...) // in order after what is held already
 			if len(held) == len(run) {
@@ -588,18 +607,30 @@ func (d *Dispatcher) commitLoop(ops <-chan *op, errc chan<- error) {
 }
 
 // commitHeld commits the held ops in order, maxCommitBatch to a
-// transaction, runs their after funcs, and drops them from held.
+// transaction, runs their after funcs, tells own ops they committed, and
+// drops them from held. An own op's error rolls the transaction back: that
+// op gets its error and leaves held, and the rest are tried again.
 func (d *Dispatcher) commitHeld(held *[]*op) error {
 	for len(*held) > 0 {
 		run := (*held)[:min(len(*held), maxCommitBatch)]
+		failed, failedErr := -1, error(nil)
 		err := d.database().Update(func(tx *bolt.Tx) error {
-			for _, o := range run {
+			for i, o := range run {
 				if err := o.fn(tx); err != nil {
+					if o.own {
+						failed, failedErr = i, err
+						return errOwnFailed
+					}
 					return &fnError{err}
 				}
 			}
 			return nil
 		})
+		if err == errOwnFailed {
+			run[failed].done <- failedErr
+			*held = slices.Delete(*held, failed, failed+1)
+			continue
+		}
 		if err != nil {
 			return err
 		}
@@ -607,12 +638,46 @@ func (d *Dispatcher) commitHeld(held *[]*op) error {
 			if o.after != nil {
 				o.after()
 			}
+			if o.own {
+				o.done <- nil
+			}
 		}
 		clear(run)
 		*held = (*held)[len(run):]
 	}
 	*held = nil
 	return nil
+}
+
+// errNotRecording is what an own op gets while commits are refused, should
+// Healthy not say so.
+var errNotRecording = errors.New("outbox: delivery state is not being recorded: try again")
+
+// errOwnFailed is how commitHeld's transaction says an own op failed.
+var errOwnFailed = errors.New("outbox: a state change failed")
+
+// dropOwn tells the own ops among ops that they will not be committed and
+// returns the others, in order (in ops' backing array).
+func dropOwn(ops []*op, err error) []*op {
+	keep := ops[:0]
+	for _, o := range ops {
+		if o.own {
+			o.done <- err
+			continue
+		}
+		keep = append(keep, o)
+	}
+	clear(ops[len(keep):])
+	return keep
+}
+
+// failOwn tells the own ops among ops that they will not be committed.
+func failOwn(ops []*op, err error) {
+	for _, o := range ops {
+		if o != nil && o.own {
+			o.done <- err
+		}
+	}
 }
 
 // write runs an admin change: through the committer while Run is running, so
@@ -629,6 +694,22 @@ func (d *Dispatcher) write(fn func(tx *bolt.Tx) error, after func()) error {
 func (d *Dispatcher) writeLocked(fn func(tx *bolt.Tx) error, after func()) error {
 	if d.opsOpen {
 		o := &op{fn: fn, after: after, admin: true, done: make(chan error, 1)}
+		d.ops <- o
+		return <-o.done
+	}
+	return d.database().Update(fn)
+}
+
+// writeOwn runs a change whose error is its caller's (State.Update):
+// through the committer while Run is running, in the transaction of the
+// outcomes queued with it (one commit for many), or as a plain Update
+// otherwise. It returns once the change committed durably, or with the
+// error that kept it from committing.
+func (d *Dispatcher) writeOwn(fn func(tx *bolt.Tx) error) error {
+	d.mu.RLock()
+	defer d.mu.RUnlock()
+	if d.opsOpen {
+		o := &op{fn: fn, own: true, done: make(chan error, 1)}
 		d.ops <- o
 		return <-o.done
 	}

@@ -153,6 +153,21 @@ func TestFullDiskKeepsRunning(t *testing.T) {
 	if err := d.Pause("app", "test"); err == nil {
 		t.Error("Pause on a full disk succeeded")
 	}
+	// A transport's state update (batched with the outcomes) fails at once
+	// while nothing can be recorded: its caller retries; it does not wait
+	// with the held outcomes (Run's shutdown would wait on it).
+	stateErr := make(chan error, 1)
+	go func() {
+		stateErr <- d.State("app").Update(func(tx *StateTx) error { return tx.Put("ids", []byte("User/x"), []byte(strings.Repeat("y", 64<<10))) })
+	}()
+	select {
+	case err := <-stateErr:
+		if err == nil {
+			t.Error("a state update of 64 KiB committed on a full disk")
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("a state update waited on a full disk for 10 s")
+	}
 	// The loop keeps running (Status answers from memory) and starts no
 	// new attempt while nothing can be recorded: at most those already
 	// dispatched when the failure was seen arrive meanwhile, where the app,
@@ -181,6 +196,9 @@ func TestFullDiskKeepsRunning(t *testing.T) {
 	})
 	if got := gather(t, reg)["scimgate_outbox_commit_failing{}"]; got != 0 {
 		t.Errorf("scimgate_outbox_commit_failing = %v after recovery, want 0", got)
+	}
+	if err := d.State("app").Update(func(tx *StateTx) error { return tx.Put("ids", []byte("User/x"), []byte("1")) }); err != nil {
+		t.Errorf("a state update after recovery: %v", err)
 	}
 	for _, ev := range stored {
 		if n := rc.attemptsOf(ev.ID); n != 1 {

@@ -48,12 +48,15 @@ func (s *State) View(fn func(tx *StateTx) error) error {
 
 // Update runs fn in a write transaction and returns once it committed
 // durably (or failed: then nothing fn wrote is kept). While the dispatcher
-// runs, the transaction goes through its committer, ordered with delivery
-// outcomes.
+// runs, fn runs in its committer's transaction, ordered with the delivery
+// outcomes and other targets' updates committed with it (one commit for
+// many: concurrent senders share it); fn may then run more than once (a
+// commit the storage refused, another update's error), so it must only
+// write, the same each time.
 func (s *State) Update(fn func(tx *StateTx) error) error {
-	return s.d.write(func(btx *bolt.Tx) error {
+	return s.d.writeOwn(func(btx *bolt.Tx) error {
 		return fn(&StateTx{tx: btx, name: s.name, writable: true})
-	}, nil)
+	})
 }
 
 // StateTx is a transaction over one target's state. Slices it returns are

@@ -3,6 +3,7 @@ package outbox
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"sync"
 	"testing"
@@ -141,5 +142,78 @@ func TestTransportValidation(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("Validate = %v, want %q", err, want)
 		}
+	}
+}
+
+// State updates made while Run runs go through the committer's group
+// transaction, beside delivery outcomes: an update whose fn fails is
+// rolled back alone (nothing it wrote is kept, its caller gets its error)
+// and every other update made at the same time commits.
+func TestStateUpdatesFailAlone(t *testing.T) {
+	db := mustOpenDB(t)
+	cfg := testConfig("")
+	var section yaml.Node
+	if err := yaml.Unmarshal([]byte("base_url: http://127.0.0.1:1\n"), &section); err != nil {
+		t.Fatal(err)
+	}
+	cfg.Targets = []Target{{Name: "app", Type: TypeRest, Rest: *section.Content[0]}}
+	var state *State
+	cfg.Transports = map[string]Transport{TypeRest: {
+		Validate: func(Target, string) []error { return nil },
+		New: func(_ Target, env Env) (Sender, error) {
+			state = env.State
+			return SenderFunc(func(context.Context, Event) error { return nil }), nil
+		},
+	}}
+	d := newTestDispatcher(t, db, cfg)
+	runDispatcher(t, d)
+	enqueue(t, db, d, userEvent("user.created", "u1"))
+	waitStatus(t, d, 5*time.Second, "delivered", func(s TargetStatus) bool { return s.Delivered == 1 })
+	const n = 200
+	errBad := errors.New("bad update")
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Go(func() {
+			errs[i] = state.Update(func(tx *StateTx) error {
+				if err := tx.Put("keys", []byte(fmt.Sprintf("k%03d", i)), []byte("v")); err != nil {
+					return err
+				}
+				if i%7 == 0 {
+					return errBad
+				}
+				return nil
+			})
+		})
+	}
+	wg.Wait()
+	want := 0
+	for i, err := range errs {
+		switch {
+		case i%7 == 0 && !errors.Is(err, errBad):
+			t.Errorf("update %d: %v, want its own error", i, err)
+		case i%7 != 0 && err != nil:
+			t.Errorf("update %d: %v", i, err)
+		case i%7 != 0:
+			want++
+		}
+	}
+	err := state.View(func(tx *StateTx) error {
+		got, err := tx.Count("keys")
+		if err != nil {
+			return err
+		}
+		if got != want {
+			t.Errorf("%d keys committed, want %d", got, want)
+		}
+		for i := 0; i < n; i += 7 {
+			if v, _ := tx.Get("keys", []byte(fmt.Sprintf("k%03d", i))); v != nil {
+				t.Errorf("key k%03d of a failed update was kept", i)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
 	}
 }
