@@ -125,6 +125,8 @@ func NewAdmin(cfg AdminConfig, d AdminDeps) *Admin {
 	a.mux.Handle("GET /metrics", promhttp.HandlerFor(d.Gatherer, promhttp.HandlerOpts{}))
 	a.mux.HandleFunc("GET /admin/status", a.auth(a.status))
 	a.mux.HandleFunc("GET /admin/targets/{target}/ids", a.auth(a.ids))
+	a.mux.HandleFunc("GET /admin/targets/{target}/pending", a.auth(a.pending))
+	a.mux.HandleFunc("GET /admin/targets/{target}/pending/{position}", a.auth(a.pendingOne))
 	a.mux.HandleFunc("GET /admin/targets/{target}/dead-letters", a.auth(a.deadLetters))
 	a.mux.HandleFunc("GET /admin/targets/{target}/dead-letters/{id}", a.auth(a.deadLetter))
 	a.mux.HandleFunc("DELETE /admin/targets/{target}/dead-letters/{id}", a.auth(a.discardOne))

@@ -150,6 +150,7 @@ func New(d Deps) *Console {
 	c.mux.HandleFunc("GET /{$}", c.auth(c.overview))
 	c.mux.HandleFunc("GET /targets/{target}", c.auth(c.target))
 	c.mux.HandleFunc("GET /targets/{target}/dead-letters/{id}", c.auth(c.deadLetter))
+	c.mux.HandleFunc("GET /targets/{target}/pending/{position}", c.auth(c.pendingEvent))
 	c.mux.HandleFunc("GET /targets/{target}/dead-letters/{id}/discard", c.auth(c.confirmDiscard))
 	c.mux.HandleFunc("POST /targets/{target}/dead-letters/{id}/{action}", c.auth(c.deadLetterAction))
 	c.mux.HandleFunc("GET /targets/{target}/discard", c.auth(c.confirmDiscard))
@@ -437,8 +438,35 @@ func (c *Console) target(w http.ResponseWriter, r *http.Request, who caller) {
 		list = list[:PageSize]
 		next = list[PageSize-1].Position
 	}
+	pafter, _ := strconv.ParseUint(r.URL.Query().Get("pafter"), 10, 64)
+	pending, err := c.d.Dispatcher.Pending(name, pafter, PageSize+1)
+	if err != nil {
+		c.fail(w, who, err)
+		return
+	}
+	var pnext uint64
+	if len(pending) > PageSize {
+		pending = pending[:PageSize]
+		pnext = pending[PageSize-1].Position
+	}
 	c.render(w, http.StatusOK, "target", who, map[string]any{"T": tv, "Dead": list, "Next": next, "After": after,
-		"Message": r.URL.Query().Get("done")})
+		"Pending": pending, "PNext": pnext, "PAfter": pafter, "Now": c.d.Now(), "Message": r.URL.Query().Get("done")})
+}
+
+// pendingEvent shows one pending event: the event, its attempts so far
+// and when it is tried next.
+func (c *Console) pendingEvent(w http.ResponseWriter, r *http.Request, who caller) {
+	pos, err := strconv.ParseUint(r.PathValue("position"), 10, 64)
+	if err != nil {
+		c.render(w, http.StatusBadRequest, "error", who, map[string]any{"Status": 400, "Message": "not a position: " + r.PathValue("position")})
+		return
+	}
+	p, err := c.d.Dispatcher.PendingAt(r.PathValue("target"), pos)
+	if err != nil {
+		c.fail(w, who, err)
+		return
+	}
+	c.render(w, http.StatusOK, "pending", who, map[string]any{"P": p, "Event": indentJSON(p.Event)})
 }
 
 func (c *Console) deadLetter(w http.ResponseWriter, r *http.Request, who caller) {
