@@ -89,6 +89,7 @@ type Admin struct {
 	feed       *outbox.Feed
 	reloadFn   func() ([]string, error)
 	compactFn  func(force bool) (store.CompactReport, error)
+	console    *console.Console // nil when admin.console is off
 }
 
 // AdminDeps are what the admin API reports on.
@@ -148,6 +149,7 @@ func NewAdmin(cfg AdminConfig, d AdminDeps) *Admin {
 		for _, p := range console.Paths {
 			a.mux.Handle(p, c)
 		}
+		a.console = c
 	}
 	return a
 }

@@ -86,6 +86,8 @@ type Console struct {
 
 	mu       sync.Mutex
 	sessions map[string]*session // by the sha256 of the cookie value
+
+	rates rates // delivered counts per minute, for the overview's chart
 }
 
 type session struct {
@@ -351,6 +353,7 @@ type targetView struct {
 	outbox.TargetStatus
 	State string // delivering, retrying, paused, idle
 	Bad   bool
+	Rate  chart // deliveries per minute over the last hour (overview)
 }
 
 func stateOf(t outbox.TargetStatus) (string, bool) {
@@ -381,9 +384,11 @@ func (c *Console) overview(w http.ResponseWriter, r *http.Request, who caller) {
 	}
 	var views []targetView
 	var problems []string
+	now := c.d.Now()
 	for _, t := range ts {
 		state, bad := stateOf(t)
-		views = append(views, targetView{TargetStatus: t, State: state, Bad: bad})
+		c.rates.observe(t.Name, now, t.Delivered)
+		views = append(views, targetView{TargetStatus: t, State: state, Bad: bad, Rate: c.rates.chart(t.Name, now)})
 		if bad {
 			problems = append(problems, fmt.Sprintf("%s: %s", t.Name, state))
 		}
