@@ -185,3 +185,60 @@ func (d *Dispatcher) PendingAt(target string, position uint64) (PendingEvent, er
 	}
 	return list[0], nil
 }
+
+// Where a log event stands for a target (EventStates).
+const (
+	EventPending      = "pending"     // waiting: queued, admitted, retrying or staged for replay
+	EventDead         = "dead letter" // refused; kept until replayed or discarded
+	EventDiscarded    = "discarded"   // its dead letter was discarded
+	EventDelivered    = "delivered"   // the target accepted it (see EventStates)
+	EventNotForTarget = "not for it"  // the target's event filter does not select its type
+)
+
+// EventStates reports where each of the log events seqs stands for target,
+// read in one read transaction; it changes nothing. An event the target has
+// passed (its sequence is at or below the target's cursor) and holds
+// neither pending nor as a dead letter nor discarded reads as delivered:
+// the engine keeps no per-event delivery record, so an event enqueued
+// before the target was first configured (and not backfilled) reads as
+// delivered too. It returns ErrUnknownTarget for a target not configured.
+func (d *Dispatcher) EventStates(target string, seqs []uint64) (map[uint64]string, error) {
+	t, err := d.lookup(target)
+	if err != nil {
+		return nil, err
+	}
+	out := make(map[uint64]string, len(seqs))
+	err = d.database().View(func(tx *bolt.Tx) error {
+		events := tx.Bucket(bucketEvents)
+		b := targetBucket(tx, target)
+		cursor := d.initTail
+		var pending, replay, dead, discarded *bolt.Bucket
+		if b != nil {
+			cursor = getU64(b, keyCursor)
+			pending, replay, dead, discarded = b.Bucket(bucketPending), b.Bucket(bucketReplay), b.Bucket(bucketDead), b.Bucket(bucketDiscarded)
+		}
+		has := func(bk *bolt.Bucket, k []byte) bool { return bk != nil && bk.Get(k) != nil }
+		for _, seq := range seqs {
+			k := be64(seq)
+			switch {
+			case has(pending, k) || has(replay, k):
+				out[seq] = EventPending
+			case has(dead, k):
+				out[seq] = EventDead
+			case events != nil && events.Get(k) != nil && !t.match.match(peekType(events.Get(k))):
+				out[seq] = EventNotForTarget
+			case seq > cursor:
+				out[seq] = EventPending
+			case has(discarded, k):
+				out[seq] = EventDiscarded
+			default:
+				out[seq] = EventDelivered
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("outbox: event states of %s: %w", target, err)
+	}
+	return out, nil
+}

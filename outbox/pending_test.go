@@ -2,7 +2,9 @@ package outbox
 
 import (
 	"errors"
+	"maps"
 	"net/http"
+	"strings"
 	"testing"
 	"time"
 )
@@ -117,5 +119,44 @@ func TestPendingAttemptsAndReplay(t *testing.T) {
 	list, err := d2.Pending("app", 0, 10)
 	if err != nil || len(list) != 1 || list[0].Event.ID != ev.ID || list[0].State != PendingReplay || list[0].LastStatus != 400 {
 		t.Fatalf("Pending after a replay = %+v, %v; want %s staged (replay, last status 400)", list, err, ev.ID)
+	}
+}
+
+// EventStates tells, per log event, whether a target has it delivered,
+// dead-lettered, discarded, still pending, or does not take it at all.
+func TestEventStates(t *testing.T) {
+	secret := mustSecret(t)
+	rc := newReceiver(t, secret, func(w http.ResponseWriter, r *http.Request, dl delivery, attempt int) int {
+		if strings.Contains(string(dl.Body), `"u2"`) {
+			return http.StatusBadRequest
+		}
+		return http.StatusNoContent
+	})
+	db := mustOpenDB(t)
+	cfg := testConfig(rc.srv.URL, secret)
+	cfg.MaxAttempts = 1
+	cfg.Targets[0].Events = []string{"user.*"}
+	d := newTestDispatcher(t, db, cfg)
+	runDispatcher(t, d)
+	evs := enqueue(t, db, d, userEvent("user.created", "u1"), memberEvent("group.member_added", "g1", "u1"), userEvent("user.created", "u2"))
+	waitStatus(t, d, 10*time.Second, "one delivered, one dead letter", func(st TargetStatus) bool { return st.DeadLetters == 1 && st.Delivered == 1 })
+	if err := d.Pause("app", "test"); err != nil {
+		t.Fatal(err)
+	}
+	evs = append(evs, enqueue(t, db, d, userEvent("user.updated", "u1"))...)
+	seqs := []uint64{evs[0].Seq, evs[1].Seq, evs[2].Seq, evs[3].Seq}
+	got, err := d.EventStates("app", seqs)
+	want := map[uint64]string{evs[0].Seq: EventDelivered, evs[1].Seq: EventNotForTarget, evs[2].Seq: EventDead, evs[3].Seq: EventPending}
+	if err != nil || !maps.Equal(got, want) {
+		t.Fatalf("EventStates = %v, %v; want %v", got, err, want)
+	}
+	if _, err := d.Discard("app", []string{evs[2].ID}); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := d.EventStates("app", seqs[2:3]); got[evs[2].Seq] != EventDiscarded {
+		t.Errorf("after its discard: %v, want discarded", got)
+	}
+	if _, err := d.EventStates("nope", seqs); !errors.Is(err, ErrUnknownTarget) {
+		t.Errorf("unknown target: %v", err)
 	}
 }

@@ -56,6 +56,9 @@ type Request struct {
 	Status     int
 	Duration   time.Duration
 	ResourceID string
+	// Version is the resource's version after the request (from its ETag;
+	// 0: none, e.g. a read, a delete or a failure).
+	Version uint64
 }
 
 // Deps are what the console reads and acts on.
