@@ -145,7 +145,8 @@ func NewAdmin(cfg AdminConfig, d AdminDeps) *Admin {
 	a.apiRoutes(d.API)
 	if cfg.Console && d.SCIM != nil && d.Dispatcher != nil && d.Store != nil { // the console reads all three
 		c := console.New(console.Deps{Store: d.Store, Dispatcher: d.Dispatcher, Logger: a.logger, Version: d.Version,
-			Mapper: a.scim.mapper.Load, AdminToken: a.isAdminToken, LastRequest: a.scim.LastRequest, Recent: a.scim.RecentRequests, Feed: d.Feed})
+			Mapper: a.scim.mapper.Load, AdminToken: a.isAdminToken, LastRequest: a.scim.LastRequest, Recent: a.scim.RecentRequests, Feed: d.Feed,
+			SignIn: newSignInLimit(a)})
 		for _, p := range console.Paths {
 			a.mux.Handle(p, c)
 		}

@@ -24,6 +24,7 @@ import (
 	"html/template"
 	"io/fs"
 	"log/slog"
+	"math"
 	"net/http"
 	"strconv"
 	"strings"
@@ -79,6 +80,15 @@ type Deps struct {
 	Version string
 	// Now is the clock (tests); nil: time.Now.
 	Now func() time.Time
+	// SignIn limits failed sign-ins per address (nil: no limit).
+	SignIn SignInLimiter
+}
+
+// SignInLimiter limits failed sign-ins: Wait says how long r's client must
+// wait before it may try again (0: now); Failed charges it with a failure.
+type SignInLimiter interface {
+	Wait(r *http.Request) time.Duration
+	Failed(r *http.Request)
 }
 
 // Console is the handler.
@@ -271,7 +281,20 @@ func safeNext(next string) string {
 func (c *Console) signin(w http.ResponseWriter, r *http.Request) {
 	tok := strings.TrimSpace(r.PostFormValue("token"))
 	next := safeNext(r.PostFormValue("next"))
+	if c.d.SignIn != nil {
+		if wait := c.d.SignIn.Wait(r); wait > 0 {
+			secs := int(math.Ceil(wait.Seconds()))
+			c.d.Logger.Warn("console: sign-in refused: too many failed sign-ins", "remote", r.RemoteAddr, "retry_after_s", secs)
+			w.Header().Set("Retry-After", strconv.Itoa(secs))
+			c.render(w, http.StatusTooManyRequests, "signin", caller{}, map[string]any{"Next": next,
+				"Error": fmt.Sprintf("Too many failed sign-ins from your address: try again in %d s.", secs)})
+			return
+		}
+	}
 	if tok == "" || !c.d.AdminToken(tok) {
+		if c.d.SignIn != nil {
+			c.d.SignIn.Failed(r)
+		}
 		c.d.Logger.Warn("console: sign-in refused", "remote", r.RemoteAddr)
 		c.render(w, http.StatusUnauthorized, "signin", caller{}, map[string]any{"Next": next,
 			"Error": "That is not an admin token (admin.tokens, SCIMGATE_ADMIN_TOKEN). SCIM and app API tokens do not open the console."})
