@@ -72,3 +72,45 @@ func TestPendingListOpenAndPaged(t *testing.T) {
 		}
 	}
 }
+
+// A backfill's snapshot events, spooled behind a paused target, are listed
+// after the log's events, as many as the backlog counts, and open.
+func TestPendingListsSnapshotEvents(t *testing.T) {
+	e := newEnv(t, true)
+	b := e.browser(t)
+	b.signIn()
+	if err := e.d.Pause("app", "test"); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 3 {
+		e.scimCall(t, "POST", "/Users", fmt.Sprintf(`{"schemas":["urn:ietf:params:scim:schemas:core:2.0:User"],"userName":"u%02d@example.com"}`, i))
+	}
+	if _, err := e.d.Backfill("app"); err != nil {
+		t.Fatal(err)
+	}
+	var types []string
+	waitFor(t, "3 log events and 5 snapshot events listed, as the backlog counts", func() bool {
+		list, err := e.d.Pending("app", 0, 100)
+		st, _ := e.d.Status()
+		if err != nil || len(list) != 8 || st[0].Backlog != 8 {
+			return false
+		}
+		types = types[:0]
+		for _, p := range list {
+			types = append(types, p.Event.Type)
+		}
+		return true
+	})
+	want := "user.created user.created user.created snapshot.started user.snapshot user.snapshot user.snapshot snapshot.completed"
+	if got := strings.Join(types, " "); got != want {
+		t.Errorf("pending in order: %s, want %s", got, want)
+	}
+	_, body := b.get("/targets/app")
+	links := regexp.MustCompile(`class="pe" href="(/targets/app/pending/\d+)"`).FindAllStringSubmatch(body, -1)
+	if len(links) != 8 {
+		t.Fatalf("%d pending links, want 8:\n%s", len(links), body)
+	}
+	if resp, ev := b.get(links[5][1]); resp.StatusCode != 200 || !strings.Contains(ev, "user.snapshot") {
+		t.Errorf("a snapshot event's page: %d\n%s", resp.StatusCode, ev)
+	}
+}
