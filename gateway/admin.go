@@ -89,6 +89,7 @@ type Admin struct {
 	feed       *outbox.Feed
 	reloadFn   func() ([]string, error)
 	compactFn  func(force bool) (store.CompactReport, error)
+	console    *console.Console // nil when admin.console is off
 }
 
 // AdminDeps are what the admin API reports on.
@@ -125,6 +126,8 @@ func NewAdmin(cfg AdminConfig, d AdminDeps) *Admin {
 	a.mux.Handle("GET /metrics", promhttp.HandlerFor(d.Gatherer, promhttp.HandlerOpts{}))
 	a.mux.HandleFunc("GET /admin/status", a.auth(a.status))
 	a.mux.HandleFunc("GET /admin/targets/{target}/ids", a.auth(a.ids))
+	a.mux.HandleFunc("GET /admin/targets/{target}/pending", a.auth(a.pending))
+	a.mux.HandleFunc("GET /admin/targets/{target}/pending/{position}", a.auth(a.pendingOne))
 	a.mux.HandleFunc("GET /admin/targets/{target}/dead-letters", a.auth(a.deadLetters))
 	a.mux.HandleFunc("GET /admin/targets/{target}/dead-letters/{id}", a.auth(a.deadLetter))
 	a.mux.HandleFunc("DELETE /admin/targets/{target}/dead-letters/{id}", a.auth(a.discardOne))
@@ -142,10 +145,12 @@ func NewAdmin(cfg AdminConfig, d AdminDeps) *Admin {
 	a.apiRoutes(d.API)
 	if cfg.Console && d.SCIM != nil && d.Dispatcher != nil && d.Store != nil { // the console reads all three
 		c := console.New(console.Deps{Store: d.Store, Dispatcher: d.Dispatcher, Logger: a.logger, Version: d.Version,
-			Mapper: a.scim.mapper.Load, AdminToken: a.isAdminToken, LastRequest: a.scim.LastRequest, Recent: a.scim.RecentRequests, Feed: d.Feed})
+			Mapper: a.scim.mapper.Load, AdminToken: a.isAdminToken, LastRequest: a.scim.LastRequest, Recent: a.scim.RecentRequests, Feed: d.Feed,
+			SignIn: newSignInLimit(a)})
 		for _, p := range console.Paths {
 			a.mux.Handle(p, c)
 		}
+		a.console = c
 	}
 	return a
 }

@@ -22,7 +22,6 @@ import (
 	"github.com/labstack/echo/v4"
 	"github.com/labstack/echo/v4/middleware"
 
-	"github.com/scimgate/scimgate/gateway/console"
 	"github.com/scimgate/scimgate/gateway/scim"
 	"github.com/scimgate/scimgate/gateway/store"
 	"github.com/scimgate/scimgate/mapping"
@@ -343,7 +342,7 @@ func (s *Server) observe(next echo.HandlerFunc) echo.HandlerFunc {
 		}
 		method := c.Request().Method
 		s.metrics.observe(method, route, status, time.Since(start))
-		s.recent.add(console.Request{At: start.UTC(), Method: method, Path: route, Status: status, Duration: time.Since(start), ResourceID: c.Param("id")})
+		s.recent.add(recentEntry(c, start, method, route, status))
 		if status != http.StatusUnauthorized && status < 500 && c.Get(ctxClientKey) != nil {
 			s.lastRequest.Store(time.Now().UnixNano())
 		}

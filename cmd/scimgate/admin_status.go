@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -15,29 +16,92 @@ import (
 
 func (c *cli) statusCommand() *cobra.Command {
 	var f adminFlags
-	return c.adminCommand(&cobra.Command{
+	var watch bool
+	var interval time.Duration
+	cmd := c.adminCommand(&cobra.Command{
 		Use:   "status",
 		Short: "show a running gateway's counts, last SCIM activity and delivery per target",
 		Long: `Show a running gateway's counts, the last SCIM request and change, and each target's
 delivery: state, backlog, oldest pending event, dead letters, deliveries, last success.
-Why a target is paused, the last delivery errors and backfills in progress follow the table.`,
+Why a target is paused, the last delivery errors and backfills in progress follow the table.
+
+With --watch it refreshes every --interval until Ctrl-C: in place on a terminal, as
+repeated output (each preceded by a line with the time) when stdout is not one.`,
 		Args: noArgs,
 	}, &f, false, true, func(cmd *cobra.Command, cl *adminClient, _ []string) error {
-		var raw json.RawMessage
-		if err := cl.do(cmd.Context(), http.MethodGet, "/admin/status", nil, &raw); err != nil {
+		if !watch {
+			return c.showStatus(cmd, cl, f.json)
+		}
+		if interval <= 0 {
+			return fmt.Errorf("--interval %s: give a positive duration, such as 2s", interval)
+		}
+		return c.watchStatus(cmd, cl, f.json, interval)
+	})
+	cmd.Flags().BoolVarP(&watch, "watch", "w", false, "refresh until Ctrl-C (in place on a terminal)")
+	cmd.Flags().DurationVar(&interval, "interval", 2*time.Second, "time between refreshes with --watch")
+	return cmd
+}
+
+// showStatus prints the status once, as a table or JSON.
+func (c *cli) showStatus(cmd *cobra.Command, cl *adminClient, asJSON bool) error {
+	return c.writeStatus(cmd, cl, c.stdout, asJSON)
+}
+
+func (c *cli) writeStatus(cmd *cobra.Command, cl *adminClient, w io.Writer, asJSON bool) error {
+	var raw json.RawMessage
+	if err := cl.do(cmd.Context(), http.MethodGet, "/admin/status", nil, &raw); err != nil {
+		return err
+	}
+	if asJSON {
+		return printJSON(w, raw)
+	}
+	var st statusJSON
+	if err := json.Unmarshal(raw, &st); err != nil {
+		return fmt.Errorf("admin API: status: %w", err)
+	}
+	printStatus(w, st, time.Now())
+	printActionTargets(w, raw)
+	return nil
+}
+
+// watchStatus prints the status every interval until the command's
+// context ends (Ctrl-C). On a terminal each refresh clears the screen and
+// draws at the top; otherwise refreshes follow one another, each after a
+// line with its time. A first failure ends it; a later one (the gateway
+// restarting) is shown and the next refresh tries again.
+func (c *cli) watchStatus(cmd *cobra.Command, cl *adminClient, asJSON bool, interval time.Duration) error {
+	tty := isTerminal(c.stdout)
+	ctx := cmd.Context()
+	for n := 0; ; n++ {
+		var buf bytes.Buffer
+		now := time.Now().UTC().Format(time.RFC3339)
+		if tty {
+			fmt.Fprintf(&buf, "\x1b[H\x1b[2JEvery %s: scimgate status   %s   (Ctrl-C to stop)\n\n", interval, now)
+		} else {
+			fmt.Fprintf(&buf, "== scimgate status at %s ==\n", now)
+		}
+		err := c.writeStatus(cmd, cl, &buf, asJSON)
+		if err != nil && ctx.Err() != nil {
+			return nil
+		}
+		if err != nil {
+			if n == 0 {
+				return err
+			}
+			fmt.Fprintf(&buf, "error: %v (trying again in %s)\n", err, interval)
+		}
+		if !tty {
+			buf.WriteString("\n")
+		}
+		if _, err := c.stdout.Write(buf.Bytes()); err != nil {
 			return err
 		}
-		if f.json {
-			return printJSON(c.stdout, raw)
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(interval):
 		}
-		var st statusJSON
-		if err := json.Unmarshal(raw, &st); err != nil {
-			return fmt.Errorf("admin API: status: %w", err)
-		}
-		printStatus(c.stdout, st, time.Now())
-		printActionTargets(c.stdout, raw)
-		return nil
-	})
+	}
 }
 
 func (c *cli) healthCommand() *cobra.Command {

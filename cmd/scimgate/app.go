@@ -265,10 +265,14 @@ func (a *app) Start() error {
 	ctx, cancel := context.WithCancel(context.Background())
 	a.ctx, a.cancel = ctx, cancel
 	a.runDispatcher()
-	a.wg.Add(3)
+	a.wg.Add(4)
 	go func() {
 		defer a.wg.Done()
 		a.compactWhenMostlyFree(ctx)
+	}()
+	go func() {
+		defer a.wg.Done()
+		a.admin.Run(ctx) // the console's delivery chart samples
 	}()
 	go func() {
 		defer a.wg.Done()

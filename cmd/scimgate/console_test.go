@@ -28,7 +28,8 @@ const defaultChromium = "/usr/bin/chromium"
 // Chromium: sign-in (the SCIM token cannot), a dead letter after the
 // receiver answered 400 shown on the overview and opened with its request
 // and answer, replay once the receiver is fixed, a user search, a mapping
-// rejection naming the field, and a POST without the CSRF token refused.
+// rejection naming the field, a POST without the CSRF token refused, and
+// a change made while the target is paused listed pending and opened.
 // Screenshots of each page go to $SCIMGATE_SCREENSHOTS (default: the test's
 // artifact directory); SCIMGATE_DOCS_SCREENSHOT=1 also writes
 // docs/console.png.
@@ -224,6 +225,7 @@ func TestConsoleInBrowser(t *testing.T) {
 	for _, want := range []string{`title: "Analyst" → "Mathematician"`, `title: "Mathematician" → "Writer"`, `title: "Writer" → "Programmer"`, "user.created"} {
 		contains("user history", history, want)
 	}
+	contains("user history: the request that made a change", history, "PUT /scim/v2/Users/:id → 200")
 
 	// The mapping preview names the field a payload lacks.
 	do("mapping preview",
@@ -252,6 +254,20 @@ func TestConsoleInBrowser(t *testing.T) {
 	if st := text("#state"); strings.Contains(st, "paused") {
 		t.Errorf("the POST without a CSRF token paused the target: %q", st)
 	}
+
+	// Paused, a change waits: the target lists it pending and opens it.
+	do("pause", chromedp.Click("#pause"), chromedp.WaitVisible("#done"))
+	if code, _, err := tryDoAuth(g.scim, scimToken, "PUT", "/Users/"+adaID, fmt.Sprintf(ada, "Countess")); err != nil || code != 200 {
+		t.Fatalf("replace user: %d %v", code, err)
+	}
+	do("pending list",
+		chromedp.Navigate(g.admin+"/targets/default"),
+		chromedp.WaitVisible("a.pe"),
+		shot("target-pending"),
+		chromedp.Click("a.pe"),
+		chromedp.WaitVisible("#pstate"),
+		shot("pending-event"))
+	contains("pending event", text("#event"), "Countess")
 	t.Logf("screenshots in %s", shots)
 }
 

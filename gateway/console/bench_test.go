@@ -14,7 +14,8 @@ import (
 )
 
 // BenchmarkConsolePages renders the overview, a target page (its first and
-// a middle page of dead letters) and the users pages with 100,000 users
+// a middle page of dead letters, a middle page of pending events), one
+// pending event, and the users pages with 100,000 users
 // stored, 10,000 of whose user.created events are dead letters (the
 // receiver answered 400) and 90,000 pending behind a paused target. The
 // figures are in docs/performance.md.
@@ -70,6 +71,17 @@ func BenchmarkConsolePages(b *testing.B) {
 		b.Fatal(err)
 	}
 	mid := list[len(list)-1].Position
+	pend, err := e.d.Pending("app", 0, 1000)
+	if err != nil || len(pend) < 1000 {
+		b.Fatalf("pending: %d, %v", len(pend), err)
+	}
+	pmid := pend[len(pend)-1].Position
+	for range 44 { // about the middle of the 90,000 pending events
+		if pend, err = e.d.Pending("app", pmid, 1000); err != nil || len(pend) == 0 {
+			b.Fatalf("pending: %v", err)
+		}
+		pmid = pend[len(pend)-1].Position
+	}
 
 	req, _ := http.NewRequest("GET", "", nil)
 	req.Header.Set("Authorization", "Bearer "+adminToken)
@@ -77,6 +89,8 @@ func BenchmarkConsolePages(b *testing.B) {
 		{"overview", "/"},
 		{"target/first", "/targets/app"},
 		{"target/middle", fmt.Sprintf("/targets/app?after=%d", mid)},
+		{"target/pending-middle", fmt.Sprintf("/targets/app?pafter=%d", pmid)},
+		{"pending-event", fmt.Sprintf("/targets/app/pending/%d", pmid+1)},
 		{"users/first", "/users"},
 		{"users/search", "/users?q=" + url.QueryEscape("user054321@example.com")},
 		{"user", ""},

@@ -24,6 +24,7 @@ import (
 	"html/template"
 	"io/fs"
 	"log/slog"
+	"math"
 	"net/http"
 	"strconv"
 	"strings"
@@ -56,6 +57,9 @@ type Request struct {
 	Status     int
 	Duration   time.Duration
 	ResourceID string
+	// Version is the resource's version after the request (from its ETag;
+	// 0: none, e.g. a read, a delete or a failure).
+	Version uint64
 }
 
 // Deps are what the console reads and acts on.
@@ -76,6 +80,15 @@ type Deps struct {
 	Version string
 	// Now is the clock (tests); nil: time.Now.
 	Now func() time.Time
+	// SignIn limits failed sign-ins per address (nil: no limit).
+	SignIn SignInLimiter
+}
+
+// SignInLimiter limits failed sign-ins: Wait says how long r's client must
+// wait before it may try again (0: now); Failed charges it with a failure.
+type SignInLimiter interface {
+	Wait(r *http.Request) time.Duration
+	Failed(r *http.Request)
 }
 
 // Console is the handler.
@@ -86,6 +99,8 @@ type Console struct {
 
 	mu       sync.Mutex
 	sessions map[string]*session // by the sha256 of the cookie value
+
+	rates rates // delivered counts per minute, for the overview's chart
 }
 
 type session struct {
@@ -150,6 +165,7 @@ func New(d Deps) *Console {
 	c.mux.HandleFunc("GET /{$}", c.auth(c.overview))
 	c.mux.HandleFunc("GET /targets/{target}", c.auth(c.target))
 	c.mux.HandleFunc("GET /targets/{target}/dead-letters/{id}", c.auth(c.deadLetter))
+	c.mux.HandleFunc("GET /targets/{target}/pending/{position}", c.auth(c.pendingEvent))
 	c.mux.HandleFunc("GET /targets/{target}/dead-letters/{id}/discard", c.auth(c.confirmDiscard))
 	c.mux.HandleFunc("POST /targets/{target}/dead-letters/{id}/{action}", c.auth(c.deadLetterAction))
 	c.mux.HandleFunc("GET /targets/{target}/discard", c.auth(c.confirmDiscard))
@@ -265,7 +281,20 @@ func safeNext(next string) string {
 func (c *Console) signin(w http.ResponseWriter, r *http.Request) {
 	tok := strings.TrimSpace(r.PostFormValue("token"))
 	next := safeNext(r.PostFormValue("next"))
+	if c.d.SignIn != nil {
+		if wait := c.d.SignIn.Wait(r); wait > 0 {
+			secs := int(math.Ceil(wait.Seconds()))
+			c.d.Logger.Warn("console: sign-in refused: too many failed sign-ins", "remote", r.RemoteAddr, "retry_after_s", secs)
+			w.Header().Set("Retry-After", strconv.Itoa(secs))
+			c.render(w, http.StatusTooManyRequests, "signin", caller{}, map[string]any{"Next": next,
+				"Error": fmt.Sprintf("Too many failed sign-ins from your address: try again in %d s.", secs)})
+			return
+		}
+	}
 	if tok == "" || !c.d.AdminToken(tok) {
+		if c.d.SignIn != nil {
+			c.d.SignIn.Failed(r)
+		}
 		c.d.Logger.Warn("console: sign-in refused", "remote", r.RemoteAddr)
 		c.render(w, http.StatusUnauthorized, "signin", caller{}, map[string]any{"Next": next,
 			"Error": "That is not an admin token (admin.tokens, SCIMGATE_ADMIN_TOKEN). SCIM and app API tokens do not open the console."})
@@ -350,6 +379,7 @@ type targetView struct {
 	outbox.TargetStatus
 	State string // delivering, retrying, paused, idle
 	Bad   bool
+	Rate  chart // deliveries per minute over the last hour (overview)
 }
 
 func stateOf(t outbox.TargetStatus) (string, bool) {
@@ -380,9 +410,11 @@ func (c *Console) overview(w http.ResponseWriter, r *http.Request, who caller) {
 	}
 	var views []targetView
 	var problems []string
+	now := c.d.Now()
 	for _, t := range ts {
 		state, bad := stateOf(t)
-		views = append(views, targetView{TargetStatus: t, State: state, Bad: bad})
+		c.rates.observe(t.Name, now, t.Delivered)
+		views = append(views, targetView{TargetStatus: t, State: state, Bad: bad, Rate: c.rates.chart(t.Name, now)})
 		if bad {
 			problems = append(problems, fmt.Sprintf("%s: %s", t.Name, state))
 		}
@@ -437,8 +469,35 @@ func (c *Console) target(w http.ResponseWriter, r *http.Request, who caller) {
 		list = list[:PageSize]
 		next = list[PageSize-1].Position
 	}
+	pafter, _ := strconv.ParseUint(r.URL.Query().Get("pafter"), 10, 64)
+	pending, err := c.d.Dispatcher.Pending(name, pafter, PageSize+1)
+	if err != nil {
+		c.fail(w, who, err)
+		return
+	}
+	var pnext uint64
+	if len(pending) > PageSize {
+		pending = pending[:PageSize]
+		pnext = pending[PageSize-1].Position
+	}
 	c.render(w, http.StatusOK, "target", who, map[string]any{"T": tv, "Dead": list, "Next": next, "After": after,
-		"Message": r.URL.Query().Get("done")})
+		"Pending": pending, "PNext": pnext, "PAfter": pafter, "Now": c.d.Now(), "Message": r.URL.Query().Get("done")})
+}
+
+// pendingEvent shows one pending event: the event, its attempts so far
+// and when it is tried next.
+func (c *Console) pendingEvent(w http.ResponseWriter, r *http.Request, who caller) {
+	pos, err := strconv.ParseUint(r.PathValue("position"), 10, 64)
+	if err != nil {
+		c.render(w, http.StatusBadRequest, "error", who, map[string]any{"Status": 400, "Message": "not a position: " + r.PathValue("position")})
+		return
+	}
+	p, err := c.d.Dispatcher.PendingAt(r.PathValue("target"), pos)
+	if err != nil {
+		c.fail(w, who, err)
+		return
+	}
+	c.render(w, http.StatusOK, "pending", who, map[string]any{"P": p, "Event": indentJSON(p.Event)})
 }
 
 func (c *Console) deadLetter(w http.ResponseWriter, r *http.Request, who caller) {

@@ -66,7 +66,9 @@ type env struct {
 	log         *syncBuffer
 }
 
-func newEnv(t testing.TB, consoleOn bool) *env {
+// newEnv builds the env; opts change the outbox config (rcv is the
+// receiver's URL) before the dispatcher is built.
+func newEnv(t testing.TB, consoleOn bool, opts ...func(cfg *outbox.Config)) *env {
 	t.Helper()
 	e := &env{log: &syncBuffer{}}
 	e.status.Store(204)
@@ -99,6 +101,9 @@ func newEnv(t testing.TB, consoleOn bool) *env {
 	ocfg.Transports = map[string]outbox.Transport{outbox.TypeWebhook: webhook.Transport()}
 	ocfg.PollInterval = 20 * time.Millisecond
 	ocfg.Targets = []outbox.Target{{Name: "app", URL: rcv.URL + "/hooks", Secrets: []string{secret}, Timeout: 2 * time.Second}}
+	for _, o := range opts {
+		o(&ocfg)
+	}
 	d, err := outbox.NewDispatcher(db, ocfg, logger, outbox.NewMetrics())
 	if err != nil {
 		t.Fatal(err)

@@ -183,9 +183,11 @@ func (c *Console) user(w http.ResponseWriter, r *http.Request, who caller) {
 		return
 	}
 	c.d.Logger.Info("console: user opened", "session", who.id, "user", id)
+	hist := c.history(r, id, groups.Sequence)
+	c.fromRequests(id, hist)
 	c.render(w, http.StatusOK, "user", who, map[string]any{"Row": rowOf(u), "Version": u.Version, "Modified": u.Modified,
 		"SCIM": indentJSON(u.Doc), "Record": prettyRaw(rec), "Groups": groupRows(groups.Records), "MoreGroups": groups.NextCursor != "",
-		"History": c.history(r, id, groups.Sequence), "HistoryScan": HistoryScan, "HasFeed": c.d.Feed != nil})
+		"History": hist, "HistoryScan": HistoryScan, "HasFeed": c.d.Feed != nil, "Targets": c.perTarget(id, hist)})
 }
 
 // HistoryScan is how many of the newest retained events a user's page
@@ -197,7 +199,11 @@ type change struct {
 	At       time.Time
 	Type     string
 	Sequence uint64
+	Version  uint64   // the user's version after it (0: not in the event)
 	Fields   []string // what changed: "title: Engineer → CTO"
+	Cause    string   // the event's cause, e.g. "mapping" for a remap ("": a SCIM request's)
+	From     *Request // the SCIM request that made it, if still kept
+	FromNote string   // why From is nil
 }
 
 // history returns the user's events among the newest HistoryScan retained
@@ -229,9 +235,11 @@ func (c *Console) history(r *http.Request, id string, tail uint64) []change {
 				Type       string    `json:"type"`
 				OccurredAt time.Time `json:"occurred_at"`
 				Sequence   uint64    `json:"sequence"`
+				Cause      string    `json:"cause"`
 				Data       struct {
 					User struct {
-						ID string `json:"id"`
+						ID      string `json:"id"`
+						Version uint64 `json:"version"`
 					} `json:"user"`
 				} `json:"data"`
 				Changes map[string]struct {
@@ -242,7 +250,7 @@ func (c *Console) history(r *http.Request, id string, tail uint64) []change {
 			if json.Unmarshal(raw, &ev) != nil || ev.Data.User.ID != id {
 				continue
 			}
-			ch := change{At: ev.OccurredAt, Type: ev.Type, Sequence: ev.Sequence}
+			ch := change{At: ev.OccurredAt, Type: ev.Type, Sequence: ev.Sequence, Version: ev.Data.User.Version, Cause: ev.Cause}
 			for k, v := range ev.Changes {
 				ch.Fields = append(ch.Fields, fmt.Sprintf("%s: %s → %s", k, short(v.Old), short(v.New)))
 			}
