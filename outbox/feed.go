@@ -1,10 +1,12 @@
 package outbox
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -46,6 +48,10 @@ type FeedQuery struct {
 	// Wait makes Read block, when nothing after After matches, until an
 	// event commits or Wait has passed (long poll). 0 returns at once.
 	Wait time.Duration
+	// Resource keeps only the events about one resource (an ordering key
+	// of Event.Resources, e.g. "User/2819c223"); "" keeps all. Events are
+	// matched on their stored bytes before any is decoded.
+	Resource string
 }
 
 // FeedPage is the result of a read.
@@ -153,7 +159,7 @@ func (f *Feed) Read(ctx context.Context, q FeedQuery) (FeedPage, error) {
 	after := q.After
 	for {
 		woken := f.changed() // before reading, so that no commit is missed
-		page, err := f.read(after, limit, m)
+		page, err := f.read(after, limit, m, q.Resource)
 		if err != nil || len(page.Events) > 0 || wait == 0 {
 			return page, err
 		}
@@ -170,7 +176,8 @@ func (f *Feed) Read(ctx context.Context, q FeedQuery) (FeedPage, error) {
 	}
 }
 
-func (f *Feed) read(after uint64, limit int, m matcher) (FeedPage, error) {
+func (f *Feed) read(after uint64, limit int, m matcher, resource string) (FeedPage, error) {
+	quoted, _ := json.Marshal(resource) // as the stored event spells it
 	page := FeedPage{Events: []json.RawMessage{}, Next: after}
 	err := f.dbp.Load().View(func(tx *bolt.Tx) error {
 		events, meta := tx.Bucket(bucketEvents), tx.Bucket(bucketMeta)
@@ -209,12 +216,15 @@ func (f *Feed) read(after uint64, limit int, m matcher) (FeedPage, error) {
 			seq := fromBE64(k)
 			examined++
 			page.Next = seq
-			if !m.match(peekType(v)) {
+			if !m.match(peekType(v)) || resource != "" && !bytes.Contains(v, quoted) {
 				continue
 			}
 			ev, err := decodeEvent(seq, v)
 			if err != nil {
 				return err
+			}
+			if resource != "" && !slices.Contains(ev.Resources, resource) {
+				continue // the name was in a value, not among its resources
 			}
 			page.Events = append(page.Events, ev.Envelope())
 		}

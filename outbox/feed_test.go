@@ -343,3 +343,29 @@ func TestFeedManyLongPolls(t *testing.T) {
 		t.Errorf("median wake-up %v", p(.5))
 	}
 }
+
+// A read for one resource returns only the events whose resources name
+// it: not another resource's, even one whose data quotes the name.
+func TestFeedOneResource(t *testing.T) {
+	db := mustOpenDB(t)
+	f := NewFeed(db, FeedConfig{})
+	stored := enqueueFeed(t, db, nil, f,
+		userEvent("user.created", "a"),
+		userEvent("user.created", "b"),
+		Event{Type: "user.updated", Resources: []string{"User/b"}, Data: json.RawMessage(`{"note":"User/a"}`)},
+		Event{Type: "group.member_added", Resources: []string{"Group/g", "User/a"}, Data: json.RawMessage(`{}`)},
+		userEvent("user.updated", "a"))
+	got, _ := readAll(t, f, FeedQuery{Resource: "User/a", Limit: 2})
+	want := []string{stored[0].ID, stored[3].ID, stored[4].ID}
+	if len(got) != len(want) {
+		t.Fatalf("%d events for User/a, want %d: %s", len(got), len(want), got)
+	}
+	for i, id := range want {
+		if !strings.Contains(string(got[i]), id) {
+			t.Errorf("event %d: %s, want %s", i, got[i], id)
+		}
+	}
+	if got, _ := readAll(t, f, FeedQuery{Resource: "User/a", Types: []string{"user.*"}}); len(got) != 2 {
+		t.Errorf("user.* events for User/a: %d, want 2", len(got))
+	}
+}

@@ -218,7 +218,7 @@ func (c *Console) history(r *http.Request, id string, tail uint64) []change {
 	}
 	var out []change
 	for scanned := 0; scanned < HistoryScan; {
-		page, err := c.d.Feed.Read(r.Context(), outbox.FeedQuery{After: after, Limit: 1000, Types: []string{"user.*"}})
+		page, err := c.d.Feed.Read(r.Context(), outbox.FeedQuery{After: after, Limit: 1000, Types: []string{"user.*"}, Resource: "User/" + id})
 		if errors.Is(err, outbox.ErrCursorGone) && after != 0 {
 			after = 0 // fewer events retained than the scan: read them all
 			continue
