@@ -192,7 +192,7 @@ func (c *Console) user(w http.ResponseWriter, r *http.Request, who caller) {
 
 // HistoryScan is how many of the newest retained events a user's page
 // searches for that user's history.
-const HistoryScan = 2000
+const HistoryScan = 10000
 
 // change is one event of a user's history.
 type change struct {
