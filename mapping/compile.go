@@ -76,6 +76,8 @@ type Mapper struct {
 	// user's record changes the users referencing it.
 	refFields []string
 	catalog   atomic.Pointer[[]CatalogType] // swapped by SetCatalog
+	rulesSum  [32]byte                      // hash of the rules (rulesSum)
+	fp        atomic.Pointer[string]        // Fingerprint: rulesSum and the catalog
 }
 
 // field is one compiled rule.
@@ -143,6 +145,8 @@ func Compile(r Rules) (*Mapper, error) {
 	m.groupExtensions = groupExtensionSchemas(r)
 	cat := compileCatalog(r.Catalog, add)
 	m.catalog.Store(&cat)
+	m.rulesSum = rulesSum(r)
+	m.setFingerprint(cat)
 	if len(errs) > 0 {
 		// In the order of the rules, so of the file, however found.
 		slices.SortStableFunc(errs, func(a, b error) int { return cmpField(fieldOf(a), fieldOf(b)) })
