@@ -266,7 +266,8 @@ func buildBenchDB(b testing.TB, path string, n, members int) {
 		b.Fatal(err)
 	}
 	mapper, _ := mapping.Compile(mapping.DefaultRules())
-	s := &Store{mapper: mapper, now: time.Now, users: userKind(), groups: groupKind()}
+	s := &Store{now: time.Now, users: userKind(), groups: groupKind()}
+	s.mapper.Store(mapper)
 	s.dbp.Store(db)
 	now := time.Now()
 	var ids []string
