@@ -3,8 +3,10 @@ package store
 import (
 	"encoding/json"
 	"fmt"
+	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -376,5 +378,57 @@ func TestRemapAtStartAndManual(t *testing.T) {
 	st = waitRemap(t, s)
 	if st.Last.State != RemapDone || st.Last.Changed != 31 || st.Applied != st.Fingerprint {
 		t.Fatalf("on_change start: %+v", st.Last)
+	}
+}
+
+// TestPreviewRemapLarge measures the dry run over SCIMGATE_REMAP_BENCH
+// users (e.g. 100000; skipped when unset): the target is under 30 s for
+// 100,000, so that a preview is a habit before every mapping change.
+func TestPreviewRemapLarge(t *testing.T) {
+	n, _ := strconv.Atoi(os.Getenv("SCIMGATE_REMAP_BENCH"))
+	if n <= 0 {
+		t.Skip("set SCIMGATE_REMAP_BENCH=100000 to measure the dry run")
+	}
+	path := filepath.Join(t.TempDir(), "bench.db") // not the shared cache: the apply below changes it
+	buildBenchDB(t, path, n, 0)
+	ts := newTestStoreAt(t, path, mapping.DefaultRules())
+	next := compileRules(t, `
+user:
+  - {to: login, from: userName, transforms: [trim], required: true}
+  - {to: email, from: ['emails[type eq "work"].value', emails.value], type: email}
+  - {to: first_name, from: name.givenName}
+  - {to: last_name, from: name.familyName, transforms: [upper]}
+  - {to: active, from: active, type: bool, default: true}
+  - {to: shout, from: userName, transforms: [upper]}
+`)
+	t0 := time.Now()
+	p, err := ts.PreviewRemap(next, PreviewOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	took := time.Since(t0)
+	t.Logf("dry run of %d users: %s (%.1f µs a user), %d changing, fields %v", p.Users, took.Round(time.Millisecond),
+		float64(took.Microseconds())/float64(max(p.Users, 1)), p.Changed, p.UserFields)
+	if p.Users != n || p.ChangedUsers != n {
+		t.Errorf("preview: %d users, %d changing; want %d", p.Users, p.ChangedUsers, n)
+	}
+	if limit := time.Duration(n) * 300 * time.Microsecond; took > limit {
+		t.Errorf("dry run took %s, over %s (30 s per 100,000 users)", took, limit)
+	}
+	// The apply, for its figures: how long, in how many batches, and the
+	// longest a batch held the writer.
+	commits0 := ts.w.commits.Load()
+	t0 = time.Now()
+	if err := ts.SetMapper(next); err != nil {
+		t.Fatal(err)
+	}
+	if !ts.WaitRemap(10 * time.Minute) {
+		t.Fatal("remap still running")
+	}
+	st := ts.RemapStatus()
+	t.Logf("remap of %d users: %s in %d transactions; changed %d (dry run %d)", st.Last.Done, time.Since(t0).Round(time.Millisecond),
+		ts.w.commits.Load()-commits0, st.Last.Changed, p.Changed)
+	if st.Last.Changed != p.Changed || st.Last.Rejected != p.Rejected {
+		t.Errorf("remap changed %d, rejected %d; the dry run said %d, %d", st.Last.Changed, st.Last.Rejected, p.Changed, p.Rejected)
 	}
 }
