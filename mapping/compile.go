@@ -118,6 +118,12 @@ const (
 	useDefault
 )
 
+// The values of Rules.Remap.
+const (
+	RemapOnChange = "on_change"
+	RemapManual   = "manual"
+)
+
 // Match attributes and reference keys, in their canonical spelling.
 var (
 	matchNames = []string{"userName", "emails", "externalId"}
@@ -138,6 +144,11 @@ func Compile(r Rules) (*Mapper, error) {
 		} else {
 			m.match = matchNames[i]
 		}
+	}
+	switch r.Remap {
+	case "", RemapOnChange, RemapManual:
+	default:
+		add("remap", errf(ErrUnknown, "unknown remap %q (want on_change or manual)", r.Remap))
 	}
 	m.user, m.userSame = m.compileResource("user", r.User, add)
 	m.group, m.groupSame = m.compileResource("group", r.Group, add)
@@ -169,7 +180,7 @@ func fieldOf(err error) string {
 func cmpField(a, b string) int {
 	rank := func(f string) (int, int) {
 		name, rest, _ := strings.Cut(f, "[")
-		sec := slices.Index([]string{"match", "user", "group", "extensions", "catalog"}, strings.SplitN(name, ".", 2)[0])
+		sec := slices.Index([]string{"remap", "match", "user", "group", "extensions", "catalog"}, strings.SplitN(name, ".", 2)[0])
 		i, _, _ := strings.Cut(rest, "]")
 		n, err := strconv.Atoi(i)
 		if err != nil {

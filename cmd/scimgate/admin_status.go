@@ -36,6 +36,7 @@ Why a target is paused, the last delivery errors and backfills in progress follo
 		}
 		printStatus(c.stdout, st, time.Now())
 		printActionTargets(c.stdout, raw)
+		printRemapStatus(c.stdout, raw, time.Now())
 		return nil
 	})
 }

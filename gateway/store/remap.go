@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -212,7 +213,7 @@ func saveRemap(tx *bolt.Tx, st *RemapState) error {
 
 // remapper runs the background pass: one goroutine, woken by kick.
 type remapper struct {
-	manual bool // remap: manual; fixed at New
+	manual atomic.Bool // remap: manual (SetRemapManual)
 	kick   chan struct{}
 	stop   chan struct{}
 	wg     sync.WaitGroup
@@ -230,7 +231,8 @@ func (r *remapper) wake() {
 // on the mapping's fingerprint), a new pass (the fingerprint changed while
 // the gateway was stopped), or the rest of a pass a stop interrupted.
 func (s *Store) initRemap(manual bool) {
-	s.rm = &remapper{manual: manual, kick: make(chan struct{}, 1), stop: make(chan struct{})}
+	s.rm = &remapper{kick: make(chan struct{}, 1), stop: make(chan struct{})}
+	s.rm.manual.Store(manual)
 	m := s.mapper.Load()
 	if m == nil {
 		return
@@ -301,7 +303,7 @@ func (s *Store) beginRemap(tx *bolt.Tx, fp, trigger string, manual bool) error {
 // and a write prepared with the old one is prepared again.
 func (s *Store) SetMapper(m *mapping.Mapper) error {
 	err := s.w.update(func(tx *bolt.Tx) error {
-		if err := s.beginRemap(tx, m.Fingerprint(), "reload", s.rm.manual); err != nil {
+		if err := s.beginRemap(tx, m.Fingerprint(), "reload", s.rm.manual.Load()); err != nil {
 			return err
 		}
 		tx.OnCommit(func() { s.mapper.Store(m) })
@@ -313,6 +315,10 @@ func (s *Store) SetMapper(m *mapping.Mapper) error {
 	s.rm.wake()
 	return nil
 }
+
+// SetRemapManual sets remap: manual (true) or on_change (a reload); it
+// applies to the next mapping change.
+func (s *Store) SetRemapManual(manual bool) { s.rm.manual.Store(manual) }
 
 // Mapper returns the mapping in force.
 func (s *Store) Mapper() *mapping.Mapper { return s.mapper.Load() }
@@ -511,7 +517,7 @@ func (s *Store) RemapStatus() RemapStatus {
 		out.Fingerprint = m.Fingerprint()
 	}
 	if s.rm != nil {
-		out.Manual = s.rm.manual
+		out.Manual = s.rm.manual.Load()
 	}
 	_ = s.view(func(tx *bolt.Tx) error {
 		out.Applied = string(tx.Bucket(bucketMeta).Get(keyMappingFP))
