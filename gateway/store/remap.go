@@ -391,6 +391,7 @@ func (s *Store) remapLoop() {
 				return
 			default:
 			}
+			t0 := time.Now()
 			more, err := s.remapStep()
 			if err != nil {
 				s.log.Error("a remap batch failed; it is retried", "err", err, "retry_in", backoff.String())
@@ -406,9 +407,21 @@ func (s *Store) remapLoop() {
 			if !more {
 				break
 			}
+			// Leave the writer (and the CPU) to SCIM writes for as long
+			// as the batch took, commit included: a remap takes at most
+			// half of either, so an identity provider's writes keep their
+			// latency while it runs.
+			select {
+			case <-s.rm.stop:
+				return
+			case <-time.After(remapPause(time.Since(t0))):
+			}
 		}
 	}
 }
+
+// remapPause is the pause after a batch that took d.
+var remapPause = func(d time.Duration) time.Duration { return d }
 
 // remapStep runs one batch of the pass in the writer. It reports whether
 // there is more to do.
