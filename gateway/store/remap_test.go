@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -431,4 +432,57 @@ user:
 	if st.Last.Changed != p.Changed || st.Last.Rejected != p.Rejected {
 		t.Errorf("remap changed %d, rejected %d; the dry run said %d, %d", st.Last.Changed, st.Last.Rejected, p.Changed, p.Rejected)
 	}
+}
+
+// TestRemapUnderWrites: SCIM writes racing a mapping swap and its remap
+// never leave a record made by the old mapping: at the end every record is
+// on the new fingerprint and is exactly what the new mapping makes of its
+// resource.
+func TestRemapUnderWrites(t *testing.T) {
+	smallBatches(t, 15)
+	ts := newTestStoreAt(t, filepath.Join(t.TempDir(), "scimgate.db"), mustRules(t, remapBase))
+	ids := seedRemap(ts, 150, 0)
+	next := compileRules(t, remapRules)
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	for w := range 6 {
+		wg.Go(func() {
+			for i := 0; ; i++ {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				id := ids[(w*37+i*11)%len(ids)]
+				if _, err := ts.PatchUser(id, "", []scim.Operation{{Op: "replace", Path: &scim.Path{Attr: "title"}, Value: fmt.Sprintf("t%d-%d", w, i)}}); err != nil {
+					t.Errorf("patch: %v", err)
+					return
+				}
+			}
+		})
+	}
+	time.Sleep(20 * time.Millisecond)
+	if err := ts.SetMapper(next); err != nil {
+		t.Fatal(err)
+	}
+	waitRemap(t, ts.Store)
+	time.Sleep(20 * time.Millisecond)
+	close(stop)
+	wg.Wait()
+	_ = ts.db.View(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketUsers).ForEach(func(k, v []byte) error {
+			d, err := ts.users.decode(string(k), v)
+			if err != nil {
+				t.Fatal(err)
+			}
+			res, err := next.MapUser(d.Doc, txResolver{tx: tx})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if d.FP != next.Fingerprint() || len(mapping.Diff(d.Record, res.Record)) != 0 {
+				t.Errorf("user %s: fingerprint %s (want %s), record %v, the new mapping makes %v", d.ID, d.FP, next.Fingerprint(), d.Record, res.Record)
+			}
+			return nil
+		})
+	})
 }
