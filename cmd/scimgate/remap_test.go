@@ -31,7 +31,7 @@ api:
   tokens: ["` + remapAPIToken + `"]
 outbox:
   targets:
-    - {name: default, url: "${SCIMGATE_WEBHOOK_URL}", secrets: ["${SCIMGATE_WEBHOOK_SECRET}"], events: [group.*]}
+    - {name: default, url: "${SCIMGATE_WEBHOOK_URL}", secrets: ["${SCIMGATE_WEBHOOK_SECRET}"], events: [group.*, user.snapshot]}
 mapping:
 %s`
 
@@ -326,6 +326,33 @@ func TestRemapThroughBinary(t *testing.T) {
 	r.get(r.g.admin, remapAPIToken, "/v1/users/"+ids[0], &rec)
 	if rec["title"] != "ENGINEER" || rec["department"] != "Sales" {
 		t.Errorf("/v1/users/%s: %v", ids[0], rec)
+	}
+	// A fresh backfill carries the new fields (the target takes group
+	// events and user snapshots only: no other user event is delivered).
+	r.cli(0, "backfill", "--target", "default")
+	r.rcv.waitFor(t, "every user.snapshot", 60*time.Second, func(evs []map[string]any) bool {
+		k := 0
+		for _, ev := range evs {
+			if ev["type"] == "user.snapshot" {
+				k++
+			}
+		}
+		return k >= n
+	})
+	r.rcv.mu.Lock()
+	snap := map[string]map[string]any{}
+	for _, ev := range r.rcv.events {
+		if ev["type"] == "user.snapshot" {
+			snap[userOf(ev)["id"].(string)] = userOf(ev)
+		}
+	}
+	r.rcv.mu.Unlock()
+	for i, id := range ids {
+		u := snap[id]
+		if (i%3 == 0) != (u["title"] == "ENGINEER") || (i%4 == 0) != (u["department"] == "Sales") {
+			t.Errorf("user %d's snapshot: %v", i, u)
+			break
+		}
 	}
 	if t.Failed() {
 		return
