@@ -3,6 +3,7 @@ package gateway
 import (
 	"encoding/json"
 	"net/http"
+	"strings"
 	"time"
 
 	"gopkg.in/yaml.v3"
@@ -28,6 +29,10 @@ func (a *Admin) remapPreview(w http.ResponseWriter, r *http.Request) {
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&body); err != nil {
 		writeError(w, http.StatusBadRequest, `send {"mapping": "<the candidate mapping section, as YAML>"}: %v`, err)
+		return
+	}
+	if strings.TrimSpace(body.Mapping) == "" {
+		writeError(w, http.StatusBadRequest, `the candidate mapping is empty: send {"mapping": "<the mapping section, as YAML: user:, group:, …>"}`)
 		return
 	}
 	rules := mapping.DefaultRules()

@@ -1,6 +1,7 @@
 package mapping
 
 import (
+	"strings"
 	"testing"
 
 	"gopkg.in/yaml.v3"
@@ -80,5 +81,28 @@ catalog:
 	m.SetCatalog(cat)
 	if m.Fingerprint() == a {
 		t.Error("SetCatalog with a new value kept the fingerprint")
+	}
+}
+
+func TestRemapOption(t *testing.T) {
+	def, err := Compile(DefaultRules())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, v := range []string{"", RemapOnChange, RemapManual} {
+		r := DefaultRules()
+		r.Remap = v
+		m, err := Compile(r)
+		if err != nil {
+			t.Fatalf("remap %q: %v", v, err)
+		}
+		if m.Fingerprint() != def.Fingerprint() {
+			t.Errorf("remap %q changed the fingerprint", v)
+		}
+	}
+	r := DefaultRules()
+	r.Remap = "sometimes"
+	if _, err := Compile(r); err == nil || !strings.Contains(err.Error(), `remap: unknown remap "sometimes" (want on_change or manual)`) {
+		t.Errorf("remap: sometimes: %v", err)
 	}
 }

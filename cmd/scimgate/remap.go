@@ -92,6 +92,11 @@ reason. Nothing is written. It asks the running gateway (its admin API), or, wit
 				}
 				return err
 			}
+			if p.Fingerprint != m.Fingerprint() {
+				// The candidate travels as YAML re-encoded from the file.
+				fmt.Fprintf(c.stderr, "warning: the gateway compiled the candidate mapping to fingerprint %s, this scimgate to %s: the gateway may be another version\n",
+					p.Fingerprint, m.Fingerprint())
+			}
 			if f.json {
 				return printJSON(c.stdout, p)
 			}
