@@ -108,6 +108,9 @@ type RemapStatus struct {
 
 const maxListedRejections = 100
 
+// maxLoggedRejections bounds the rejections a pass logs one by one.
+const maxLoggedRejections = 100
+
 // remapOutcome is what mapping one stored resource again did.
 type remapOutcome struct {
 	changes  map[string]mapping.Change // nil: the record did not change
@@ -482,7 +485,9 @@ func (s *Store) remapStep() (more bool, err error) {
 				if err := tx.Bucket(bucketRejected).Put(rejectedKey(k.event, id), b); err != nil {
 					return err
 				}
-				rejections = append(rejections, rj)
+				if st.Rejected <= maxLoggedRejections {
+					rejections = append(rejections, rj)
+				}
 				continue
 			}
 			if out.changes != nil {
@@ -503,6 +508,10 @@ func (s *Store) remapStep() (more bool, err error) {
 	for _, rj := range rejections {
 		s.log.Warn("the new mapping rejects a stored resource; it keeps its last good record",
 			"resource", rj.Resource, "id", rj.ID, "fields", rj.Fields, "reasons", rj.Reasons)
+	}
+	if finished != nil && finished.Rejected > maxLoggedRejections {
+		s.log.Warn("more stored resources are rejected by the new mapping than are logged one by one; scimgate status lists them",
+			"rejected", finished.Rejected, "logged", maxLoggedRejections)
 	}
 	if finished != nil {
 		s.log.Info("remap finished: every stored record is on the mapping in force", "fingerprint", finished.Fingerprint,
