@@ -104,6 +104,10 @@ type RemapStatus struct {
 	// maxListedRejections of them).
 	Rejected   int              `json:"rejected"`
 	Rejections []RemapRejection `json:"rejections,omitempty"`
+	// LongestBatchMS is the longest a remap batch ran inside the writer
+	// (SCIM writes queued behind it waited that long, plus the commit)
+	// since the gateway started.
+	LongestBatchMS float64 `json:"longest_batch_ms,omitempty"`
 }
 
 const maxListedRejections = 100
@@ -216,11 +220,12 @@ func saveRemap(tx *bolt.Tx, st *RemapState) error {
 
 // remapper runs the background pass: one goroutine, woken by kick.
 type remapper struct {
-	manual atomic.Bool // remap: manual (SetRemapManual)
-	kick   chan struct{}
-	stop   chan struct{}
-	wg     sync.WaitGroup
-	once   sync.Once
+	manual  atomic.Bool  // remap: manual (SetRemapManual)
+	longest atomic.Int64 // ns: the longest a batch ran inside the writer since New
+	kick    chan struct{}
+	stop    chan struct{}
+	wg      sync.WaitGroup
+	once    sync.Once
 }
 
 func (r *remapper) wake() {
@@ -423,6 +428,9 @@ func (s *Store) remapLoop() {
 	}
 }
 
+// onRemapBatch, when set (tests), hears how long each batch ran in the writer.
+var onRemapBatch func(time.Duration)
+
 // remapPause is the pause after a batch that took d.
 var remapPause = func(d time.Duration) time.Duration { return d }
 
@@ -432,6 +440,16 @@ func (s *Store) remapStep() (more bool, err error) {
 	var rejections []RemapRejection
 	var finished *RemapState
 	err = s.w.update(func(tx *bolt.Tx) error {
+		t0 := time.Now()
+		defer func() {
+			d := time.Since(t0)
+			if int64(d) > s.rm.longest.Load() {
+				s.rm.longest.Store(int64(d))
+			}
+			if onRemapBatch != nil {
+				onRemapBatch(d)
+			}
+		}()
 		more, rejections, finished = false, nil, nil
 		st := loadRemap(tx)
 		m := s.mapper.Load()
@@ -540,6 +558,7 @@ func (s *Store) RemapStatus() RemapStatus {
 	}
 	if s.rm != nil {
 		out.Manual = s.rm.manual.Load()
+		out.LongestBatchMS = float64(s.rm.longest.Load()) / 1e6
 	}
 	_ = s.view(func(tx *bolt.Tx) error {
 		out.Applied = string(tx.Bucket(bucketMeta).Get(keyMappingFP))

@@ -418,6 +418,10 @@ user:
 	}
 	// The apply, for its figures: how long, in how many batches, and the
 	// longest a batch held the writer.
+	var mu sync.Mutex
+	var batches []time.Duration
+	onRemapBatch = func(d time.Duration) { mu.Lock(); batches = append(batches, d); mu.Unlock() }
+	defer func() { onRemapBatch = nil }()
 	commits0 := ts.w.commits.Load()
 	t0 = time.Now()
 	if err := ts.SetMapper(next); err != nil {
@@ -427,11 +431,16 @@ user:
 		t.Fatal("remap still running")
 	}
 	st := ts.RemapStatus()
-	t.Logf("remap of %d users: %s in %d transactions; changed %d (dry run %d)", st.Last.Done, time.Since(t0).Round(time.Millisecond),
-		ts.w.commits.Load()-commits0, st.Last.Changed, p.Changed)
+	t.Logf("remap of %d users: %s in %d transactions, the longest batch %.1f ms inside the writer; changed %d (dry run %d)", st.Last.Done,
+		time.Since(t0).Round(time.Millisecond), ts.w.commits.Load()-commits0, st.LongestBatchMS, st.Last.Changed, p.Changed)
 	if st.Last.Changed != p.Changed || st.Last.Rejected != p.Rejected {
 		t.Errorf("remap changed %d, rejected %d; the dry run said %d, %d", st.Last.Changed, st.Last.Rejected, p.Changed, p.Rejected)
 	}
+	mu.Lock()
+	slices.Sort(batches)
+	q := func(f float64) time.Duration { return batches[int(f*float64(len(batches)-1))] }
+	t.Logf("remap batches inside the writer: %d; median %s, p99 %s, p99.9 %s, max %s", len(batches), q(0.5), q(0.99), q(0.999), q(1))
+	mu.Unlock()
 }
 
 // TestRemapUnderWrites: SCIM writes racing a mapping swap and its remap
