@@ -403,6 +403,7 @@ func DefaultRules() Rules {
 	trim := Transforms{{Op: "trim"}}
 	return Rules{
 		Match: "userName",
+		Remap: RemapOnChange,
 		User: []Rule{
 			{To: "login", From: StringList{"userName"}, Transforms: trim, Required: true},
 			{To: "external_id", From: StringList{"externalId"}},
