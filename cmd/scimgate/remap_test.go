@@ -514,3 +514,45 @@ func remapLatency(t *testing.T, r *remapRig, base []time.Duration) int {
 	r.waitRemap(60 * time.Second)
 	return len(during)
 }
+
+// TestRemapManualThroughBinary: with mapping.remap: manual a reload maps
+// new writes with the new rules but leaves the stored records, saying so in
+// scimgate status, until scimgate remap --wait applies it.
+func TestRemapManualThroughBinary(t *testing.T) {
+	r := newRemapRig(t)
+	r.writeRules("  remap: manual\n" + remapRulesV1)
+	r.start()
+	defer func() { r.g.kill() }()
+	ids, _ := r.createUsers(0, 60, 4)
+	r.feed()
+	r.writeRules("  remap: manual\n" + remapRulesV2)
+	if out := r.cli(0, "reload"); !strings.Contains(out, "remap: manual: the stored records keep the previous output until `scimgate remap`") {
+		t.Errorf("reload said:\n%s", out)
+	}
+	if out := r.cli(0, "status"); !strings.Contains(out, "remap pending: mapping") || !strings.Contains(out, "run scimgate remap") {
+		t.Errorf("status while pending:\n%s", out)
+	}
+	time.Sleep(200 * time.Millisecond) // a remap would have begun
+	if evs := mappingEvents(t, r.feed()); len(evs) != 0 {
+		t.Fatalf("%d users got an event before scimgate remap", len(evs))
+	}
+	var rec map[string]any
+	r.get(r.g.admin, remapAPIToken, "/v1/users/"+ids[0], &rec)
+	if rec["title"] != "Engineer" {
+		t.Errorf("stored record changed before scimgate remap: %v", rec)
+	}
+	out := r.cli(0, "remap", "--wait")
+	if !strings.Contains(out, "remap started") || !strings.Contains(out, "remap done: mapping") {
+		t.Errorf("scimgate remap --wait:\n%s", out)
+	}
+	if got := len(mappingEvents(t, r.feed())); got != 30 { // i%3 == 0 or i%4 == 0, of 60
+		t.Errorf("%d users got user.updated, want 30", got)
+	}
+	r.get(r.g.admin, remapAPIToken, "/v1/users/"+ids[0], &rec)
+	if rec["title"] != "ENGINEER" || rec["department"] != "Sales" {
+		t.Errorf("after scimgate remap: %v", rec)
+	}
+	if out := r.cli(0, "remap"); !strings.Contains(out, "nothing to remap") {
+		t.Errorf("a second scimgate remap:\n%s", out)
+	}
+}
