@@ -3,6 +3,7 @@ package main
 import (
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -551,6 +552,18 @@ func TestRemapManualThroughBinary(t *testing.T) {
 	r.get(r.g.admin, remapAPIToken, "/v1/users/"+ids[0], &rec)
 	if rec["title"] != "ENGINEER" || rec["department"] != "Sales" {
 		t.Errorf("after scimgate remap: %v", rec)
+	}
+	resp, err := http.Get(r.g.admin + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	metrics, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	for _, want := range []string{`scimgate_remap_resources{count="changed"} 30`, `scimgate_remap_resources{count="total"} 60`,
+		`scimgate_remap_state{state="done"} 1`, `scimgate_remap_state{state="pending"} 0`, "scimgate_mapping_rejected_resources 0"} {
+		if !strings.Contains(string(metrics), want) {
+			t.Errorf("/metrics lacks %s", want)
+		}
 	}
 	if out := r.cli(0, "remap"); !strings.Contains(out, "nothing to remap") {
 		t.Errorf("a second scimgate remap:\n%s", out)
