@@ -141,6 +141,8 @@ func NewAdmin(cfg AdminConfig, d AdminDeps) *Admin {
 	a.mux.HandleFunc("POST /admin/targets/{target}/history", a.auth(a.history))
 	a.mux.HandleFunc("POST /admin/reload", a.auth(a.reload))
 	a.mux.HandleFunc("POST /admin/compact", a.auth(a.compact))
+	a.mux.HandleFunc("POST /admin/remap", a.auth(a.remap))
+	a.mux.HandleFunc("POST /admin/remap/preview", a.auth(a.remapPreview))
 	a.mux.HandleFunc("GET /admin/backup", a.auth(a.backup))
 	a.apiRoutes(d.API)
 	if cfg.Console && d.SCIM != nil && d.Dispatcher != nil && d.Store != nil { // the console reads all three
@@ -280,6 +282,10 @@ type Status struct {
 	Targets         []outbox.TargetStatus `json:"targets"`
 	// SCIMLimits are the SCIM request limits in force (scim.limits keys).
 	SCIMLimits map[string]int64 `json:"scim_limits"`
+	// Remap is the mapping in force, the last pass that applied a mapping
+	// change to the stored records (its progress while it runs), and the
+	// resources the mapping rejects (they keep their last good record).
+	Remap store.RemapStatus `json:"remap"`
 }
 
 func (a *Admin) status(w http.ResponseWriter, r *http.Request) {
@@ -296,6 +302,7 @@ func (a *Admin) status(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, Status{
 		Version: a.version, StartedAt: a.started.UTC(), LastSCIMRequest: a.scim.LastRequest(), LastSCIMChange: st.LastChange,
 		Users: st.Users, ActiveUsers: st.ActiveUsers, Groups: st.Groups, Targets: targets, SCIMLimits: a.scim.Limits(),
+		Remap: a.store.RemapStatus(),
 	})
 }
 

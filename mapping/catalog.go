@@ -205,15 +205,16 @@ func CompileCatalog(types []CatalogType) ([]CatalogType, error) {
 func (m *Mapper) SetCatalog(compiled []CatalogType) {
 	c := slices.Clone(compiled)
 	m.catalog.Store(&c)
+	m.setFingerprint(c)
 }
 
 // checkCatalog validates a user's roles and entitlements against the
 // catalog. It returns one problem per violation, and the attributes
 // involved.
-func (m *Mapper) checkCatalog(doc map[string]any) (problems, attrs []string) {
+func (m *Mapper) checkCatalog(doc map[string]any) (problems problemList, attrs []string) {
 	catalog := m.Catalog()
 	if len(catalog) == 0 {
-		return nil, nil
+		return problems, nil
 	}
 	active := true
 	if v, ok := scim.Get(doc, "active"); ok {
@@ -231,12 +232,13 @@ func (m *Mapper) checkCatalog(doc map[string]any) (problems, attrs []string) {
 		if len(types) == 0 {
 			continue
 		}
-		n := len(problems)
+		n := len(problems.full)
 		assigned := map[string][]string{} // type name → ids, in order
 		for _, id := range assignedValues(doc, attr) {
 			t, v := findValue(types, id)
 			if t == nil {
-				problems = append(problems, fmt.Sprintf("%s: unknown value %q (valid: %s)", attr, id, validValues(types)))
+				problems.add(fmt.Sprintf("%s: unknown value %q (valid: %s)", attr, id, validValues(types)),
+					attr+": a value not in the catalog (valid: "+validValues(types)+")")
 				continue
 			}
 			if !slices.Contains(assigned[t.Name], v.ID) {
@@ -247,12 +249,14 @@ func (m *Mapper) checkCatalog(doc map[string]any) (problems, attrs []string) {
 			got := assigned[t.Name]
 			switch {
 			case len(got) > 1 && !t.IsMultiValued():
-				problems = append(problems, fmt.Sprintf("%s: at most one %s may be assigned, got %s", attr, t.Name, strings.Join(got, ", ")))
+				problems.add(fmt.Sprintf("%s: at most one %s may be assigned, got %s", attr, t.Name, strings.Join(got, ", ")),
+					fmt.Sprintf("%s: at most one %s may be assigned, got %d", attr, t.Name, len(got)))
 			case len(got) == 0 && t.Required && active:
-				problems = append(problems, fmt.Sprintf("%s: a %s is required (one of %s)", attr, t.Name, validValues([]*CatalogType{t})))
+				p := fmt.Sprintf("%s: a %s is required (one of %s)", attr, t.Name, validValues([]*CatalogType{t}))
+				problems.add(p, p)
 			}
 		}
-		if len(problems) > n {
+		if len(problems.full) > n {
 			attrs = append(attrs, attr)
 		}
 	}

@@ -76,6 +76,8 @@ type Mapper struct {
 	// user's record changes the users referencing it.
 	refFields []string
 	catalog   atomic.Pointer[[]CatalogType] // swapped by SetCatalog
+	rulesSum  [32]byte                      // hash of the rules (rulesSum)
+	fp        atomic.Pointer[string]        // Fingerprint: rulesSum and the catalog
 }
 
 // field is one compiled rule.
@@ -116,6 +118,12 @@ const (
 	useDefault
 )
 
+// The values of Rules.Remap.
+const (
+	RemapOnChange = "on_change"
+	RemapManual   = "manual"
+)
+
 // Match attributes and reference keys, in their canonical spelling.
 var (
 	matchNames = []string{"userName", "emails", "externalId"}
@@ -137,12 +145,19 @@ func Compile(r Rules) (*Mapper, error) {
 			m.match = matchNames[i]
 		}
 	}
+	switch r.Remap {
+	case "", RemapOnChange, RemapManual:
+	default:
+		add("remap", errf(ErrUnknown, "unknown remap %q (want on_change or manual)", r.Remap))
+	}
 	m.user, m.userSame = m.compileResource("user", r.User, add)
 	m.group, m.groupSame = m.compileResource("group", r.Group, add)
 	m.extensions = extensionSchemas(r, add)
 	m.groupExtensions = groupExtensionSchemas(r)
 	cat := compileCatalog(r.Catalog, add)
 	m.catalog.Store(&cat)
+	m.rulesSum = rulesSum(r)
+	m.setFingerprint(cat)
 	if len(errs) > 0 {
 		// In the order of the rules, so of the file, however found.
 		slices.SortStableFunc(errs, func(a, b error) int { return cmpField(fieldOf(a), fieldOf(b)) })
@@ -165,7 +180,7 @@ func fieldOf(err error) string {
 func cmpField(a, b string) int {
 	rank := func(f string) (int, int) {
 		name, rest, _ := strings.Cut(f, "[")
-		sec := slices.Index([]string{"match", "user", "group", "extensions", "catalog"}, strings.SplitN(name, ".", 2)[0])
+		sec := slices.Index([]string{"remap", "match", "user", "group", "extensions", "catalog"}, strings.SplitN(name, ".", 2)[0])
 		i, _, _ := strings.Cut(rest, "]")
 		n, err := strconv.Atoi(i)
 		if err != nil {

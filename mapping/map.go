@@ -30,6 +30,18 @@ type Result struct {
 type Rejection struct {
 	Fields []string
 	Err    *scim.Error
+	// Reasons are the problems without the values involved (as warnings
+	// are written): what a log or a list of rejected resources may show.
+	Reasons []string
+}
+
+// problemList collects a mapping's problems twice: for the identity
+// provider, with the values, and without them, for logs.
+type problemList struct{ full, quiet []string }
+
+func (p *problemList) add(full, quiet string) {
+	p.full = append(p.full, full)
+	p.quiet = append(p.quiet, quiet)
 }
 
 func (e *Rejection) Error() string { return e.Err.Error() }
@@ -98,23 +110,23 @@ func (m *Mapper) MapUser(doc map[string]any, res Resolver) (Result, error) {
 // MapGroup maps a SCIM Group document to its canonical record, with the
 // same errors as MapUser. Group rules cannot hold references.
 func (m *Mapper) MapGroup(doc map[string]any) (Result, error) {
-	return m.run(m.group, m.groupSame, doc, nil, nil, nil)
+	return m.run(m.group, m.groupSame, doc, nil, problemList{}, nil)
 }
 
 // MatchAttribute returns the SCIM attribute that identifies an existing
 // user: "userName", "emails" or "externalId".
 func (m *Mapper) MatchAttribute() string { return m.match }
 
-func (m *Mapper) run(fieldList, same []*field, doc map[string]any, res Resolver, problems, fields []string) (Result, error) {
+func (m *Mapper) run(fieldList, same []*field, doc map[string]any, res Resolver, problems problemList, fields []string) (Result, error) {
 	r := Result{Record: make(map[string]any, len(fieldList))}
 	var froms []string // where each field's value came from, for same_as
 	if len(same) > 0 {
 		froms = make([]string, len(fieldList))
 	}
 	for i, f := range fieldList {
-		n := len(problems)
+		n := len(problems.full)
 		from := f.eval(&r, &problems, doc, res)
-		if len(problems) > n {
+		if len(problems.full) > n {
 			fields = append(fields, f.to)
 		}
 		if froms != nil {
@@ -122,20 +134,21 @@ func (m *Mapper) run(fieldList, same []*field, doc map[string]any, res Resolver,
 		}
 	}
 	for _, f := range same {
-		if p := f.checkSame(r.Record, froms); p != "" {
-			problems = append(problems, p)
+		if p := f.checkSame(r.Record, froms, true); p != "" {
+			problems.add(p, f.checkSame(r.Record, froms, false))
 			fields = append(fields, f.to)
 		}
 	}
-	if len(problems) > 0 {
-		return Result{}, &Rejection{Fields: fields, Err: scim.Errorf(http.StatusBadRequest, scim.InvalidValue, "%s", strings.Join(problems, "; "))}
+	if len(problems.full) > 0 {
+		return Result{}, &Rejection{Fields: fields, Reasons: problems.quiet,
+			Err: scim.Errorf(http.StatusBadRequest, scim.InvalidValue, "%s", strings.Join(problems.full, "; "))}
 	}
 	return r, nil
 }
 
 // checkSame compares f's value with that of its same_as field and returns
 // the problem, or "" when they are equal or either is not in the record.
-func (f *field) checkSame(rec map[string]any, froms []string) string {
+func (f *field) checkSame(rec map[string]any, froms []string, withValues bool) string {
 	a, ok := lookup(rec, f.keys)
 	if !ok {
 		return ""
@@ -153,14 +166,14 @@ func (f *field) checkSame(rec map[string]any, froms []string) string {
 	if equal(a, b) { // 3 and 3.0; lists and objects
 		return ""
 	}
-	return f.to + ": " + describe(a, true) + " must equal " + f.sameAs.to + " " + describe(b, true) +
+	return f.to + ": " + describe(a, withValues) + " must equal " + f.sameAs.to + " " + describe(b, withValues) +
 		" (from " + froms[f.pos] + " and " + froms[f.sameAs.pos] + ")"
 }
 
 // eval maps one field into r.Record, or adds to r.Warnings or problems. It
 // returns where the value set came from (a path, "value", "template" or
 // "default"), or "" when the field was left out.
-func (f *field) eval(r *Result, problems *[]string, doc map[string]any, res Resolver) string {
+func (f *field) eval(r *Result, problems *problemList, doc map[string]any, res Resolver) string {
 	vals, from := f.read(doc)
 	for _, s := range f.steps {
 		var verr *valueError
@@ -185,7 +198,8 @@ func (f *field) eval(r *Result, problems *[]string, doc map[string]any, res Reso
 	case f.hasDef:
 		v, from = clone(f.def), "default"
 	case f.required:
-		*problems = append(*problems, f.to+": a value is required (from "+f.srcText+")")
+		p := f.to + ": a value is required (from " + f.srcText + ")"
+		problems.add(p, p)
 		return ""
 	default:
 		return ""
@@ -230,7 +244,7 @@ func (f *field) eval(r *Result, problems *[]string, doc map[string]any, res Reso
 
 // invalid handles a value the rule rejects. It reports whether the rule
 // goes on with its default.
-func (f *field) invalid(r *Result, problems *[]string, verr *valueError, from string) bool {
+func (f *field) invalid(r *Result, problems *problemList, verr *valueError, from string) bool {
 	switch f.onInvalid {
 	case drop:
 		r.Warnings = append(r.Warnings, f.to+": dropped: "+verr.text(false)+" (from "+from+")")
@@ -241,7 +255,7 @@ func (f *field) invalid(r *Result, problems *[]string, verr *valueError, from st
 		r.WarnedFields = append(r.WarnedFields, f.to)
 		return true
 	}
-	*problems = append(*problems, f.to+": "+verr.text(true)+" (from "+from+")")
+	problems.add(f.to+": "+verr.text(true)+" (from "+from+")", f.to+": "+verr.text(false)+" (from "+from+")")
 	return false
 }
 

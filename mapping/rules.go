@@ -27,6 +27,11 @@ type Rules struct {
 	// Catalog lists the roles and entitlements the app grants: served for
 	// discovery and enforced on users' roles and entitlements.
 	Catalog []CatalogType `yaml:"catalog,omitempty"`
+	// Remap says when a changed mapping is applied to the records already
+	// stored: "on_change" (the default, also for "") at the reload or start
+	// that brings it, in the background; "manual" only when the operator
+	// runs `scimgate remap`. Not part of the fingerprint.
+	Remap string `yaml:"remap,omitempty"`
 
 	// unknown are the keys UnmarshalYAML found that no option has, and the
 	// values of the wrong kind, as *FieldError: Compile reports them with
@@ -398,6 +403,7 @@ func DefaultRules() Rules {
 	trim := Transforms{{Op: "trim"}}
 	return Rules{
 		Match: "userName",
+		Remap: RemapOnChange,
 		User: []Rule{
 			{To: "login", From: StringList{"userName"}, Transforms: trim, Required: true},
 			{To: "external_id", From: StringList{"externalId"}},

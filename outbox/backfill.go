@@ -163,7 +163,7 @@ func resumeBackfill(rec backfillRecord, spool *bolt.Bucket, l *lane) *bfRun {
 func encodeSpool(ev Event) ([]byte, error) {
 	return json.Marshal(storedEvent{
 		ID: ev.ID, Type: ev.Type, At: ev.OccurredAt.UnixNano(), Resources: ev.Resources,
-		Data: ev.Data, Changes: ev.Changes, Seq: ev.Seq,
+		Data: ev.Data, Changes: ev.Changes, Cause: ev.Cause, Seq: ev.Seq,
 	})
 }
 
@@ -173,7 +173,7 @@ func decodeSpool(key uint64, v []byte) (Event, error) {
 		return Event{}, fmt.Errorf("outbox: decode snapshot event %x: %w", key, err)
 	}
 	return Event{ID: s.ID, Seq: s.Seq, Type: s.Type, OccurredAt: time.Unix(0, s.At).UTC(),
-		Resources: s.Resources, Data: s.Data, Changes: s.Changes}, nil
+		Resources: s.Resources, Data: s.Data, Changes: s.Changes, Cause: s.Cause}, nil
 }
 
 // SetSnapshot gives the dispatcher the application's snapshot source, which

@@ -101,6 +101,10 @@ type Event struct {
 	Data json.RawMessage `json:"data,omitempty"`
 	// Changes is the envelope's "changes" object, or nil.
 	Changes json.RawMessage `json:"changes,omitempty"`
+	// Cause says why the event was made when it was not an identity
+	// provider's write: "mapping" for a record mapped again after the
+	// mapping changed. Empty (and left out of the envelope) otherwise.
+	Cause string `json:"cause,omitempty"`
 
 	// undecodable is set on the stand-in for a stored event whose value
 	// does not decode (see salvageEvent): the dispatcher never sends it; it
@@ -117,6 +121,7 @@ type storedEvent struct {
 	Resources []string        `json:"res,omitempty"`
 	Data      json.RawMessage `json:"data,omitempty"`
 	Changes   json.RawMessage `json:"changes,omitempty"`
+	Cause     string          `json:"cause,omitempty"`
 	// Seq is set in a target's spool only, where the key is not the seq.
 	Seq uint64 `json:"seq,omitempty"`
 }
@@ -169,6 +174,7 @@ func encodeEvent(ev Event) ([]byte, error) {
 		Resources: ev.Resources,
 		Data:      ev.Data,
 		Changes:   ev.Changes,
+		Cause:     ev.Cause,
 	})
 }
 
@@ -187,6 +193,7 @@ func decodeEvent(seq uint64, v []byte) (Event, error) {
 		Resources:  s.Resources,
 		Data:       s.Data,
 		Changes:    s.Changes,
+		Cause:      s.Cause,
 	}, nil
 }
 
@@ -258,10 +265,10 @@ const envelopeTime = "2006-01-02T15:04:05.000Z07:00"
 
 // Envelope returns the JSON body sent to webhooks:
 //
-//	{"id":…,"type":…,"occurred_at":…,"sequence":…,"data":…,"changes":…}
+//	{"id":…,"type":…,"occurred_at":…,"sequence":…,"data":…,"changes":…,"cause":…}
 //
 // occurred_at is RFC 3339 in UTC with milliseconds; "changes" is omitted when
-// nil and "data" is null when nil. Data and Changes are copied as they are, so
+// nil, "cause" when empty, and "data" is null when nil. Data and Changes are copied as they are, so
 // they must be valid JSON (Enqueue checks this).
 func (e Event) Envelope() []byte {
 	b := make([]byte, 0, 128+len(e.ID)+len(e.Type)+len(e.Data)+len(e.Changes))
@@ -282,6 +289,10 @@ func (e Event) Envelope() []byte {
 	if len(e.Changes) > 0 {
 		b = append(b, `,"changes":`...)
 		b = append(b, e.Changes...)
+	}
+	if e.Cause != "" {
+		b = append(b, `,"cause":`...)
+		b = appendJSONString(b, e.Cause)
 	}
 	return append(b, '}')
 }

@@ -139,6 +139,24 @@ func TestEnvelope(t *testing.T) {
 	if got := string(ev.Envelope()); got != want {
 		t.Errorf("Envelope =\n%s\nwant\n%s", got, want)
 	}
+	ev.Cause = "mapping"
+	if got, want := string(ev.Envelope()), want[:len(want)-1]+`,"cause":"mapping"}`; got != want {
+		t.Errorf("Envelope with a cause =\n%s\nwant\n%s", got, want)
+	}
+	// The cause survives the log and the spool.
+	enc, err := encodeEvent(ev)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if back, err := decodeEvent(ev.Seq, enc); err != nil || back.Cause != "mapping" {
+		t.Errorf("decodeEvent: cause %q, err %v; want mapping", back.Cause, err)
+	}
+	if sp, err := encodeSpool(ev); err != nil {
+		t.Fatal(err)
+	} else if back, err := decodeSpool(1, sp); err != nil || back.Cause != "mapping" {
+		t.Errorf("decodeSpool: cause %q, err %v; want mapping", back.Cause, err)
+	}
+	ev.Cause = ""
 	ev.Changes = nil
 	var m map[string]any
 	if err := json.Unmarshal(ev.Envelope(), &m); err != nil {

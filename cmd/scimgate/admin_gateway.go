@@ -8,7 +8,6 @@ import (
 	"io"
 	"net/http"
 	"os"
-	"strings"
 
 	"github.com/spf13/cobra"
 )
@@ -23,8 +22,10 @@ func (c *cli) reloadCommand() *cobra.Command {
 		Long: `Reload the running gateway's configuration and environment (tokens, Basic credentials,
 limits, targets, the TLS certificate, and secrets from _FILE variables), as SIGHUP does. The new
 configuration is validated as at start; if it has problems they are printed and the running
-configuration is kept. Listeners, data_dir and the mapping need a restart: a reload that changes
-them applies the rest, names what was not applied, and exits 1.`,
+configuration is kept. A changed mapping is applied to the stored records in the background
+(remap: on_change) or by scimgate remap (remap: manual). Listeners, data_dir and a mapping's
+extension schemas need a restart: a reload that changes them applies the rest, names what was
+not applied, and exits 1.`,
 		Args: noArgs,
 	}, &f, false, false, func(cmd *cobra.Command, cl *adminClient, _ []string) error {
 		var out struct {
@@ -47,7 +48,7 @@ them applies the rest, names what was not applied, and exits 1.`,
 		}
 		var applied, restart []string
 		for _, ch := range out.Changes {
-			if strings.Contains(ch, "needs a restart") {
+			if notApplied(ch) {
 				restart = append(restart, ch)
 			} else {
 				applied = append(applied, ch)
@@ -63,7 +64,7 @@ them applies the rest, names what was not applied, and exits 1.`,
 			return nil
 		}
 		// The configuration on disk is not what runs: say so, and fail.
-		fmt.Fprintln(c.stderr, "not applied until the gateway restarts:")
+		fmt.Fprintln(c.stderr, "not applied:")
 		for _, ch := range restart {
 			fmt.Fprintf(c.stderr, "  %s\n", ch)
 		}

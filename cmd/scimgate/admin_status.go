@@ -61,6 +61,7 @@ func (c *cli) writeStatus(cmd *cobra.Command, cl *adminClient, w io.Writer, asJS
 	}
 	printStatus(w, st, time.Now())
 	printActionTargets(w, raw)
+	printRemapStatus(w, raw, time.Now())
 	return nil
 }
 

@@ -179,7 +179,8 @@ func newApp(cfg Config, logger *slog.Logger, opts appOptions) (*app, error) {
 	a.store = store.New(db, mapper, store.Options{UserExtensions: mapper.UserExtensions(),
 		OnCommit:     func() { a.dispatcher.Notify(); a.feed.Notify() },
 		VersionFloor: ep.floor(), Logger: logger, Observer: obs,
-		UnknownMembers: cfg.SCIM.UnknownMembers, MaxDepth: cfg.SCIM.Limits.MaxDepth})
+		UnknownMembers: cfg.SCIM.UnknownMembers, MaxDepth: cfg.SCIM.Limits.MaxDepth,
+		RemapManual: cfg.Mapping.Remap == mapping.RemapManual})
 	a.dispatcher.SetSnapshot(a.store.Snapshot)
 	a.mapper = mapper
 	gm := gateway.NewMetrics()
@@ -520,6 +521,8 @@ func isLoopback(addr net.Addr) bool {
 type storeCollector struct {
 	s                     *store.Store
 	users, active, groups *prometheus.Desc
+	remap, remapState     *prometheus.Desc
+	rejected              *prometheus.Desc
 }
 
 func newStoreCollector(s *store.Store) *storeCollector {
@@ -527,6 +530,13 @@ func newStoreCollector(s *store.Store) *storeCollector {
 		users:  prometheus.NewDesc("scimgate_store_users", "Users in the store.", nil, nil),
 		active: prometheus.NewDesc("scimgate_store_active_users", "Active users in the store.", nil, nil),
 		groups: prometheus.NewDesc("scimgate_store_groups", "Groups in the store.", nil, nil),
+		remap: prometheus.NewDesc("scimgate_remap_resources",
+			"The last pass that applied a mapping change to the stored records (the running one): resources at its start (total), examined (done), whose record changed (changed), rejected by the mapping (rejected).",
+			[]string{"count"}, nil),
+		remapState: prometheus.NewDesc("scimgate_remap_state",
+			"1 for the state of the last mapping remap (pending: waiting for `scimgate remap`; running; done).", []string{"state"}, nil),
+		rejected: prometheus.NewDesc("scimgate_mapping_rejected_resources",
+			"Stored resources the mapping in force rejects: they keep the record an earlier mapping made (scimgate status lists them).", nil, nil),
 	}
 }
 
@@ -534,6 +544,9 @@ func (c *storeCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- c.users
 	ch <- c.active
 	ch <- c.groups
+	ch <- c.remap
+	ch <- c.remapState
+	ch <- c.rejected
 }
 
 func (c *storeCollector) Collect(ch chan<- prometheus.Metric) {
@@ -544,6 +557,20 @@ func (c *storeCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(c.users, prometheus.GaugeValue, float64(st.Users))
 	ch <- prometheus.MustNewConstMetric(c.active, prometheus.GaugeValue, float64(st.ActiveUsers))
 	ch <- prometheus.MustNewConstMetric(c.groups, prometheus.GaugeValue, float64(st.Groups))
+	rs := c.s.RemapStatus()
+	ch <- prometheus.MustNewConstMetric(c.rejected, prometheus.GaugeValue, float64(rs.Rejected))
+	if last := rs.Last; last != nil {
+		for name, v := range map[string]int{"total": last.Total, "done": last.Done, "changed": last.Changed, "rejected": last.Rejected} {
+			ch <- prometheus.MustNewConstMetric(c.remap, prometheus.GaugeValue, float64(v), name)
+		}
+		for _, state := range []string{store.RemapPending, store.RemapRunning, store.RemapDone} {
+			v := 0.0
+			if last.State == state {
+				v = 1
+			}
+			ch <- prometheus.MustNewConstMetric(c.remapState, prometheus.GaugeValue, v, state)
+		}
+	}
 }
 
 // certReloader serves a certificate that SIGHUP reloads from disk.

@@ -80,7 +80,7 @@ stores them, and delivers signed events to your app. See README.md and docs/.`,
 	}
 	add(groupGateway, c.serveCommand(), c.validateCommand(), c.restoreCommand())
 	add(groupAdmin, c.statusCommand(), c.deadLettersCommand(), c.replayCommand(), c.retryCommand(),
-		c.pauseCommand(), c.resumeCommand(), c.backfillCommand(), c.backupCommand(), c.compactCommand(), c.reloadCommand(), c.healthCommand())
+		c.pauseCommand(), c.resumeCommand(), c.backfillCommand(), c.backupCommand(), c.compactCommand(), c.reloadCommand(), c.remapCommand(), c.healthCommand())
 	add(groupTools, c.mapCommand(), c.actionsCommand(), c.idsCommand(), c.tokenCommand(), c.secretCommand(), c.listenCommand(), c.versionCommand())
 	return root
 }

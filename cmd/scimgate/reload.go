@@ -1,6 +1,7 @@
 package main
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -28,7 +29,7 @@ import (
 //	outbox targets and delivery settings   Dispatcher.Reload(outbox.Config)   (outbox)
 //	SCIM credentials and request limits    Server.Reload(gateway.Config)      (gateway)
 //	admin and app API tokens               Admin.Reload(gateway.AdminConfig, gateway.APIConfig) (gateway)
-//	the roles and entitlements catalog     Mapper.SetCatalog                  (mapping; refused while a user holds a value it drops)
+//	the mapping (rules, catalog, remap)    Store.SetMapper, Server.SetMapper  (store; the catalog refused while a user holds a value it drops)
 //	the TLS certificate                    certReloader.load                  (here)
 //	log.level                              slog.LevelVar                      (here)
 //
@@ -36,11 +37,16 @@ import (
 // validation); the others cannot fail once validated. What is not
 // reloadable, and why: the listeners' addresses, timeouts and connection
 // limits (bound to open sockets and to the http.Server, which reads them
-// unsynchronised), data_dir (the open, locked database), the mapping (the
-// store's compiled rules; changing them under a running store would map
-// some writes one way and some the other), scim.base_path (the routes),
+// unsynchronised), data_dir (the open, locked database), the extension
+// schemas a mapping reads or declares (the resource types the store
+// validates with and /Schemas serves), scim.base_path (the routes),
 // turning TLS on or off, and log.format. A change to those is reported as
-// needing a restart.
+// needing a restart, and `scimgate reload` exits 1.
+//
+// A new mapping is swapped into the store in its writer (no write maps
+// with the old one after it) and, when its fingerprint differs, the stored
+// records are mapped again in the background (remap: on_change) or wait
+// for `scimgate remap` (remap: manual); see store/remap.go.
 
 // The reload methods of the components, asserted at start so that each
 // part is reloaded by one call as soon as its owner provides it.
@@ -69,16 +75,13 @@ func (e *reloadError) Problems() []string { return e.problems }
 
 // notReloadable are the configuration paths a reload cannot apply.
 var notReloadable = []string{
-	"data_dir", "mapping", "log.format",
+	"data_dir", "log.format",
 	"scim.listen", "scim.base_path",
 	"scim.limits.read_timeout", "scim.limits.write_timeout", "scim.limits.idle_timeout", "scim.limits.max_connections",
 	"admin.listen", "admin.read_timeout", "admin.write_timeout", "admin.idle_timeout", "admin.max_connections", "admin.console",
 }
 
 func restartNeeded(path string) bool {
-	if path == "mapping.catalog" || strings.HasPrefix(path, "mapping.catalog.") || strings.HasPrefix(path, "mapping.catalog[") {
-		return false // the catalog only validates: it reloads (reloadCatalog)
-	}
 	for _, p := range notReloadable {
 		if path == p || strings.HasPrefix(path, p+".") || strings.HasPrefix(path, p+"[") {
 			return true
@@ -101,8 +104,8 @@ func (a *app) reload(trigger string) ([]string, error) {
 		a.logger.Error("configuration reload failed", "trigger", trigger, "err", err)
 	case len(changes) == 0:
 		a.logger.Info("configuration reloaded: no changes", "trigger", trigger)
-	case slices.ContainsFunc(changes, func(c string) bool { return strings.Contains(c, "needs a restart") }):
-		a.logger.Warn("configuration reloaded, except what needs a restart (not applied)", "trigger", trigger, "changes", changes)
+	case slices.ContainsFunc(changes, notApplied):
+		a.logger.Warn("configuration reloaded, except what needs a restart or failed (not applied)", "trigger", trigger, "changes", changes)
 	default:
 		a.logger.Info("configuration reloaded", "trigger", trigger, "changes", changes)
 	}
@@ -110,6 +113,12 @@ func (a *app) reload(trigger string) ([]string, error) {
 		a.opts.LogLevel.Set(*level) // after the line above, which a higher level would hide
 	}
 	return changes, err
+}
+
+// notApplied reports whether a line of a reload's changes names a part that
+// was not applied: `scimgate reload` then exits 1.
+func notApplied(change string) bool {
+	return strings.Contains(change, "needs a restart") || strings.Contains(change, "not applied")
 }
 
 func (a *app) applyReload() (changes []string, level *slog.Level, err error) {
@@ -163,11 +172,20 @@ func (a *app) applyReload() (changes []string, level *slog.Level, err error) {
 	}
 	// The catalog may still refuse (a value it drops is assigned): check it
 	// before anything is applied, apply it after the rest.
-	var catalog []mapping.CatalogType
 	catalogChanged := sectionChanged(diff, "mapping.catalog")
 	if catalogChanged {
-		var problems []string
-		if catalog, problems = a.checkCatalog(cur.Mapping.Catalog, next.Mapping.Catalog); len(problems) > 0 {
+		if _, problems := a.checkCatalog(cur.Mapping.Catalog, next.Mapping.Catalog); len(problems) > 0 {
+			return nil, nil, &reloadError{problems: problems}
+		}
+	}
+	var nextMapper *mapping.Mapper
+	mappingChanged := sectionChanged(diff, "mapping")
+	if mappingChanged {
+		if nextMapper, err = mapping.Compile(next.Mapping); err != nil {
+			var problems []string
+			for _, e := range flatten(err) {
+				problems = append(problems, "mapping."+e.Error())
+			}
 			return nil, nil, &reloadError{problems: problems}
 		}
 	}
@@ -208,12 +226,14 @@ func (a *app) applyReload() (changes []string, level *slog.Level, err error) {
 	// What a restart would apply stays as it runs: keep those sections of
 	// the running configuration, take the rest.
 	kept := next
-	if catalogChanged {
-		a.mapper.SetCatalog(catalog)
-		changes = append(changes, catalogChanges(cur.Mapping.Catalog, next.Mapping.Catalog)...)
+	kept.DataDir, kept.Log.Format = cur.DataDir, cur.Log.Format
+	if mappingChanged {
+		c, r, applied := a.reloadMapping(cur.Mapping, next.Mapping, nextMapper, diff)
+		changes, restart = append(changes, c...), append(restart, r...)
+		if !applied {
+			kept.Mapping = cur.Mapping
+		}
 	}
-	kept.DataDir, kept.Mapping, kept.Log.Format = cur.DataDir, cur.Mapping, cur.Log.Format
-	kept.Mapping.Catalog = next.Mapping.Catalog
 	kept.SCIM.Listen, kept.SCIM.BasePath = cur.SCIM.Listen, cur.SCIM.BasePath
 	kept.SCIM.Limits.ReadTimeout, kept.SCIM.Limits.WriteTimeout = cur.SCIM.Limits.ReadTimeout, cur.SCIM.Limits.WriteTimeout
 	kept.SCIM.Limits.IdleTimeout, kept.SCIM.Limits.MaxConnections = cur.SCIM.Limits.IdleTimeout, cur.SCIM.Limits.MaxConnections
@@ -358,6 +378,56 @@ func (a *app) checkCatalog(old, next []mapping.CatalogType) ([]mapping.CatalogTy
 		}
 	}
 	return compiled, problems
+}
+
+// reloadMapping swaps in a changed mapping (compiled as next): the store
+// maps every write with it from now on and, when the fingerprint changed,
+// maps the stored records again (remap: on_change) or waits for
+// `scimgate remap` (manual). It returns the changes, what was not applied,
+// and whether the mapping was.
+func (a *app) reloadMapping(cur, next mapping.Rules, m *mapping.Mapper, diff []change) (changes, notApplied []string, applied bool) {
+	old := a.store.Mapper()
+	manual := next.Remap == mapping.RemapManual
+	a.store.SetRemapManual(manual)
+	if err := a.store.SetMapper(m); err != nil {
+		a.store.SetRemapManual(cur.Remap == mapping.RemapManual)
+		return nil, []string{"mapping: not applied, the running mapping is kept: " + err.Error()}, false
+	}
+	a.mapper = m
+	a.scim.SetMapper(m)
+	if sectionChanged(diff, "mapping.catalog") {
+		changes = append(changes, catalogChanges(cur.Catalog, next.Catalog)...)
+	}
+	if cur.Remap != next.Remap {
+		changes = append(changes, fmt.Sprintf("mapping.remap: %s → %s", orDefault(cur.Remap, mapping.RemapOnChange), orDefault(next.Remap, mapping.RemapOnChange)))
+	}
+	if ofp, nfp := old.Fingerprint(), m.Fingerprint(); ofp != nfp {
+		if manual {
+			changes = append(changes, fmt.Sprintf("mapping: fingerprint %s → %s; remap: manual: the stored records keep the previous output until `scimgate remap` (preview it with `scimgate remap --dry-run`)", ofp, nfp))
+		} else {
+			changes = append(changes, fmt.Sprintf("mapping: fingerprint %s → %s; the stored records are being mapped again in the background (`scimgate status` shows the progress)", ofp, nfp))
+		}
+	} else if !sectionChanged(diff, "mapping.catalog") && cur.Remap == next.Remap {
+		changes = append(changes, "mapping: changed, with the same records (fingerprint "+nfp+")")
+	}
+	if !sameSchemas(old.UserExtensions(), m.UserExtensions()) || !sameSchemas(old.GroupExtensions(), m.GroupExtensions()) {
+		notApplied = append(notApplied, "mapping: the extension schemas the rules read or declare changed: /Schemas and the schemas stored resources are validated with needs a restart (the rules themselves are applied)")
+	}
+	return changes, notApplied, true
+}
+
+func orDefault(s, def string) string {
+	if s == "" {
+		return def
+	}
+	return s
+}
+
+// sameSchemas compares two lists of extension schemas as served.
+func sameSchemas(a, b []*scim.Schema) bool {
+	x, err1 := json.Marshal(a)
+	y, err2 := json.Marshal(b)
+	return err1 == nil && err2 == nil && string(x) == string(y)
 }
 
 // catalogChanges describes a catalog reload by type and value counts.

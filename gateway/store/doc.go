@@ -10,8 +10,8 @@
 // exact(v) is exactKey (trim, NFC); ids never contain 0x00, and a prefix
 // lookup only accepts a whole id after "value 0x00":
 //
-//	meta                 "schema" → "3"; counters; "last_change"
-//	users                id → JSON(record)
+//	meta                 "schema" → "3"; counters; "last_change"; "mapping_fp", "remap" (remap.go)
+//	users                id → JSON(record)                    record.fp: the mapping's fingerprint
 //	users_by_name        fold(userName) → id                  unique
 //	users_name_shadowed  fold(userName) 0x00 id → be64(seq)   migrated look-alikes (see Collision)
 //	users_by_extid       exact(externalId) 0x00 id → ""
@@ -27,6 +27,7 @@
 //	refs_dependent       dependentID 0x00 fold(value) → ""
 //	refs_resolved        targetID 0x00 dependentID → field    resolved references, unlinked when the target goes
 //	refs_resolved_by     dependentID 0x00 targetID → ""
+//	mapping_rejected     "user/"id or "group/"id → JSON       resources the mapping in force rejects (remap.go)
 //
 // Writes go through a single writer goroutine that commits whatever is
 // queued in one transaction (group commit); a write that panics there

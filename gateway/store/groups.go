@@ -47,7 +47,7 @@ func (s *Store) CreateGroup(doc map[string]any) (*Resource, error) {
 	}
 	id, k := newID(), s.groups
 	var out *Resource
-	err = s.write(func(tx *bolt.Tx, rs *readSet) (writeFunc, error) {
+	err = s.write(func(tx *bolt.Tx, rs *readSet, m *mapping.Mapper) (writeFunc, error) {
 		if err := k.checkName(tx, rs, doc, ""); err != nil {
 			return nil, err
 		}
@@ -59,11 +59,11 @@ func (s *Store) CreateGroup(doc map[string]any) (*Resource, error) {
 		if err != nil {
 			return nil, err
 		}
-		res, err := s.mapper.MapGroup(doc)
+		res, err := m.MapGroup(doc)
 		if err != nil {
 			return nil, err
 		}
-		r, enc, created, err := s.newRecord(k, id, doc, res.Record)
+		r, enc, created, err := s.newRecord(k, id, doc, res.Record, m.Fingerprint())
 		if err != nil {
 			return nil, err
 		}
@@ -207,7 +207,7 @@ func (s *Store) updateGroup(id, ifMatch string, next func(tx *bolt.Tx, cur *reco
 	}
 	k := s.groups
 	var out *Resource
-	err := s.write(func(tx *bolt.Tx, rs *readSet) (writeFunc, error) {
+	err := s.write(func(tx *bolt.Tx, rs *readSet, m *mapping.Mapper) (writeFunc, error) {
 		// The group's record covers its membership: every change of its
 		// members rewrites it (see prepare.go).
 		cur, err := k.getRS(tx, rs, id)
@@ -246,12 +246,12 @@ func (s *Store) updateGroup(id, ifMatch string, next func(tx *bolt.Tx, cur *reco
 		if err := k.checkName(tx, rs, doc, id); err != nil {
 			return nil, err
 		}
-		res, err := s.mapper.MapGroup(doc)
+		res, err := m.MapGroup(doc)
 		if err != nil {
 			return nil, err
 		}
 		now := s.now()
-		r := &record{ID: id, Seq: cur.Seq, Created: cur.Created, Modified: now, Version: s.nextVersion(cur.Version), Doc: doc, Record: res.Record}
+		r := &record{ID: id, Seq: cur.Seq, Created: cur.Created, Modified: now, Version: s.nextVersion(cur.Version), Doc: doc, Record: res.Record, FP: m.Fingerprint()}
 		enc, err := k.encode(r)
 		if err != nil {
 			return nil, err
@@ -281,6 +281,9 @@ func (s *Store) updateGroup(id, ifMatch string, next func(tx *bolt.Tx, cur *reco
 				return err
 			}
 			if err := tx.Bucket(k.data).Put([]byte(id), enc.bytes(r.Seq)); err != nil {
+				return err
+			}
+			if err := clearRejected(tx, "group", id); err != nil {
 				return err
 			}
 			if err := s.enqueueAll(tx, evs...); err != nil {
@@ -363,6 +366,9 @@ func (s *Store) DeleteGroup(id, ifMatch string) error {
 				return err
 			}
 			if err := tx.Bucket(bucketMemberCounts).Delete([]byte(id)); err != nil {
+				return err
+			}
+			if err := clearRejected(tx, "group", id); err != nil {
 				return err
 			}
 			if err := s.enqueue(tx, "group.deleted", []string{resKey("Group", id)}, dataOf("group", eventData(r)), nil); err != nil {

@@ -145,6 +145,7 @@ type loggedEvent struct {
 	Resources []string        `json:"res"`
 	Data      json.RawMessage `json:"data"`
 	Changes   json.RawMessage `json:"changes"`
+	Cause     string          `json:"cause"`
 }
 
 // events returns the outbox log after seq.

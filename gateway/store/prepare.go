@@ -114,22 +114,29 @@ func (s *Store) resolver(tx *bolt.Tx, rs *readSet) mapping.Resolver {
 // transaction, with rs nil), recording what it reads in rs. It returns the apply step
 // the writer runs, or nil when there is nothing to write (an unchanged
 // resource), or a refusal. It must not write to tx.
-type prepFunc func(tx *bolt.Tx, rs *readSet) (apply writeFunc, err error)
+//
+// m is the mapping to map with: the store's current one, loaded once per
+// attempt. The apply step runs only while it is still the current one
+// (SetMapper swaps it inside the writer), so every record is written with
+// the fingerprint of the mapper that made it, and a write prepared before a
+// swap is prepared again after it.
+type prepFunc func(tx *bolt.Tx, rs *readSet, m *mapping.Mapper) (apply writeFunc, err error)
 
 // write runs one prepared write (see the comment at the top of the file).
 func (s *Store) write(prep prepFunc) error {
 	for range maxOptimistic {
 		rs := &readSet{}
 		var apply writeFunc
+		m := s.mapper.Load()
 		err := s.prepareView(func(tx *bolt.Tx) (err error) {
-			apply, err = prep(tx, rs)
+			apply, err = prep(tx, rs, m)
 			return err
 		})
 		if err != nil || apply == nil {
 			return err
 		}
 		err = s.w.update(func(tx *bolt.Tx) error {
-			if !rs.valid(tx, s) {
+			if s.mapper.Load() != m || !rs.valid(tx, s) {
 				return errConflict
 			}
 			return apply(tx)
@@ -141,7 +148,7 @@ func (s *Store) write(prep prepFunc) error {
 	}
 	s.pessimistic.Add(1)
 	return s.w.update(func(tx *bolt.Tx) error {
-		apply, err := prep(tx, nil)
+		apply, err := prep(tx, nil, s.mapper.Load())
 		if err != nil || apply == nil {
 			return err
 		}

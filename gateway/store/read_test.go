@@ -266,7 +266,8 @@ func buildBenchDB(b testing.TB, path string, n, members int) {
 		b.Fatal(err)
 	}
 	mapper, _ := mapping.Compile(mapping.DefaultRules())
-	s := &Store{mapper: mapper, now: time.Now, users: userKind(), groups: groupKind()}
+	s := &Store{now: time.Now, users: userKind(), groups: groupKind()}
+	s.mapper.Store(mapper)
 	s.dbp.Store(db)
 	now := time.Now()
 	var ids []string
@@ -280,7 +281,7 @@ func buildBenchDB(b testing.TB, path string, n, members int) {
 				if err != nil {
 					return err
 				}
-				r := &record{ID: newID(), Created: now, Modified: now, Version: 1, Doc: d, Record: res.Record}
+				r := &record{ID: newID(), Created: now, Modified: now, Version: 1, Doc: d, Record: res.Record, FP: mapper.Fingerprint()}
 				if err := s.users.insertNew(tx, r); err != nil {
 					return err
 				}
@@ -295,8 +296,14 @@ func buildBenchDB(b testing.TB, path string, n, members int) {
 			b.Fatal(err)
 		}
 	}
+	// The records are the default mapping's: no remap at the next New.
+	if err := db.Update(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketMeta).Put(keyMappingFP, []byte(mapper.Fingerprint()))
+	}); err != nil {
+		b.Fatal(err)
+	}
 	if members > 0 {
-		g := &record{ID: newID(), Created: now, Modified: now, Version: 1, Doc: map[string]any{"displayName": "Big"}, Record: map[string]any{"name": "Big"}}
+		g := &record{ID: newID(), Created: now, Modified: now, Version: 1, Doc: map[string]any{"displayName": "Big"}, Record: map[string]any{"name": "Big"}, FP: mapper.Fingerprint()}
 		if err := db.Update(func(tx *bolt.Tx) error { return s.groups.insertNew(tx, g) }); err != nil {
 			b.Fatal(err)
 		}

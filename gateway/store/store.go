@@ -59,7 +59,7 @@ var (
 		bucketUsersOrder, bucketUsersBlocks, bucketGroups, bucketGroupsByName, bucketGroupsByExtID,
 		bucketGroupsOrder, bucketGroupsBlocks, bucketMembers, bucketMemberOf, bucketRefsPending,
 		bucketRefsDependent, bucketMemberCounts, bucketRefsResolved, bucketRefsResolvedBy,
-		bucketUsersShadowed, bucketGroupsShadowed, bucketRemap,
+		bucketUsersShadowed, bucketGroupsShadowed, bucketRemap, bucketRejected,
 	}
 
 	keySchema     = []byte("schema")
@@ -135,6 +135,11 @@ type Options struct {
 	// (scim.limits.max_resource_bytes); DefaultMaxResourceBytes when 0.
 	// SetLimits changes it, as MaxDepth.
 	MaxResourceBytes int
+	// RemapManual is config remap: manual: a changed mapping (at start or
+	// by SetMapper) leaves the stored records as they are until Remap is
+	// called, and says so in RemapStatus and the log. Otherwise (on_change)
+	// they are mapped again in the background at once.
+	RemapManual bool
 }
 
 // Limits bound what a client write may produce; SetLimits changes them.
@@ -192,13 +197,14 @@ type Observer interface {
 
 // Store is the bbolt-backed resource store. It is safe for concurrent use.
 type Store struct {
-	dbp    atomic.Pointer[bolt.DB] // swapped by Pause's resume
-	mapper *mapping.Mapper
+	dbp    atomic.Pointer[bolt.DB]        // swapped by Pause's resume
+	mapper atomic.Pointer[mapping.Mapper] // swapped by SetMapper, in the writer
 	now    func() time.Time
 	wake   func()
 	floor  uint64
 	lim    atomic.Pointer[Limits] // what a client write may produce (SetLimits)
 	w      *writer
+	rm     *remapper // the background pass of a changed mapping (remap.go)
 	log    *slog.Logger
 	obs    Observer
 	reject bool // Options.UnknownMembers == UnknownReject
@@ -229,9 +235,10 @@ type kind struct {
 // New returns a Store over db, whose buckets InitBuckets must have created,
 // and starts its writer. Close stops it.
 func New(db *bolt.DB, mapper *mapping.Mapper, opts Options) *Store {
-	s := &Store{mapper: mapper, now: opts.Now, wake: opts.OnCommit, floor: opts.VersionFloor,
+	s := &Store{now: opts.Now, wake: opts.OnCommit, floor: opts.VersionFloor,
 		log: opts.Logger, obs: opts.Observer, reject: opts.UnknownMembers == UnknownReject}
 	s.SetLimits(Limits{MaxDepth: opts.MaxDepth, MaxResourceBytes: opts.MaxResourceBytes})
+	s.mapper.Store(mapper)
 	s.dbp.Store(db)
 	if s.now == nil {
 		s.now = time.Now
@@ -258,6 +265,7 @@ func New(db *bolt.DB, mapper *mapping.Mapper, opts Options) *Store {
 	s.w.begin = fillAppended
 	s.w.start()
 	s.remapQueued()
+	s.initRemap(opts.RemapManual)
 	return s
 }
 
@@ -276,9 +284,9 @@ func (s *Store) remapQueued() {
 		return
 	}
 	err := s.w.update(func(tx *bolt.Tx) error {
-		now := s.now()
+		now, m := s.now(), s.mapper.Load()
 		for _, id := range queued {
-			if err := s.remapUser(tx, id, now); err != nil {
+			if _, err := s.remapUser(tx, m, id, now, ""); err != nil {
 				return err
 			}
 			if err := tx.Bucket(bucketRemap).Delete([]byte(id)); err != nil {
@@ -313,7 +321,10 @@ func groupKind(ext ...*scim.Schema) *kind {
 
 // Close waits for queued writes to commit and stops the writer. It does not
 // close the database.
-func (s *Store) Close() { s.w.close() }
+func (s *Store) Close() {
+	s.stopRemap()
+	s.w.close()
+}
 
 // view runs a read transaction on the store's current database.
 func (s *Store) view(fn func(tx *bolt.Tx) error) error { return s.dbp.Load().View(fn) }
@@ -393,6 +404,10 @@ type record struct {
 	Display string          `json:"display,omitempty"` // members' display value
 	Doc     map[string]any  `json:"doc"`               // client attributes, normalised; no id, meta, groups, members, password
 	Record  map[string]any  `json:"record"`            // the canonical record the mapping produced
+	// FP is the fingerprint of the mapping that produced Record
+	// (mapping.Mapper.Fingerprint); "" for a record written before
+	// fingerprints, which a remap treats as on an older mapping.
+	FP string `json:"fp,omitempty"`
 
 	size int // bytes of the stored form it was decoded from (0: not decoded)
 }
@@ -725,7 +740,12 @@ func dataOf(pairs ...any) json.RawMessage {
 
 // enqueue appends one event to the outbox in tx and arranges the wake-up.
 func (s *Store) enqueue(tx *bolt.Tx, typ string, resources []string, data json.RawMessage, changes map[string]mapping.Change) error {
-	ev := outbox.Event{Type: typ, Resources: resources, Data: data}
+	return s.enqueueCause(tx, typ, resources, data, changes, "")
+}
+
+// enqueueCause is enqueue with the event's cause ("mapping" for a remap).
+func (s *Store) enqueueCause(tx *bolt.Tx, typ string, resources []string, data json.RawMessage, changes map[string]mapping.Change, cause string) error {
+	ev := outbox.Event{Type: typ, Resources: resources, Data: data, Cause: cause}
 	var err error
 	if changes != nil {
 		if ev.Changes, err = json.Marshal(changes); err != nil {
@@ -750,9 +770,9 @@ func resKey(kind, id string) string { return kind + "/" + id }
 // newRecord is the record of a resource of kind k created now, with the
 // client's doc and the canonical record the mapping made of it: encoded,
 // within the size bound, and with its created event.
-func (s *Store) newRecord(k *kind, id string, doc, canonical map[string]any) (*record, encoded, event, error) {
+func (s *Store) newRecord(k *kind, id string, doc, canonical map[string]any, fp string) (*record, encoded, event, error) {
 	now := s.now()
-	r := &record{ID: id, Created: now, Modified: now, Version: s.nextVersion(0), Doc: doc, Record: canonical}
+	r := &record{ID: id, Created: now, Modified: now, Version: s.nextVersion(0), Doc: doc, Record: canonical, FP: fp}
 	enc, err := k.encode(r)
 	if err != nil {
 		return nil, enc, event{}, err

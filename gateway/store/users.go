@@ -32,15 +32,15 @@ func (s *Store) CreateUser(doc map[string]any) (*Resource, error) {
 	}
 	id, k := newID(), s.users
 	var out *Resource
-	err = s.write(func(tx *bolt.Tx, rs *readSet) (writeFunc, error) {
+	err = s.write(func(tx *bolt.Tx, rs *readSet, m *mapping.Mapper) (writeFunc, error) {
 		if err := k.checkName(tx, rs, doc, ""); err != nil {
 			return nil, err
 		}
-		res, err := s.mapper.MapUser(doc, s.resolver(tx, rs))
+		res, err := m.MapUser(doc, s.resolver(tx, rs))
 		if err != nil {
 			return nil, err
 		}
-		r, enc, created, err := s.newRecord(k, id, doc, res.Record)
+		r, enc, created, err := s.newRecord(k, id, doc, res.Record, m.Fingerprint())
 		if err != nil {
 			return nil, err
 		}
@@ -48,7 +48,7 @@ func (s *Store) CreateUser(doc map[string]any) (*Resource, error) {
 		idents := s.identifiers(r)
 		out = k.resource(r) // a new user is in no group
 		return func(tx *bolt.Tx) error {
-			if err := s.checkMatch(tx, doc, ""); err != nil {
+			if err := s.checkMatch(tx, m, doc, ""); err != nil {
 				return err
 			}
 			s.warned(tx, "user", id, res.WarnedFields)
@@ -69,7 +69,7 @@ func (s *Store) CreateUser(doc map[string]any) (*Resource, error) {
 			if err := s.enqueueAll(tx, created); err != nil {
 				return err
 			}
-			if err := s.resolveDependants(tx, r, idents, now); err != nil {
+			if err := s.resolveDependants(tx, m, r, idents, now); err != nil {
 				return err
 			}
 			return s.touched(tx, now)
@@ -165,7 +165,7 @@ func (s *Store) ReplaceUser(id, ifMatch string, doc map[string]any) (*Resource, 
 	if err != nil {
 		return nil, err
 	}
-	return s.updateUser(id, ifMatch, func(cur *record) (map[string]any, error) {
+	return s.updateUser(id, ifMatch, func(cur *record, _ *mapping.Mapper) (map[string]any, error) {
 		next := doc
 		if _, ok := scim.Get(doc, "active"); !ok {
 			if v, ok := scim.Get(cur.Doc, "active"); ok {
@@ -183,8 +183,8 @@ func (s *Store) ReplaceUser(id, ifMatch string, doc map[string]any) (*Resource, 
 
 // PatchUser applies PATCH operations to the user atomically.
 func (s *Store) PatchUser(id, ifMatch string, ops []scim.Operation) (*Resource, error) {
-	return s.updateUser(id, ifMatch, func(cur *record) (map[string]any, error) {
-		next, err := s.applyUserPatch(cur.Doc, ops)
+	return s.updateUser(id, ifMatch, func(cur *record, m *mapping.Mapper) (map[string]any, error) {
+		next, err := s.applyUserPatch(m, cur.Doc, ops)
 		if err != nil {
 			return nil, err
 		}
@@ -197,8 +197,8 @@ func (s *Store) PatchUser(id, ifMatch string, ops []scim.Operation) (*Resource, 
 // value instead of adding a second one (RFC 7644 §3.5.2.1, by
 // Mapper.ReplaceSingleValued after each add), so the user.updated event
 // shows the old value going.
-func (s *Store) applyUserPatch(doc map[string]any, ops []scim.Operation) (map[string]any, error) {
-	if s.mapper == nil || !s.mapper.HasSingleValued() {
+func (s *Store) applyUserPatch(m *mapping.Mapper, doc map[string]any, ops []scim.Operation) (map[string]any, error) {
+	if m == nil || !m.HasSingleValued() {
 		return scim.ApplyPatchLimits(doc, ops, s.users.rt, s.patchLimits())
 	}
 	return scim.ApplyPatchEach(doc, ops, s.users.rt, s.patchLimits(), func(i int, doc map[string]any) func() {
@@ -211,7 +211,7 @@ func (s *Store) applyUserPatch(doc map[string]any, ops []scim.Operation) (map[st
 				before[attr] = scim.DeepCopy(v)
 			}
 		}
-		return func() { s.mapper.ReplaceSingleValued(before, doc) }
+		return func() { m.ReplaceSingleValued(before, doc) }
 	})
 }
 
@@ -219,14 +219,14 @@ func (s *Store) applyUserPatch(doc map[string]any, ops []scim.Operation) (map[st
 // attributes from the current record. An unchanged document writes nothing
 // and emits nothing (Okta's repeated full PUTs); a changed document whose
 // canonical record is unchanged is stored without an event.
-func (s *Store) updateUser(id, ifMatch string, next func(cur *record) (map[string]any, error)) (*Resource, error) {
+func (s *Store) updateUser(id, ifMatch string, next func(cur *record, m *mapping.Mapper) (map[string]any, error)) (*Resource, error) {
 	if err := checkID("id", id); err != nil {
 		return nil, err
 	}
 	k := s.users
 	var out *Resource
 	changed := false
-	err := s.write(func(tx *bolt.Tx, rs *readSet) (writeFunc, error) {
+	err := s.write(func(tx *bolt.Tx, rs *readSet, m *mapping.Mapper) (writeFunc, error) {
 		cur, err := k.getRS(tx, rs, id)
 		if err != nil {
 			return nil, err
@@ -234,7 +234,7 @@ func (s *Store) updateUser(id, ifMatch string, next func(cur *record) (map[strin
 		if err := checkIfMatch(ifMatch, s.userETag(tx, cur)); err != nil {
 			return nil, err
 		}
-		doc, err := next(cur)
+		doc, err := next(cur, m)
 		if err != nil {
 			return nil, err
 		}
@@ -251,13 +251,13 @@ func (s *Store) updateUser(id, ifMatch string, next func(cur *record) (map[strin
 		if err := k.checkName(tx, rs, doc, id); err != nil {
 			return nil, err
 		}
-		res, err := s.mapper.MapUser(doc, s.resolver(tx, rs))
+		res, err := m.MapUser(doc, s.resolver(tx, rs))
 		if err != nil {
 			return nil, err
 		}
 		now := s.now()
-		r := &record{ID: id, Seq: cur.Seq, Created: cur.Created, Modified: now, Version: s.nextVersion(cur.Version), Doc: doc, Record: res.Record}
-		w, err := s.prepareUserWrite(cur, r, &res, now)
+		r := &record{ID: id, Seq: cur.Seq, Created: cur.Created, Modified: now, Version: s.nextVersion(cur.Version), Doc: doc, Record: res.Record, FP: m.Fingerprint()}
+		w, err := s.prepareUserWrite(m, cur, r, &res, now)
 		if err != nil {
 			return nil, err
 		}
@@ -277,7 +277,7 @@ func (s *Store) updateUser(id, ifMatch string, next func(cur *record) (map[strin
 // prepareUserWrite prepares storing r over cur: the encoded record, the
 // event the change amounts to, if any, and the apply step that moves its
 // indexes and counters.
-func (s *Store) prepareUserWrite(cur, r *record, res *mapping.Result, now time.Time) (writeFunc, error) {
+func (s *Store) prepareUserWrite(m *mapping.Mapper, cur, r *record, res *mapping.Result, now time.Time) (writeFunc, error) {
 	k := s.users
 	enc, err := k.encode(r)
 	if err != nil {
@@ -307,7 +307,7 @@ func (s *Store) prepareUserWrite(cur, r *record, res *mapping.Result, now time.T
 	}
 	idents := s.newIdentifiers(r, cur)
 	return func(tx *bolt.Tx) error {
-		if err := s.checkMatch(tx, r.Doc, r.ID); err != nil {
+		if err := s.checkMatch(tx, m, r.Doc, r.ID); err != nil {
 			return err
 		}
 		s.warned(tx, "user", r.ID, res.WarnedFields)
@@ -318,6 +318,9 @@ func (s *Store) prepareUserWrite(cur, r *record, res *mapping.Result, now time.T
 			return err
 		}
 		if err := tx.Bucket(k.data).Put([]byte(r.ID), enc.bytes(r.Seq)); err != nil {
+			return err
+		}
+		if err := clearRejected(tx, "user", r.ID); err != nil {
 			return err
 		}
 		if wasActive != active {
@@ -335,10 +338,10 @@ func (s *Store) prepareUserWrite(cur, r *record, res *mapping.Result, now time.T
 		if err := s.enqueueAll(tx, evs...); err != nil {
 			return err
 		}
-		if err := s.resolveDependants(tx, r, idents, now); err != nil {
+		if err := s.resolveDependants(tx, m, r, idents, now); err != nil {
 			return err
 		}
-		if err := s.remapReferencing(tx, r.ID, changes, now); err != nil {
+		if err := s.remapReferencing(tx, m, r.ID, changes, now); err != nil {
 			return err
 		}
 		return s.touched(tx, now)
@@ -356,7 +359,7 @@ func (s *Store) DeleteUser(id, ifMatch string) error {
 		return err
 	}
 	return s.w.update(func(tx *bolt.Tx) error {
-		k := s.users
+		k, m := s.users, s.mapper.Load()
 		r, err := k.get(tx, id)
 		if err != nil {
 			return err
@@ -391,6 +394,9 @@ func (s *Store) DeleteUser(id, ifMatch string) error {
 		if err := tx.Bucket(k.data).Delete([]byte(id)); err != nil {
 			return err
 		}
+		if err := clearRejected(tx, "user", id); err != nil {
+			return err
+		}
 		if err := s.enqueue(tx, "user.deleted", []string{resKey("User", id)}, dataOf("user", eventData(r)), nil); err != nil {
 			return err
 		}
@@ -403,7 +409,7 @@ func (s *Store) DeleteUser(id, ifMatch string) error {
 			if err := dropResolved(tx, dep, id); err != nil {
 				return err
 			}
-			if err := s.remapUser(tx, dep, now); err != nil {
+			if _, err := s.remapUser(tx, m, dep, now, ""); err != nil {
 				return err
 			}
 		}
@@ -414,8 +420,8 @@ func (s *Store) DeleteUser(id, ifMatch string) error {
 // checkMatch enforces the mapping's matching attribute beyond userName:
 // with "emails" or "externalId", a second user with the same value would be
 // the same person twice, so it is a conflict (IdPs then link instead).
-func (s *Store) checkMatch(tx *bolt.Tx, doc map[string]any, id string) error {
-	switch s.mapper.MatchAttribute() {
+func (s *Store) checkMatch(tx *bolt.Tx, m *mapping.Mapper, doc map[string]any, id string) error {
+	switch m.MatchAttribute() {
 	case "emails":
 		for i, e := range emailsOf(doc) {
 			if other, ok := firstOtherByPrefix(tx.Bucket(bucketUsersByEmail), e, id); ok {
@@ -562,8 +568,8 @@ func userRecordOf(v []byte) (map[string]any, bool) {
 // id when its record changed in a field some reference outputs
 // (mapping.Mapper.ReferencedFields): each whose record changes gets
 // user.updated. A reference to the SCIM id alone needs nothing here.
-func (s *Store) remapReferencing(tx *bolt.Tx, id string, changes map[string]mapping.Change, now time.Time) error {
-	if !slices.ContainsFunc(s.mapper.ReferencedFields(), func(f string) bool { _, ok := changes[f]; return ok }) {
+func (s *Store) remapReferencing(tx *bolt.Tx, m *mapping.Mapper, id string, changes map[string]mapping.Change, now time.Time) error {
+	if !slices.ContainsFunc(m.ReferencedFields(), func(f string) bool { _, ok := changes[f]; return ok }) {
 		return nil
 	}
 	var dependants []string
@@ -572,7 +578,7 @@ func (s *Store) remapReferencing(tx *bolt.Tx, id string, changes map[string]mapp
 		return true
 	})
 	for _, dep := range dependants {
-		if err := s.remapUser(tx, dep, now); err != nil {
+		if _, err := s.remapUser(tx, m, dep, now, ""); err != nil {
 			return err
 		}
 	}
@@ -643,7 +649,7 @@ func dropResolved(tx *bolt.Tx, dep, target string) error {
 // not have before: newIdentifiers), emitting user.updated for each whose
 // record changes. This is how a manager pushed after their reports is
 // linked without a resync.
-func (s *Store) resolveDependants(tx *bolt.Tx, r *record, keys []string, now time.Time) error {
+func (s *Store) resolveDependants(tx *bolt.Tx, m *mapping.Mapper, r *record, keys []string, now time.Time) error {
 	pending := tx.Bucket(bucketRefsPending)
 	var dependants []string
 	for _, value := range keys {
@@ -655,7 +661,7 @@ func (s *Store) resolveDependants(tx *bolt.Tx, r *record, keys []string, now tim
 		})
 	}
 	for _, id := range dedupe(dependants) {
-		if err := s.remapUser(tx, id, now); err != nil {
+		if _, err := s.remapUser(tx, m, id, now, ""); err != nil {
 			return err
 		}
 	}
@@ -681,34 +687,42 @@ func (s *Store) newIdentifiers(r, cur *record) []string {
 	return out
 }
 
-// remapUser maps user id again (its references may resolve differently
-// now), stores the new record and emits user.updated when it changed.
-func (s *Store) remapUser(tx *bolt.Tx, id string, now time.Time) error {
+// remapUser maps user id again with m (its references may resolve
+// differently now, or the mapping changed), stores the new record and
+// emits user.updated, with cause, when it changed. A record that does not
+// change but was made by another mapping is stamped with m's fingerprint.
+// A user m rejects keeps its record and references: the outcome says why.
+func (s *Store) remapUser(tx *bolt.Tx, m *mapping.Mapper, id string, now time.Time, cause string) (remapOutcome, error) {
 	d, err := s.users.get(tx, id)
 	if err != nil {
-		return nil // deleted in the meantime: setRefs cleaned it, nothing to do
+		return remapOutcome{}, nil // deleted in the meantime: setRefs cleaned it, nothing to do
 	}
-	res, err := s.mapper.MapUser(d.Doc, txResolver{tx: tx, s: s})
-	if err != nil {
-		// The dependant mapped before; a reference turning up or going
+	res, changes, rej := compareUser(tx, m, d)
+	if rej != nil {
+		// A dependant mapped before; a reference turning up or going
 		// cannot make it invalid. Keep its references as they are rather
-		// than fail the write of an unrelated user.
-		return nil
+		// than fail the write of an unrelated user. A changed mapping can:
+		// the caller lists it.
+		return remapOutcome{rejected: rej}, nil
 	}
 	if err := setRefs(tx, id, res.Refs); err != nil {
-		return err
+		return remapOutcome{}, err
 	}
-	changes := mapping.Diff(d.Record, res.Record)
+	fp := m.Fingerprint()
 	if len(changes) == 0 {
-		return nil
+		if d.FP == fp {
+			return remapOutcome{}, nil
+		}
+		d.FP = fp // the same record, now known to be the new mapping's
+		return remapOutcome{}, s.users.put(tx, d)
 	}
 	s.warned(tx, "user", id, res.WarnedFields)
 	next := *d
-	next.Record, next.Version, next.Modified, next.Data = res.Record, s.nextVersion(d.Version), now, nil
+	next.Record, next.Version, next.Modified, next.Data, next.FP = res.Record, s.nextVersion(d.Version), now, nil, fp
 	if err := s.users.put(tx, &next); err != nil {
-		return err
+		return remapOutcome{}, err
 	}
-	return s.enqueue(tx, "user.updated", []string{resKey("User", id)}, dataOf("user", eventData(&next)), changes)
+	return remapOutcome{changes: changes}, s.enqueueCause(tx, "user.updated", []string{resKey("User", id)}, dataOf("user", eventData(&next)), changes, cause)
 }
 
 // identifiers are the keys (foldKey) a reference can name a user by.

@@ -386,7 +386,7 @@ func (s *Sender) newRun(ctx context.Context, ev outbox.Event) (*run, error) {
 		}
 	}
 	r.env = map[string]any{
-		"event": map[string]any{"id": ev.ID, "type": ev.Type, "sequence": int(ev.Seq),
+		"event": map[string]any{"id": ev.ID, "type": ev.Type, "sequence": int(ev.Seq), "cause": ev.Cause,
 			"occurred_at": ev.OccurredAt.UTC().Format("2006-01-02T15:04:05.000Z07:00")},
 		"record":       record,
 		"user":         data["user"],
