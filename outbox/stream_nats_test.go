@@ -496,7 +496,7 @@ func TestNATSAuthPausesTarget(t *testing.T) {
 		t.Errorf("last_error %q, want the refusal", st.LastError)
 	}
 	// The pause says why (not a webhook's 410), and never the password.
-	if strings.Contains(st.PausedReason, "410") || !strings.Contains(st.PausedReason, "nats:") {
+	if strings.Contains(st.PausedReason, "410 Gone") || !strings.Contains(st.PausedReason, "nats:") {
 		t.Errorf("paused_reason = %q, want the stream's refusal", st.PausedReason)
 	}
 	if strings.Contains(st.LastError, "wrong-pass") || strings.Contains(st.PausedReason, "wrong-pass") {

@@ -59,6 +59,16 @@ actions:
 		st, _ := e.d.Status()
 		return len(st) == 2 && st[0].Delivered == 3 && st[1].Delivered == 3 && st[0].Backlog == 0 && st[1].Backlog == 0
 	})
+	// Status counts a delivery when its outcome is known; the page reads
+	// what is committed: wait until no event is pending in the file either.
+	waitFor(t, "the outcomes committed", func() bool {
+		for _, name := range []string{"app", "crm"} {
+			if p, err := e.d.Pending(name, 0, 10); err != nil || len(p) > 0 {
+				return false
+			}
+		}
+		return true
+	})
 	_, body := b.get("/users/" + id)
 	if !strings.Contains(body, `<code class="appid">{&#34;id&#34;:7}</code>`) {
 		t.Errorf("the crm row lacks the app id 7:\n%s", body)
