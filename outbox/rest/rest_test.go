@@ -389,3 +389,33 @@ func TestCrashWindowAdopts(t *testing.T) {
 		t.Errorf("ids[User/u1] = %v", got)
 	}
 }
+
+// TestEventCauseInExpressions: an action reads event.cause ("mapping" for
+// the events a remap after a mapping change emits; empty for an identity
+// provider's write) and can act on it.
+func TestEventCauseInExpressions(t *testing.T) {
+	srv := newFakeApp(t)
+	srv.fail = func(r *http.Request) int { return 0 }
+	section := `base_url: ` + srv.URL + `
+headers: {X-Api-Key: "` + srv.apiKey + `"}
+actions:
+  user.updated:
+    - name: rpc
+      method: GET
+      path: '"/users.json"'
+      query: {name: 'record.login'}
+      outcomes:
+        - {when: 'event.cause == "mapping"', then: dead}
+`
+	h := startHarness(t, testConfig(t, section))
+	remapped := userEvent("user.updated", "u1", "ada", "")
+	remapped.Cause = "mapping"
+	evs := h.enqueue(remapped, userEvent("user.updated", "u2", "bob", ""))
+	h.settled(1, 1)
+	if _, err := h.d.DeadLetter("app", evs[0].ID); err != nil {
+		t.Errorf("the event with cause mapping is not the dead letter: %v", err)
+	}
+	if _, err := h.d.DeadLetter("app", evs[1].ID); err == nil {
+		t.Error("the event without a cause was dead-lettered")
+	}
+}
