@@ -223,8 +223,13 @@ func TestProbesAnswerBesideLongPollsAndHalfOpenConnections(t *testing.T) {
 		fmt.Fprintf(conn, "GET /healthz HTTP/1.1\r\nHost: x\r\n")
 		conns = append(conns, conn)
 	}
-	// Wait until the 300 polls hold their slots: the next one is refused.
-	deadline := time.Now().Add(20 * time.Second)
+	// Wait until the 300 polls hold their slots (on a loaded machine the
+	// server takes a while to read 600 connections' requests): the next
+	// one is refused.
+	deadline := time.Now().Add(60 * time.Second)
+	for len(a.polls) < cap(a.polls) && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
 	var status int
 	var retry string
 	for time.Now().Before(deadline) {

@@ -276,10 +276,17 @@ func buildBinary(t *testing.T) string {
 // run met "address already in use" that way).
 func freePort(t *testing.T) string {
 	t.Helper()
+	portsMu.Lock()
+	defer portsMu.Unlock()
 	for range 100 {
-		addr := fmt.Sprintf("127.0.0.1:%d", 20000+rand.IntN(12000))
+		port := 20000 + rand.IntN(12000)
+		if portsGiven[port] {
+			continue // a binary given it may be down between a kill and its restart
+		}
+		addr := fmt.Sprintf("127.0.0.1:%d", port)
 		if l, err := net.Listen("tcp", addr); err == nil {
 			l.Close()
+			portsGiven[port] = true
 			return addr
 		}
 	}
@@ -290,6 +297,14 @@ func freePort(t *testing.T) string {
 	defer l.Close()
 	return l.Addr().String()
 }
+
+// portsGiven are the ports freePort has handed out in this process: never
+// twice, since a test that restarts a binary on its ports leaves them free
+// for a moment (a crash test's restart once met its admin port taken).
+var (
+	portsMu    sync.Mutex
+	portsGiven = map[int]bool{}
+)
 
 // binaryGateway runs the real binary.
 type binaryGateway struct {
