@@ -432,18 +432,30 @@ func TestSQLDeadLetterReplay(t *testing.T) {
 	r.waitTablesMatch(time.Minute)
 }
 
-// TestSQLPostgresCrashes: the run with the gateway killed (SIGKILL)
-// between its phases and PostgreSQL restarted once in the middle: no
-// duplicate row, no lost change, the id map complete. With
-// SCIMGATE_SQL_FULL=1, the full run: 200 users and 5 groups, ten
-// kills during delivery.
+// TestSQLPostgresCrashes: sqlCrashTest against PostgreSQL.
 func TestSQLPostgresCrashes(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs a real PostgreSQL")
 	}
-	db := sqltest.Postgres(t)
-	db.Exec(pgSchema)
-	r := startSQLGateway(t, db, sqlExampleConfig(t, "postgres", nil))
+	sqlCrashTest(t, "postgres", sqltest.Postgres(t), pgSchema)
+}
+
+// TestSQLMariaDBCrashes: sqlCrashTest against MariaDB.
+func TestSQLMariaDBCrashes(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs a real MariaDB")
+	}
+	sqlCrashTest(t, "mariadb", sqltest.MariaDB(t), mariaSchema)
+}
+
+// sqlCrashTest: the run through examples/EXAMPLE.yaml with the gateway
+// killed (SIGKILL) between its phases and the database restarted (a clean
+// stop and start) once in the middle: no duplicate row, no lost change,
+// the id map complete. With SCIMGATE_SQL_FULL=1, the full run: 200
+// users and 5 groups, ten kills during delivery.
+func sqlCrashTest(t *testing.T, example string, db *sqltest.Server, schema string) {
+	db.Exec(schema)
+	r := startSQLGateway(t, db, sqlExampleConfig(t, example, nil))
 	if os.Getenv("SCIMGATE_SQL_FULL") == "" {
 		sqlRun(r, func(phase int) {
 			switch phase {
@@ -477,7 +489,7 @@ func TestSQLPostgresCrashes(t *testing.T) {
 		groups = append(groups, id(r.do("POST", "/Groups", groupJSON(fmt.Sprintf("Team %d", g), users[g*30:g*30+20]...), 201)))
 	}
 	db.Restart()
-	for i := 0; i < 200; i += 3 {
+	for n, i := 0, 0; i < 200; n, i = n+1, i+3 {
 		switch i % 4 {
 		case 0:
 			r.do("PATCH", "/Users/"+users[i], patchActive(false), 200, 204)
@@ -488,13 +500,16 @@ func TestSQLPostgresCrashes(t *testing.T) {
 		case 3:
 			r.do("PATCH", "/Groups/"+groups[i%5], patchRemoveMember(users[(i%5)*30+1]), 200, 204)
 		}
-		if i%40 == 0 && kills < 10 {
+		if n%13 == 12 && kills < 10 {
 			r.kill9()
 			kills++
 		}
 	}
 	for i := 190; i < 200; i++ {
 		r.do("DELETE", "/Users/"+users[i], "", 204)
+	}
+	if kills != 10 {
+		t.Fatalf("the run killed the gateway %d times, want 10", kills)
 	}
 	r.waitTablesMatch(3 * time.Minute)
 	r.checkIDMap()
