@@ -33,6 +33,10 @@ import (
 // StartTimeout bounds a server's start.
 var StartTimeout = 2 * time.Minute
 
+// StopTimeout bounds a server's clean shutdown; after it the server is
+// killed.
+var StopTimeout = 30 * time.Second
+
 const installHint = "apt-get install postgresql mariadb-server"
 
 // Server is one running database server of a test.
@@ -45,11 +49,13 @@ type Server struct {
 	port string
 	args []string // the server's command line
 	asPG bool
-	mu   sync.Mutex
-	cmd  *exec.Cmd
-	done chan struct{}
-	out  *strings.Builder
-	db   *sql.DB
+	// shutDown is the line the server logs last on a clean shutdown.
+	shutDown string
+	mu       sync.Mutex
+	cmd      *exec.Cmd
+	done     chan struct{}
+	out      *strings.Builder
+	db       *sql.DB
 }
 
 func requireWhy(t testing.TB, why string) {
@@ -154,12 +160,12 @@ func Postgres(t testing.TB) *Server {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := &Server{Driver: "postgres", t: t, dir: dir, port: port, asPG: true,
+	s := &Server{Driver: "postgres", t: t, dir: dir, port: port, asPG: true, shutDown: "database system is shut down",
 		DSN: "postgres://postgres@127.0.0.1:" + port + "/app?sslmode=disable"}
 	s.args = []string{filepath.Join(bin, "postgres"), "-D", data, "-p", port, "-k", dir,
 		"-c", "listen_addresses=127.0.0.1", "-c", "fsync=off", "-c", "synchronous_commit=off",
 		"-c", "full_page_writes=off", "-c", "shared_buffers=16MB", "-c", "max_connections=40"}
-	t.Cleanup(s.stop)
+	t.Cleanup(func() { _ = s.stop() })
 	s.start()
 	admin := "postgres://postgres@127.0.0.1:" + port + "/postgres?sslmode=disable"
 	s.waitReady(admin)
@@ -190,14 +196,14 @@ func MariaDB(t testing.TB) *Server {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := &Server{Driver: "mysql", t: t, dir: dir, port: port,
+	s := &Server{Driver: "mysql", t: t, dir: dir, port: port, shutDown: "Shutdown complete",
 		DSN: "root@tcp(127.0.0.1:" + port + ")/app"}
 	s.args = []string{lookPath("mariadbd"), "--no-defaults", "--datadir=" + data, "--port=" + port,
 		"--bind-address=127.0.0.1", "--socket=" + filepath.Join(dir, "sock"), "--pid-file=" + filepath.Join(dir, "pid"),
 		"--user=" + currentUser(), "--skip-grant-tables", "--skip-name-resolve", "--skip-log-bin",
 		"--innodb-buffer-pool-size=32M", "--innodb-log-file-size=16M", "--innodb-flush-log-at-trx-commit=2",
 		"--max-connections=40", "--performance-schema=off"}
-	t.Cleanup(s.stop)
+	t.Cleanup(func() { _ = s.stop() })
 	s.start()
 	admin := "root@tcp(127.0.0.1:" + port + ")/"
 	s.waitReady(admin)
@@ -308,35 +314,50 @@ func tail(s string) string {
 	return s
 }
 
-// stop stops the server (a fast shutdown; a kill if it lingers).
-func (s *Server) stop() {
+// stop stops the server (a fast shutdown; a kill if it lingers). The
+// error says why the stop was not clean: killed, or no clean shutdown in
+// the server's log.
+func (s *Server) stop() error {
 	s.mu.Lock()
 	cmd, done := s.cmd, s.done
 	s.mu.Unlock()
 	if cmd == nil {
-		return
+		return nil
 	}
 	how := "term"
 	if s.asPG {
 		how = "int" // PostgreSQL's fast shutdown (SIGTERM waits for clients)
 	}
 	_ = signalGroup(cmd, how)
+	var err error
 	select {
 	case <-done:
-	case <-time.After(30 * time.Second):
+	case <-time.After(StopTimeout):
 		_ = signalGroup(cmd, "kill")
 		<-done
+		err = fmt.Errorf("not stopped after %v: killed", StopTimeout)
 	}
 	s.mu.Lock()
+	defer s.mu.Unlock()
 	s.cmd = nil
-	s.mu.Unlock()
+	if err == nil && !strings.Contains(s.out.String(), s.shutDown) {
+		err = fmt.Errorf("exited without logging %q", s.shutDown)
+	}
+	if err != nil {
+		return fmt.Errorf("%s: %w: %s", filepath.Base(s.args[0]), err, tail(s.out.String()))
+	}
+	return nil
 }
 
-// Restart stops the server and starts it again on the same port with the
-// same data: connections open meanwhile fail.
+// Restart stops the server cleanly (PostgreSQL's fast shutdown, MariaDB's
+// normal one: every committed transaction kept, whatever the durability
+// settings) and starts it again on the same port with the same data:
+// connections open meanwhile fail. A stop that is not clean fails the test.
 func (s *Server) Restart() {
 	s.t.Helper()
-	s.stop()
+	if err := s.stop(); err != nil {
+		s.t.Fatalf("sqltest: restart: the stop was not clean: %v", err)
+	}
 	s.start()
 	s.waitReady(s.DSN)
 	// The pool's connections died with the server (PostgreSQL's last word
