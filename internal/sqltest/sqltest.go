@@ -110,14 +110,14 @@ func lookPath(b string) string {
 	return "/usr/sbin/" + b
 }
 
-func freePort() (string, error) {
+func freePort(t testing.TB) string {
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
-		return "", err
+		t.Fatal(err)
 	}
 	defer l.Close()
 	_, port, _ := net.SplitHostPort(l.Addr().String())
-	return port, nil
+	return port
 }
 
 // asPostgres runs a command as the postgres user when we are root
@@ -156,29 +156,13 @@ func Postgres(t testing.TB) *Server {
 	if out, err := asPostgres(filepath.Join(bin, "initdb"), "-D", data, "-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-sync", "--locale=C").CombinedOutput(); err != nil {
 		t.Fatalf("sqltest: initdb: %v\n%s", err, out)
 	}
-	port, err := freePort()
-	if err != nil {
-		t.Fatal(err)
-	}
+	port := freePort(t)
 	s := &Server{Driver: "postgres", t: t, dir: dir, port: port, asPG: true, shutDown: "database system is shut down",
 		DSN: "postgres://postgres@127.0.0.1:" + port + "/app?sslmode=disable"}
 	s.args = []string{filepath.Join(bin, "postgres"), "-D", data, "-p", port, "-k", dir,
 		"-c", "listen_addresses=127.0.0.1", "-c", "fsync=off", "-c", "synchronous_commit=off",
 		"-c", "full_page_writes=off", "-c", "shared_buffers=16MB", "-c", "max_connections=40"}
-	t.Cleanup(func() { _ = s.stop() })
-	s.start()
-	admin := "postgres://postgres@127.0.0.1:" + port + "/postgres?sslmode=disable"
-	s.waitReady(admin)
-	db, err := sql.Open("pgx", admin)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := db.Exec("CREATE DATABASE app"); err != nil {
-		t.Fatalf("sqltest: create database: %v", err)
-	}
-	db.Close()
-	s.open()
-	return s
+	return s.launch("postgres://postgres@127.0.0.1:" + port + "/postgres?sslmode=disable")
 }
 
 // MariaDB starts a fresh MariaDB with a database "app" for t.
@@ -192,10 +176,7 @@ func MariaDB(t testing.TB) *Server {
 	if out, err := install.CombinedOutput(); err != nil {
 		t.Fatalf("sqltest: mariadb-install-db: %v\n%s", err, out)
 	}
-	port, err := freePort()
-	if err != nil {
-		t.Fatal(err)
-	}
+	port := freePort(t)
 	s := &Server{Driver: "mysql", t: t, dir: dir, port: port, shutDown: "Shutdown complete",
 		DSN: "root@tcp(127.0.0.1:" + port + ")/app"}
 	s.args = []string{lookPath("mariadbd"), "--no-defaults", "--datadir=" + data, "--port=" + port,
@@ -203,18 +184,26 @@ func MariaDB(t testing.TB) *Server {
 		"--user=" + currentUser(), "--skip-grant-tables", "--skip-name-resolve", "--skip-log-bin",
 		"--innodb-buffer-pool-size=32M", "--innodb-log-file-size=16M", "--innodb-flush-log-at-trx-commit=2",
 		"--max-connections=40", "--performance-schema=off"}
-	t.Cleanup(func() { _ = s.stop() })
+	return s.launch("root@tcp(127.0.0.1:" + port + ")/")
+}
+
+// launch starts the server s describes, waits until it answers on admin
+// (a DSN of a database the server has from the start), creates the
+// database "app" and opens the pool Exec and Query use; the server stops
+// when the test ends.
+func (s *Server) launch(admin string) *Server {
+	s.t.Helper()
+	s.t.Cleanup(func() { _ = s.stop() })
 	s.start()
-	admin := "root@tcp(127.0.0.1:" + port + ")/"
 	s.waitReady(admin)
-	db, err := sql.Open("mysql", admin)
+	db, err := sql.Open(s.driverName(), admin)
 	if err != nil {
-		t.Fatal(err)
+		s.t.Fatal(err)
 	}
+	defer db.Close()
 	if _, err := db.Exec("CREATE DATABASE app"); err != nil {
-		t.Fatalf("sqltest: create database: %v", err)
+		s.t.Fatalf("sqltest: create database: %v", err)
 	}
-	db.Close()
 	s.open()
 	return s
 }
