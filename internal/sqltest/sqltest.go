@@ -370,6 +370,18 @@ func (s *Server) Exec(stmts string) {
 	}
 }
 
+// Begin starts a transaction (on a connection of its own) for a test to
+// hold locks with while the code under test runs; the test commits or
+// rolls it back.
+func (s *Server) Begin() *sql.Tx {
+	s.t.Helper()
+	tx, err := s.db.Begin()
+	if err != nil {
+		s.t.Fatalf("sqltest: begin: %v", err)
+	}
+	return tx
+}
+
 // Query returns a query's rows, each column as text ("NULL" for null),
 // one line per row with the columns separated by "|".
 func (s *Server) Query(q string, args ...any) []string {
