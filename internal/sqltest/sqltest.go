@@ -14,6 +14,7 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
+	"math/rand/v2"
 	"net"
 	"os"
 	"os/exec"
@@ -110,7 +111,19 @@ func lookPath(b string) string {
 	return "/usr/sbin/" + b
 }
 
+// freePort returns a loopback port free now, for the server to bind next
+// and again after each Restart. It is taken below Linux's ephemeral range
+// (32768–60999, where another process's outgoing connection can take it
+// as its source port while the server is down) and below the range the
+// cmd/scimgate tests take their ports from (20000–31999).
 func freePort(t testing.TB) string {
+	for range 100 {
+		port := strconv.Itoa(10000 + rand.IntN(10000))
+		if l, err := net.Listen("tcp", "127.0.0.1:"+port); err == nil {
+			l.Close()
+			return port
+		}
+	}
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)

@@ -2,6 +2,7 @@ package sqltest
 
 import (
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 )
@@ -10,6 +11,11 @@ import (
 func TestServers(t *testing.T) {
 	for _, start := range []func(testing.TB) *Server{Postgres, MariaDB} {
 		s := start(t)
+		// Below the ephemeral range: no outgoing connection takes the
+		// port while Restart has the server down.
+		if p, err := strconv.Atoi(s.port); err != nil || p >= 32768 {
+			t.Errorf("%s: port %q, want one below 32768", s, s.port)
+		}
 		s.Exec("create table t (id int primary key, v text);\ninsert into t values (1, 'a'), (2, 'b')")
 		s.Restart()
 		if got, want := s.Query("select id, v from t order by id"), []string{"1|a", "2|b"}; !slices.Equal(got, want) {
