@@ -287,6 +287,17 @@ func (r *sqlGateway) backlog() int {
 	return st.Targets[0].Backlog
 }
 
+// checkEnd: a run's end. The app's tables are the gateway's state (within
+// timeout), every delivery is recorded, no event was dead-lettered, the id
+// map is complete (the gateway is stopped for that).
+func (r *sqlGateway) checkEnd(timeout time.Duration) {
+	r.t.Helper()
+	r.waitTablesMatch(timeout)
+	r.waitDelivered(time.Minute)
+	r.checkNoDeadLetters()
+	r.checkIDMap()
+}
+
 // checkNoDeadLetters: the app refused no event (a run whose tables match
 // can still have dead-lettered an event whose change a later one undid).
 func (r *sqlGateway) checkNoDeadLetters() {
@@ -532,10 +543,7 @@ func sqlCrashTest(t *testing.T, example string, db *sqltest.Server, schema strin
 				r.kill9()
 			}
 		})
-		r.waitTablesMatch(time.Minute)
-		r.waitDelivered(time.Minute)
-		r.checkNoDeadLetters()
-		r.checkIDMap()
+		r.checkEnd(time.Minute)
 		return
 	}
 	id := func(m map[string]any) string { return m["id"].(string) }
@@ -583,10 +591,7 @@ func sqlCrashTest(t *testing.T, example string, db *sqltest.Server, schema strin
 		t.Fatalf("the run killed the gateway %d times, want 10", kills)
 	}
 	t.Logf("the full run: 200 users, 5 groups, the gateway killed %d times, the database restarted once", kills)
-	r.waitTablesMatch(3 * time.Minute)
-	r.waitDelivered(time.Minute)
-	r.checkNoDeadLetters()
-	r.checkIDMap()
+	r.checkEnd(3 * time.Minute)
 }
 
 // TestSQLPostgresManagerRace, TestSQLMariaDBManagerRace: sqlManagerRaceTest.
@@ -673,10 +678,7 @@ func sqlManagerRaceTest(t *testing.T, example string, db *sqltest.Server, schema
 	// The gateway deletes the managers too: the tables are its state again.
 	r.do("DELETE", "/Users/"+boss1, "", 204)
 	r.do("DELETE", "/Users/"+boss2, "", 204)
-	r.waitTablesMatch(time.Minute)
-	r.waitDelivered(time.Minute)
-	r.checkNoDeadLetters()
-	r.checkIDMap()
+	r.checkEnd(time.Minute)
 }
 
 // TestSQLActionsTest: `scimgate actions test` on the PostgreSQL example
