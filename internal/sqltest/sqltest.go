@@ -14,6 +14,7 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
+	"math/rand/v2"
 	"net"
 	"os"
 	"os/exec"
@@ -33,6 +34,10 @@ import (
 // StartTimeout bounds a server's start.
 var StartTimeout = 2 * time.Minute
 
+// StopTimeout bounds a server's clean shutdown; after it the server is
+// killed.
+var StopTimeout = 30 * time.Second
+
 const installHint = "apt-get install postgresql mariadb-server"
 
 // Server is one running database server of a test.
@@ -45,11 +50,13 @@ type Server struct {
 	port string
 	args []string // the server's command line
 	asPG bool
-	mu   sync.Mutex
-	cmd  *exec.Cmd
-	done chan struct{}
-	out  *strings.Builder
-	db   *sql.DB
+	// shutDown is the line the server logs last on a clean shutdown.
+	shutDown string
+	mu       sync.Mutex
+	cmd      *exec.Cmd
+	done     chan struct{}
+	out      *strings.Builder
+	db       *sql.DB
 }
 
 func requireWhy(t testing.TB, why string) {
@@ -104,14 +111,26 @@ func lookPath(b string) string {
 	return "/usr/sbin/" + b
 }
 
-func freePort() (string, error) {
+// freePort returns a loopback port free now, for the server to bind next
+// and again after each Restart. It is taken below Linux's ephemeral range
+// (32768–60999, where another process's outgoing connection can take it
+// as its source port while the server is down) and below the range the
+// cmd/scimgate tests take their ports from (20000–31999).
+func freePort(t testing.TB) string {
+	for range 100 {
+		port := strconv.Itoa(10000 + rand.IntN(10000))
+		if l, err := net.Listen("tcp", "127.0.0.1:"+port); err == nil {
+			l.Close()
+			return port
+		}
+	}
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
-		return "", err
+		t.Fatal(err)
 	}
 	defer l.Close()
 	_, port, _ := net.SplitHostPort(l.Addr().String())
-	return port, nil
+	return port
 }
 
 // asPostgres runs a command as the postgres user when we are root
@@ -150,29 +169,13 @@ func Postgres(t testing.TB) *Server {
 	if out, err := asPostgres(filepath.Join(bin, "initdb"), "-D", data, "-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-sync", "--locale=C").CombinedOutput(); err != nil {
 		t.Fatalf("sqltest: initdb: %v\n%s", err, out)
 	}
-	port, err := freePort()
-	if err != nil {
-		t.Fatal(err)
-	}
-	s := &Server{Driver: "postgres", t: t, dir: dir, port: port, asPG: true,
+	port := freePort(t)
+	s := &Server{Driver: "postgres", t: t, dir: dir, port: port, asPG: true, shutDown: "database system is shut down",
 		DSN: "postgres://postgres@127.0.0.1:" + port + "/app?sslmode=disable"}
 	s.args = []string{filepath.Join(bin, "postgres"), "-D", data, "-p", port, "-k", dir,
 		"-c", "listen_addresses=127.0.0.1", "-c", "fsync=off", "-c", "synchronous_commit=off",
 		"-c", "full_page_writes=off", "-c", "shared_buffers=16MB", "-c", "max_connections=40"}
-	t.Cleanup(s.stop)
-	s.start()
-	admin := "postgres://postgres@127.0.0.1:" + port + "/postgres?sslmode=disable"
-	s.waitReady(admin)
-	db, err := sql.Open("pgx", admin)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := db.Exec("CREATE DATABASE app"); err != nil {
-		t.Fatalf("sqltest: create database: %v", err)
-	}
-	db.Close()
-	s.open()
-	return s
+	return s.launch("postgres://postgres@127.0.0.1:" + port + "/postgres?sslmode=disable")
 }
 
 // MariaDB starts a fresh MariaDB with a database "app" for t.
@@ -186,29 +189,34 @@ func MariaDB(t testing.TB) *Server {
 	if out, err := install.CombinedOutput(); err != nil {
 		t.Fatalf("sqltest: mariadb-install-db: %v\n%s", err, out)
 	}
-	port, err := freePort()
-	if err != nil {
-		t.Fatal(err)
-	}
-	s := &Server{Driver: "mysql", t: t, dir: dir, port: port,
+	port := freePort(t)
+	s := &Server{Driver: "mysql", t: t, dir: dir, port: port, shutDown: "Shutdown complete",
 		DSN: "root@tcp(127.0.0.1:" + port + ")/app"}
 	s.args = []string{lookPath("mariadbd"), "--no-defaults", "--datadir=" + data, "--port=" + port,
 		"--bind-address=127.0.0.1", "--socket=" + filepath.Join(dir, "sock"), "--pid-file=" + filepath.Join(dir, "pid"),
 		"--user=" + currentUser(), "--skip-grant-tables", "--skip-name-resolve", "--skip-log-bin",
 		"--innodb-buffer-pool-size=32M", "--innodb-log-file-size=16M", "--innodb-flush-log-at-trx-commit=2",
 		"--max-connections=40", "--performance-schema=off"}
-	t.Cleanup(s.stop)
+	return s.launch("root@tcp(127.0.0.1:" + port + ")/")
+}
+
+// launch starts the server s describes, waits until it answers on admin
+// (a DSN of a database the server has from the start), creates the
+// database "app" and opens the pool Exec and Query use; the server stops
+// when the test ends.
+func (s *Server) launch(admin string) *Server {
+	s.t.Helper()
+	s.t.Cleanup(func() { _ = s.stop() })
 	s.start()
-	admin := "root@tcp(127.0.0.1:" + port + ")/"
 	s.waitReady(admin)
-	db, err := sql.Open("mysql", admin)
+	db, err := sql.Open(s.driverName(), admin)
 	if err != nil {
-		t.Fatal(err)
+		s.t.Fatal(err)
 	}
+	defer db.Close()
 	if _, err := db.Exec("CREATE DATABASE app"); err != nil {
-		t.Fatalf("sqltest: create database: %v", err)
+		s.t.Fatalf("sqltest: create database: %v", err)
 	}
-	db.Close()
 	s.open()
 	return s
 }
@@ -308,35 +316,50 @@ func tail(s string) string {
 	return s
 }
 
-// stop stops the server (a fast shutdown; a kill if it lingers).
-func (s *Server) stop() {
+// stop stops the server (a fast shutdown; a kill if it lingers). The
+// error says why the stop was not clean: killed, or no clean shutdown in
+// the server's log.
+func (s *Server) stop() error {
 	s.mu.Lock()
 	cmd, done := s.cmd, s.done
 	s.mu.Unlock()
 	if cmd == nil {
-		return
+		return nil
 	}
 	how := "term"
 	if s.asPG {
 		how = "int" // PostgreSQL's fast shutdown (SIGTERM waits for clients)
 	}
 	_ = signalGroup(cmd, how)
+	var err error
 	select {
 	case <-done:
-	case <-time.After(30 * time.Second):
+	case <-time.After(StopTimeout):
 		_ = signalGroup(cmd, "kill")
 		<-done
+		err = fmt.Errorf("not stopped after %v: killed", StopTimeout)
 	}
 	s.mu.Lock()
+	defer s.mu.Unlock()
 	s.cmd = nil
-	s.mu.Unlock()
+	if err == nil && !strings.Contains(s.out.String(), s.shutDown) {
+		err = fmt.Errorf("exited without logging %q", s.shutDown)
+	}
+	if err != nil {
+		return fmt.Errorf("%s: %w: %s", filepath.Base(s.args[0]), err, tail(s.out.String()))
+	}
+	return nil
 }
 
-// Restart stops the server and starts it again on the same port with the
-// same data: connections open meanwhile fail.
+// Restart stops the server cleanly (PostgreSQL's fast shutdown, MariaDB's
+// normal one: every committed transaction kept, whatever the durability
+// settings) and starts it again on the same port with the same data:
+// connections open meanwhile fail. A stop that is not clean fails the test.
 func (s *Server) Restart() {
 	s.t.Helper()
-	s.stop()
+	if err := s.stop(); err != nil {
+		s.t.Fatalf("sqltest: restart: the stop was not clean: %v", err)
+	}
 	s.start()
 	s.waitReady(s.DSN)
 	// The pool's connections died with the server (PostgreSQL's last word
@@ -358,6 +381,18 @@ func (s *Server) Exec(stmts string) {
 			s.t.Fatalf("sqltest: %v\n%s", err, st)
 		}
 	}
+}
+
+// Begin starts a transaction (on a connection of its own) for a test to
+// hold locks with while the code under test runs; the test commits or
+// rolls it back.
+func (s *Server) Begin() *sql.Tx {
+	s.t.Helper()
+	tx, err := s.db.Begin()
+	if err != nil {
+		s.t.Fatalf("sqltest: begin: %v", err)
+	}
+	return tx
 }
 
 // Query returns a query's rows, each column as text ("NULL" for null),
