@@ -221,17 +221,7 @@ func (c *cli) actionsTest(ctx context.Context, path string, f actionsTestFlags) 
 		}
 		opts.State = d.State(t.Name)
 	} else if db != nil {
-		opts.IDs = func(key string) map[string]any {
-			var out map[string]any
-			_ = db.View(func(tx *bolt.Tx) error {
-				v, err := outbox.ReadState(tx, t.Name).Get(rest.SpaceIDs, []byte(key))
-				if err == nil && v != nil {
-					_ = json.Unmarshal(v, &out)
-				}
-				return nil
-			})
-			return out
-		}
+		opts.IDs = idMapReader(db, t.Name)
 	}
 	mode := "dry run: nothing is sent"
 	if f.send {
@@ -241,24 +231,7 @@ func (c *cli) actionsTest(ctx context.Context, path string, f actionsTestFlags) 
 		}
 	}
 	fmt.Fprintf(c.stdout, "target %s, event %s (%s)\n", t.Name, f.event, mode)
-	err = rest.DryRun(ctx, t, ev, opts)
-	switch {
-	case err == nil && !f.send:
-		fmt.Fprintln(c.stdout, "result: every step rendered (nothing was sent)")
-		return nil
-	case err == nil:
-		fmt.Fprintln(c.stdout, "result: done")
-		return nil
-	case outbox.IsPermanent(err):
-		fmt.Fprintf(c.stdout, "result: dead letter: %v\n", err)
-	default:
-		fmt.Fprintf(c.stdout, "result: would retry: %v\n", err)
-	}
-	var se *outbox.StatusError
-	if errors.As(err, &se) && se.Body != "" {
-		fmt.Fprintf(c.stdout, "%s\n", strings.TrimSpace(se.Body))
-	}
-	return errSilent
+	return c.actionsResult(rest.DryRun(ctx, t, ev, opts), f.send, "every step rendered (nothing was sent)", "done")
 }
 
 // actionsTestSQL is actionsTest for a target of type sql: the statements
@@ -270,30 +243,42 @@ func (c *cli) actionsTestSQL(ctx context.Context, t outbox.Target, ev outbox.Eve
 	}
 	opts := rest.SQLDryRunOptions{Send: f.send, Trace: func(tr rest.SQLTrace) { rest.PrintSQLTrace(c.stdout, tr) }}
 	if db != nil {
-		opts.IDs = func(key string) map[string]any {
-			var out map[string]any
-			_ = db.View(func(tx *bolt.Tx) error {
-				v, err := outbox.ReadState(tx, t.Name).Get(rest.SpaceIDs, []byte(key))
-				if err == nil && v != nil {
-					_ = json.Unmarshal(v, &out)
-				}
-				return nil
-			})
-			return out
-		}
+		opts.IDs = idMapReader(db, t.Name)
 	}
 	mode := "dry run: nothing is sent"
 	if f.send {
 		mode = "running the statements in a transaction that is rolled back"
 	}
 	fmt.Fprintf(c.stdout, "target %s, event %s (%s)\n", t.Name, f.event, mode)
-	err := rest.SQLDryRun(ctx, t, ev, opts)
+	return c.actionsResult(rest.SQLDryRun(ctx, t, ev, opts), f.send, "every statement rendered (nothing was sent)", "done (rolled back)")
+}
+
+// idMapReader reads target's id map in db (the offline data dir), for a
+// dry run's appId.
+func idMapReader(db *bolt.DB, target string) func(key string) map[string]any {
+	return func(key string) map[string]any {
+		var out map[string]any
+		_ = db.View(func(tx *bolt.Tx) error {
+			v, err := outbox.ReadState(tx, target).Get(rest.SpaceIDs, []byte(key))
+			if err == nil && v != nil {
+				_ = json.Unmarshal(v, &out)
+			}
+			return nil
+		})
+		return out
+	}
+}
+
+// actionsResult prints how a dry run ended: rendered is what a run without
+// --send says, sent what a successful --send says. A failure is said with
+// the app's answer and ends the command with a non-zero status.
+func (c *cli) actionsResult(err error, send bool, rendered, sent string) error {
 	switch {
-	case err == nil && !f.send:
-		fmt.Fprintln(c.stdout, "result: every statement rendered (nothing was sent)")
+	case err == nil && !send:
+		fmt.Fprintln(c.stdout, "result: "+rendered)
 		return nil
 	case err == nil:
-		fmt.Fprintln(c.stdout, "result: done (rolled back)")
+		fmt.Fprintln(c.stdout, "result: "+sent)
 		return nil
 	case outbox.IsPermanent(err):
 		fmt.Fprintf(c.stdout, "result: dead letter: %v\n", err)

@@ -482,38 +482,51 @@ func (p *parser) steps(n *yaml.Node, field string, session bool) []*step {
 		if session && st.forget {
 			p.errf(m["forget"], f+".forget", "a login step cannot forget")
 		}
-		if on := m["outcomes"]; on != nil {
-			if on.Kind != yaml.SequenceNode {
-				p.errf(on, f+".outcomes", "must be a list of {status: [...], when: ..., then: ok|done|retry|dead}")
-			} else {
-				for j, o := range on.Content {
-					of := fmt.Sprintf("%s.outcomes[%d]", f, j)
-					om := p.mapping(o, of, "status", "when", "then")
-					var oc outcome
-					if sn := om["status"]; sn != nil {
-						if sn.Kind == yaml.ScalarNode {
-							sn = &yaml.Node{Kind: yaml.SequenceNode, Line: sn.Line, Content: []*yaml.Node{sn}}
-						}
-						for _, c := range sn.Content {
-							code, err := strconv.Atoi(c.Value)
-							if err != nil || code < 100 || code > 599 {
-								p.errf(c, of+".status", "%q is not an HTTP status", c.Value)
-							}
-							oc.status = append(oc.status, code)
-						}
-					}
-					oc.when = p.expr(om["when"], of+".when", s|scopeResponse, true)
-					oc.then = p.then(o, om["then"], of+".then")
-					if om["status"] == nil && om["when"] == nil {
-						p.errf(o, of, "an outcome needs status or when")
-					}
-					st.outcomes = append(st.outcomes, oc)
+		p.outcomes(m["outcomes"], f, "status", func(of string, o *yaml.Node, om map[string]*yaml.Node, values []*yaml.Node) {
+			var oc outcome
+			for _, c := range values {
+				code, err := strconv.Atoi(c.Value)
+				if err != nil || code < 100 || code > 599 {
+					p.errf(c, of+".status", "%q is not an HTTP status", c.Value)
 				}
+				oc.status = append(oc.status, code)
 			}
-		}
+			oc.when = p.expr(om["when"], of+".when", s|scopeResponse, true)
+			oc.then = p.then(o, om["then"], of+".then")
+			st.outcomes = append(st.outcomes, oc)
+		})
 		out = append(out, st)
 	}
 	return out
+}
+
+// outcomes parses a step's outcomes: a list of mappings of sel ("status"
+// or "code": a value or a list of them), when and then. add gets each
+// outcome's field path, its node, its keys and sel's values.
+func (p *parser) outcomes(on *yaml.Node, f, sel string, add func(of string, o *yaml.Node, om map[string]*yaml.Node, values []*yaml.Node)) {
+	if on == nil {
+		return
+	}
+	if on.Kind != yaml.SequenceNode {
+		p.errf(on, f+".outcomes", "must be a list of {%s: [...], when: ..., then: ok|done|retry|dead}", sel)
+		return
+	}
+	for j, o := range on.Content {
+		of := fmt.Sprintf("%s.outcomes[%d]", f, j)
+		om := p.mapping(o, of, sel, "when", "then")
+		var values []*yaml.Node
+		switch n := om[sel]; {
+		case n == nil:
+		case n.Kind == yaml.ScalarNode:
+			values = []*yaml.Node{n}
+		default:
+			values = n.Content
+		}
+		add(of, o, om, values)
+		if om[sel] == nil && om["when"] == nil {
+			p.errf(o, of, "an outcome needs %s or when", sel)
+		}
+	}
 }
 
 var sectionKeys = []string{"base_url", "headers", "auth", "tls", "timeout", "rate_limit", "concurrency", "idempotency_key", "actions"}

@@ -948,22 +948,8 @@ func (r *run) commit(st *step, key string, saves map[string]any) error {
 	newID := r.app["id"]
 	err = r.s.state.Update(func(tx *outbox.StateTx) error {
 		if r.key != "" && scimID != "" {
-			if entry == nil {
-				if err := tx.Delete(SpaceIDs, []byte(r.key)); err != nil {
-					return err
-				}
-			} else if err := tx.Put(SpaceIDs, []byte(r.key), entry); err != nil {
+			if err := putIDs(tx, typ, scimID, entry, oldID, newID); err != nil {
 				return err
-			}
-			if oldID != nil && toString(oldID) != toString(newID) {
-				if err := tx.Delete(SpaceApp, []byte(typ+"/"+toString(oldID))); err != nil {
-					return err
-				}
-			}
-			if newID != nil {
-				if err := tx.Put(SpaceApp, []byte(typ+"/"+toString(newID)), []byte(scimID)); err != nil {
-					return err
-				}
 			}
 		}
 		if r.s.trace != nil {
@@ -976,6 +962,29 @@ func (r *run) commit(st *step, key string, saves map[string]any) error {
 	}
 	if st.forget || oldID == nil || newID == nil {
 		metrics.observeSize(r.s)
+	}
+	return nil
+}
+
+// putIDs writes a resource's id-map entry (entry: its saves as JSON; nil
+// drops it) and the reverse entry of its app id, dropping the reverse entry
+// of the id it had before (oldID) when that changed.
+func putIDs(tx *outbox.StateTx, typ, scimID string, entry []byte, oldID, newID any) error {
+	key := []byte(typ + "/" + scimID)
+	if entry == nil {
+		if err := tx.Delete(SpaceIDs, key); err != nil {
+			return err
+		}
+	} else if err := tx.Put(SpaceIDs, key, entry); err != nil {
+		return err
+	}
+	if oldID != nil && toString(oldID) != toString(newID) {
+		if err := tx.Delete(SpaceApp, []byte(typ+"/"+toString(oldID))); err != nil {
+			return err
+		}
+	}
+	if newID != nil {
+		return tx.Put(SpaceApp, []byte(typ+"/"+toString(newID)), []byte(scimID))
 	}
 	return nil
 }

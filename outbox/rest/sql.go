@@ -548,24 +548,8 @@ func (s *SQLSender) saveIDs(r *run, oldID any) error {
 			return outbox.Permanent(fmt.Errorf("saved values: %v", err))
 		}
 	}
-	newID := r.app["id"]
 	err := s.base.state.Update(func(tx *outbox.StateTx) error {
-		if entry == nil {
-			if err := tx.Delete(SpaceIDs, []byte(r.key)); err != nil {
-				return err
-			}
-		} else if err := tx.Put(SpaceIDs, []byte(r.key), entry); err != nil {
-			return err
-		}
-		if oldID != nil && toString(oldID) != toString(newID) {
-			if err := tx.Delete(SpaceApp, []byte(typ+"/"+toString(oldID))); err != nil {
-				return err
-			}
-		}
-		if newID != nil {
-			return tx.Put(SpaceApp, []byte(typ+"/"+toString(newID)), []byte(scimID))
-		}
-		return nil
+		return putIDs(tx, typ, scimID, entry, oldID, r.app["id"])
 	})
 	if err != nil {
 		return fmt.Errorf("id map (the database committed; a redelivery runs the statements again): %w", err)

@@ -226,35 +226,19 @@ func (p *parser) sqlSteps(n *yaml.Node, field string) []*sqlStep {
 			st.save = append(st.save, kv{key: k, prog: p.sqlExpr(valueOf(m["save"], k), f+".save."+k, scopeRequest|sqlScopeRow, false)})
 		}
 		st.base.forget = p.boolean(m["forget"], f+".forget")
-		if on := m["outcomes"]; on != nil {
-			if on.Kind != yaml.SequenceNode {
-				p.errf(on, f+".outcomes", "must be a list of {code: [...], when: ..., then: ok|done|retry|dead}")
-			} else {
-				for j, o := range on.Content {
-					of := fmt.Sprintf("%s.outcomes[%d]", f, j)
-					om := p.mapping(o, of, "code", "when", "then")
-					var oc sqlOutcome
-					if cn := om["code"]; cn != nil {
-						if cn.Kind == yaml.ScalarNode {
-							cn = &yaml.Node{Kind: yaml.SequenceNode, Line: cn.Line, Content: []*yaml.Node{cn}}
-						}
-						for _, c := range cn.Content {
-							if c.Kind != yaml.ScalarNode || c.Value == "" {
-								p.errf(c, of+".code", "must be a database error code (a SQLSTATE such as 23505, or a MySQL error number such as 1062)")
-								continue
-							}
-							oc.codes = append(oc.codes, c.Value)
-						}
-					}
-					oc.when = p.sqlExpr(om["when"], of+".when", scopeRequest|sqlScopeRow, true)
-					oc.then = p.then(o, om["then"], of+".then")
-					if om["code"] == nil && om["when"] == nil {
-						p.errf(o, of, "an outcome needs code or when")
-					}
-					st.outcomes = append(st.outcomes, oc)
+		p.outcomes(m["outcomes"], f, "code", func(of string, o *yaml.Node, om map[string]*yaml.Node, values []*yaml.Node) {
+			var oc sqlOutcome
+			for _, c := range values {
+				if c.Kind != yaml.ScalarNode || c.Value == "" {
+					p.errf(c, of+".code", "must be a database error code (a SQLSTATE such as 23505, or a MySQL error number such as 1062)")
+					continue
 				}
+				oc.codes = append(oc.codes, c.Value)
 			}
-		}
+			oc.when = p.sqlExpr(om["when"], of+".when", scopeRequest|sqlScopeRow, true)
+			oc.then = p.then(o, om["then"], of+".then")
+			st.outcomes = append(st.outcomes, oc)
+		})
 		out = append(out, st)
 	}
 	return out
