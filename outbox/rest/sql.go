@@ -205,7 +205,7 @@ func (s *SQLSender) statement(ctx context.Context, r *run, tx *sql.Tx, st *sqlSt
 		return false, nil
 	}
 	start := time.Now()
-	res, qerr := query(ctx, tx, st.text, args)
+	res, qerr := queryStep(ctx, tx, st, args)
 	metrics.latency.WithLabelValues(s.cfg.target, st.base.name).Observe(time.Since(start).Seconds())
 	then := ThenOK
 	errEnv := map[string]any{}
@@ -301,6 +301,28 @@ func sqlArg(v any) any {
 }
 
 // query runs a statement and reads up to maxRows rows of its result.
+// queryStep runs st's statement in tx, inside a savepoint when st has one
+// (sqlStep.savepoint): a failure then leaves the transaction as it was
+// before the statement. A savepoint that cannot be set, released or rolled
+// back is the statement's error (the connection's trouble: retried).
+func queryStep(ctx context.Context, tx *sql.Tx, st *sqlStep, args []any) (*sqlResult, error) {
+	if !st.savepoint {
+		return query(ctx, tx, st.text, args)
+	}
+	if _, err := tx.ExecContext(ctx, "SAVEPOINT scimgate_step"); err != nil {
+		return nil, err
+	}
+	res, qerr := query(ctx, tx, st.text, args)
+	end := "RELEASE SAVEPOINT scimgate_step"
+	if qerr != nil {
+		end = "ROLLBACK TO SAVEPOINT scimgate_step"
+	}
+	if _, err := tx.ExecContext(ctx, end); err != nil && qerr == nil {
+		return nil, err
+	}
+	return res, qerr
+}
+
 func query(ctx context.Context, tx *sql.Tx, text string, args []any) (*sqlResult, error) {
 	rows, err := tx.QueryContext(ctx, text, args...)
 	if err != nil {

@@ -335,3 +335,89 @@ actions:
 		t.Fatalf("rows: %q", got)
 	}
 }
+
+// A statement whose error an outcome turns into ok lets the event go on:
+// on PostgreSQL, where a failed statement aborts the transaction, the
+// statement runs inside a savepoint that its failure rolls back, so the
+// next statements and the commit still work. Here an insert that meets an
+// existing login (23505, "adopt it") is followed by a lookup that saves
+// the existing row's id.
+func TestSQLOutcomeOKAfterError(t *testing.T) {
+	pg := sqltest.Postgres(t)
+	pg.Exec(sqlTestSchema)
+	pg.Exec("insert into app_users (login, email) values ('ada', 'old@example.com')")
+	section := `
+driver: postgres
+dsn: "` + pg.DSN + `"
+actions:
+  user.created:
+    - name: insert
+      sql: INSERT INTO app_users (login, email) VALUES ($1, $2)
+      args: [record.login, record.email]
+      outcomes: [{code: ["23505"], then: ok}]
+    - name: adopt
+      sql: UPDATE app_users SET email = $2 WHERE login = $1 RETURNING id
+      args: [record.login, record.email]
+      save: {id: row.id}
+`
+	s, err := rest.NewSQL(sqlTarget(t, section), outbox.Env{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.(interface{ Close() error }).Close()
+	if err := s.Send(context.Background(), userEvent("user.created", "u1", "ada", `,"email":"ada@example.com"`)); err != nil {
+		t.Fatalf("an insert refused as a duplicate, with an outcome that says ok, then an update: %v", err)
+	}
+	if got := pg.Query("select count(*), max(email) from app_users"); !slices.Equal(got, []string{"1|ada@example.com"}) {
+		t.Errorf("rows after the event: %q, want the one row, adopted and updated", got)
+	}
+	if err := s.Send(context.Background(), userEvent("user.created", "u2", "bob", `,"email":"bob@example.com"`)); err != nil {
+		t.Fatalf("a new login: %v", err)
+	}
+	if got := pg.Query("select count(*) from app_users"); !slices.Equal(got, []string{"2"}) {
+		t.Errorf("rows after a second user: %q", got)
+	}
+}
+
+// The same on SQLite (and its savepoint syntax): a refused insert that an
+// outcome lets go on, then the statement that adopts the row.
+func TestSQLOutcomeOKAfterErrorSQLite(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "app.db")
+	dsn := "file:" + path + "?_pragma=busy_timeout(5000)"
+	db, err := sql.Open("sqlite", dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	if _, err := db.Exec(`create table app_users (id integer primary key, login text not null unique, email text);
+		insert into app_users (login, email) values ('ada', 'old@example.com')`); err != nil {
+		t.Fatal(err)
+	}
+	section := `
+driver: sqlite
+dsn: "` + dsn + `"
+actions:
+  user.created:
+    - name: insert
+      sql: INSERT INTO app_users (login, email) VALUES (?, ?)
+      args: [record.login, record.email]
+      outcomes: [{when: 'error.code != ""', then: ok}]
+    - name: adopt
+      sql: UPDATE app_users SET email = ? WHERE login = ? RETURNING id
+      args: [record.email, record.login]
+      save: {id: row.id}
+`
+	s, err := rest.NewSQL(sqlTarget(t, section), outbox.Env{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.(interface{ Close() error }).Close()
+	if err := s.Send(context.Background(), userEvent("user.created", "u1", "ada", `,"email":"ada@example.com"`)); err != nil {
+		t.Fatalf("a refused insert with an outcome that says ok, then an update: %v", err)
+	}
+	var n int
+	var email string
+	if err := db.QueryRow("select count(*), max(email) from app_users").Scan(&n, &email); err != nil || n != 1 || email != "ada@example.com" {
+		t.Errorf("rows after the event: %d %q (%v), want the one row, adopted and updated", n, email, err)
+	}
+}

@@ -57,6 +57,11 @@ type sqlStep struct {
 	when     *program
 	save     []kv
 	outcomes []sqlOutcome
+	// savepoint is set when an outcome can let the event go on after this
+	// statement failed (then ok or done): the statement runs inside a
+	// savepoint its failure rolls back, since PostgreSQL refuses every
+	// later statement of a transaction in which one failed.
+	savepoint bool
 }
 
 type sqlOutcome struct {
@@ -238,6 +243,7 @@ func (p *parser) sqlSteps(n *yaml.Node, field string) []*sqlStep {
 			oc.when = p.sqlExpr(om["when"], of+".when", scopeRequest|sqlScopeRow, true)
 			oc.then = p.then(o, om["then"], of+".then")
 			st.outcomes = append(st.outcomes, oc)
+			st.savepoint = st.savepoint || oc.then == ThenOK || oc.then == ThenDone
 		})
 		out = append(out, st)
 	}
