@@ -399,7 +399,7 @@ func (s *Store) remapLoop() {
 				return
 			default:
 			}
-			t0 := time.Now()
+			t0, writes0 := time.Now(), s.w.writes.Load()
 			more, err := s.remapStep()
 			if err != nil {
 				s.log.Error("a remap batch failed; it is retried", "err", err, "retry_in", backoff.String())
@@ -415,10 +415,14 @@ func (s *Store) remapLoop() {
 			if !more {
 				break
 			}
-			// Leave the writer (and the CPU) to SCIM writes for as long
-			// as the batch took, commit included: a remap takes at most
-			// half of either, so an identity provider's writes keep their
-			// latency while it runs.
+			// When other writes ran beside the batch (an identity
+			// provider's), leave the writer (and the CPU) to them for as
+			// long as the batch took, commit included: a remap then takes
+			// at most half of either, so their latency holds while it
+			// runs. Alone, it goes on at once.
+			if s.w.writes.Load()-writes0 <= 1 {
+				continue
+			}
 			select {
 			case <-s.rm.stop:
 				return
