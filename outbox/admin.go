@@ -577,6 +577,7 @@ func (d *Dispatcher) ResumeRetry(target string) (int, error) {
 		d.post(func(s *scheduler) {
 			if l := s.lane(target); l != nil {
 				l.paused, l.reason, l.holdUntil = false, "", time.Time{}
+				l.resumes++
 			}
 		})
 	})

@@ -278,3 +278,53 @@ func TestRetryNowDuringAttempt(t *testing.T) {
 	close(release) // the attempts under way fail now, after RetryNow
 	rc.waitAcked(t, 5*time.Second, evs)
 }
+
+// A refusal that pauses the target, from an attempt that started before
+// the operator's Resume, does not pause it again: the attempt was made
+// with what the operator has since fixed (a NATS password file read before
+// the fix). It is retried, and every event is delivered.
+func TestStaleRefusalAfterResumeDoesNotPause(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		db := mustOpenDB(t)
+		cfg := syncConfig()
+		cfg.Backoff = []time.Duration{0, time.Second}
+		d := newTestDispatcher(t, db, cfg)
+		var fixed atomic.Bool
+		release := make(chan struct{})
+		d.targets[0].sender = SenderFunc(func(ctx context.Context, ev Event) error {
+			if fixed.Load() {
+				return nil
+			}
+			if ev.Resources[0] == "User/u2" {
+				<-release // refused, but only once the operator has resumed
+			}
+			return PauseTarget(errors.New("refused the credentials"))
+		})
+		runDispatcher(t, d)
+		enqueue(t, db, d, userEvent("user.created", "u1"), userEvent("user.created", "u2"))
+		synctest.Wait()
+		first := func() TargetStatus {
+			sts, err := d.Status()
+			if err != nil || len(sts) == 0 {
+				t.Fatalf("status: %v", err)
+			}
+			return sts[0]
+		}
+		if st := first(); !st.Paused {
+			t.Fatalf("not paused after the first refusal: %+v", st)
+		}
+		fixed.Store(true)
+		if err := d.Resume("app"); err != nil {
+			t.Fatal(err)
+		}
+		close(release)
+		synctest.Wait()
+		time.Sleep(2 * time.Second) // past the backoff of the stale attempt's retry
+		synctest.Wait()
+		st := first()
+		if st.Paused || st.Delivered != 2 || st.Backlog != 0 {
+			t.Errorf("after Resume and a refusal from an attempt started before it: paused %v (%q), delivered %d, backlog %d; want both delivered",
+				st.Paused, st.PausedReason, st.Delivered, st.Backlog)
+		}
+	})
+}

@@ -65,6 +65,11 @@ type lane struct {
 	inflight      int
 	paused        bool
 	reason        string
+	// resumes counts Resume calls: a refusal that pauses the target
+	// (pauseError) from an attempt started before the last Resume was
+	// made with what the operator has since fixed, so it is retried, not
+	// a new pause.
+	resumes int
 	holdUntil     time.Time // Retry-After from a 429/503 holds the whole target
 	unadmitted    int       // matching log events after cursor
 	staged        int       // events in the replay bucket
@@ -108,6 +113,7 @@ type result struct {
 	it         *item
 	err        error
 	start, end time.Time
+	resumes    int // the lane's resumes when the attempt started (lane.resumes)
 }
 
 // load reads the delivery state of every target inside Run's first
@@ -695,11 +701,11 @@ func (s *scheduler) start(l *lane, it *item, now time.Time) {
 	s.inflight++
 	t := l.t
 	t.use.inflight++
-	ev, sender, ctx, results, clock := it.ev, t.sender, s.sendCtx, s.results, s.d.now
+	ev, sender, ctx, results, clock, resumes := it.ev, t.sender, s.sendCtx, s.results, s.d.now, l.resumes
 	s.wg.Go(func() {
 		start := clock()
 		err := sender.Send(ctx, ev)
-		results <- result{l: l, t: t, it: it, err: err, start: start, end: clock()}
+		results <- result{l: l, t: t, it: it, err: err, start: start, end: clock(), resumes: resumes}
 	})
 }
 
@@ -751,7 +757,7 @@ func (s *scheduler) handle(r result) {
 
 	var pe *pauseError
 	switch {
-	case errors.As(r.err, &pe):
+	case errors.As(r.err, &pe) && r.resumes == l.resumes:
 		s.pause(l, it, now)
 	case IsPermanent(r.err):
 		it.st.Attempts++
