@@ -56,20 +56,20 @@ type scheduler struct {
 // target (loaded at start, admitted from the log, from a backfill's spool or
 // from a history replay, or loaded from replay), up to the window.
 type lane struct {
-	t             *target
-	cursor        uint64 // highest log seq examined for admission
-	items         map[uint64]*item
-	order         []uint64 // keys of items, ascending; stale entries are skipped lazily
-	rq            map[string]*resQueue
-	ready         readyHeap // items that are first in all their resource queues
-	inflight      int
-	paused        bool
-	reason        string
+	t        *target
+	cursor   uint64 // highest log seq examined for admission
+	items    map[uint64]*item
+	order    []uint64 // keys of items, ascending; stale entries are skipped lazily
+	rq       map[string]*resQueue
+	ready    readyHeap // items that are first in all their resource queues
+	inflight int
+	paused   bool
+	reason   string
 	// resumes counts Resume calls: a refusal that pauses the target
 	// (pauseError) from an attempt started before the last Resume was
 	// made with what the operator has since fixed, so it is retried, not
 	// a new pause.
-	resumes int
+	resumes       int
 	holdUntil     time.Time // Retry-After from a 429/503 holds the whole target
 	unadmitted    int       // matching log events after cursor
 	staged        int       // events in the replay bucket
