@@ -524,7 +524,7 @@ func (d *Dispatcher) commitLoop(ops <-chan *op, errc chan<- error) {
 		default:
 			fatal = fmt.Errorf("outbox: commit delivery state: %w", err)
 			errc <- fatal // capacity 1, sent once
-			failOwn(held, fatal)
+			dropOwn(held, fatal)
 			held = nil
 			d.clearFailing()
 		}
@@ -548,7 +548,7 @@ func (d *Dispatcher) commitLoop(ops <-chan *op, errc chan<- error) {
 			if len(held) > 0 && !flush() && fatal == nil {
 				err := fmt.Errorf("outbox: commit delivery state at shutdown: %w (%d changes not recorded: the events concerned are delivered again after a restart)",
 					d.failing.Load().err, len(held))
-				failOwn(held, err)
+				dropOwn(held, err)
 				errc <- err
 			}
 			return
@@ -591,7 +591,7 @@ func (d *Dispatcher) commitLoop(ops <-chan *op, errc chan<- error) {
 			run := batch[i:j]
 			i = j
 			if fatal != nil {
-				failOwn(run, fatal)
+				dropOwn(run, fatal)
 				continue
 			}
 			if len(held) > 0 { // the storage refuses commits: own ops fail at once, as admin ops do
@@ -669,15 +669,6 @@ func dropOwn(ops []*op, err error) []*op {
 	}
 	clear(ops[len(keep):])
 	return keep
-}
-
-// failOwn tells the own ops among ops that they will not be committed.
-func failOwn(ops []*op, err error) {
-	for _, o := range ops {
-		if o != nil && o.own {
-			o.done <- err
-		}
-	}
 }
 
 // write runs an admin change: through the committer while Run is running, so

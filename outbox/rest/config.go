@@ -178,11 +178,13 @@ var exprOptions = []expr.Option{
 // maxExprLen bounds an expression's source.
 const maxExprLen = 4096
 
-func compile(src string, s scope, asBool bool) (*vm.Program, error) {
+// compile compiles an expression against env (compileEnv or sqlEnv of
+// its scope).
+func compile(env types.Map, src string, asBool bool) (*vm.Program, error) {
 	if len(src) > maxExprLen {
 		return nil, fmt.Errorf("expression longer than %d bytes", maxExprLen)
 	}
-	opts := append([]expr.Option{expr.Env(compileEnv(s))}, exprOptions...)
+	opts := append([]expr.Option{expr.Env(env)}, exprOptions...)
 	if asBool {
 		opts = append(opts, expr.AsBool())
 	}
@@ -284,6 +286,12 @@ func (p *parser) integer(n *yaml.Node, field string, min int) int {
 }
 
 func (p *parser) expr(n *yaml.Node, field string, s scope, asBool bool) *program {
+	return p.exprIn(compileEnv(s), n, field, asBool)
+}
+
+// exprIn compiles the expression n against env, reporting an error at its
+// line; nil when n is absent or does not compile.
+func (p *parser) exprIn(env types.Map, n *yaml.Node, field string, asBool bool) *program {
 	if n == nil {
 		return nil
 	}
@@ -292,7 +300,7 @@ func (p *parser) expr(n *yaml.Node, field string, s scope, asBool bool) *program
 		return nil
 	}
 	src := n.Value // a number or a boolean compiles to itself
-	prog, err := compile(src, s, asBool)
+	prog, err := compile(env, src, asBool)
 	if err != nil {
 		p.errf(n, field, "expression: %s", scrub(firstLine(err.Error())))
 		return nil
@@ -535,12 +543,8 @@ var sectionKeys = []string{"base_url", "headers", "auth", "tls", "timeout", "rat
 func parse(t outbox.Target, prefix string) (*config, []error) {
 	p := &parser{prefix: prefix + ".rest"}
 	c := &config{target: t.Name, actions: map[string][]*step{}, timeout: t.Timeout}
-	root := &t.Rest
-	if root.Kind == yaml.DocumentNode && len(root.Content) > 0 {
-		root = root.Content[0]
-	}
-	if root.Kind == 0 {
-		p.errs = append(p.errs, &outbox.FieldError{Field: prefix + ".rest", Err: fmt.Errorf("%w: a target of type rest needs a rest section (base_url, actions)", outbox.ErrRequired)})
+	root := p.section(&t.Rest, "a target of type rest needs a rest section (base_url, actions)")
+	if root == nil {
 		return c, p.errs
 	}
 	m := p.mapping(root, "", sectionKeys...)
@@ -559,16 +563,7 @@ func parse(t outbox.Target, prefix string) (*config, []error) {
 		c.headers = append(c.headers, kv{key: k, lit: val})
 		c.secrets = append(c.secrets, val)
 	}
-	if n := m["timeout"]; n != nil {
-		d, err := time.ParseDuration(n.Value)
-		if err != nil || d <= 0 {
-			p.errf(n, ".timeout", "%q: use a positive duration such as 15s", n.Value)
-		}
-		c.timeout = d
-	}
-	if c.timeout <= 0 {
-		c.timeout = outbox.DefaultTimeout
-	}
+	c.timeout = p.timeout(m["timeout"], c.timeout)
 	rl := p.mapping(m["rate_limit"], ".rate_limit", "per_second", "burst")
 	if n := rl["per_second"]; n != nil {
 		if err := n.Decode(&c.perSecond); err != nil || c.perSecond <= 0 {
@@ -595,24 +590,63 @@ func parse(t outbox.Target, prefix string) (*config, []error) {
 		}
 	}
 	p.auth(c, m["auth"])
-	an := m["actions"]
+	c.actions = parseActions(p, root, m["actions"], "steps", func(v *yaml.Node, f string) []*step { return p.steps(v, f, false) })
+	return c, p.errs
+}
+
+// timeout is a section's timeout (n, a positive duration), else the
+// target's (fallback), else outbox.DefaultTimeout.
+func (p *parser) timeout(n *yaml.Node, fallback time.Duration) time.Duration {
+	d := fallback
+	if n != nil {
+		var err error
+		if d, err = time.ParseDuration(n.Value); err != nil || d <= 0 {
+			p.errf(n, ".timeout", "%q: use a positive duration such as 15s", n.Value)
+		}
+	}
+	if d <= 0 {
+		d = outbox.DefaultTimeout
+	}
+	return d
+}
+
+// section is a target's section (its YAML document's content), or nil
+// after reporting it missing with need.
+func (p *parser) section(n *yaml.Node, need string) *yaml.Node {
+	if n.Kind == yaml.DocumentNode && len(n.Content) > 0 {
+		n = n.Content[0]
+	}
+	if n.Kind == 0 {
+		p.errs = append(p.errs, &outbox.FieldError{Field: p.prefix, Err: fmt.Errorf("%w: %s", outbox.ErrRequired, need)})
+		return nil
+	}
+	return n
+}
+
+// parseActions reads a section's actions (an, required in root): each
+// event type with its steps, parsed by steps (what names them, for the
+// error when there are none). An event type given null acts on nothing; a
+// key that is not an event type is reported.
+func parseActions[S any](p *parser, root, an *yaml.Node, what string, steps func(v *yaml.Node, field string) S) map[string]S {
+	out := map[string]S{}
 	if an == nil {
-		p.errf(root, ".actions", "required: event type → steps")
+		p.errf(root, ".actions", "required: event type → %s", what)
 	}
 	for _, typ := range p.keys(an, ".actions") {
 		f := ".actions[" + typ + "]"
-		v := valueOf(an, typ)
+		v := deref(valueOf(an, typ))
 		if !slices.Contains(eventTypes, typ) {
 			p.errf(v, f, "%q is not an event type (use one of %s)", typ, strings.Join(eventTypes, ", "))
 			continue
 		}
 		if v.Kind == yaml.ScalarNode && v.Tag == "!!null" {
-			c.actions[typ] = nil
+			var none S
+			out[typ] = none
 			continue
 		}
-		c.actions[typ] = p.steps(v, f, false)
+		out[typ] = steps(v, f)
 	}
-	return c, p.errs
+	return out
 }
 
 func (p *parser) auth(c *config, n *yaml.Node) {

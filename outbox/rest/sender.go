@@ -300,14 +300,18 @@ type run struct {
 	vm   vm.VM
 }
 
+// recoverAction turns a panic in an action into its event's dead letter
+// (deferred by Send): an action's defect never stops the dispatcher.
+func recoverAction(err *error, typ string) {
+	if r := recover(); r != nil {
+		*err = outbox.Permanent(fmt.Errorf("action %s: internal error: %v", typ, r))
+	}
+}
+
 // Send runs ev's action. Each step that succeeds commits its saves and the
 // event's progress in one State.Update, so a retry resumes after it.
 func (s *Sender) Send(ctx context.Context, ev outbox.Event) (err error) {
-	defer func() {
-		if r := recover(); r != nil {
-			err = outbox.Permanent(fmt.Errorf("action %s: internal error: %v", ev.Type, r))
-		}
-	}()
+	defer recoverAction(&err, ev.Type)
 	steps := s.cfg.actions[ev.Type]
 	if len(steps) == 0 {
 		return nil

@@ -15,8 +15,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/expr-lang/expr"
-	"github.com/expr-lang/expr/vm"
 	"github.com/go-sql-driver/mysql"
 	"github.com/jackc/pgx/v5/pgconn"
 	_ "github.com/jackc/pgx/v5/stdlib" // database/sql driver "pgx"
@@ -24,17 +22,6 @@ import (
 
 	"github.com/scimgate/scimgate/outbox"
 )
-
-func compileSQLProgram(src string, s scope, asBool bool) (*vm.Program, error) {
-	if len(src) > maxExprLen {
-		return nil, fmt.Errorf("expression longer than %d bytes", maxExprLen)
-	}
-	opts := append([]expr.Option{expr.Env(sqlEnv(s))}, exprOptions...)
-	if asBool {
-		opts = append(opts, expr.AsBool())
-	}
-	return expr.Compile(src, opts...)
-}
 
 // maxRows bounds the rows of a statement's result kept for save and the
 // dry run.
@@ -114,11 +101,7 @@ type sqlResult struct {
 // made (an upsert on the app's natural key, or a lookup first; see
 // examples/postgres.yaml).
 func (s *SQLSender) Send(ctx context.Context, ev outbox.Event) (err error) {
-	defer func() {
-		if r := recover(); r != nil {
-			err = outbox.Permanent(fmt.Errorf("action %s: internal error: %v", ev.Type, r))
-		}
-	}()
+	defer recoverAction(&err, ev.Type)
 	steps := s.cfg.actions[ev.Type]
 	if len(steps) == 0 {
 		return nil

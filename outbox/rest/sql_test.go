@@ -158,13 +158,9 @@ func toJSON(v any) string { b, _ := json.Marshal(v); return string(b) }
 func TestSQLOutcomes(t *testing.T) {
 	pg := sqltest.Postgres(t)
 	pg.Exec(sqlTestSchema)
-	s, err := rest.NewSQL(sqlTarget(t, sqlSection(pg.DSN)), outbox.Env{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.(interface{ Close() error }).Close()
+	s := newSQLSender(t, sqlSection(pg.DSN))
 	ev := userEvent("user.created", "u2", "bob'; DROP TABLE app_users; --", `,"email":"bob@example.com","title":"a title much too long for the check"`)
-	err = s.Send(context.Background(), ev)
+	err := s.Send(context.Background(), ev)
 	if err == nil || !outbox.IsPermanent(err) {
 		t.Fatalf("a check violation: %v, want a dead letter", err)
 	}
@@ -185,11 +181,7 @@ func TestSQLOutcomes(t *testing.T) {
 		t.Errorf("rows after the failed event: %q", got)
 	}
 
-	down, err := rest.NewSQL(sqlTarget(t, sqlSection("postgres://app:s3cretpassw0rd@127.0.0.1:1/app?connect_timeout=2")), outbox.Env{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer down.(interface{ Close() error }).Close()
+	down := newSQLSender(t, sqlSection("postgres://app:s3cretpassw0rd@127.0.0.1:1/app?connect_timeout=2"))
 	err = down.Send(context.Background(), userEvent("user.created", "u3", "carol", ""))
 	if err == nil || outbox.IsPermanent(err) {
 		t.Fatalf("a refused connection: %v, want a retry", err)
@@ -310,15 +302,11 @@ actions:
       sql: SELECT LAST_INSERT_ID() AS id
       save: {id: row.id}
 `
-	s, err := rest.NewSQL(sqlTarget(t, section), outbox.Env{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.(interface{ Close() error }).Close()
+	s := newSQLSender(t, section)
 	if err := s.Send(context.Background(), userEvent("user.created", "u1", "ada", `,"email":"shared@example.com"`)); err != nil {
 		t.Fatalf("first insert: %v", err)
 	}
-	err = s.Send(context.Background(), userEvent("user.created", "u2", "bob", `,"email":"shared@example.com"`))
+	err := s.Send(context.Background(), userEvent("user.created", "u2", "bob", `,"email":"shared@example.com"`))
 	var se *outbox.StatusError
 	if !outbox.IsPermanent(err) || !errors.As(err, &se) {
 		t.Fatalf("a duplicate email: %v, want a dead letter", err)
@@ -360,11 +348,7 @@ actions:
       args: [record.login, record.email]
       save: {id: row.id}
 `
-	s, err := rest.NewSQL(sqlTarget(t, section), outbox.Env{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.(interface{ Close() error }).Close()
+	s := newSQLSender(t, section)
 	if err := s.Send(context.Background(), userEvent("user.created", "u1", "ada", `,"email":"ada@example.com"`)); err != nil {
 		t.Fatalf("an insert refused as a duplicate, with an outcome that says ok, then an update: %v", err)
 	}
@@ -407,11 +391,7 @@ actions:
       args: [record.email, record.login]
       save: {id: row.id}
 `
-	s, err := rest.NewSQL(sqlTarget(t, section), outbox.Env{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.(interface{ Close() error }).Close()
+	s := newSQLSender(t, section)
 	if err := s.Send(context.Background(), userEvent("user.created", "u1", "ada", `,"email":"ada@example.com"`)); err != nil {
 		t.Fatalf("a refused insert with an outcome that says ok, then an update: %v", err)
 	}
@@ -420,4 +400,16 @@ actions:
 	if err := db.QueryRow("select count(*), max(email) from app_users").Scan(&n, &email); err != nil || n != 1 || email != "ada@example.com" {
 		t.Errorf("rows after the event: %d %q (%v), want the one row, adopted and updated", n, email, err)
 	}
+}
+
+// newSQLSender builds a sql target's sender from section, closed when the
+// test ends.
+func newSQLSender(t *testing.T, section string) outbox.Sender {
+	t.Helper()
+	s, err := rest.NewSQL(sqlTarget(t, section), outbox.Env{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.(interface{ Close() error }).Close() })
+	return s
 }

@@ -87,19 +87,7 @@ func sqlEnv(s scope) types.Map {
 }
 
 func (p *parser) sqlExpr(n *yaml.Node, field string, s scope, asBool bool) *program {
-	if n == nil {
-		return nil
-	}
-	if n.Kind != yaml.ScalarNode {
-		p.errf(n, field, "must be an expression (a string)")
-		return nil
-	}
-	prog, err := compileSQLProgram(n.Value, s, asBool)
-	if err != nil {
-		p.errf(n, field, "expression: %s", scrub(firstLine(err.Error())))
-		return nil
-	}
-	return &program{src: n.Value, line: n.Line, p: prog}
+	return p.exprIn(sqlEnv(s), n, field, asBool)
 }
 
 var sqlSectionKeys = []string{"driver", "dsn", "timeout", "max_open_conns", "max_idle_conns", "conn_max_lifetime", "isolation", "actions"}
@@ -110,12 +98,8 @@ var isolations = []string{"default", "read_committed", "repeatable_read", "seria
 func parseSQL(t outbox.Target, prefix string) (*sqlConfig, []error) {
 	p := &parser{prefix: prefix + ".sql"}
 	c := &sqlConfig{target: t.Name, actions: map[string][]*sqlStep{}, timeout: t.Timeout}
-	root := &t.Sql
-	if root.Kind == yaml.DocumentNode && len(root.Content) > 0 {
-		root = root.Content[0]
-	}
-	if root.Kind == 0 {
-		p.errs = append(p.errs, &outbox.FieldError{Field: prefix + ".sql", Err: fmt.Errorf("%w: a target of type sql needs a sql section (driver, dsn, actions)", outbox.ErrRequired)})
+	root := p.section(&t.Sql, "a target of type sql needs a sql section (driver, dsn, actions)")
+	if root == nil {
 		return c, p.errs
 	}
 	m := p.mapping(root, "", sqlSectionKeys...)
@@ -131,16 +115,7 @@ func parseSQL(t outbox.Target, prefix string) (*sqlConfig, []error) {
 		p.errf(orNode(m["dsn"], root), ".dsn", "required: the app's database, e.g. ${APP_DATABASE_URL} (or APP_DATABASE_URL_FILE naming a file that holds it)")
 	}
 	c.secrets = append(c.secrets, dsnSecrets(c.dsn)...)
-	if n := m["timeout"]; n != nil {
-		d, err := time.ParseDuration(n.Value)
-		if err != nil || d <= 0 {
-			p.errf(n, ".timeout", "%q: use a positive duration such as 15s", n.Value)
-		}
-		c.timeout = d
-	}
-	if c.timeout <= 0 {
-		c.timeout = outbox.DefaultTimeout
-	}
+	c.timeout = p.timeout(m["timeout"], c.timeout)
 	c.maxOpen = p.integer(m["max_open_conns"], ".max_open_conns", 1)
 	if c.maxOpen == 0 {
 		c.maxOpen = 4
@@ -164,23 +139,7 @@ func parseSQL(t outbox.Target, prefix string) (*sqlConfig, []error) {
 	if c.isolation != "" && !slices.Contains(isolations, c.isolation) {
 		p.errf(m["isolation"], ".isolation", "%q: use %s", c.isolation, strings.Join(isolations, ", "))
 	}
-	an := m["actions"]
-	if an == nil {
-		p.errf(root, ".actions", "required: event type → statements")
-	}
-	for _, typ := range p.keys(an, ".actions") {
-		f := ".actions[" + typ + "]"
-		v := deref(valueOf(an, typ))
-		if !slices.Contains(eventTypes, typ) {
-			p.errf(v, f, "%q is not an event type (use one of %s)", typ, strings.Join(eventTypes, ", "))
-			continue
-		}
-		if v.Kind == yaml.ScalarNode && v.Tag == "!!null" {
-			c.actions[typ] = nil
-			continue
-		}
-		c.actions[typ] = p.sqlSteps(v, f)
-	}
+	c.actions = parseActions(p, root, m["actions"], "statements", p.sqlSteps)
 	return c, p.errs
 }
 
